@@ -20,10 +20,9 @@ use crate::server::shutdown::Shutdown;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// After the last line, how long the writer keeps reading (and discarding) what the client
 /// still sends, so that closing does not reset the connection before the client has read
-/// our last lines.
+/// our last lines. Only time bounds it: closing with unread input sends a reset, and the
+/// kernel then discards what it still had to send, our last lines included.
 const LINGER: Duration = Duration::from_secs(2);
-/// Most bytes discarded while lingering.
-const LINGER_BYTES: usize = 1 << 20;
 
 /// Everything the writer needs.
 pub struct Writer {
@@ -132,15 +131,7 @@ impl Writer {
         // The reader has finished; read what the client still sends until it closes,
         // so that our last lines are not lost to a reset.
         let mut sink = [0u8; 4096];
-        let mut discarded = 0;
-        let linger = async {
-            while discarded < LINGER_BYTES {
-                match self.stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => discarded += n,
-                }
-            }
-        };
+        let linger = async { while let Ok(1..) = self.stream.read(&mut sink).await {} };
         let _ = runtime::timeout(LINGER, linger).await;
     }
 }
