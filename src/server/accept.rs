@@ -124,6 +124,8 @@ impl Acceptor {
             };
             runtime::spawn(connection.serve());
         }
+        // Close the listening sockets before saying so: from here on, connects are refused.
+        drop(incoming);
         info!("stopped accepting: listening sockets closed");
     }
 
