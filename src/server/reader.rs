@@ -66,7 +66,6 @@ impl Reader {
             Ok(login) => login,
             Err(end) => return end,
         };
-        self.span.record("login", &*login);
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
@@ -149,6 +148,8 @@ impl Reader {
         }
         match granted.await {
             Ok(Ok(())) => {
+                // Recorded first, so that this event already carries the login.
+                self.span.record("login", &*login);
                 info!("logged in");
                 Ok(login)
             }
