@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
 use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Out, Outbox};
-use crate::server::router::{ConnId, Envelope, Event};
+use crate::server::router::{ConnId, Envelope, Event, Item};
 use crate::server::shutdown::Shutdown;
 
 /// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
@@ -186,15 +186,15 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
-                    batch.push(Envelope {
+                    batch.push(Item::Message(Envelope {
                         recipients: msg.recipients.iter().map(|&r| r.into()).collect(),
                         line: protocol::format_delivery(login, msg.text).into(),
-                    });
+                    }));
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
                     debug!(error = %e, "line refused");
-                    self.say(protocol::format_error(e));
+                    batch.push(Item::Reply(protocol::format_error(e)));
                 }
             }
         }
