@@ -158,6 +158,12 @@ fn sigterm_drains_the_same_way() {
     drain_delivers_everything(libc::SIGTERM);
 }
 
+/// The last lines of the daemon's log, for failure messages.
+fn tail(d: &Daemon) -> String {
+    let log = d.log.lock().unwrap();
+    log[log.len().saturating_sub(40)..].join("\n")
+}
+
 /// The outcome of one receiving client in the busy drain.
 struct Received {
     /// Per sender, the last sequence number seen (messages run 1, 2, 3, ...).
@@ -269,7 +275,7 @@ fn a_drain_in_the_middle_of_traffic_loses_no_line_in_the_middle() {
     stop.store(true, Ordering::Relaxed);
     let status = d
         .wait_exit(Duration::from_secs(31))
-        .unwrap_or_else(|| panic!("no exit within drain_timeout + 1 s"));
+        .unwrap_or_else(|| panic!("no exit within drain_timeout + 1 s; log:\n{}", tail(&d)));
     assert!(status.success(), "exit status {status:?}");
 
     let sent: Vec<u64> = senders.into_iter().map(|s| s.join().unwrap().1).collect();
