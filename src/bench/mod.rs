@@ -387,7 +387,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
         nap(next_tick, Duration::from_millis(10));
         let opened = shared.opened.load(SeqCst);
         let confirmed = shared.confirmed.load(SeqCst);
-        let failed = shared.connect_failed.load(SeqCst);
+        let failed = shared.connect_failed.load(SeqCst) + shared.login_failed.load(SeqCst);
         let all_connected = shared.workers_connected.load(SeqCst) == plan.threads;
         if all_connected && connected_at.is_none() {
             connected_at = Some(Instant::now());
@@ -395,7 +395,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
         if failed > 0 && !idle {
             break false;
         }
-        if all_connected && confirmed == opened {
+        if all_connected && confirmed + shared.login_failed.load(SeqCst) == opened {
             break failed == 0;
         }
         if connected_at.is_some_and(|t| t.elapsed() > plan.connect_timeout) {
@@ -596,6 +596,13 @@ impl<'a> Summary<'a> {
             notes: shared.notes(),
             warnings: Vec::new(),
         };
+        if s.notes.iter().any(|n| n.contains("protected mode")) {
+            s.notes.push(
+                "Redis in protected mode refuses sources other than 127.0.0.1: start it with \
+                 --protected-mode no, or pass --source-ips 1"
+                    .into(),
+            );
+        }
         for w in stats {
             s.hist.merge(&w.hist);
             s.delivered += w.delivered;

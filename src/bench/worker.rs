@@ -111,6 +111,8 @@ pub struct Shared {
     /// Per client: messages it has sent.
     pub sent: Vec<AtomicU64>,
     pub confirmed: AtomicUsize,
+    /// Clients whose login failed (an error or a closed connection before confirmation).
+    pub login_failed: AtomicUsize,
     pub opened: AtomicUsize,
     pub connect_failed: AtomicUsize,
     pub workers_connected: AtomicUsize,
@@ -135,6 +137,7 @@ impl Shared {
             acked: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             sent: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             confirmed: AtomicUsize::new(0),
+            login_failed: AtomicUsize::new(0),
             opened: AtomicUsize::new(0),
             connect_failed: AtomicUsize::new(0),
             workers_connected: AtomicUsize::new(0),
@@ -218,6 +221,7 @@ struct Client {
     seq: u64,
     done: bool,
     confirmed: bool,
+    failed: bool,
     offset_ns: f64,
     checkers: Vec<SeqChecker>,
 }
@@ -326,6 +330,7 @@ impl Worker {
                 seq: 0,
                 done: false,
                 confirmed: false,
+                failed: false,
                 offset_ns,
                 checkers: if idle {
                     Vec::new()
@@ -521,6 +526,7 @@ impl Worker {
 
     fn lost_conn(&mut self, ci: usize, why: String) {
         self.conns[ci].closed = true;
+        self.fail_login(self.conns[ci].client);
         if self.shared.phase.load(SeqCst) != DONE {
             self.stats.closed += 1;
             self.shared.trouble.fetch_add(1, Relaxed);
@@ -630,6 +636,7 @@ impl Worker {
             }
             ChatLine::Error(_) => {
                 self.stats.server_errors += 1;
+                self.fail_login(cl);
                 self.trouble(cl, "server error", line);
             }
             ChatLine::Notice(_) => {
@@ -667,6 +674,7 @@ impl Worker {
             }
             (_, Resp::Error(e)) => {
                 self.stats.server_errors += 1;
+                self.fail_login(cl);
                 self.trouble(cl, "server error", e);
             }
             (_, other) => {
@@ -677,9 +685,18 @@ impl Worker {
         }
     }
 
+    /// A client not yet confirmed will never be: the login phase stops waiting for it.
+    fn fail_login(&mut self, cl: usize) {
+        let c = &mut self.clients[cl];
+        if !c.confirmed && !c.failed {
+            c.failed = true;
+            self.shared.login_failed.fetch_add(1, SeqCst);
+        }
+    }
+
     fn confirm(&mut self, cl: usize) {
         let c = &mut self.clients[cl];
-        if !c.confirmed {
+        if !c.confirmed && !c.failed {
             c.confirmed = true;
             self.shared.confirmed.fetch_add(1, SeqCst);
         }
