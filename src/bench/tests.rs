@@ -103,6 +103,68 @@ fn chat_server(fault: Fault) -> SocketAddr {
     addr
 }
 
+/// A minimal Redis stand-in: SUBSCRIBE (inline or RESP) and PUBLISH.
+fn redis_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let subs: Arc<Mutex<HashMap<String, TcpStream>>> = Arc::default();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let subs = subs.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let mut read_line = |line: &mut String| {
+                    line.clear();
+                    r.read_line(line).ok().filter(|&n| n > 0)?;
+                    Some(line.trim_end().to_string())
+                };
+                while let Some(first) = read_line(&mut line) {
+                    let words: Vec<String> = match first.strip_prefix('*') {
+                        Some(n) => (0..n.parse::<usize>().unwrap())
+                            .map(|_| {
+                                read_line(&mut line); // the $len line
+                                read_line(&mut line).unwrap_or_default()
+                            })
+                            .collect(),
+                        None => first.split_whitespace().map(String::from).collect(),
+                    };
+                    let mut me = &stream;
+                    match words.first().map(String::as_str) {
+                        Some("SUBSCRIBE") => {
+                            let ch = &words[1];
+                            subs.lock()
+                                .unwrap()
+                                .insert(ch.clone(), stream.try_clone().unwrap());
+                            let reply =
+                                format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{ch}\r\n:1\r\n", ch.len());
+                            let _ = me.write_all(reply.as_bytes());
+                        }
+                        Some("PUBLISH") => {
+                            let (ch, msg) = (&words[1], &words[2]);
+                            let push = format!(
+                                "*3\r\n$7\r\nmessage\r\n${}\r\n{ch}\r\n${}\r\n{msg}\r\n",
+                                ch.len(),
+                                msg.len()
+                            );
+                            let n = match subs.lock().unwrap().get(ch) {
+                                Some(mut to) => to.write_all(push.as_bytes()).is_ok() as u8,
+                                None => 0,
+                            };
+                            let _ = me.write_all(format!(":{n}\r\n").as_bytes());
+                        }
+                        _ => {
+                            let _ = me.write_all(b"-ERR unknown command\r\n");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn bench(fault: Fault, line: &str) -> Result<bool, String> {
     let addr = chat_server(fault);
     run_checked(&args(&format!("--addr {addr} --quiet {line}")))
@@ -135,6 +197,15 @@ fn rate_run_is_clean() {
 #[test]
 fn idle_connections_log_in() {
     assert_eq!(bench(Fault::None, "-d 200ms idle 20"), Ok(true));
+}
+
+#[test]
+fn redis_target_direct_and_fanout_are_clean() {
+    let addr = redis_server();
+    let run = |l: &str| run_checked(&args(&format!("--target redis --addr {addr} -q {l}")));
+    assert_eq!(run("-c 4 -n 300 -d 10s direct"), Ok(true));
+    assert_eq!(run("-c 4 -n 100 -d 10s --threads 2 fanout 2"), Ok(true));
+    assert_eq!(run("-d 100ms idle 10"), Ok(true));
 }
 
 #[test]

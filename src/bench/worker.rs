@@ -243,6 +243,8 @@ struct Worker {
     foreign: Vec<bool>,
     now_ns: u64,
     prefix: Vec<u8>,
+    events: Vec<libc::epoll_event>,
+    rbuf: Vec<u8>,
 }
 
 /// Runs worker `me` until the coordinator sets [`DONE`].
@@ -268,6 +270,8 @@ pub fn run(plan: Arc<Plan>, shared: Arc<Shared>, me: usize) -> WorkerStats {
         clients: Vec::new(),
         stats: WorkerStats::default(),
         now_ns: 0,
+        events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+        rbuf: vec![0u8; READ_BUF],
     };
     if let Err(e) = w.epoll.add(w.shared.wakes[me].fd.raw(), WAKE_TOKEN) {
         w.shared.note(|| format!("epoll: {e}"));
@@ -282,9 +286,13 @@ impl Worker {
     fn connect_all(&mut self) {
         let plan = self.plan.clone();
         let idle = matches!(plan.load, Load::Idle);
-        for id in (self.me..plan.clients).step_by(plan.threads) {
+        for (nth, id) in (self.me..plan.clients).step_by(plan.threads).enumerate() {
             if self.shared.phase.load(SeqCst) == DONE {
                 return;
+            }
+            if nth % 256 == 255 {
+                // Take in the confirmations so far, so progress shows them.
+                self.poll(Duration::ZERO);
             }
             let name = plan.name(id);
             let cl = self.clients.len();
@@ -367,8 +375,6 @@ impl Worker {
     }
 
     fn event_loop(&mut self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-        let mut rbuf = vec![0u8; READ_BUF];
         let shared = self.shared.clone();
         let wake = &shared.wakes[self.me];
         loop {
@@ -389,32 +395,41 @@ impl Worker {
             if wake.dirty.swap(false, SeqCst) {
                 timeout = Duration::ZERO;
             }
-            let n = match self.epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(e) => {
-                    shared.note(|| format!("epoll_wait: {e}"));
-                    0
-                }
-            };
+            self.poll(timeout);
             wake.sleeping.store(false, SeqCst);
             wake.dirty.store(false, SeqCst);
-            self.now_ns = shared.now_ns();
-            for ev in &events[..n] {
-                let (token, flags) = (ev.u64, ev.events);
-                if token == WAKE_TOKEN {
-                    wake.fd.drain();
-                    continue;
-                }
-                let ci = token as usize;
-                if flags & sys::WRITABLE != 0 {
-                    self.conns[ci].writable = true;
-                    self.flush(ci);
-                }
-                if flags & sys::READABLE != 0 {
-                    self.read_conn(ci, &mut rbuf);
-                }
+        }
+    }
+
+    /// Waits up to `timeout` for socket events and handles them.
+    fn poll(&mut self, timeout: Duration) {
+        let mut events = std::mem::take(&mut self.events);
+        let n = match self.epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(e) => {
+                self.shared.note(|| format!("epoll_wait: {e}"));
+                0
+            }
+        };
+        self.now_ns = self.shared.now_ns();
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        for ev in &events[..n] {
+            let (token, flags) = (ev.u64, ev.events);
+            if token == WAKE_TOKEN {
+                self.shared.wakes[self.me].fd.drain();
+                continue;
+            }
+            let ci = token as usize;
+            if flags & sys::WRITABLE != 0 {
+                self.conns[ci].writable = true;
+                self.flush(ci);
+            }
+            if flags & sys::READABLE != 0 {
+                self.read_conn(ci, &mut rbuf);
             }
         }
+        self.rbuf = rbuf;
+        self.events = events;
     }
 
     /// Tops up every sending client; returns the next scheduled send time (open loop).
