@@ -555,7 +555,7 @@ struct Summary<'a> {
     closed: u64,
     unheard: u64,
     connect_failed: usize,
-    max_send_lag_ns: u64,
+    lag: Histogram,
     cpu: Duration,
     daemon_cpu: Option<Duration>,
     rss: [Option<u64>; 3],
@@ -589,7 +589,7 @@ impl<'a> Summary<'a> {
             closed: 0,
             unheard: 0,
             connect_failed: shared.connect_failed.load(SeqCst),
-            max_send_lag_ns: 0,
+            lag: Histogram::new(),
             cpu: Duration::ZERO,
             daemon_cpu: None,
             rss: [None; 3],
@@ -614,7 +614,7 @@ impl<'a> Summary<'a> {
             s.notices += w.notices;
             s.closed += w.closed;
             s.unheard += w.unheard;
-            s.max_send_lag_ns = s.max_send_lag_ns.max(w.max_send_lag_ns);
+            s.lag.merge(&w.lag);
             for (sender, ch) in &w.pairs {
                 s.lost += ch.lost(sent_by[*sender]);
             }
@@ -647,6 +647,9 @@ impl<'a> Summary<'a> {
     }
 
     fn rss_per_conn_kib(&self) -> Option<f64> {
+        if !self.idle() {
+            return None;
+        }
         let (before, after) = (self.rss[0]?, self.rss[1]?);
         (self.confirmed > 0).then(|| (after as f64 - before as f64) / self.confirmed as f64)
     }
@@ -737,8 +740,10 @@ impl<'a> Summary<'a> {
             if let Load::Open { .. } = p.load {
                 let _ = writeln!(
                     o,
-                    "  schedule    at most {} behind (the bench's own lag, included above)",
-                    fmt_ns(self.max_send_lag_ns)
+                    "  send lag    p50 {}  p99 {}  max {}  (the bench behind its schedule; included above)",
+                    fmt_ns(self.lag.quantile(0.5)),
+                    fmt_ns(self.lag.quantile(0.99)),
+                    fmt_ns(self.lag.max())
                 );
             }
         }
@@ -844,7 +849,19 @@ impl<'a> Summary<'a> {
                 h.mean()
             ),
         );
-        field("max_send_lag_ns", self.max_send_lag_ns.to_string());
+        field(
+            "send_lag_ns",
+            if matches!(p.load, Load::Open { .. }) {
+                format!(
+                    "{{\"p50\":{},\"p99\":{},\"max\":{}}}",
+                    self.lag.quantile(0.5),
+                    self.lag.quantile(0.99),
+                    self.lag.max()
+                )
+            } else {
+                "null".into()
+            },
+        );
         field("lost", self.lost.to_string());
         field("duplicates", self.duplicates.to_string());
         field("reordered", self.reordered.to_string());
