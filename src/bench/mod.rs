@@ -455,6 +455,10 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
         if plan.messages.is_some() && shared.senders_done.load(SeqCst) == plan.clients {
             break;
         }
+        if shared.open_conns.load(SeqCst) == 0 {
+            shared.note(|| "every connection was closed: run stopped".into());
+            break;
+        }
         let now = Instant::now();
         if now >= next_tick {
             next_tick += Duration::from_secs(1);
@@ -493,7 +497,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     // Phase 3: stop sending, wait for what is still in flight.
     shared.set_phase(DRAIN);
     let drain_start = Instant::now();
-    if !idle {
+    if !idle && shared.open_conns.load(SeqCst) > 0 {
         // Let workers notice the phase before trusting the sent counters.
         thread::sleep(Duration::from_millis(2));
         while drain_start.elapsed() < args.grace

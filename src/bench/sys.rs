@@ -21,6 +21,7 @@ pub struct Epoll {
 pub const READABLE: u32 =
     (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32;
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+pub const HANGUP: u32 = (libc::EPOLLRDHUP | libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 impl Epoll {
     pub fn new() -> io::Result<Self> {

@@ -31,6 +31,8 @@ enum Fault {
     Repeat(u64),
     /// Hold every Nth message back and deliver it after the next one.
     Swap(u64),
+    /// Close every connection once N messages have been routed.
+    Hangup(u64),
 }
 
 /// A minimal a-chat-compatible server on an ephemeral loopback port.
@@ -77,6 +79,12 @@ fn chat_server(fault: Fault) -> SocketAddr {
                         };
                         let is_ping = text.trim() == "ping";
                         match fault {
+                            Fault::Hangup(k) if n >= k => {
+                                for s in p.values() {
+                                    let _ = s.shutdown(std::net::Shutdown::Both);
+                                }
+                                return;
+                            }
                             Fault::Drop(k) if !is_ping && n % k == 0 => continue,
                             Fault::Repeat(k) if !is_ping && n % k == 0 => {
                                 let _ = to.write_all(out.as_bytes());
@@ -230,6 +238,13 @@ fn reordering_fails_the_run() {
         bench(Fault::Swap(50), "direct -c 3 -n 200 -d 10s"),
         Ok(false)
     );
+}
+
+#[test]
+fn a_server_that_hangs_up_fails_the_run_at_once() {
+    let t = Instant::now();
+    assert_eq!(bench(Fault::Hangup(500), "direct -c 3 -d 20s"), Ok(false));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]

@@ -114,6 +114,8 @@ pub struct Shared {
     /// Clients whose login failed (an error or a closed connection before confirmation).
     pub login_failed: AtomicUsize,
     pub opened: AtomicUsize,
+    /// Connections open now (closed ones, by the server or on errors, leave).
+    pub open_conns: AtomicUsize,
     pub connect_failed: AtomicUsize,
     pub workers_connected: AtomicUsize,
     pub delivered: AtomicU64,
@@ -139,6 +141,7 @@ impl Shared {
             confirmed: AtomicUsize::new(0),
             login_failed: AtomicUsize::new(0),
             opened: AtomicUsize::new(0),
+            open_conns: AtomicUsize::new(0),
             connect_failed: AtomicUsize::new(0),
             workers_connected: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
@@ -365,6 +368,7 @@ impl Worker {
         )?;
         let ci = self.conns.len();
         self.epoll.add(stream.as_raw_fd(), ci as u64)?;
+        self.shared.open_conns.fetch_add(1, SeqCst);
         self.conns.push(Conn {
             stream,
             client: cl,
@@ -431,7 +435,7 @@ impl Worker {
                 self.flush(ci);
             }
             if flags & sys::READABLE != 0 {
-                self.read_conn(ci, &mut rbuf);
+                self.read_conn(ci, &mut rbuf, flags & sys::HANGUP != 0);
             }
         }
         self.rbuf = rbuf;
@@ -522,16 +526,15 @@ impl Worker {
 
     fn flush(&mut self, ci: usize) {
         let c = &mut self.conns[ci];
+        let mut failed = None;
         while c.out_pos < c.out.len() && c.writable && !c.closed {
             match (&c.stream).write(&c.out[c.out_pos..]) {
                 Ok(n) => c.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    c.closed = true;
-                    self.stats.closed += 1;
-                    self.shared.trouble.fetch_add(1, Relaxed);
-                    self.shared.note(|| format!("write: {e}"));
+                    failed = Some(e);
+                    break;
                 }
             }
         }
@@ -542,10 +545,17 @@ impl Worker {
             c.out.drain(..c.out_pos);
             c.out_pos = 0;
         }
+        if let Some(e) = failed {
+            self.lost_conn(ci, format!("write: {e}"));
+        }
     }
 
     fn lost_conn(&mut self, ci: usize, why: String) {
+        if self.conns[ci].closed {
+            return;
+        }
         self.conns[ci].closed = true;
+        self.shared.open_conns.fetch_sub(1, SeqCst);
         self.fail_login(self.conns[ci].client);
         if self.shared.phase.load(SeqCst) != DONE {
             self.stats.closed += 1;
@@ -555,7 +565,9 @@ impl Worker {
         }
     }
 
-    fn read_conn(&mut self, ci: usize, rbuf: &mut [u8]) {
+    /// Reads until the socket is drained: until a short read, or with `hangup`
+    /// (the peer closed: the end of the stream must be seen) until EOF or EAGAIN.
+    fn read_conn(&mut self, ci: usize, rbuf: &mut [u8], hangup: bool) {
         loop {
             let conn = &mut self.conns[ci];
             if conn.closed {
@@ -580,7 +592,7 @@ impl Worker {
                     let conn = &mut self.conns[ci];
                     conn.partial.clear();
                     conn.partial.extend_from_slice(&rbuf[used..total]);
-                    if n < room {
+                    if n < room && !hangup {
                         return;
                     }
                 }
