@@ -303,29 +303,6 @@ impl Worker {
                 // Take in the confirmations so far, so progress shows them.
                 self.poll(Duration::ZERO);
             }
-            let name = plan.name(id);
-            let cl = self.clients.len();
-            let opened = match plan.target {
-                Target::Achat => self.open(id, cl, Role::Chat, format!("{name}\n{name}: ping\n")),
-                Target::Redis => self
-                    .open(id, cl, Role::Sub, format!("SUBSCRIBE {name}\r\n"))
-                    .and_then(|sub| {
-                        if idle {
-                            Ok(sub)
-                        } else {
-                            self.open(id, cl, Role::Pub, String::new())
-                        }
-                    }),
-            };
-            let send = match opened {
-                Ok(conn) => conn,
-                Err(e) => {
-                    self.shared.connect_failed.fetch_add(1, SeqCst);
-                    self.shared
-                        .note(|| format!("connect {} for client {id}: {e}", plan.addr));
-                    return;
-                }
-            };
             let template = if idle {
                 Template::default()
             } else {
@@ -340,9 +317,11 @@ impl Worker {
                 Load::Open { interval_ns } => interval_ns * id as f64 / plan.clients as f64,
                 _ => 0.0,
             };
+            // The client exists before its connections, which refer to it.
+            let cl = self.clients.len();
             self.clients.push(Client {
                 id,
-                send: (!idle).then_some(send),
+                send: None,
                 template,
                 seq: 0,
                 done: false,
@@ -355,11 +334,35 @@ impl Worker {
                     vec![SeqChecker::new(); plan.fanout]
                 },
             });
+            let name = plan.name(id);
+            let opened = match plan.target {
+                Target::Achat => self.open(cl, Role::Chat, format!("{name}\n{name}: ping\n")),
+                Target::Redis => self
+                    .open(cl, Role::Sub, format!("SUBSCRIBE {name}\r\n"))
+                    .and_then(|sub| {
+                        if idle {
+                            Ok(sub)
+                        } else {
+                            self.open(cl, Role::Pub, String::new())
+                        }
+                    }),
+            };
+            match opened {
+                Ok(conn) => self.clients[cl].send = (!idle).then_some(conn),
+                Err(e) => {
+                    // Counted as a failed connect, not as a login to wait for.
+                    self.clients[cl].failed = true;
+                    self.shared.connect_failed.fetch_add(1, SeqCst);
+                    self.shared
+                        .note(|| format!("connect {} for client {id}: {e}", plan.addr));
+                    return;
+                }
+            }
             self.shared.opened.fetch_add(1, SeqCst);
         }
     }
 
-    fn open(&mut self, id: usize, cl: usize, role: Role, hello: String) -> io::Result<usize> {
+    fn open(&mut self, cl: usize, role: Role, hello: String) -> io::Result<usize> {
         let conn_no = self.conns.len() * self.plan.threads + self.me;
         let stream = sys::connect(
             self.plan.addr,
@@ -379,7 +382,6 @@ impl Worker {
             partial: Vec::new(),
             closed: false,
         });
-        let _ = id;
         self.flush(ci);
         Ok(ci)
     }
