@@ -30,8 +30,12 @@ use worker::{Load, Plan, Shared, WorkerStats, DONE, DRAIN, RUN};
 
 /// Load-test an a-chat server (or Redis, for comparison) on this machine.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    subcommand_value_name = "WORKLOAD",
+    subcommand_help_heading = "Workloads"
+)]
 #[command(after_help = "\
-Workloads:
+In detail:
   direct       each client i sends to client (i+1) mod N, closed loop (--inflight)
   fanout K     each message names K recipients: clients i+1..i+K mod N
   rate R       open loop: R messages/s in total (e.g. 20000, 50k), on a fixed
@@ -498,8 +502,12 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     shared.set_phase(DRAIN);
     let drain_start = Instant::now();
     if !idle && shared.open_conns.load(SeqCst) > 0 {
-        // Let workers notice the phase before trusting the sent counters.
-        thread::sleep(Duration::from_millis(2));
+        // The sent counters are final once every worker has seen the phase.
+        while drain_start.elapsed() < args.grace
+            && shared.stopped_sending.load(SeqCst) < plan.threads
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
         while drain_start.elapsed() < args.grace
             && shared.delivered.load(SeqCst) < shared.sent_deliveries.load(SeqCst)
         {

@@ -266,7 +266,7 @@ fn a_taken_login_stops_the_run() {
 #[test]
 fn refuses_bad_plans() {
     let plan = |l: &str| build_plan(&args(l)).map(|_| ()).unwrap_err();
-    assert!(plan("--addr 10.0.0.1:8080 direct").contains("loopback"));
+    assert!(plan("--addr 192.0.2.1:8080 direct").contains("loopback"));
     assert!(plan("--size 10 direct").contains("too small"));
     assert!(plan("-c 3 fanout 4").contains("fanout"));
     assert!(plan("--prefix a:b direct").contains("prefix"));

@@ -122,6 +122,8 @@ pub struct Shared {
     pub sent_msgs: AtomicU64,
     pub sent_deliveries: AtomicU64,
     pub senders_done: AtomicUsize,
+    /// Workers that have seen the drain phase and send no more.
+    pub stopped_sending: AtomicUsize,
     /// Server errors, closed connections and malformed input seen so far.
     pub trouble: AtomicU64,
     notes: Mutex<Vec<String>>,
@@ -148,6 +150,7 @@ impl Shared {
             sent_msgs: AtomicU64::new(0),
             sent_deliveries: AtomicU64::new(0),
             senders_done: AtomicUsize::new(0),
+            stopped_sending: AtomicUsize::new(0),
             trouble: AtomicU64::new(0),
             notes: Mutex::new(Vec::new()),
             wakes: (0..threads)
@@ -389,8 +392,14 @@ impl Worker {
     fn event_loop(&mut self) {
         let shared = self.shared.clone();
         let wake = &shared.wakes[self.me];
+        let mut stopped_sending = false;
         loop {
             let phase = shared.phase.load(SeqCst);
+            if phase >= DRAIN && !stopped_sending {
+                // From here on this worker sends nothing: its sent counters are final.
+                stopped_sending = true;
+                shared.stopped_sending.fetch_add(1, SeqCst);
+            }
             if phase == DONE {
                 return;
             }
