@@ -225,6 +225,48 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+
+    /// The registry in the classic Prometheus text format (0.0.4), for clients that do
+    /// not ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    ///
+    /// The two formats differ, for what a-chat registers, only in counter family names
+    /// (OpenMetrics declares `achat_bytes_in` and its sample `achat_bytes_in_total`; the
+    /// classic format declares the sample's name), in `# UNIT` lines, and in the final
+    /// `# EOF`; the samples themselves are the same.
+    pub fn encode_prometheus_text(&self) -> String {
+        let openmetrics = self.encode();
+        let counters: std::collections::HashSet<&str> = openmetrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(openmetrics.len());
+        for line in openmetrics.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let declaration = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find(|prefix| line.starts_with(prefix));
+            match declaration {
+                Some(prefix) => {
+                    let rest = &line[prefix.len()..];
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let suffix = if counters.contains(name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +292,31 @@ mod tests {
         assert!(text.contains("# HELP achat_bytes_in Bytes read"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(m.dropped_total(DropReason::SlowConsumer), 3);
+    }
+
+    #[test]
+    fn the_classic_text_format_declares_every_sample_name() {
+        let m = Metrics::new();
+        m.bytes_in.inc_by(12);
+        m.draining.set(1);
+        let text = m.encode_prometheus_text();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# HELP achat_bytes_in_total Bytes read from clients.\n# TYPE achat_bytes_in_total counter\nachat_bytes_in_total 12\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE achat_draining gauge\nachat_draining 1\n"),
+            "{text}"
+        );
+        let declared: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|rest| rest.split(' ').next().unwrap())
+            .collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            assert!(declared.contains(name), "{name} undeclared in\n{text}");
+        }
     }
 }
