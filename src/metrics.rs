@@ -10,6 +10,10 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Why a connection was refused or closed before it could chat.
+///
+/// There is no "cap" reason: connections beyond `max_connections` are not refused but
+/// held (they wait in the kernel's listen backlog until a token is free); those pauses
+/// are counted by `accept_paused_at_cap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     PerIp,
@@ -39,7 +43,9 @@ pub struct Metrics {
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
     refused_login_timeout: Counter,
-    /// Times the accept loop paused because every connection token was out.
+    /// Times the accept loop paused because every connection token was out (one per
+    /// pause, however long). Connections that arrive meanwhile are held in the kernel's
+    /// listen backlog, not refused, so they never show in `connections_refused`.
     pub accept_paused_at_cap: Counter,
     pub accept_errors_per_connection: Counter,
     pub accept_errors_resource: Counter,
@@ -52,7 +58,8 @@ pub struct Metrics {
     dropped_recipient_gone: Counter,
     dropped_slow_consumer: Counter,
     dropped_drain_deadline: Counter,
-    /// Lines refused with an `error:` answer (no colon, too many recipients, unknown name).
+    /// `error:` answers to message lines: one per line without a colon or with too many
+    /// recipients, one per unknown recipient (the line still reaches the others).
     pub lines_rejected: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -94,7 +101,7 @@ impl Metrics {
         let accept_paused_at_cap = Counter::default();
         registry.register(
             "accept_paused_at_cap",
-            "Times accepting paused because max_connections tokens were all in use",
+            "Times accepting paused because all max_connections tokens were in use; connections arriving meanwhile wait in the listen backlog (held, not refused)",
             accept_paused_at_cap.clone(),
         );
         let accept_errors = Family::<Labels, Counter>::default();
@@ -130,7 +137,7 @@ impl Metrics {
         let lines_rejected = Counter::default();
         registry.register(
             "lines_rejected",
-            "Lines answered with an error line instead of being delivered",
+            "Error answers to message lines: one per line without a colon or with too many recipients, one per unknown recipient",
             lines_rejected.clone(),
         );
         let bytes_in = Counter::default();
