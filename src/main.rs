@@ -18,6 +18,7 @@ use a_chat::{admin, client, notify, runtime, server, telemetry};
 #[command(
     name = "a-chat",
     version,
+    propagate_version = true,
     about = "A hardened, observable line-protocol chat daemon"
 )]
 struct Cli {
@@ -129,9 +130,7 @@ fn open_file_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we own.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    // rlim_t is u64 on Linux but not everywhere.
-    #[allow(clippy::unnecessary_cast)]
-    ok.then_some(limit.rlim_cur as u64)
+    ok.then_some(limit.rlim_cur)
 }
 
 fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
