@@ -155,14 +155,18 @@ impl Admin {
 
 /// What every admin connection shares.
 struct Shared {
+    /// Encoded for each `/metrics` request.
     metrics: Arc<Metrics>,
+    /// What `/readyz` answers.
     health: Arc<Health>,
+    /// Refreshes values kept outside the registry before each encoding.
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
 }
 
 /// The parts of a request head the endpoint looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Request {
+    /// GET and HEAD are served; anything else on a known path gets 405.
     method: String,
     /// The path without its query string.
     path: String,

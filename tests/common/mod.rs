@@ -420,9 +420,11 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
 /// An HTTP response as the admin endpoint sent it.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
+    /// The status code from the status line.
     pub status: u16,
     /// Header names in lower case, values trimmed.
     pub headers: Vec<(String, String)>,
+    /// Empty for HEAD requests.
     pub body: Vec<u8>,
 }
 
