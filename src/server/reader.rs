@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
 use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Out, Outbox};
-use crate::server::router::{ConnId, Envelope, Event};
+use crate::server::router::{ConnId, Envelope, Event, Item};
 use crate::server::shutdown::Shutdown;
 
 /// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
@@ -66,7 +66,6 @@ impl Reader {
             Ok(login) => login,
             Err(end) => return end,
         };
-        self.span.record("login", &*login);
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
@@ -131,7 +130,11 @@ impl Reader {
         };
         let line = match line {
             Ok(line) => line,
-            Err(e) => return Err(self.frame_error(e)),
+            Err(e) => {
+                // A login line too long or not UTF-8 is an invalid login too.
+                self.metrics.refused(Refusal::InvalidLogin);
+                return Err(self.frame_error(e));
+            }
         };
         if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
             return Err(self.refuse_login(e));
@@ -149,6 +152,8 @@ impl Reader {
         }
         match granted.await {
             Ok(Ok(())) => {
+                // Recorded first, so that this event already carries the login.
+                self.span.record("login", &*login);
                 info!("logged in");
                 Ok(login)
             }
@@ -185,15 +190,15 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
-                    batch.push(Envelope {
+                    batch.push(Item::Message(Envelope {
                         recipients: msg.recipients.iter().map(|&r| r.into()).collect(),
                         line: protocol::format_delivery(login, msg.text).into(),
-                    });
+                    }));
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
                     debug!(error = %e, "line refused");
-                    self.say(protocol::format_error(e));
+                    batch.push(Item::Reply(protocol::format_error(e)));
                 }
             }
         }
