@@ -42,7 +42,8 @@ In detail:
                schedule; latency counts from the scheduled send time, so queueing
                in the server (or in the bench) is included
   idle N       hold N logged-in connections for --duration; with --pid, the
-               daemon's memory per connection
+               daemon's memory per connection (start the daemon afresh for this:
+               memory freed by earlier connections is reused, and hides the cost)
 
 Exit status: 0 all checks passed, 1 a check failed (loss, duplicates, reordering,
 misrouting, server errors, closed connections), 2 the run could not start.
