@@ -45,7 +45,15 @@ impl Writer {
         loop {
             let first = match self.inbox.rx.recv().await {
                 Ok(out) => out,
-                // Every handle is gone and the queue is empty: a normal close.
+                // Every handle is gone and the queue is empty: a normal close, unless the
+                // connection was cut off while nothing was queued (a line bigger than the
+                // whole queue bound, or a kick racing the last write).
+                Err(_) if self.inbox.queue.is_kicked() => {
+                    let _ = self.stream.shutdown(SocketShutdown::Both);
+                    self.metrics.slow_consumers.inc();
+                    warn!("slow consumer disconnected: outbound queue over outbound_queue_bytes");
+                    return;
+                }
                 Err(_) => break,
             };
             buf.clear();
@@ -132,7 +140,11 @@ impl Writer {
         // so that our last lines are not lost to a reset.
         // Allocated only now, so that an idle connection's writer stays small.
         let mut sink = vec![0u8; 4096];
-        let linger = async { while let Ok(1..) = self.stream.read(&mut sink).await {} };
+        let linger = async {
+            while let Ok(n @ 1..) = self.stream.read(&mut sink).await {
+                self.metrics.bytes_in.inc_by(n as u64);
+            }
+        };
         let _ = runtime::timeout(LINGER, linger).await;
     }
 }
