@@ -84,6 +84,7 @@ impl Writer {
 
     fn take(&self, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
         buf.extend_from_slice(out.bytes());
+        self.inbox.queue.unpin(out.pinned());
         if let Out::Delivery(_) = out {
             *deliveries += 1;
         }
@@ -98,6 +99,7 @@ impl Writer {
         let mut dropped = in_flight;
         while let Ok(out) = self.inbox.rx.try_recv() {
             self.inbox.queue.release(out.bytes().len());
+            self.inbox.queue.unpin(out.pinned());
             if let Out::Delivery(_) = out {
                 dropped += 1;
             }
