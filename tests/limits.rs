@@ -234,6 +234,60 @@ fn flood(client: &mut Client, name: &str, to: &str, bytes: usize) {
     }
 }
 
+/// Delivery lines share the buffer of the read they came from. A client that does not
+/// read must not keep whole reads alive through one tiny line in each: what its queue
+/// holds stays bounded by outbound_queue_bytes, not by the size of the senders' reads.
+#[test]
+fn tiny_lines_to_a_non_reader_do_not_keep_the_senders_reads_alive() {
+    let _serial = serial();
+    const CHUNKS: usize = 300;
+    let d =
+        Daemon::with_toml("[limits]\noutbound_queue_bytes = 16777216\nwrite_timeout = \"60s\"\n");
+    let _slow = d.login_small_rcvbuf("slow", 4096);
+    let mut talker = d.login("talker");
+    let (_peer_w, mut peer_r) = d.login("peer").split();
+    // 12 MB of long lines: the non-reader's writer is blocked and its queue holds
+    // several MB, below its 16 MB bound.
+    flood(&mut talker, "talker", "slow", 12 << 20);
+    let before = d.rss_kib();
+    // Then reads of about 64 KiB, each with one tiny line for the non-reader and long
+    // lines for a client that reads them all.
+    let filler = format!("peer: {}\n", "y".repeat(1000));
+    let mut chunk = String::from("slow: t\n");
+    while chunk.len() + filler.len() <= 64 * 1024 {
+        chunk.push_str(&filler);
+    }
+    let expected = CHUNKS * ((chunk.len() - 8) / filler.len());
+    let peer = thread::spawn(move || {
+        let mut line = String::new();
+        for n in 0..expected {
+            line.clear();
+            match peer_r.read_line(&mut line) {
+                Ok(0) => panic!("peer: closed after {n} lines"),
+                Ok(_) => assert!(line.starts_with("from talker: y"), "{line:?}"),
+                Err(e) => panic!("peer: {e} after {n} lines"),
+            }
+        }
+    });
+    for _ in 0..CHUNKS {
+        talker.send_raw(chunk.as_bytes()).expect("send");
+    }
+    talker.send("talker: all sent");
+    talker.expect("from talker: all sent");
+    peer.join().unwrap();
+    let after = d.rss_kib();
+    eprintln!(
+        "{CHUNKS} reads with one tiny line each for a non-reader: RSS {before} -> {after} KiB \
+         (+{} KiB)",
+        after.saturating_sub(before)
+    );
+    // The tiny lines themselves are about 5 KB; 19 MB went through to the reader.
+    assert!(
+        after.saturating_sub(before) < 4 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
 #[test]
 fn a_write_blocked_past_write_timeout_disconnects_the_client() {
     let _serial = serial();
