@@ -1,1 +1,183 @@
-fn main() {}
+//! The `a-chat` command line (DESIGN §2): parse arguments, load the configuration, and
+//! hand over to the server, the client, or the configuration check.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+use a_chat::config::{self, Config};
+use a_chat::metrics::Metrics;
+use a_chat::{client, runtime, server, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "a-chat",
+    version,
+    about = "A hardened, observable line-protocol chat daemon"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the chat daemon (built-in defaults without --config).
+    Server {
+        /// TOML configuration file (see config/a-chat.toml).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Address to listen on (IP:PORT), overriding [server] listen.
+        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+        listen: Option<SocketAddr>,
+    },
+    /// Chat interactively: stdin to the server, the server to stdout.
+    Client {
+        /// Server address.
+        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+        addr: SocketAddr,
+    },
+    /// Validate a configuration file and print the effective settings.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// Exit 0 if a daemon accepts connections at ADDR, 1 otherwise (for health checks).
+    Probe {
+        /// Address to connect to.
+        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+        addr: SocketAddr,
+        /// How long to wait for the connection.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    config::parse_addr(s)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server { config, listen } => serve(config.as_deref(), listen),
+        Command::Client { addr } => match client::run(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CheckConfig { path } => check_config(&path),
+        Command::Probe { addr, timeout } => {
+            if client::probe(addr, timeout) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("a-chat: nothing accepts connections at {addr}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Loads the configuration or explains in one line why not (exit status 2).
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::default()),
+        Some(path) => Config::load(path).map_err(|e| {
+            eprintln!("a-chat: {e}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("a-chat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("# {}: valid. Effective settings:", path.display());
+    print!("{}", config.to_toml());
+    if let Some(limit) = open_file_limit() {
+        let max = config.server.max_connections as u64;
+        let note = if max + 32 > limit {
+            "too close: accepts will fail with EMFILE before the token cap is reached"
+        } else {
+            "ok"
+        };
+        println!("# open-file limit (ulimit -n) here: {limit}; max_connections = {max}: {note}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    ok.then_some(limit.rlim_cur as u64)
+}
+
+fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+    let mut config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(addr) = listen {
+        config.server.listen = vec![addr];
+    }
+    let config = Arc::new(config);
+    let logging = telemetry::init(&config.log);
+    std::panic::set_hook(Box::new(|info| {
+        // Logged inside the span of the task that panicked.
+        error!(panic = %info, "panic");
+    }));
+    let metrics = Arc::new(Metrics::new());
+    let code = runtime::block_on(async {
+        let mut listeners = Vec::new();
+        for addr in &config.server.listen {
+            match runtime::bind(*addr).await {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => {
+                    error!(%addr, error = %e, "cannot listen");
+                    eprintln!("a-chat: cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let shutdown = match server::drain::on_signals(|| {}) {
+            Ok(shutdown) => shutdown,
+            Err(e) => {
+                eprintln!("a-chat: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for listener in &listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
+            }
+        }
+        let summary = server::run(listeners, config.clone(), metrics.clone(), shutdown).await;
+        summary.log();
+        ExitCode::SUCCESS
+    });
+    metrics
+        .log_lines_dropped
+        .set(logging.dropped_lines.dropped_lines() as i64);
+    drop(logging);
+    code
+}

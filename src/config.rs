@@ -1,0 +1,413 @@
+//! The configuration file of DESIGN §3: its TOML schema, the built-in defaults, range
+//! checks, and error messages that name the file, the line and the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole configuration. Every section and key is optional; unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to accept chat connections on: one address or a list.
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// Connection tokens: beyond this many open connections, accepting pauses.
+    pub max_connections: usize,
+    /// Open connections allowed from one IP address; 0 means no cap.
+    pub max_connections_per_ip: usize,
+    /// Pause after an accept error that signals a resource shortage (EMFILE, ENOBUFS...).
+    #[serde(with = "duration")]
+    pub accept_error_sleep: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            accept_error_sleep: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_login_bytes: usize,
+    pub max_line_bytes: usize,
+    pub max_recipients: usize,
+    #[serde(with = "duration")]
+    pub login_timeout: Duration,
+    /// Zero means connections never time out for being idle.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    pub outbound_queue_bytes: usize,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_login_bytes: 64,
+            max_line_bytes: 8192,
+            max_recipients: 64,
+            login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::ZERO,
+            outbound_queue_bytes: 1_048_576,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Hard deadline for the drain after SIGINT/SIGTERM.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for journald and container log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `debug`, `a_chat=debug,info`); RUST_LOG wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the HTTP endpoint for /metrics, /healthz, /readyz; empty means off.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// A configuration error, written for the operator who reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when the configuration came from one.
+    pub file: Option<String>,
+    /// 1-based line of the offending key, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `limits.max_line_bytes`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration")?;
+        if let Some(file) = &self.file {
+            write!(f, " in {file}")?;
+        }
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(file.clone()),
+            line: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text).map_err(|e| ConfigError {
+            file: Some(file),
+            ..e
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = (path != ".").then_some(path);
+            toml_error(text, e.inner(), key)
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError {
+            file: None,
+            line: locate_key(text, key),
+            key: Some(key.to_owned()),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Range checks that the types alone cannot express.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
+            if v < min {
+                return Err((key, format!("{v} is too small: the least allowed is {min}")));
+            }
+            Ok(())
+        }
+        fn at_most(key: &'static str, v: usize, max: usize) -> Result<(), (&'static str, String)> {
+            if v > max {
+                return Err((key, format!("{v} is too large: the most allowed is {max}")));
+            }
+            Ok(())
+        }
+        fn nonzero(key: &'static str, d: Duration) -> Result<(), (&'static str, String)> {
+            if d.is_zero() {
+                return Err((key, "must be longer than 0s".into()));
+            }
+            Ok(())
+        }
+        let (s, l) = (&self.server, &self.limits);
+        if s.listen.is_empty() {
+            return Err(("server.listen", "needs at least one address".into()));
+        }
+        at_least("server.max_connections", s.max_connections, 1)?;
+        at_most("server.max_connections", s.max_connections, 1_000_000)?;
+        nonzero("server.accept_error_sleep", s.accept_error_sleep)?;
+        at_least("limits.max_login_bytes", l.max_login_bytes, 1)?;
+        at_most("limits.max_login_bytes", l.max_login_bytes, 1024)?;
+        at_least("limits.max_line_bytes", l.max_line_bytes, 16)?;
+        at_most("limits.max_line_bytes", l.max_line_bytes, 16 << 20)?;
+        at_least("limits.max_recipients", l.max_recipients, 1)?;
+        at_most("limits.max_recipients", l.max_recipients, 10_000)?;
+        nonzero("limits.login_timeout", l.login_timeout)?;
+        nonzero("limits.write_timeout", l.write_timeout)?;
+        // A queue must hold at least one delivery of the longest line.
+        let longest = l.max_line_bytes + l.max_login_bytes + 16;
+        at_least(
+            "limits.outbound_queue_bytes",
+            l.outbound_queue_bytes,
+            longest,
+        )?;
+        nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(("log.level", format!("not a log filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML or schema error into one line naming the key and, where known, the line.
+fn toml_error(text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigError {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        .or_else(|| key.as_deref().and_then(|k| locate_key(text, k)));
+    ConfigError {
+        file: None,
+        line,
+        key,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+/// Finds the line of `section.key` in the text, for errors found after parsing.
+fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header.trim_end_matches(']').trim().to_owned();
+        } else if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    list.iter()
+        .map(|s| parse_addr(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// Parses `IP:PORT`. Names are not resolved: a daemon should not depend on DNS to start.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "\"{s}\" is not an address: write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        )
+    })
+}
+
+mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "\"{s}\" is not a duration ({e}): write e.g. \"500ms\", \"10s\", \"1m\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod optional_addr {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        parse_addr(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+impl Config {
+    /// The effective settings as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let d = Config::default();
+        assert_eq!(d.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(d.limits.max_line_bytes, 8192);
+        assert_eq!(d.admin.listen, None);
+    }
+
+    #[test]
+    fn the_shipped_file_is_valid_and_equals_the_defaults() {
+        let text = include_str!("../config/a-chat.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_parse() {
+        let c = Config::parse(
+            "[server]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n[limits]\nidle_timeout = \"1m 30s\"\n[admin]\nlisten = \"127.0.0.1:9100\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_path() {
+        let e = Config::parse("[limits]\nmax_line_bytes = 100\nmax_lines = 3\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.key.as_deref(), Some("limits.max_lines"), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let e = Config::parse("[limits]\nlogin_timeout = \"soon\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.login_timeout"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_and_range() {
+        let e = Config::parse("[server]\nlisten = \"localhost:80\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.listen"), "{e}");
+        assert!(e.message.contains("not an address"), "{e}");
+        let e = Config::parse("\n[server]\nmax_connections = 0\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.max_connections"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = Config::parse("[limits]\nmax_line_bytes = -1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.max_line_bytes"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = Config::parse("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn effective_settings_round_trip() {
+        let c = Config::default();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,18 @@
+//! a-chat: a hardened, observable line-protocol chat daemon. The binary's subcommands
+//! live in `main.rs`; everything else is here so tests and benchmarks can use it.
+//!
+//! Where each part of the design lives:
+//! - `protocol`: the wire protocol as pure functions (DESIGN §1)
+//! - `config`: the configuration file (§3)
+//! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
+//! - `telemetry`, `metrics`: logs and counters (§6)
+//! - `client`: the interactive client and the health probe (§2)
+//! - `runtime`: the only module that names the async runtime
+
+pub mod client;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,254 @@
+//! The daemon's counters (DESIGN §6), kept in a Prometheus registry. Hot paths hold
+//! plain counter handles (an atomic add each); the admin endpoint encodes the registry.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Why a connection was refused or closed before it could chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    PerIp,
+    LoginTaken,
+    InvalidLogin,
+    LoginTimeout,
+}
+
+/// Why a delivery (one message to one recipient) was not written to its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The recipient's connection ended before the line was written.
+    RecipientGone,
+    /// The recipient was disconnected for not reading.
+    SlowConsumer,
+    /// The drain deadline passed with the line still queued.
+    DrainDeadline,
+}
+
+/// Every counter a-chat keeps. Cloning a handle shares the same value.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: Gauge,
+    pub connections_accepted: Counter,
+    refused_per_ip: Counter,
+    refused_login_taken: Counter,
+    refused_invalid_login: Counter,
+    refused_login_timeout: Counter,
+    /// Times the accept loop paused because every connection token was out.
+    pub accept_paused_at_cap: Counter,
+    pub accept_errors_per_connection: Counter,
+    pub accept_errors_resource: Counter,
+    /// Message lines accepted from clients (one per line, whatever its recipient count).
+    pub messages_received: Counter,
+    /// Deliveries (one message to one recipient) routed to a logged-in recipient's writer.
+    pub deliveries_routed: Counter,
+    /// Deliveries written to the recipient's socket.
+    pub messages_delivered: Counter,
+    dropped_recipient_gone: Counter,
+    dropped_slow_consumer: Counter,
+    dropped_drain_deadline: Counter,
+    /// Lines refused with an `error:` answer (no colon, too many recipients, unknown name).
+    pub lines_rejected: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub slow_consumers: Counter,
+    pub panics: Counter,
+    /// 1 while the drain runs.
+    pub draining: Gauge,
+    /// Log lines the non-blocking log writer had to drop.
+    pub log_lines_dropped: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("achat");
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Chat connections open now",
+            connections_open.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Chat connections accepted",
+            connections_accepted.clone(),
+        );
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Chat connections refused, by reason",
+            refused.clone(),
+        );
+        let accept_paused_at_cap = Counter::default();
+        registry.register(
+            "accept_paused_at_cap",
+            "Times accepting paused because max_connections tokens were all in use",
+            accept_paused_at_cap.clone(),
+        );
+        let accept_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "accept_errors",
+            "Accept errors, by class (per_connection: skipped at once; resource_shortage: followed by accept_error_sleep)",
+            accept_errors.clone(),
+        );
+        let messages_received = Counter::default();
+        registry.register(
+            "messages_received",
+            "Message lines received from logged-in clients",
+            messages_received.clone(),
+        );
+        let deliveries_routed = Counter::default();
+        registry.register(
+            "deliveries_routed",
+            "Deliveries (one message to one recipient) routed to a logged-in recipient",
+            deliveries_routed.clone(),
+        );
+        let messages_delivered = Counter::default();
+        registry.register(
+            "messages_delivered",
+            "Deliveries (one message to one recipient) written to the recipient's socket",
+            messages_delivered.clone(),
+        );
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages_dropped",
+            "Deliveries that could not be written, by reason",
+            dropped.clone(),
+        );
+        let lines_rejected = Counter::default();
+        registry.register(
+            "lines_rejected",
+            "Lines answered with an error line instead of being delivered",
+            lines_rejected.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register("bytes_in", "Bytes read from clients", bytes_in.clone());
+        let bytes_out = Counter::default();
+        registry.register("bytes_out", "Bytes written to clients", bytes_out.clone());
+        let slow_consumers = Counter::default();
+        registry.register(
+            "slow_consumers",
+            "Connections disconnected for not reading (queue over outbound_queue_bytes or write past write_timeout)",
+            slow_consumers.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "connection_panics",
+            "Connection tasks that panicked and were closed",
+            panics.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while the shutdown drain runs, else 0",
+            draining.clone(),
+        );
+        let log_lines_dropped = Gauge::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer could not keep up",
+            log_lines_dropped.clone(),
+        );
+        let label = |family: &Family<Labels, Counter>, key, value| {
+            family.get_or_create_owned(&vec![(key, value)])
+        };
+        Metrics {
+            connections_open,
+            connections_accepted,
+            refused_per_ip: label(&refused, "reason", "per_ip"),
+            refused_login_taken: label(&refused, "reason", "login_taken"),
+            refused_invalid_login: label(&refused, "reason", "invalid_login"),
+            refused_login_timeout: label(&refused, "reason", "login_timeout"),
+            accept_paused_at_cap,
+            accept_errors_per_connection: label(&accept_errors, "class", "per_connection"),
+            accept_errors_resource: label(&accept_errors, "class", "resource_shortage"),
+            messages_received,
+            deliveries_routed,
+            messages_delivered,
+            dropped_recipient_gone: label(&dropped, "reason", "recipient_gone"),
+            dropped_slow_consumer: label(&dropped, "reason", "slow_consumer"),
+            dropped_drain_deadline: label(&dropped, "reason", "drain_deadline"),
+            lines_rejected,
+            bytes_in,
+            bytes_out,
+            slow_consumers,
+            panics,
+            draining,
+            log_lines_dropped,
+            registry,
+        }
+    }
+
+    pub fn refused(&self, why: Refusal) {
+        match why {
+            Refusal::PerIp => &self.refused_per_ip,
+            Refusal::LoginTaken => &self.refused_login_taken,
+            Refusal::InvalidLogin => &self.refused_invalid_login,
+            Refusal::LoginTimeout => &self.refused_login_timeout,
+        }
+        .inc();
+    }
+
+    pub fn dropped(&self, why: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped_counter(why).inc_by(n);
+        }
+    }
+
+    pub fn dropped_total(&self, why: DropReason) -> u64 {
+        self.dropped_counter(why).get()
+    }
+
+    fn dropped_counter(&self, why: DropReason) -> &Counter {
+        match why {
+            DropReason::RecipientGone => &self.dropped_recipient_gone,
+            DropReason::SlowConsumer => &self.dropped_slow_consumer,
+            DropReason::DrainDeadline => &self.dropped_drain_deadline,
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_handles_share_the_registered_values() {
+        let m = Metrics::new();
+        m.refused(Refusal::LoginTaken);
+        m.dropped(DropReason::SlowConsumer, 3);
+        m.messages_delivered.inc_by(5);
+        let text = m.encode();
+        assert!(
+            text.contains("achat_connections_refused_total{reason=\"login_taken\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("achat_messages_dropped_total{reason=\"slow_consumer\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("achat_messages_delivered_total 5"), "{text}");
+        assert!(text.contains("# HELP achat_bytes_in Bytes read"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(m.dropped_total(DropReason::SlowConsumer), 3);
+    }
+}

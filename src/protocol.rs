@@ -1,0 +1,391 @@
+//! The wire protocol (DESIGN §1) as pure functions: cutting a byte stream into lines,
+//! validating a login, parsing `name1, name2: text`, and formatting the lines the server
+//! sends. Nothing here does I/O, so all of it is unit-tested and fuzzed directly.
+
+use std::fmt;
+
+/// Why a byte stream could not be cut into lines. Both close the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A line grew past `max_line_bytes` before its `\n` arrived.
+    LineTooLong,
+    /// A complete line is not valid UTF-8.
+    InvalidUtf8,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrameError::LineTooLong => "line too long",
+            FrameError::InvalidUtf8 => "invalid utf-8",
+        })
+    }
+}
+
+/// Cuts the bytes a client sends into lines, holding at most one partial line.
+///
+/// The reader appends whatever a `read` returned with [`LineFramer::read_space`] and
+/// [`LineFramer::filled`], then takes every complete line with [`LineFramer::next_line`].
+/// A line's length is checked as its bytes arrive, so a client that never sends `\n`
+/// costs at most `max_line_bytes` plus one read of memory.
+#[derive(Debug)]
+pub struct LineFramer {
+    /// Bytes received and not yet handed out: complete lines, then at most one partial line.
+    buf: Vec<u8>,
+    /// Start of the first byte not yet handed out as part of a line.
+    start: usize,
+    /// Everything in `buf[start..scanned]` is known to hold no `\n`.
+    scanned: usize,
+    /// Longest line accepted, without its `\n` or `\r\n`.
+    max_line: usize,
+}
+
+impl LineFramer {
+    /// A framer for lines of at most `max_line` bytes (without the line ending).
+    pub fn new(max_line: usize) -> LineFramer {
+        LineFramer {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max_line,
+        }
+    }
+
+    /// A writable slice of at least `want` bytes at the end of the buffer, for one `read`.
+    /// Call [`LineFramer::filled`] with the number of bytes the read put there.
+    pub fn read_space(&mut self, want: usize) -> &mut [u8] {
+        if self.start > 0 {
+            // Move the partial line to the front: it is at most `max_line` bytes.
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        &mut self.buf[len..]
+    }
+
+    /// Records that the last `read` put `n` bytes into the slice from `read_space(want)`.
+    pub fn filled(&mut self, want: usize, n: usize) {
+        debug_assert!(n <= want);
+        let len = self.buf.len();
+        self.buf.truncate(len - (want - n));
+    }
+
+    /// Appends bytes directly (tests and fuzzing use this; the reader reads in place).
+    pub fn push(&mut self, data: &[u8]) {
+        let space = self.read_space(data.len());
+        space.copy_from_slice(data);
+    }
+
+    /// The next complete line, without its `\n` or `\r\n`; `None` when only a partial
+    /// line (or nothing) is left. An error means the connection must be closed.
+    pub fn next_line(&mut self) -> Option<Result<&str, FrameError>> {
+        match memchr(b'\n', &self.buf[self.scanned..]) {
+            Some(i) => {
+                let nl = self.scanned + i;
+                let line_start = self.start;
+                self.start = nl + 1;
+                self.scanned = nl + 1;
+                let mut line = &self.buf[line_start..nl];
+                if let [rest @ .., b'\r'] = line {
+                    line = rest;
+                }
+                if line.len() > self.max_line {
+                    return Some(Err(FrameError::LineTooLong));
+                }
+                Some(std::str::from_utf8(line).map_err(|_| FrameError::InvalidUtf8))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                let partial = &self.buf[self.start..];
+                // A partial line may hold `max_line` bytes plus the `\r` of a `\r\n`.
+                let too_long = partial.len() > self.max_line + 1
+                    || (partial.len() == self.max_line + 1 && partial.last() != Some(&b'\r'));
+                if too_long {
+                    Some(Err(FrameError::LineTooLong))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Bytes held for a line whose `\n` has not arrived yet.
+    pub fn partial_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Gives back the buffer's memory when nothing is pending, so idle connections stay small.
+    pub fn shrink_if_idle(&mut self, keep: usize) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            self.scanned = 0;
+            if self.buf.capacity() > keep {
+                self.buf = Vec::new();
+            }
+        }
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Why a login was refused. Each is answered with `error: <Display>` and a close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    Empty,
+    TooLong { max: usize },
+    BadCharacter,
+    Taken(String),
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::Empty => f.write_str("login is empty: send your name as the first line"),
+            LoginError::TooLong { max } => write!(f, "login is longer than {max} bytes"),
+            LoginError::BadCharacter => {
+                f.write_str("login may not contain whitespace, ':', ',' or control characters")
+            }
+            LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
+        }
+    }
+}
+
+/// Checks a login line. A valid login is also a valid recipient name.
+pub fn validate_login(login: &str, max_bytes: usize) -> Result<&str, LoginError> {
+    if login.is_empty() {
+        return Err(LoginError::Empty);
+    }
+    if login.len() > max_bytes {
+        return Err(LoginError::TooLong { max: max_bytes });
+    }
+    if login
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',')
+    {
+        return Err(LoginError::BadCharacter);
+    }
+    Ok(login)
+}
+
+/// Why a line after the login is not a message. The connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageError {
+    /// No `:` in the line.
+    NoColon,
+    /// Nothing but commas and spaces before the `:`.
+    NoRecipients,
+    /// More names than `max_recipients`.
+    TooManyRecipients,
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MessageError::NoColon => "not a message: write \"name1, name2: text\"",
+            MessageError::NoRecipients => "no recipients: write \"name1, name2: text\"",
+            MessageError::TooManyRecipients => "too many recipients",
+        })
+    }
+}
+
+/// A parsed message line: distinct recipients in the order first named, and the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub recipients: Vec<&'a str>,
+    pub text: &'a str,
+}
+
+/// Parses `name1, name2, ... nameN: text`. Names and text are trimmed; empty names
+/// (as in `a,,b`) are skipped; a name listed twice counts once for delivery but each
+/// listing counts toward `max_recipients`, so a line full of repeats is refused cheaply.
+pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, MessageError> {
+    let (dest, text) = line.split_once(':').ok_or(MessageError::NoColon)?;
+    let mut recipients: Vec<&str> = Vec::new();
+    let mut listed = 0usize;
+    for name in dest.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        listed += 1;
+        if listed > max_recipients {
+            return Err(MessageError::TooManyRecipients);
+        }
+        if !recipients.contains(&name) {
+            recipients.push(name);
+        }
+    }
+    if recipients.is_empty() {
+        return Err(MessageError::NoRecipients);
+    }
+    Ok(Message {
+        recipients,
+        text: text.trim(),
+    })
+}
+
+/// The line each recipient gets: `from <sender>: <text>\n`.
+pub fn format_delivery(sender: &str, text: &str) -> Vec<u8> {
+    let mut line = Vec::with_capacity(sender.len() + text.len() + 8);
+    line.extend_from_slice(b"from ");
+    line.extend_from_slice(sender.as_bytes());
+    line.extend_from_slice(b": ");
+    line.extend_from_slice(text.as_bytes());
+    line.push(b'\n');
+    line
+}
+
+/// A line the server originates: `error: <what>\n`.
+pub fn format_error(what: impl fmt::Display) -> Vec<u8> {
+    format!("error: {what}\n").into_bytes()
+}
+
+/// A line the server originates: `notice: <what>\n`.
+pub fn format_notice(what: impl fmt::Display) -> Vec<u8> {
+    format!("notice: {what}\n").into_bytes()
+}
+
+/// `error: no such user "<name>"`, the answer to a message naming an unknown login.
+pub fn no_such_user(name: &str) -> Vec<u8> {
+    format_error(format_args!("no such user \"{name}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(framer: &mut LineFramer) -> Vec<Result<String, FrameError>> {
+        let mut out = Vec::new();
+        while let Some(r) = framer.next_line() {
+            let stop = r.is_err();
+            out.push(r.map(str::to_owned));
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn frames_lines_and_strips_crlf() {
+        let mut f = LineFramer::new(100);
+        f.push(b"alice\r\nbob: hi\nparti");
+        assert_eq!(
+            lines(&mut f),
+            vec![Ok("alice".into()), Ok("bob: hi".into())]
+        );
+        assert_eq!(f.partial_len(), 5);
+        f.push(b"al\n");
+        assert_eq!(lines(&mut f), vec![Ok("partial".into())]);
+        assert_eq!(f.partial_len(), 0);
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_bytes_is_fine_one_more_is_not() {
+        let mut f = LineFramer::new(4);
+        f.push(b"abcd\r\nabcd\n");
+        assert_eq!(lines(&mut f), vec![Ok("abcd".into()), Ok("abcd".into())]);
+        f.push(b"abcd\r");
+        assert_eq!(lines(&mut f), vec![]);
+        f.push(b"\n");
+        assert_eq!(lines(&mut f), vec![Ok("abcd".into())]);
+        f.push(b"abcde\n");
+        assert_eq!(lines(&mut f), vec![Err(FrameError::LineTooLong)]);
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_before_it_is_buffered() {
+        let mut f = LineFramer::new(8);
+        f.push(b"12345678");
+        assert_eq!(lines(&mut f), vec![]);
+        f.push(b"9");
+        assert_eq!(lines(&mut f), vec![Err(FrameError::LineTooLong)]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut f = LineFramer::new(100);
+        f.push(b"ok\n\xff\xfe\n");
+        assert_eq!(
+            lines(&mut f),
+            vec![Ok("ok".into()), Err(FrameError::InvalidUtf8)]
+        );
+    }
+
+    #[test]
+    fn read_space_and_filled_append_only_what_was_read() {
+        let mut f = LineFramer::new(100);
+        let space = f.read_space(16);
+        space[..3].copy_from_slice(b"a\nb");
+        f.filled(16, 3);
+        assert_eq!(lines(&mut f), vec![Ok("a".into())]);
+        assert_eq!(f.partial_len(), 1);
+        f.shrink_if_idle(0);
+        assert_eq!(f.partial_len(), 1, "a pending partial line is kept");
+    }
+
+    #[test]
+    fn logins() {
+        assert_eq!(validate_login("alice", 64), Ok("alice"));
+        assert_eq!(validate_login("", 64), Err(LoginError::Empty));
+        assert_eq!(
+            validate_login("abcdef", 5),
+            Err(LoginError::TooLong { max: 5 })
+        );
+        for bad in ["a b", "a:b", "a,b", "a\tb", "a\u{7}b", "a\u{a0}b"] {
+            assert_eq!(
+                validate_login(bad, 64),
+                Err(LoginError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(validate_login("élodie", 64), Ok("élodie"));
+        assert_eq!(
+            LoginError::Taken("bob".into()).to_string(),
+            "login \"bob\" is taken"
+        );
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            parse_message(" bob , carol,bob: hi there ", 64),
+            Ok(Message {
+                recipients: vec!["bob", "carol"],
+                text: "hi there"
+            })
+        );
+        assert_eq!(
+            parse_message("bob: a: b", 64).unwrap().text,
+            "a: b",
+            "only the first colon splits"
+        );
+        assert_eq!(parse_message("hello", 64), Err(MessageError::NoColon));
+        assert_eq!(
+            parse_message(" , : hi", 64),
+            Err(MessageError::NoRecipients)
+        );
+        assert_eq!(
+            parse_message("a,b,c: hi", 2),
+            Err(MessageError::TooManyRecipients)
+        );
+        assert_eq!(
+            parse_message("a,a,a: hi", 2),
+            Err(MessageError::TooManyRecipients)
+        );
+        assert_eq!(parse_message("a,b: hi", 2).unwrap().recipients, ["a", "b"]);
+        assert_eq!(parse_message("bob:", 2).unwrap().text, "");
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_delivery("alice", "hi"), b"from alice: hi\n");
+        assert_eq!(format_error("line too long"), b"error: line too long\n");
+        assert_eq!(
+            format_notice("server shutting down"),
+            b"notice: server shutting down\n"
+        );
+        assert_eq!(no_such_user("zed"), b"error: no such user \"zed\"\n");
+    }
+}

@@ -1,0 +1,231 @@
+//! The accept loop (DESIGN §4): connection tokens, per-address caps, and accept errors
+//! sorted into the per-connection kind (skipped at once) and the resource-shortage kind
+//! (EMFILE and friends: a warning, then a pause, never an exit and never a spin).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use async_channel::Sender;
+use async_listen::{backpressure, error_hint, is_transient_error};
+use futures::stream::{self, Stream, StreamExt};
+use futures::AsyncWriteExt;
+use futures_lite::future::FutureExt as _;
+use std::time::Duration;
+use tracing::{debug, info, info_span, warn};
+
+use crate::config::Config;
+use crate::metrics::{Metrics, Refusal};
+use crate::protocol;
+use crate::runtime::{self, TcpListener, TcpStream};
+use crate::server::connection::Connection;
+use crate::server::router::Event;
+use crate::server::shutdown::{Shutdown, Void};
+
+type Accepted = std::io::Result<(TcpStream, SocketAddr)>;
+
+/// Everything the accept loop needs.
+pub struct Acceptor {
+    pub listeners: Vec<TcpListener>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Handed to every connection for its reader.
+    pub events: Sender<Event>,
+    pub shutdown: Shutdown,
+    /// Handed to every connection; the drain waits until all are dropped.
+    pub alive: Sender<Void>,
+}
+
+impl Acceptor {
+    /// Accepts until the drain begins, then returns, closing every listening socket.
+    pub async fn run(mut self) {
+        let limits = Arc::new(self.config.limits.clone());
+        let server = &self.config.server;
+        let (tokens, mut capacity) = backpressure::new(server.max_connections);
+        let per_ip = PerIp::new(server.max_connections_per_ip);
+        let mut incoming = stream::select_all(
+            std::mem::take(&mut self.listeners)
+                .into_iter()
+                .map(accepted),
+        );
+        let mut next_conn = 0u64;
+        loop {
+            if tokens.get_active_tokens() >= server.max_connections {
+                self.metrics.accept_paused_at_cap.inc();
+                debug!(
+                    max_connections = server.max_connections,
+                    "all connection tokens in use: accepting paused"
+                );
+            }
+            let ready = async {
+                capacity.has_capacity().await;
+                true
+            };
+            if !ready.or(self.stopped()).await {
+                break;
+            }
+            let next = async { incoming.next().await };
+            let (stream, peer) = match next
+                .or(async {
+                    self.shutdown.wait().await;
+                    None
+                })
+                .await
+            {
+                None => break,
+                Some(Ok(accepted)) => accepted,
+                Some(Err(e)) if is_transient_error(&e) => {
+                    self.metrics.accept_errors_per_connection.inc();
+                    debug!(error = %e, "accept error for one connection; accepting the next");
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.metrics.accept_errors_resource.inc();
+                    warn!(error = %e, hint = %error_hint(&e), pause = ?server.accept_error_sleep, "accept failed: pausing");
+                    let pause = async {
+                        runtime::sleep(server.accept_error_sleep).await;
+                        true
+                    };
+                    if !pause.or(self.stopped()).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.metrics.connections_accepted.inc();
+            next_conn += 1;
+            let token = tokens.token();
+            if let Err(e) = runtime::set_nodelay(&stream) {
+                // The client is already gone (a reset right after the handshake).
+                debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
+                continue;
+            }
+            let ip_slot = match per_ip.take(peer.ip()) {
+                Some(slot) => slot,
+                None => {
+                    self.metrics.refused(Refusal::PerIp);
+                    info!(%peer, "refused: too many connections from this address");
+                    runtime::spawn(refuse(stream, token));
+                    continue;
+                }
+            };
+            let connection = Connection {
+                conn: next_conn,
+                stream,
+                peer,
+                token,
+                ip_slot,
+                events: self.events.clone(),
+                limits: limits.clone(),
+                metrics: self.metrics.clone(),
+                shutdown: self.shutdown.clone(),
+                alive: self.alive.clone(),
+            };
+            runtime::spawn(connection.serve());
+        }
+        info!("stopped accepting: listening sockets closed");
+    }
+
+    async fn stopped(&self) -> bool {
+        self.shutdown.wait().await;
+        false
+    }
+}
+
+/// An owned stream of accepted connections (the listener moves into it).
+fn accepted(listener: TcpListener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> {
+    Box::pin(stream::unfold(listener, |listener| async move {
+        let result = listener.accept().await;
+        Some((result, listener))
+    }))
+}
+
+/// Answers a connection over the per-address cap and closes it, without blocking the loop.
+async fn refuse(mut stream: TcpStream, token: backpressure::Token) {
+    let line = protocol::format_error("too many connections from your address");
+    let _ = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    drop(token);
+}
+
+/// Counts open connections per IP address when `max_connections_per_ip` is set.
+#[derive(Clone)]
+struct PerIp {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in the per-address count, given back on drop.
+pub struct IpSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(max: usize) -> PerIp {
+        PerIp {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// `Some(None)`: no cap configured; `Some(Some(slot))`: admitted; `None`: over the cap.
+    fn take(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
+        if self.max == 0 {
+            return Some(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(IpSlot {
+            ip,
+            open: self.open.clone(),
+        }))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The span every accept-loop event carries.
+pub fn span(addrs: &[SocketAddr]) -> tracing::Span {
+    let listen = addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    info_span!("accept", listen = %listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_slots_are_counted_and_given_back() {
+        let per_ip = PerIp::new(2);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = per_ip.take(ip).unwrap();
+        let b = per_ip.take(ip).unwrap();
+        assert!(per_ip.take(ip).is_none());
+        assert!(per_ip.take("127.0.0.2".parse().unwrap()).is_some());
+        drop(a);
+        let c = per_ip.take(ip).unwrap();
+        drop((b, c));
+        assert!(per_ip.open.lock().unwrap().is_empty());
+        assert!(PerIp::new(0).take(ip).unwrap().is_none(), "no cap, no slot");
+    }
+}

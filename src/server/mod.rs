@@ -1,0 +1,84 @@
+//! The chat server: wires the accept loop, the router, and each connection's reader
+//! and writer, and runs the drain of DESIGN §5 when the shutdown future resolves.
+//!
+//! Data flows one way, reader → router → writer, and shutdown travels the same way by
+//! dropping senders: the accept loop stops (closing the listening sockets), each reader
+//! stops at a line boundary and drops its sender, the router ends when the last sender
+//! is gone and drops every queue, and each writer flushes, says goodbye, and closes.
+
+mod accept;
+mod connection;
+pub mod drain;
+mod outbox;
+mod reader;
+mod router;
+pub mod shutdown;
+mod writer;
+
+pub use drain::Summary;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_lite::future::FutureExt as _;
+use tracing::{info, info_span, Instrument};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::runtime::{self, TcpListener};
+
+/// How many reader batches may wait for the router before readers wait too.
+const ROUTER_QUEUE: usize = 1024;
+
+/// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and
+/// returns the summary. Bounded by `[shutdown] drain_timeout` once the drain begins.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Summary {
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let (drain_trigger, drain) = shutdown::channel();
+    let (alive, all_closed) = shutdown::task_group();
+    let (events, router_events) = async_channel::bounded(ROUTER_QUEUE);
+    let router = runtime::spawn(
+        router::run(router_events, metrics.clone()).instrument(info_span!("router")),
+    );
+    let acceptor = accept::Acceptor {
+        listeners,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        events,
+        shutdown: drain,
+        alive,
+    };
+    let accept_span = accept::span(&addrs);
+    let accepting = runtime::spawn(acceptor.run().instrument(accept_span));
+
+    shutdown.await;
+
+    let started = Instant::now();
+    metrics.draining.set(1);
+    let open = metrics.connections_open.get();
+    info!(connections = open, deadline = ?config.shutdown.drain_timeout, "drain started");
+    drop(drain_trigger);
+    let drained = async {
+        accepting.await;
+        shutdown::wait_all(all_closed).await;
+        router.await;
+        true
+    };
+    let deadline = async {
+        runtime::sleep(config.shutdown.drain_timeout).await;
+        false
+    };
+    let completed = drained.or(deadline).await;
+    let summary = drain::summarize(&metrics, open, completed, started.elapsed());
+    metrics.draining.set(0);
+    summary
+}

@@ -1,0 +1,118 @@
+//! A connection's outbound queue: what the router and the connection's own reader hand
+//! to its writer. The queue is bounded in bytes (`outbound_queue_bytes`), not messages;
+//! going over the bound disconnects the connection as a slow consumer at once, so no
+//! sender ever waits on a client that does not read.
+
+use std::net::Shutdown as SocketShutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_channel::{Receiver, Sender, TrySendError};
+
+use crate::metrics::DropReason;
+use crate::runtime::TcpStream;
+
+/// One line queued for a client.
+pub enum Out {
+    /// A delivery `from X: text`, shared by every recipient of the message; counted
+    /// as delivered once written.
+    Delivery(Arc<[u8]>),
+    /// A line the server originates (`error: ...`), not counted as a delivery.
+    Server(Vec<u8>),
+}
+
+impl Out {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Out::Delivery(line) => line,
+            Out::Server(line) => line,
+        }
+    }
+}
+
+/// State shared by every handle of one connection's queue and its writer.
+pub struct Queue {
+    /// Bytes queued or being written, not yet on the socket.
+    queued: AtomicUsize,
+    /// The bound on `queued`.
+    limit: usize,
+    /// Set once the connection was cut off as a slow consumer.
+    kicked: AtomicBool,
+    /// The socket, so that a slow consumer's blocked write fails at once.
+    stream: TcpStream,
+}
+
+/// A handle to put lines into a connection's queue. The queue closes when the last
+/// handle is dropped; the writer then flushes what is queued and closes the socket.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: Sender<Out>,
+    queue: Arc<Queue>,
+}
+
+/// The writer's end of the queue.
+pub struct Inbox {
+    pub rx: Receiver<Out>,
+    pub queue: Arc<Queue>,
+}
+
+/// A new queue for `stream`, holding at most `limit` bytes.
+pub fn new(stream: TcpStream, limit: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = async_channel::unbounded();
+    let queue = Arc::new(Queue {
+        queued: AtomicUsize::new(0),
+        limit,
+        kicked: AtomicBool::new(false),
+        stream,
+    });
+    (
+        Outbox {
+            tx,
+            queue: queue.clone(),
+        },
+        Inbox { rx, queue },
+    )
+}
+
+impl Outbox {
+    /// Queues a line. Over the byte bound, the connection is cut off as a slow consumer.
+    pub fn send(&self, out: Out) -> Result<(), DropReason> {
+        let n = out.bytes().len();
+        let before = self.queue.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.queue.limit {
+            self.queue.queued.fetch_sub(n, Ordering::AcqRel);
+            self.queue.kick();
+            return Err(DropReason::SlowConsumer);
+        }
+        match self.tx.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_) | TrySendError::Full(_)) => {
+                self.queue.queued.fetch_sub(n, Ordering::AcqRel);
+                if self.queue.is_kicked() {
+                    Err(DropReason::SlowConsumer)
+                } else {
+                    Err(DropReason::RecipientGone)
+                }
+            }
+        }
+    }
+}
+
+impl Queue {
+    /// Cuts the connection off as a slow consumer: its socket is shut down (a blocked
+    /// write fails, the reader sees the end) and nothing more is queued.
+    pub fn kick(&self) {
+        if !self.kicked.swap(true, Ordering::AcqRel) {
+            let _ = self.stream.shutdown(SocketShutdown::Both);
+        }
+    }
+
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Marks `n` bytes as written (or dropped).
+    pub fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}

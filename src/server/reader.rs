@@ -1,0 +1,263 @@
+//! One task per connection that reads what the client sends: the login first, then
+//! message lines, each parsed and handed to the router in batches (one batch per read).
+//! It answers bad input itself through the connection's own queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::Sender;
+use futures::channel::oneshot;
+use futures::{AsyncReadExt, FutureExt};
+use futures_lite::future::FutureExt as _;
+use tracing::{debug, info, warn};
+
+use crate::config::Limits;
+use crate::metrics::{Metrics, Refusal};
+use crate::protocol::{self, FrameError, LineFramer, LoginError};
+use crate::runtime::{self, TcpStream};
+use crate::server::outbox::{Out, Outbox};
+use crate::server::router::{ConnId, Envelope, Event};
+use crate::server::shutdown::Shutdown;
+
+/// Bytes asked of each `read`.
+const READ_CHUNK: usize = 4096;
+/// Reads taken in after the drain begins, at most (what the kernel already holds).
+const DRAIN_READS: usize = 64;
+
+/// Everything the reader needs.
+pub struct Reader {
+    pub conn: ConnId,
+    pub stream: TcpStream,
+    pub outbox: Outbox,
+    pub events: Sender<Event>,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+    /// The connection's span, which gets the `login` field once it is granted.
+    pub span: tracing::Span,
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The drain began: the login stays registered until the router finishes.
+    Drain,
+    /// The client closed, broke a rule, or timed out: its login is released.
+    Closed,
+}
+
+/// What one wait for input gave.
+enum Input {
+    Read(std::io::Result<usize>),
+    Drain,
+    Timeout,
+}
+
+impl Reader {
+    pub async fn run(mut self) -> End {
+        let mut framer = LineFramer::new(self.limits.max_line_bytes);
+        let login = match self.login(&mut framer).await {
+            Ok(login) => login,
+            Err(end) => return end,
+        };
+        self.span.record("login", &*login);
+        let idle = self.limits.idle_timeout;
+        loop {
+            // Lines that arrived with the login, or in the last read.
+            if let Err(end) = self.route_lines(&login, &mut framer).await {
+                return end;
+            }
+            framer.shrink_if_idle(READ_CHUNK);
+            // A client that always has data ready must not keep the reader from the drain.
+            let input = if self.shutdown.is_draining() {
+                Input::Drain
+            } else {
+                self.read(&mut framer, idle).await
+            };
+            match input {
+                Input::Read(Ok(0)) => {
+                    debug!("client closed the connection");
+                    return End::Closed;
+                }
+                Input::Read(Ok(_)) => {}
+                Input::Read(Err(e)) => {
+                    debug!(error = %e, "read failed");
+                    return End::Closed;
+                }
+                Input::Timeout => {
+                    info!(timeout = ?idle, "idle timeout");
+                    self.say(protocol::format_notice("idle timeout"));
+                    return End::Closed;
+                }
+                Input::Drain => {
+                    self.take_in_received(&mut framer);
+                    let _ = self.route_lines(&login, &mut framer).await;
+                    return End::Drain;
+                }
+            }
+        }
+    }
+
+    /// Reads the login line, asks the router for it, and returns it once granted.
+    async fn login(&mut self, framer: &mut LineFramer) -> Result<Arc<str>, End> {
+        let deadline = self.limits.login_timeout;
+        let started = std::time::Instant::now();
+        let line = loop {
+            if let Some(line) = framer.next_line() {
+                break line.map(str::to_owned);
+            }
+            let left = deadline.saturating_sub(started.elapsed());
+            match self.read(framer, left.max(Duration::from_millis(1))).await {
+                Input::Read(Ok(0)) => return Err(End::Closed),
+                Input::Read(Ok(_)) => {}
+                Input::Read(Err(e)) => {
+                    debug!(error = %e, "read failed before login");
+                    return Err(End::Closed);
+                }
+                Input::Timeout => {
+                    info!("refused: no login within login_timeout");
+                    self.metrics.refused(Refusal::LoginTimeout);
+                    self.say(protocol::format_error("login timeout"));
+                    return Err(End::Closed);
+                }
+                Input::Drain => return Err(End::Drain),
+            }
+        };
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => return Err(self.frame_error(e)),
+        };
+        if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
+            return Err(self.refuse_login(e));
+        }
+        let login: Arc<str> = line.into();
+        let (reply, granted) = oneshot::channel();
+        let asked = self.events.send(Event::Login {
+            conn: self.conn,
+            login: login.clone(),
+            outbox: self.outbox.clone(),
+            reply,
+        });
+        if asked.await.is_err() {
+            return Err(End::Drain);
+        }
+        match granted.await {
+            Ok(Ok(())) => {
+                info!("logged in");
+                Ok(login)
+            }
+            Ok(Err(e)) => Err(self.refuse_login(e)),
+            Err(_) => Err(End::Drain),
+        }
+    }
+
+    fn refuse_login(&self, e: LoginError) -> End {
+        let why = match e {
+            LoginError::Taken(_) => Refusal::LoginTaken,
+            _ => Refusal::InvalidLogin,
+        };
+        info!(reason = %e, "login refused");
+        self.metrics.refused(why);
+        self.say(protocol::format_error(&e));
+        End::Closed
+    }
+
+    /// Parses every complete line in the buffer and hands the messages to the router
+    /// as one batch. A framing error is answered and ends the connection, after the
+    /// lines before it were routed.
+    async fn route_lines(&self, login: &Arc<str>, framer: &mut LineFramer) -> Result<(), End> {
+        let mut batch = Vec::new();
+        let mut failure = None;
+        while let Some(line) = framer.next_line() {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            match protocol::parse_message(line, self.limits.max_recipients) {
+                Ok(msg) => {
+                    self.metrics.messages_received.inc();
+                    batch.push(Envelope {
+                        recipients: msg.recipients.iter().map(|&r| r.into()).collect(),
+                        line: protocol::format_delivery(login, msg.text).into(),
+                    });
+                }
+                Err(e) => {
+                    self.metrics.lines_rejected.inc();
+                    debug!(error = %e, "line refused");
+                    self.say(protocol::format_error(e));
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let routed = self.events.send(Event::Messages {
+                from: login.clone(),
+                batch,
+            });
+            if routed.await.is_err() {
+                return Err(End::Drain);
+            }
+        }
+        match failure {
+            Some(e) => Err(self.frame_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn frame_error(&self, e: FrameError) -> End {
+        warn!(error = %e, "closing connection");
+        self.say(protocol::format_error(e));
+        End::Closed
+    }
+
+    /// Waits for input, the drain, or `limit` (zero means no limit).
+    async fn read(&mut self, framer: &mut LineFramer, limit: Duration) -> Input {
+        let shutdown = self.shutdown.clone();
+        let read = async {
+            let space = framer.read_space(READ_CHUNK);
+            let result = self.stream.read(space).await;
+            let n = *result.as_ref().unwrap_or(&0);
+            framer.filled(READ_CHUNK, n);
+            if n > 0 {
+                self.metrics.bytes_in.inc_by(n as u64);
+            }
+            Input::Read(result)
+        };
+        let drain = async {
+            shutdown.wait().await;
+            Input::Drain
+        };
+        if limit.is_zero() {
+            read.or(drain).await
+        } else {
+            let timeout = async {
+                runtime::sleep(limit).await;
+                Input::Timeout
+            };
+            read.or(drain).or(timeout).await
+        }
+    }
+
+    /// After the drain began: takes in what the kernel has already received, without waiting.
+    fn take_in_received(&mut self, framer: &mut LineFramer) {
+        for _ in 0..DRAIN_READS {
+            let space = framer.read_space(READ_CHUNK);
+            let n = match self.stream.read(space).now_or_never() {
+                Some(Ok(n)) => n,
+                Some(Err(_)) | None => 0,
+            };
+            framer.filled(READ_CHUNK, n);
+            if n == 0 {
+                break;
+            }
+            self.metrics.bytes_in.inc_by(n as u64);
+        }
+    }
+
+    /// Queues a line from the server to this client.
+    fn say(&self, line: Vec<u8>) {
+        let _ = self.outbox.send(Out::Server(line));
+    }
+}

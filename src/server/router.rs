@@ -1,0 +1,130 @@
+//! The router: the one task that owns the login map. Readers hand it logins, batches
+//! of parsed messages and logouts; it puts each delivery into the recipients' queues.
+//! It never waits on a client: a full queue disconnects that client instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_channel::Receiver;
+use futures::channel::oneshot;
+use tracing::{debug, info};
+
+use crate::metrics::Metrics;
+use crate::protocol::{self, LoginError};
+use crate::server::outbox::{Out, Outbox};
+
+/// Connection ids are unique for the life of the daemon.
+pub type ConnId = u64;
+
+/// What a reader tells the router.
+pub enum Event {
+    /// A connection asks for a login; the reply says whether it got it.
+    Login {
+        conn: ConnId,
+        login: Arc<str>,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<(), LoginError>>,
+    },
+    /// Messages from one logged-in connection, in the order they were read.
+    Messages {
+        from: Arc<str>,
+        batch: Vec<Envelope>,
+    },
+    /// The connection's reader ended; its login is free again.
+    Logout { conn: ConnId },
+}
+
+/// One message: the formatted delivery line and the distinct recipients.
+pub struct Envelope {
+    pub recipients: Vec<Box<str>>,
+    /// `from <sender>: <text>\n`, formatted once and shared by every recipient.
+    pub line: Arc<[u8]>,
+}
+
+/// A logged-in connection, as the router knows it.
+struct Peer {
+    conn: ConnId,
+    outbox: Outbox,
+}
+
+/// Runs until every reader (and the accept loop) has dropped its sender, then drops
+/// every queue, which lets each writer flush and close.
+pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
+    let mut peers: HashMap<Arc<str>, Peer> = HashMap::new();
+    let mut logins: HashMap<ConnId, Arc<str>> = HashMap::new();
+    while let Ok(event) = events.recv().await {
+        match event {
+            Event::Login {
+                conn,
+                login,
+                outbox,
+                reply,
+            } => {
+                if peers.contains_key(&login) {
+                    let _ = reply.send(Err(LoginError::Taken(login.to_string())));
+                    continue;
+                }
+                // The reader may have gone (drain) while waiting: then nothing is registered.
+                if reply.send(Ok(())).is_ok() {
+                    logins.insert(conn, login.clone());
+                    peers.insert(login, Peer { conn, outbox });
+                }
+            }
+            Event::Messages { from, batch } => {
+                for envelope in batch {
+                    for name in envelope.recipients.iter() {
+                        route(
+                            &mut peers,
+                            &mut logins,
+                            &metrics,
+                            &from,
+                            name,
+                            &envelope.line,
+                        );
+                    }
+                }
+            }
+            Event::Logout { conn } => {
+                if let Some(login) = logins.remove(&conn) {
+                    peers.remove(&login);
+                }
+            }
+        }
+    }
+    info!(
+        logged_in = peers.len(),
+        "router finished: closing every queue"
+    );
+}
+
+/// Puts one delivery into one recipient's queue, or tells the sender why not.
+fn route(
+    peers: &mut HashMap<Arc<str>, Peer>,
+    logins: &mut HashMap<ConnId, Arc<str>>,
+    metrics: &Metrics,
+    from: &Arc<str>,
+    name: &str,
+    line: &Arc<[u8]>,
+) {
+    let result = match peers.get(name) {
+        Some(peer) => peer.outbox.send(Out::Delivery(line.clone())),
+        None => {
+            metrics.lines_rejected.inc();
+            if let Some(sender) = peers.get(&**from) {
+                let _ = sender
+                    .outbox
+                    .send(Out::Server(protocol::no_such_user(name)));
+            }
+            return;
+        }
+    };
+    metrics.deliveries_routed.inc();
+    if let Err(reason) = result {
+        metrics.dropped(reason, 1);
+        // The recipient is being disconnected; its reader's logout will find nothing.
+        if let Some(peer) = peers.remove(name) {
+            logins.remove(&peer.conn);
+            debug!(recipient = name, ?reason, "delivery dropped");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! One task per connection, the only code that writes to its socket: it takes every
+//! line queued for the client, writes them in as few `write` calls as possible, and
+//! closes the connection cleanly when the queue closes (sending the drain notice when
+//! the daemon is shutting down).
+
+use std::net::Shutdown as SocketShutdown;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::metrics::{DropReason, Metrics};
+use crate::protocol;
+use crate::runtime::{self, TcpStream};
+use crate::server::outbox::{Inbox, Out};
+use crate::server::shutdown::Shutdown;
+
+/// Most bytes gathered into one `write`.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// After the last line, how long the writer keeps reading (and discarding) what the client
+/// still sends, so that closing does not reset the connection before the client has read
+/// our last lines.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Everything the writer needs.
+pub struct Writer {
+    pub stream: TcpStream,
+    pub inbox: Inbox,
+    pub metrics: Arc<Metrics>,
+    pub write_timeout: Duration,
+    pub shutdown: Shutdown,
+}
+
+/// How a batch write ended.
+enum Failure {
+    Io(std::io::Error),
+    Timeout,
+}
+
+impl Writer {
+    pub async fn run(mut self) {
+        let mut buf = Vec::new();
+        loop {
+            let first = match self.inbox.rx.recv().await {
+                Ok(out) => out,
+                // Every handle is gone and the queue is empty: a normal close.
+                Err(_) => break,
+            };
+            buf.clear();
+            let mut deliveries = 0u64;
+            self.take(first, &mut buf, &mut deliveries);
+            while buf.len() < WRITE_BATCH_BYTES {
+                match self.inbox.rx.try_recv() {
+                    Ok(out) => self.take(out, &mut buf, &mut deliveries),
+                    Err(_) => break,
+                }
+            }
+            let written = runtime::timeout(self.write_timeout, self.stream.write_all(&buf)).await;
+            self.inbox.queue.release(buf.len());
+            let failure = match written {
+                Ok(Ok(())) => {
+                    self.metrics.messages_delivered.inc_by(deliveries);
+                    self.metrics.bytes_out.inc_by(buf.len() as u64);
+                    continue;
+                }
+                Ok(Err(e)) => Failure::Io(e),
+                Err(runtime::Elapsed) => Failure::Timeout,
+            };
+            self.fail(failure, deliveries);
+            return;
+        }
+        self.close().await;
+    }
+
+    fn take(&self, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
+        buf.extend_from_slice(out.bytes());
+        if let Out::Delivery(_) = out {
+            *deliveries += 1;
+        }
+    }
+
+    /// The socket failed or the client stopped reading: drop what is left and close.
+    fn fail(&self, failure: Failure, in_flight: u64) {
+        if let Failure::Timeout = failure {
+            self.inbox.queue.kick();
+        }
+        self.inbox.rx.close();
+        let mut dropped = in_flight;
+        while let Ok(out) = self.inbox.rx.try_recv() {
+            self.inbox.queue.release(out.bytes().len());
+            if let Out::Delivery(_) = out {
+                dropped += 1;
+            }
+        }
+        let _ = self.stream.shutdown(SocketShutdown::Both);
+        if self.inbox.queue.is_kicked() {
+            self.metrics.slow_consumers.inc();
+            self.metrics.dropped(DropReason::SlowConsumer, dropped);
+            match failure {
+                Failure::Timeout => warn!(
+                    dropped,
+                    timeout = ?self.write_timeout,
+                    "slow consumer disconnected: a write blocked past write_timeout"
+                ),
+                Failure::Io(_) => warn!(
+                    dropped,
+                    "slow consumer disconnected: outbound queue over outbound_queue_bytes"
+                ),
+            }
+        } else {
+            self.metrics.dropped(DropReason::RecipientGone, dropped);
+            if let Failure::Io(e) = failure {
+                debug!(error = %e, dropped, "write failed");
+            }
+        }
+    }
+
+    /// Everything queued was written: say goodbye if draining, then close without
+    /// resetting the connection.
+    async fn close(&mut self) {
+        if self.shutdown.is_draining() {
+            let notice = protocol::format_notice("server shutting down");
+            let sent = runtime::timeout(self.write_timeout, self.stream.write_all(&notice)).await;
+            if let Ok(Ok(())) = sent {
+                self.metrics.bytes_out.inc_by(notice.len() as u64);
+            }
+        }
+        let _ = self.stream.shutdown(SocketShutdown::Write);
+        // The reader has finished; read what the client still sends until it closes,
+        // so that our last lines are not lost to a reset.
+        let mut sink = [0u8; 4096];
+        let mut discarded = 0;
+        let linger = async {
+            while discarded < LINGER_BYTES {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => discarded += n,
+                }
+            }
+        };
+        let _ = runtime::timeout(LINGER, linger).await;
+    }
+}
