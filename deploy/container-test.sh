@@ -161,6 +161,14 @@ case "$health" in
     *'"CMD","/a-chat","probe",'*) pass "image HEALTHCHECK runs the binary's own probe: $health" ;;
     *) fail "image HEALTHCHECK is '$health', want CMD /a-chat probe ... (kept only by --format docker)" ;;
 esac
+# The config baked into the image must pass the daemon's own check.
+if out="$(timeout 60 podman --runtime runc run --rm --network none "$IMAGE" \
+        check-config /etc/a-chat/a-chat.toml 2>&1)"; then
+    pass "image config /etc/a-chat/a-chat.toml passes check-config ($(printf '%s\n' "$out" | grep -m1 '^listen' || echo 'listen ?'))"
+else
+    printf '%s\n' "$out" | sed -e 's/^/    | /' | tail -n 10
+    fail "image config /etc/a-chat/a-chat.toml fails check-config"
+fi
 
 # --- helpers for the runs -----------------------------------------------------------------------
 # free_port: a loopback port nothing listens on (a refused connect).
