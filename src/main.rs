@@ -129,7 +129,7 @@ fn open_file_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we own.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    ok.then_some(limit.rlim_cur as u64)
+    ok.then_some(limit.rlim_cur)
 }
 
 fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
