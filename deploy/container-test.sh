@@ -21,6 +21,9 @@
 # Environment:
 #   A_CHAT_BIN=PATH      use this static binary instead of building one
 #   A_CHAT_KEEP_LOGS=1   keep the work folder (logs) after the run
+
+# The inner `bash -c '...'` scripts and the Go templates are single-quoted on purpose.
+# shellcheck disable=SC2016
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +43,7 @@ fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); say "FAIL: $*"; }
 # Show the last lines of a log file, indented, after a failure.
 show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
 
+# shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
     local pid c
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
@@ -83,9 +87,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
         abort "podman/runc missing and cannot install them (needs root and apt-get)"
     fi
     export DEBIAN_FRONTEND=noninteractive
-    timeout 600 apt-get update -qq >"$WORK/apt.log" 2>&1 \
-        && timeout 900 apt-get install -y -qq podman runc >>"$WORK/apt.log" 2>&1 \
-        || { show "$WORK/apt.log"; abort "apt-get install podman runc failed"; }
+    if ! { timeout 600 apt-get update -qq && timeout 900 apt-get install -y -qq podman runc; } \
+            >"$WORK/apt.log" 2>&1; then
+        show "$WORK/apt.log"
+        abort "apt-get install podman runc failed"
+    fi
 fi
 for tool in podman runc nsenter timeout ldd; do
     command -v "$tool" >/dev/null 2>&1 || abort "required tool not found: $tool"
@@ -173,8 +179,8 @@ fi
 # --- helpers for the runs -----------------------------------------------------------------------
 # free_port: a loopback port nothing listens on (a refused connect).
 free_port() {
-    local i p
-    for i in $(seq 1 50); do
+    local p
+    for _ in $(seq 1 50); do
         p=$(( 20000 + RANDOM % 40000 ))
         if ! timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
             echo "$p"
@@ -200,8 +206,8 @@ in_ns() {
 
 # wait_listening CONTAINER PORT: up to 15 s for the daemon to accept connections.
 wait_listening() {
-    local c="$1" port="$2" i
-    for i in $(seq 1 75); do
+    local c="$1" port="$2"
+    for _ in $(seq 1 75); do
         if in_ns "$c" timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
             return 0
         fi
@@ -216,8 +222,9 @@ chat() {
     in_ns "$1" timeout 10 bash -c '
         exec 3<>/dev/tcp/127.0.0.1/"$1" || exit 3
         printf "%s\n%s: ping\n" "$2" "$2" >&3
+        printf -v cr "\r"
         while IFS= read -r -t 5 line <&3; do
-            line="${line%$'\''\r'\''}"
+            line="${line%"$cr"}"
             printf "%s\n" "$line"
             [ "$line" = "from $2: ping" ] && exit 0
         done
@@ -226,7 +233,7 @@ chat() {
 
 # run_checks LABEL CONTAINER PORT: the checks a docker user would make on a running container.
 run_checks() {
-    local label="$1" c="$2" port="$3" pid uid gid out t0 t1 code i bob_pid
+    local label="$1" c="$2" port="$3" pid uid gid out t0 t1 code bob_pid
 
     if wait_listening "$c" "$port"; then
         pass "[$label] daemon accepts connections on 127.0.0.1:$port"
@@ -266,11 +273,12 @@ run_checks() {
     in_ns "$c" timeout 45 bash -c '
         exec 3<>/dev/tcp/127.0.0.1/"$1" || exit 3
         printf "bob\nbob: ready\n" >&3
-        while IFS= read -r -t 40 line <&3; do printf "%s\n" "${line%$'\''\r'\''}"; done' \
+        printf -v cr "\r"
+        while IFS= read -r -t 40 line <&3; do printf "%s\n" "${line%"$cr"}"; done' \
         _ "$port" >"$WORK/$c.bob" 2>&1 &
     bob_pid=$!
     BG_PIDS+=("$bob_pid")
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         grep -qx 'from bob: ready' "$WORK/$c.bob" && break
         sleep 0.1
     done
@@ -283,7 +291,7 @@ run_checks() {
         fail "[$label] podman stop did not return"
     fi
     t1=$(date +%s)
-    for i in $(seq 1 50); do kill -0 "$bob_pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 50); do kill -0 "$bob_pid" 2>/dev/null || break; sleep 0.1; done
     kill "$bob_pid" 2>/dev/null
     wait "$bob_pid" 2>/dev/null
 
