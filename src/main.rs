@@ -18,6 +18,7 @@ use a_chat::{client, runtime, server, telemetry};
 #[command(
     name = "a-chat",
     version,
+    propagate_version = true,
     about = "A hardened, observable line-protocol chat daemon"
 )]
 struct Cli {

@@ -75,6 +75,7 @@ impl Connection {
                 metrics: metrics.clone(),
                 shutdown: self.shutdown,
                 span: tracing::Span::current(),
+                read_size: reader::READ_MIN,
             };
             let end = isolate(reader.run(), &metrics)
                 .instrument(info_span!("reader"))

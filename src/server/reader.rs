@@ -16,11 +16,14 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
 use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Out, Outbox};
-use crate::server::router::{ConnId, Envelope, Event};
+use crate::server::router::{ConnId, Envelope, Event, Item};
 use crate::server::shutdown::Shutdown;
 
-/// Bytes asked of each `read`.
-const READ_CHUNK: usize = 4096;
+/// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
+/// more than this while it waits.
+pub const READ_MIN: usize = 512;
+/// Bytes asked of a `read` at most, reached by doubling while reads come back full.
+const READ_MAX: usize = 64 * 1024;
 /// Reads taken in after the drain begins, at most (what the kernel already holds).
 const DRAIN_READS: usize = 64;
 
@@ -35,6 +38,9 @@ pub struct Reader {
     pub shutdown: Shutdown,
     /// The connection's span, which gets the `login` field once it is granted.
     pub span: tracing::Span,
+    /// Bytes asked of the next `read`: grows while the client sends a lot, shrinks back
+    /// when it goes quiet.
+    pub read_size: usize,
 }
 
 /// Why the reader stopped.
@@ -60,14 +66,13 @@ impl Reader {
             Ok(login) => login,
             Err(end) => return end,
         };
-        self.span.record("login", &*login);
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
             if let Err(end) = self.route_lines(&login, &mut framer).await {
                 return end;
             }
-            framer.shrink_if_idle(READ_CHUNK);
+            framer.shrink_if_idle(self.read_size);
             // A client that always has data ready must not keep the reader from the drain.
             let input = if self.shutdown.is_draining() {
                 Input::Drain
@@ -143,6 +148,8 @@ impl Reader {
         }
         match granted.await {
             Ok(Ok(())) => {
+                // Recorded first, so that this event already carries the login.
+                self.span.record("login", &*login);
                 info!("logged in");
                 Ok(login)
             }
@@ -179,15 +186,15 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
-                    batch.push(Envelope {
+                    batch.push(Item::Message(Envelope {
                         recipients: msg.recipients.iter().map(|&r| r.into()).collect(),
                         line: protocol::format_delivery(login, msg.text).into(),
-                    });
+                    }));
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
                     debug!(error = %e, "line refused");
-                    self.say(protocol::format_error(e));
+                    batch.push(Item::Reply(protocol::format_error(e)));
                 }
             }
         }
@@ -216,13 +223,15 @@ impl Reader {
     async fn read(&mut self, framer: &mut LineFramer, limit: Duration) -> Input {
         let shutdown = self.shutdown.clone();
         let read = async {
-            let space = framer.read_space(READ_CHUNK);
+            let want = self.read_size;
+            let space = framer.read_space(want);
             let result = self.stream.read(space).await;
             let n = *result.as_ref().unwrap_or(&0);
-            framer.filled(READ_CHUNK, n);
+            framer.filled(want, n);
             if n > 0 {
                 self.metrics.bytes_in.inc_by(n as u64);
             }
+            self.read_size = next_read_size(want, n);
             Input::Read(result)
         };
         let drain = async {
@@ -243,12 +252,12 @@ impl Reader {
     /// After the drain began: takes in what the kernel has already received, without waiting.
     fn take_in_received(&mut self, framer: &mut LineFramer) {
         for _ in 0..DRAIN_READS {
-            let space = framer.read_space(READ_CHUNK);
+            let space = framer.read_space(READ_MAX);
             let n = match self.stream.read(space).now_or_never() {
                 Some(Ok(n)) => n,
                 Some(Err(_)) | None => 0,
             };
-            framer.filled(READ_CHUNK, n);
+            framer.filled(READ_MAX, n);
             if n == 0 {
                 break;
             }
@@ -259,5 +268,30 @@ impl Reader {
     /// Queues a line from the server to this client.
     fn say(&self, line: Vec<u8>) {
         let _ = self.outbox.send(Out::Server(line));
+    }
+}
+
+/// The size of the next read: double after a full read, halve after a mostly empty one.
+fn next_read_size(asked: usize, got: usize) -> usize {
+    if got == asked {
+        (asked * 2).min(READ_MAX)
+    } else if got < asked / 4 {
+        (asked / 2).max(READ_MIN)
+    } else {
+        asked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_size_adapts_within_bounds() {
+        assert_eq!(next_read_size(READ_MIN, READ_MIN), 2 * READ_MIN);
+        assert_eq!(next_read_size(READ_MAX, READ_MAX), READ_MAX);
+        assert_eq!(next_read_size(4096, 10), 2048);
+        assert_eq!(next_read_size(READ_MIN, 1), READ_MIN);
+        assert_eq!(next_read_size(4096, 2000), 4096);
     }
 }

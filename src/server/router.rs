@@ -26,12 +26,17 @@ pub enum Event {
         reply: oneshot::Sender<Result<(), LoginError>>,
     },
     /// Messages from one logged-in connection, in the order they were read.
-    Messages {
-        from: Arc<str>,
-        batch: Vec<Envelope>,
-    },
+    Messages { from: Arc<str>, batch: Vec<Item> },
     /// The connection's reader ended; its login is free again.
     Logout { conn: ConnId },
+}
+
+/// One line of a batch, in the order the client sent it.
+pub enum Item {
+    /// A message for its recipients.
+    Message(Envelope),
+    /// An `error:` answer for the sender, queued in order with the sender's own messages.
+    Reply(Vec<u8>),
 }
 
 /// One message: the formatted delivery line and the distinct recipients.
@@ -71,16 +76,19 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                 }
             }
             Event::Messages { from, batch } => {
-                for envelope in batch {
-                    for name in envelope.recipients.iter() {
-                        route(
-                            &mut peers,
-                            &mut logins,
-                            &metrics,
-                            &from,
-                            name,
-                            &envelope.line,
-                        );
+                for item in batch {
+                    match item {
+                        Item::Message(envelope) => {
+                            for name in envelope.recipients.iter() {
+                                let line = &envelope.line;
+                                route(&mut peers, &mut logins, &metrics, &from, name, line);
+                            }
+                        }
+                        Item::Reply(line) => {
+                            if let Some(sender) = peers.get(&*from) {
+                                let _ = sender.outbox.send(Out::Server(line));
+                            }
+                        }
                     }
                 }
             }

@@ -131,7 +131,8 @@ impl Writer {
         let _ = self.stream.shutdown(SocketShutdown::Write);
         // The reader has finished; read what the client still sends until it closes,
         // so that our last lines are not lost to a reset.
-        let mut sink = [0u8; 4096];
+        // Allocated only now, so that an idle connection's writer stays small.
+        let mut sink = vec![0u8; 4096];
         let mut discarded = 0;
         let linger = async {
             while discarded < LINGER_BYTES {

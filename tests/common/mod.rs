@@ -58,13 +58,56 @@ impl Daemon {
     }
 
     pub fn start_with(opts: Start) -> Daemon {
+        let mut daemon = Daemon::launch(&opts, None, &[]);
+        daemon.wait_listening();
+        daemon
+    }
+
+    /// Starts a daemon listening on `addr` (see [`free_addr`]) and waits until that address
+    /// accepts connections, without reading the log: for configs whose log level hides
+    /// the `listening on` line. The readiness check costs one connection that closes at once.
+    pub fn start_on(opts: Start, addr: SocketAddr) -> Daemon {
+        let mut daemon = Daemon::launch(&opts, Some(addr), &[]);
+        daemon.addr = addr;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return daemon;
+            }
+            if let Some(status) = daemon.child.try_wait().expect("try_wait") {
+                panic!("the daemon exited with {status}:\n{}", daemon.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} never accepted a connection"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `a-chat server` with exactly `args` after `server` (no generated config unless
+    /// `opts.toml` is non-empty, in which case `--config FILE` comes first), and waits for
+    /// its `listening on` line.
+    pub fn start_args(opts: Start, args: &[&str]) -> Daemon {
+        let mut daemon = Daemon::launch(&opts, None, args);
+        daemon.wait_listening();
+        daemon
+    }
+
+    /// Spawns the daemon. With `args` empty, a config is generated as described on
+    /// [`Start::toml`], listening on `addr` or port 0; with `args`, the config file holds
+    /// `opts.toml` verbatim and is passed only when that is non-empty.
+    fn launch(opts: &Start, addr: Option<SocketAddr>, args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("a-chat.toml");
         let mut toml = opts.toml.clone();
-        if !toml.contains("[server]") {
-            toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n{toml}");
-        } else if !toml.contains("listen") {
-            toml = toml.replacen("[server]", "[server]\nlisten = \"127.0.0.1:0\"", 1);
+        let listen = addr.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
+        if args.is_empty() {
+            if !toml.contains("[server]") {
+                toml = format!("[server]\nlisten = \"{listen}\"\n{toml}");
+            } else if !toml.contains("listen") {
+                toml = toml.replacen("[server]", &format!("[server]\nlisten = \"{listen}\""), 1);
+            }
         }
         std::fs::write(&config_path, &toml).expect("write config");
         let mut cmd = match opts.nofile {
@@ -75,9 +118,11 @@ impl Daemon {
             }
             None => Command::new(bin()),
         };
-        cmd.arg("server")
-            .arg("--config")
-            .arg(&config_path)
+        cmd.arg("server");
+        if args.is_empty() || !opts.toml.is_empty() {
+            cmd.arg("--config").arg(&config_path);
+        }
+        cmd.args(args)
             .env_remove("RUST_LOG")
             .envs(opts.env.iter().map(|(k, v)| (k.clone(), v.clone())))
             .stdin(Stdio::null())
@@ -95,25 +140,33 @@ impl Daemon {
                 let _ = tx.send(line);
             }
         });
-        let mut daemon = Daemon {
+        Daemon {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             lines,
             _dir: dir,
             config_path,
-        };
-        let line = daemon
+        }
+    }
+
+    /// Waits for the `listening on IP:PORT` line and takes the address from it.
+    fn wait_listening(&mut self) {
+        let line = self
             .wait_log(|l| l.contains("listening on "))
-            .expect("the daemon did not report its listening address");
+            .unwrap_or_else(|| {
+                panic!(
+                    "the daemon did not report its listening address; log:\n{}",
+                    self.log_text()
+                )
+            });
         let addr = line
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        daemon.addr = addr;
-        daemon
+        self.addr = addr;
     }
 
     /// Waits (up to WAIT) for a log line matching `pred`, returning it.
@@ -285,6 +338,55 @@ impl Client {
     pub fn set_read_timeout(&self, t: Duration) {
         self.stream.set_read_timeout(Some(t)).unwrap();
     }
+
+    /// The next line if one arrives within `t` (`Some(None)` at end of stream), `None` if
+    /// nothing arrives in that time: a bounded negative check. The read timeout is
+    /// restored to WAIT afterwards.
+    pub fn line_within(&mut self, t: Duration) -> Option<Option<String>> {
+        self.set_read_timeout(t);
+        let mut line = String::new();
+        let got = match self.reader.read_line(&mut line) {
+            Ok(0) => Some(None),
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                Some(Some(line))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(None),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                assert!(line.is_empty(), "a partial line arrived: {line:?}");
+                None
+            }
+            Err(e) => panic!("reading a line: {e}"),
+        };
+        self.set_read_timeout(WAIT);
+        got
+    }
+
+    /// Reads everything until the server closes (end of stream or reset), up to WAIT.
+    pub fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("expected the connection to close: {e}"),
+            }
+        }
+    }
+}
+
+/// An address on 127.0.0.1 whose port was free a moment ago (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().unwrap()
 }
 
 /// Runs `a-chat` with `args` and returns (status, stdout, stderr).
@@ -300,4 +402,54 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `a-chat` with `args`, writing `stdin` to it and then closing its stdin, and returns
+/// (status, stdout, stderr). Panics (after killing it) if it has not exited within WAIT:
+/// for commands that must not keep running, such as a server with a bad config.
+pub fn run_cli_input(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a-chat");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "a-chat {args:?} still running after {WAIT:?}; stderr: {}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().unwrap();
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// [`run_cli_input`] with an empty stdin.
+pub fn run_cli_within(args: &[&str]) -> (ExitStatus, String, String) {
+    run_cli_input(args, b"")
 }

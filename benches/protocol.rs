@@ -1,0 +1,68 @@
+//! Benchmarks of the hot pure functions: cutting a read buffer into lines, parsing
+//! messages, and formatting deliveries. `cargo bench --bench protocol`.
+
+use std::hint::black_box;
+
+use a_chat::protocol::{format_delivery, parse_message, LineFramer};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// A read buffer as a busy client sends it: many 64-byte messages to one or three names.
+fn batch(lines: usize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for i in 0..lines {
+        let to = if i % 4 == 0 {
+            "bob, carol, dave"
+        } else {
+            "bob"
+        };
+        let text = format!("{i:08} lorem ipsum dolor sit amet consectetur adipiscing");
+        buf.extend_from_slice(format!("{to}: {text}\n").as_bytes());
+    }
+    buf
+}
+
+fn framing_and_parsing(c: &mut Criterion) {
+    let input = batch(1000);
+    let mut group = c.benchmark_group("read batch of 1000 lines");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("frame", |b| {
+        b.iter(|| {
+            let mut framer = LineFramer::new(8192);
+            framer.push(black_box(&input));
+            let mut n = 0;
+            while let Some(Ok(line)) = framer.next_line() {
+                n += line.len();
+            }
+            n
+        })
+    });
+    group.bench_function("frame + parse + format", |b| {
+        b.iter(|| {
+            let mut framer = LineFramer::new(8192);
+            framer.push(black_box(&input));
+            let mut bytes = 0;
+            while let Some(Ok(line)) = framer.next_line() {
+                let msg = parse_message(line, 64).unwrap();
+                bytes += format_delivery("alice", msg.text).len() * msg.recipients.len();
+            }
+            bytes
+        })
+    });
+    group.finish();
+}
+
+fn formatting(c: &mut Criterion) {
+    let text = "00000001 lorem ipsum dolor sit amet consectetur adipiscing";
+    c.bench_function("format one delivery", |b| {
+        b.iter(|| format_delivery(black_box("alice"), black_box(text)))
+    });
+    c.bench_function("parse one message (3 recipients)", |b| {
+        b.iter(|| {
+            parse_message(black_box("bob, carol, dave: hello there"), 64)
+                .map(|m| m.recipients.len())
+        })
+    });
+}
+
+criterion_group!(benches, framing_and_parsing, formatting);
+criterion_main!(benches);

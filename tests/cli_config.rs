@@ -1,0 +1,363 @@
+//! DESIGN §2 and §3 against the real binary: the command line, the configuration file and
+//! its error messages, check-config, the client and the probe.
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{free_addr, run_cli, run_cli_input, run_cli_within, Daemon, Start};
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/a-chat.toml")
+}
+
+/// The subcommands listed by `a-chat --help`.
+fn subcommands() -> Vec<String> {
+    let (status, out, _) = run_cli(&["--help"]);
+    assert!(status.success());
+    let list = out
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands: section")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn help_and_version_work_everywhere() {
+    let commands = subcommands();
+    for expected in ["server", "client", "check-config", "probe"] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "{expected} missing from {commands:?}"
+        );
+    }
+    for flag in ["--help", "-h", "--version", "-V"] {
+        let (status, out, err) = run_cli(&[flag]);
+        assert_eq!(status.code(), Some(0), "a-chat {flag}: {err}");
+        assert!(!out.is_empty(), "a-chat {flag} printed nothing");
+        if flag.contains('V') || flag == "--version" {
+            assert_eq!(out.trim(), format!("a-chat {}", env!("CARGO_PKG_VERSION")));
+        }
+        for cmd in &commands {
+            let (status, out, err) = run_cli(&[cmd, flag]);
+            assert_eq!(status.code(), Some(0), "a-chat {cmd} {flag}: {err}");
+            if flag.contains('V') || flag == "--version" {
+                // clap names the subcommand too: `a-chat-server 0.1.0`.
+                assert!(
+                    out.starts_with("a-chat") && out.trim().ends_with(env!("CARGO_PKG_VERSION")),
+                    "a-chat {cmd} {flag}: {out:?}"
+                );
+            } else {
+                assert!(out.contains("Usage: a-chat"), "a-chat {cmd} {flag}: {out}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_flag_exits_2() {
+    for args in [
+        &["--bogus"][..],
+        &["server", "--bogus"],
+        &["server", "--listen", "localhost:80"],
+        &["server", "--listen"],
+        &["client", "--bogus"],
+        &["check-config"],
+        &["probe", "--timeout", "soon"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let (status, out, err) = run_cli_within(args);
+        assert_eq!(status.code(), Some(2), "a-chat {args:?}: {out} {err}");
+        assert!(
+            !err.trim().is_empty(),
+            "a-chat {args:?} said nothing on stderr"
+        );
+    }
+}
+
+/// A config with a mistake: exit 2, one line on stderr naming the file, the key and the
+/// line, and nothing listens on the address the file names.
+#[test]
+fn server_with_a_bad_config_exits_2_with_one_line_and_listens_nowhere() {
+    let addr = free_addr();
+    let listen = format!("[server]\nlisten = \"{addr}\"\n");
+    // (file contents, key, line)
+    let cases = [
+        (
+            format!("{listen}[limits]\nmax_line_bytes = 100\nmax_lines = 3\n"),
+            "limits.max_lines",
+            Some(5),
+        ),
+        (
+            format!("{listen}[limits]\nlogin_timeout = \"soon\"\n"),
+            "limits.login_timeout",
+            Some(4),
+        ),
+        (
+            format!("{listen}accept_error_sleep = \"10 parsecs\"\n"),
+            "server.accept_error_sleep",
+            Some(3),
+        ),
+        (
+            "[server]\nlisten = \"localhost:8080\"\n".to_owned(),
+            "server.listen",
+            Some(2),
+        ),
+        (
+            format!("{listen}[admin]\nlisten = \"127.0.0.1\"\n"),
+            "admin.listen",
+            Some(4),
+        ),
+        (
+            format!("{listen}max_connections = 0\n"),
+            "server.max_connections",
+            Some(3),
+        ),
+        (
+            format!("{listen}[limits]\n\nmax_recipients = 99999999\n"),
+            "limits.max_recipients",
+            Some(5),
+        ),
+        (
+            format!("{listen}[limits]\nmax_line_bytes = -1\n"),
+            "limits.max_line_bytes",
+            Some(4),
+        ),
+        (
+            format!("{listen}[log]\nformat = \"xml\"\n"),
+            "log.format",
+            Some(4),
+        ),
+        (format!("{listen}[nope]\nx = 1\n"), "nope", Some(3)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, key, line)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let file = path.to_str().unwrap();
+        let (status, out, err) = run_cli_within(&["server", "--config", file]);
+        assert_eq!(status.code(), Some(2), "{text:?}: {err}");
+        assert!(out.is_empty(), "{text:?}: stdout {out:?}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{text:?}: expected one line, got {err:?}");
+        let msg = lines[0];
+        assert!(msg.contains(file), "{msg:?} does not name the file");
+        assert!(
+            msg.contains(&format!("`{key}`")),
+            "{msg:?} does not name {key}"
+        );
+        if let Some(line) = line {
+            assert!(
+                msg.contains(&format!("line {line}")),
+                "{msg:?} does not name line {line}"
+            );
+        }
+        assert!(!msg.contains("listening"), "{msg:?}");
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+            "something listens on {addr} after {text:?}"
+        );
+        // check-config says the same, with exit 1.
+        let (status, _, check_err) = run_cli_within(&["check-config", file]);
+        assert_eq!(status.code(), Some(1), "check-config {text:?}");
+        assert_eq!(check_err, err, "check-config and server disagree");
+    }
+
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let (status, _, err) = run_cli_within(&["server", "--config", missing]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains(missing), "{err:?} does not name the file");
+    let (status, _, err) = run_cli_within(&["check-config", missing]);
+    assert_eq!(status.code(), Some(1), "{err}");
+}
+
+#[test]
+fn check_config_on_the_shipped_file_prints_the_effective_settings() {
+    let path = shipped_config();
+    let (status, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    for setting in [
+        "listen = [\"127.0.0.1:8080\"]",
+        "max_connections = 10000",
+        "max_connections_per_ip = 0",
+        "accept_error_sleep = \"500ms\"",
+        "max_login_bytes = 64",
+        "max_line_bytes = 8192",
+        "max_recipients = 64",
+        "login_timeout = \"10s\"",
+        "idle_timeout = \"0s\"",
+        "outbound_queue_bytes = 1048576",
+        "write_timeout = \"10s\"",
+        "drain_timeout = \"10s\"",
+        "level = \"info\"",
+        "format = \"text\"",
+    ] {
+        assert!(out.contains(setting), "{setting:?} missing from:\n{out}");
+    }
+    // The effective settings are a valid config themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, &out).unwrap();
+    let (status, out2, err) = run_cli(&["check-config", again.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let settings = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(settings(&out), settings(&out2));
+}
+
+#[test]
+fn check_config_shows_the_values_of_the_file_over_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("some.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:7000\", \"[::1]:7001\"]\n[limits]\nmax_line_bytes = 100\n",
+    )
+    .unwrap();
+    let (status, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(
+        out.contains("127.0.0.1:7000") && out.contains("[::1]:7001"),
+        "{out}"
+    );
+    assert!(out.contains("max_line_bytes = 100"), "{out}");
+    assert!(
+        out.contains("max_recipients = 64"),
+        "defaults fill the rest: {out}"
+    );
+    // An empty file is all defaults.
+    std::fs::write(&path, "").unwrap();
+    let (status, out, _) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains("listen = [\"127.0.0.1:8080\"]"), "{out}");
+}
+
+#[test]
+fn listen_on_the_command_line_overrides_the_file() {
+    // The file names an address that is taken, so using it would fail to start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let d = Daemon::start_args(
+        Start {
+            toml: format!("[server]\nlisten = \"{taken_addr}\"\n[limits]\nmax_line_bytes = 100\n"),
+            ..Start::default()
+        },
+        &["--listen", "127.0.0.1:0"],
+    );
+    assert_ne!(d.addr, taken_addr);
+    assert_eq!(d.addr.ip().to_string(), "127.0.0.1");
+    // The rest of the file still applies.
+    let mut alice = d.login("alice");
+    alice.send(&format!("alice: {}", "x".repeat(100)));
+    let line = alice.line().unwrap();
+    assert_eq!(line, "error: line too long");
+}
+
+#[test]
+fn without_a_config_the_server_runs_on_the_defaults() {
+    let d = Daemon::start_args(Start::default(), &["--listen", "127.0.0.1:0"]);
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    // Default max_line_bytes = 8192: exactly that is fine, one more is not.
+    let text = "y".repeat(8192 - "bob: ".len());
+    alice.send(&format!("bob: {text}"));
+    bob.expect(&format!("from alice: {text}"));
+    // Default max_recipients = 64.
+    let many = vec!["bob"; 65].join(",");
+    alice.send(&format!("{many}: too many"));
+    alice.expect("error: too many recipients");
+    let many = vec!["bob"; 64].join(",");
+    alice.send(&format!("{many}: just enough"));
+    bob.expect("from alice: just enough");
+    // Default max_login_bytes = 64.
+    d.login(&"l".repeat(64));
+    let mut c = d.connect();
+    c.send(&"l".repeat(65));
+    assert!(c.line().unwrap().starts_with("error: "));
+    alice.send(&format!("bob{}: x", "y".repeat(8192)));
+    assert_eq!(alice.line().as_deref(), Some("error: line too long"));
+}
+
+#[test]
+fn the_client_chats_through_stdin_and_stdout_and_exits_when_stdin_ends() {
+    let d = Daemon::start();
+    let mut bob = d.login("bob");
+    let addr = d.addr.to_string();
+    let (status, out, err) = run_cli_input(
+        &["client", &addr],
+        b"alice\nalice: hi\nbob: hello bob\nzed: anyone?\n",
+    );
+    assert_eq!(status.code(), Some(0), "stdout {out:?} stderr {err:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"from alice: hi"), "{out:?}");
+    assert!(lines.contains(&"error: no such user \"zed\""), "{out:?}");
+    bob.expect("from alice: hello bob");
+}
+
+#[test]
+fn the_client_exits_when_the_server_closes() {
+    let d = Daemon::start();
+    let addr = d.addr.to_string();
+    // An invalid login: the server answers and closes, stdin is still open meanwhile.
+    let mut child = std::process::Command::new(common::bin())
+        .args(["client", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"a b\n").unwrap();
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client did not exit after the server closed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(stdin);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(out.starts_with("error: "), "{out:?}");
+}
+
+#[test]
+fn the_client_fails_when_nothing_listens() {
+    let addr = free_addr().to_string();
+    let (status, _, err) = run_cli_within(&["client", &addr]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&addr), "{err:?}");
+}
+
+#[test]
+fn probe_exits_0_against_a_daemon_and_1_against_a_closed_port() {
+    let d = Daemon::start();
+    let (status, _, err) = run_cli_within(&["probe", &d.addr.to_string()]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let closed = free_addr().to_string();
+    let (status, _, err) = run_cli_within(&["probe", &closed]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&closed), "{err:?}");
+    // The daemon still serves after the probe's connect-and-close.
+    d.login("alice");
+}
