@@ -13,17 +13,16 @@
 # ---- build: a static binary ------------------------------------------------------------------
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Manifests first, so a change under src/ does not invalidate the dependency download layer.
-COPY Cargo.toml Cargo.lock ./
-RUN cargo fetch --locked
-COPY src ./src
+# The whole build context (.dockerignore leaves out target/ and .git/): Cargo.toml declares
+# targets under src/, tests/ and benches/, and cargo wants every declared target present.
+COPY . .
 # crt-static links glibc statically: the result runs on an empty filesystem. It must not resolve
 # host names at run time (the image has no resolver config), so every address in the config is
 # an IP literal. Debug info is stripped; symbol names stay for panic backtraces.
 ENV RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN target="$(uname -m)-unknown-linux-gnu" \
- && cargo build --release --locked --offline --target "$target" \
+ && cargo build --release --locked --target "$target" \
  && mkdir -p /out \
  && cp "target/$target/release/a-chat" /out/a-chat \
  && /out/a-chat --version

@@ -7,7 +7,9 @@
 #   1. install podman and runc with apt-get if they are missing
 #   2. write a containers.conf that works on hosts which refuse RLIMIT_NOFILE changes and
 #      systemd cgroups, and export CONTAINERS_CONF
-#   3. build a static a-chat on the host (or take A_CHAT_BIN=/path/to/static/a-chat)
+#   3. build a static a-chat on the host from the exact build context the Dockerfile's build
+#      stage would get (after .dockerignore), with its command and flags (or take
+#      A_CHAT_BIN=/path/to/static/a-chat)
 #   4. `podman build --format docker --build-context build=DIR .` (DIR/out/a-chat is that
 #      binary, so the Dockerfile's rust builder stage is skipped)
 #   5. run A: --network host, a mounted config listening on a free 127.0.0.1 port, read-only
@@ -36,6 +38,8 @@ PASSED=0
 FAILED=0
 FAILURES=()
 IMAGE_BUILT=0
+CONTEXT_IMAGE=""
+CONTEXT_CTR=""
 
 say()  { printf '[container-test] %s\n' "$*"; }
 pass() { PASSED=$((PASSED + 1)); say "ok: $*"; }
@@ -47,9 +51,12 @@ show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
 cleanup() {
     local pid c
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for c in "${CONTAINERS[@]}"; do
+    for c in "${CONTAINERS[@]}" $CONTEXT_CTR; do
         timeout 60 podman rm -f -t 0 "$c" >/dev/null 2>&1
     done
+    if [ -n "$CONTEXT_IMAGE" ]; then
+        timeout 60 podman rmi -f "$CONTEXT_IMAGE" >/dev/null 2>&1
+    fi
     if [ "$IMAGE_BUILT" = 1 ]; then
         timeout 60 podman rmi -f "$IMAGE" >/dev/null 2>&1
     fi
@@ -117,14 +124,37 @@ if [ -n "${A_CHAT_BIN:-}" ]; then
     say "step 3: using A_CHAT_BIN=$A_CHAT_BIN"
     BIN="$A_CHAT_BIN"
 else
+    # Build from exactly what the Dockerfile's build stage would see: the build context after
+    # .dockerignore, exported through a throwaway `FROM scratch` + `COPY . /ctx/` image. A file
+    # that cargo needs but .dockerignore leaves out fails here, as it would in `docker build`.
+    say "step 3a: export the build context (after .dockerignore)"
+    printf 'FROM scratch\nCOPY . /ctx/\n' >"$WORK/Containerfile.context"
+    CONTEXT_IMAGE="$IMAGE-context"
+    CONTEXT_CTR="a-chat-ct-${TAG}-context"
+    if ! { timeout 300 podman build --format docker -f "$WORK/Containerfile.context" \
+                -t "$CONTEXT_IMAGE" "$ROOT" \
+            && timeout 60 podman create --name "$CONTEXT_CTR" "$CONTEXT_IMAGE" /none \
+            && timeout 120 podman cp "$CONTEXT_CTR:/ctx" "$WORK/context"; } >"$WORK/context.log" 2>&1; then
+        show "$WORK/context.log"
+        abort "could not export the build context"
+    fi
+    pass "build context exported ($(find "$WORK/context" -type f | wc -l) files, $(du -sh "$WORK/context" | cut -f1))"
     target="$(uname -m)-unknown-linux-gnu"
-    say "step 3: cargo build --release --target $target (static, crt-static)"
-    if ! (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+    say "step 3b: in that context: cargo build --release --locked --target $target (static, crt-static)"
+    # Same command and flags as the build stage; the target dir is the repository's, so
+    # dependencies built before are reused.
+    if ! (cd "$WORK/context" && CARGO_TARGET_DIR="$ROOT/target" \
+            RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=debuginfo \
             timeout 1500 cargo build --release --locked --target "$target") >"$WORK/cargo.log" 2>&1; then
         show "$WORK/cargo.log"
-        abort "static cargo build failed"
+        abort "static cargo build in the build context failed"
     fi
     BIN="$ROOT/target/$target/release/a-chat"
+    if out="$("$BIN" --version 2>&1)"; then
+        pass "static build from the build context: $out"
+    else
+        abort "the built binary does not run: $out"
+    fi
 fi
 [ -x "$BIN" ] || abort "no executable at $BIN"
 if ldd "$BIN" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
