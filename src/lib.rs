@@ -6,12 +6,15 @@
 //! - `config`: the configuration file (§3)
 //! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
 //! - `telemetry`, `metrics`: logs and counters (§6)
+//! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
 //! - `client`: the interactive client and the health probe (§2)
 //! - `runtime`: the only module that names the async runtime
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

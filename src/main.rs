@@ -1,6 +1,8 @@
 //! The `a-chat` command line (DESIGN §2): parse arguments, load the configuration, and
 //! hand over to the server, the client, or the configuration check.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{client, runtime, server, telemetry};
+use a_chat::{admin, client, notify, runtime, server, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,8 @@ enum Command {
         /// The file to check.
         path: PathBuf,
     },
+    /// Load-test a server: message rate, delivered messages/s, latency, loss check.
+    Bench(bench::BenchArgs),
     /// Exit 0 if a daemon accepts connections at ADDR, 1 otherwise (for health checks).
     Probe {
         /// Address to connect to.
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { path } => check_config(&path),
+        Command::Bench(args) => bench::run(args),
         Command::Probe { addr, timeout } => {
             if client::probe(addr, timeout) {
                 ExitCode::SUCCESS
@@ -148,7 +153,22 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         error!(panic = %info, "panic");
     }));
     let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(admin::Health::new());
     let code = runtime::block_on(async {
+        // The admin listener first: if it cannot be had, nothing starts.
+        let admin_listener = match config.admin.listen {
+            None => None,
+            Some(addr) => {
+                match runtime::bind(addr).await {
+                    Ok(listener) => Some(listener),
+                    Err(e) => {
+                        error!(%addr, error = %e, "cannot listen on the admin address");
+                        eprintln!("a-chat: cannot listen on the admin address {addr} ([admin] listen): {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
         let mut listeners = Vec::new();
         for addr in &config.server.listen {
             match runtime::bind(*addr).await {
@@ -160,20 +180,62 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 }
             }
         }
-        let shutdown = match server::drain::on_signals(|| {}) {
+        let on_first = {
+            let health = health.clone();
+            move || {
+                health.set_draining();
+                notify::stopping();
+            }
+        };
+        let shutdown = match server::drain::on_signals(on_first) {
             Ok(shutdown) => shutdown,
             Err(e) => {
                 eprintln!("a-chat: cannot install signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        for listener in &listeners {
-            if let Ok(addr) = listener.local_addr() {
-                info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
-            }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        for addr in &addrs {
+            info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
         }
+        // Logged after the chat addresses, so that whoever reads the first
+        // `listening on` line gets a chat address.
+        if let (Some(listener), Some(configured)) = (admin_listener, config.admin.listen) {
+            let dropped_lines = logging.dropped_lines.clone();
+            let addr = listener.local_addr().unwrap_or(configured);
+            let span = admin::span(addr);
+            span.in_scope(|| info!("admin listening on {addr}"));
+            let endpoint = admin::Admin {
+                listener,
+                metrics: metrics.clone(),
+                health: health.clone(),
+                on_scrape: Box::new(move |m: &Metrics| {
+                    m.log_lines_dropped
+                        .set(dropped_lines.dropped_lines() as i64);
+                }),
+                accept_error_sleep: config.server.accept_error_sleep,
+            };
+            runtime::spawn(endpoint.run().instrument(span));
+        }
+        health.set_ready();
+        notify::ready(&addrs);
         let summary = server::run(listeners, config.clone(), metrics.clone(), shutdown).await;
         summary.log();
+        notify::status(&format!(
+            "stopped: drain {}, {} delivered, {} dropped",
+            if summary.completed {
+                "finished"
+            } else {
+                "cut short at drain_timeout"
+            },
+            summary.delivered,
+            summary.dropped_recipient_gone
+                + summary.dropped_slow_consumer
+                + summary.dropped_drain_deadline,
+        ));
         ExitCode::SUCCESS
     });
     metrics

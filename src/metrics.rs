@@ -10,6 +10,10 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Why a connection was refused or closed before it could chat.
+///
+/// There is no "cap" reason: connections beyond `max_connections` are not refused but
+/// held (they wait in the kernel's listen backlog until a token is free); those pauses
+/// are counted by `accept_paused_at_cap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     PerIp,
@@ -39,7 +43,9 @@ pub struct Metrics {
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
     refused_login_timeout: Counter,
-    /// Times the accept loop paused because every connection token was out.
+    /// Times the accept loop paused because every connection token was out (one per
+    /// pause, however long). Connections that arrive meanwhile are held in the kernel's
+    /// listen backlog, not refused, so they never show in `connections_refused`.
     pub accept_paused_at_cap: Counter,
     pub accept_errors_per_connection: Counter,
     pub accept_errors_resource: Counter,
@@ -52,7 +58,8 @@ pub struct Metrics {
     dropped_recipient_gone: Counter,
     dropped_slow_consumer: Counter,
     dropped_drain_deadline: Counter,
-    /// Lines refused with an `error:` answer (no colon, too many recipients, unknown name).
+    /// `error:` answers to message lines: one per line without a colon or with too many
+    /// recipients, one per unknown recipient (the line still reaches the others).
     pub lines_rejected: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
@@ -94,7 +101,7 @@ impl Metrics {
         let accept_paused_at_cap = Counter::default();
         registry.register(
             "accept_paused_at_cap",
-            "Times accepting paused because max_connections tokens were all in use",
+            "Times accepting paused because all max_connections tokens were in use; connections arriving meanwhile wait in the listen backlog (held, not refused)",
             accept_paused_at_cap.clone(),
         );
         let accept_errors = Family::<Labels, Counter>::default();
@@ -130,7 +137,7 @@ impl Metrics {
         let lines_rejected = Counter::default();
         registry.register(
             "lines_rejected",
-            "Lines answered with an error line instead of being delivered",
+            "Error answers to message lines: one per line without a colon or with too many recipients, one per unknown recipient",
             lines_rejected.clone(),
         );
         let bytes_in = Counter::default();
@@ -225,6 +232,48 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+
+    /// The registry in the classic Prometheus text format (0.0.4), for clients that do
+    /// not ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+    ///
+    /// The two formats differ, for what a-chat registers, only in counter family names
+    /// (OpenMetrics declares `achat_bytes_in` and its sample `achat_bytes_in_total`; the
+    /// classic format declares the sample's name), in `# UNIT` lines, and in the final
+    /// `# EOF`; the samples themselves are the same.
+    pub fn encode_prometheus_text(&self) -> String {
+        let openmetrics = self.encode();
+        let counters: std::collections::HashSet<&str> = openmetrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(openmetrics.len());
+        for line in openmetrics.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let declaration = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find(|prefix| line.starts_with(prefix));
+            match declaration {
+                Some(prefix) => {
+                    let rest = &line[prefix.len()..];
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let suffix = if counters.contains(name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +299,31 @@ mod tests {
         assert!(text.contains("# HELP achat_bytes_in Bytes read"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(m.dropped_total(DropReason::SlowConsumer), 3);
+    }
+
+    #[test]
+    fn the_classic_text_format_declares_every_sample_name() {
+        let m = Metrics::new();
+        m.bytes_in.inc_by(12);
+        m.draining.set(1);
+        let text = m.encode_prometheus_text();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# HELP achat_bytes_in_total Bytes read from clients.\n# TYPE achat_bytes_in_total counter\nachat_bytes_in_total 12\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE achat_draining gauge\nachat_draining 1\n"),
+            "{text}"
+        );
+        let declared: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|rest| rest.split(' ').next().unwrap())
+            .collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            assert!(declared.contains(name), "{name} undeclared in\n{text}");
+        }
     }
 }

@@ -98,6 +98,7 @@ impl Acceptor {
             let token = tokens.token();
             if let Err(e) = runtime::set_nodelay(&stream) {
                 // The client is already gone (a reset right after the handshake).
+                self.metrics.accept_errors_per_connection.inc();
                 debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
                 continue;
             }
@@ -106,7 +107,7 @@ impl Acceptor {
                 None => {
                     self.metrics.refused(Refusal::PerIp);
                     info!(%peer, "refused: too many connections from this address");
-                    runtime::spawn(refuse(stream, token));
+                    runtime::spawn(refuse(stream, token, self.metrics.clone()));
                     continue;
                 }
             };
@@ -142,9 +143,12 @@ fn accepted(listener: TcpListener) -> Pin<Box<dyn Stream<Item = Accepted> + Send
 }
 
 /// Answers a connection over the per-address cap and closes it, without blocking the loop.
-async fn refuse(mut stream: TcpStream, token: backpressure::Token) {
+async fn refuse(mut stream: TcpStream, token: backpressure::Token, metrics: Arc<Metrics>) {
     let line = protocol::format_error("too many connections from your address");
-    let _ = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+    let sent = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+    if let Ok(Ok(())) = sent {
+        metrics.bytes_out.inc_by(line.len() as u64);
+    }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     drop(token);
 }

@@ -130,7 +130,11 @@ impl Reader {
         };
         let line = match line {
             Ok(line) => line,
-            Err(e) => return Err(self.frame_error(e)),
+            Err(e) => {
+                // A login line too long or not UTF-8 is an invalid login too.
+                self.metrics.refused(Refusal::InvalidLogin);
+                return Err(self.frame_error(e));
+            }
         };
         if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
             return Err(self.refuse_login(e));

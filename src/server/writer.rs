@@ -46,7 +46,15 @@ impl Writer {
         loop {
             let first = match self.inbox.rx.recv().await {
                 Ok(out) => out,
-                // Every handle is gone and the queue is empty: a normal close.
+                // Every handle is gone and the queue is empty: a normal close, unless the
+                // connection was cut off while nothing was queued (a line bigger than the
+                // whole queue bound, or a kick racing the last write).
+                Err(_) if self.inbox.queue.is_kicked() => {
+                    let _ = self.stream.shutdown(SocketShutdown::Both);
+                    self.metrics.slow_consumers.inc();
+                    warn!("slow consumer disconnected: outbound queue over outbound_queue_bytes");
+                    return;
+                }
                 Err(_) => break,
             };
             buf.clear();
@@ -138,7 +146,10 @@ impl Writer {
             while discarded < LINGER_BYTES {
                 match self.stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => discarded += n,
+                    Ok(n) => {
+                        discarded += n;
+                        self.metrics.bytes_in.inc_by(n as u64);
+                    }
                 }
             }
         };

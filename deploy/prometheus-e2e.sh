@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# deploy/prometheus-e2e.sh: check a-chat's admin endpoint with a real Prometheus server, the
+# way an operator would wire it: Prometheus scrapes /metrics, the target is up, and an
+# a-chat counter in Prometheus moves by exactly the chat traffic this script sends.
+#
+# Steps:
+#   1. take the a-chat binary (A_CHAT_BIN, else the newer of target/release and
+#      target/debug, else `cargo build --release`)
+#   2. install the Debian `prometheus` package with apt-get if `prometheus` is missing
+#   3. start a-chat with chat and admin endpoints on free 127.0.0.1 ports (port 0; the
+#      ports are read from its log)
+#   4. start Prometheus on a free 127.0.0.1 port with a temporary config (scrape a-chat
+#      every second) and a temporary storage folder
+#   5. wait for the first scrape and check up{job="a-chat"} == 1
+#   6. send N chat messages over TCP, wait until Prometheus has scraped them, and check
+#      achat_messages_received_total and achat_messages_delivered_total == N
+#   7. stop a-chat with SIGTERM: it drains and exits 0
+# Every wait has a timeout and prints its progress; all traffic stays on loopback. Both
+# processes and the temporary files are removed on exit. Exit status: 0 if every check
+# passed, 1 otherwise.
+#
+# Environment:
+#   A_CHAT_BIN=PATH         use this a-chat binary
+#   A_CHAT_E2E_WAIT=SECS    timeout of each wait (default 30)
+#   A_CHAT_KEEP_LOGS=1      keep the work folder (logs, configs) after the run
+
+# The checks are small functions passed to wait_for by name, which shellcheck cannot see.
+# shellcheck disable=SC2329
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$(mktemp -d /tmp/a-chat-prometheus-e2e.XXXXXX)"
+WAIT="${A_CHAT_E2E_WAIT:-30}"
+MESSAGES=5
+ACHAT_PID=""
+PROM_PID=""
+PASSED=0
+FAILED=0
+STARTED=$SECONDS
+
+say()  { printf '[prometheus-e2e] %s\n' "$*"; }
+pass() { PASSED=$((PASSED + 1)); say "ok: $*"; }
+fail() { FAILED=$((FAILED + 1)); say "FAIL: $*"; }
+# Show the last lines of a log file, indented, after a failure.
+show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
+
+# Stops a process this script started: SIGTERM, then SIGKILL after 10 s.
+stop() {
+    local pid="$1" i
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+cleanup() {
+    stop "$PROM_PID"
+    stop "$ACHAT_PID"
+    if [ "${A_CHAT_KEEP_LOGS:-0}" = 1 ]; then
+        say "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+verdict() {
+    say "$PASSED passed, $FAILED failed, $((SECONDS - STARTED)) s"
+    if [ "$FAILED" -eq 0 ]; then
+        say "VERDICT: PASS"
+        exit 0
+    fi
+    say "VERDICT: FAIL"
+    exit 1
+}
+
+# Gives up with the verdict after a failure that leaves nothing else to check.
+fatal() { fail "$*"; verdict; }
+
+# Waits up to WAIT seconds for `$@` to succeed, printing progress every 5 s.
+wait_for() {
+    local what="$1" i
+    shift
+    for ((i = 0; i < WAIT * 10; i++)); do
+        "$@" && return 0
+        if ((i > 0 && i % 50 == 0)); then say "  still waiting for $what ($((i / 10)) s)"; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on (Prometheus cannot report an ephemeral
+# port, so one is picked here; a lost race shows as a bind error in its log).
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The value of the first sample a PromQL query returns, or nothing.
+query() {
+    curl -fsS --max-time 5 -G --data-urlencode "query=$1" \
+        "http://127.0.0.1:$PROM_PORT/api/v1/query" 2>/dev/null |
+        grep -o '"value":\[[^]]*\]' | head -n 1 | sed -e 's/.*,"\([^"]*\)"\]$/\1/'
+}
+
+query_is() { [ "$(query "$1")" = "$2" ]; }
+
+# 1. The binary.
+BIN="${A_CHAT_BIN:-}"
+if [ -z "$BIN" ]; then
+    for candidate in "$ROOT/target/release/a-chat" "$ROOT/target/debug/a-chat"; do
+        if [ -x "$candidate" ] && { [ -z "$BIN" ] || [ "$candidate" -nt "$BIN" ]; }; then
+            BIN="$candidate"
+        fi
+    done
+fi
+if [ -z "$BIN" ]; then
+    say "building a-chat (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --bin a-chat) || fatal "cargo build failed"
+    BIN="$ROOT/target/release/a-chat"
+fi
+say "a-chat binary: $BIN"
+
+# 2. Prometheus.
+if ! command -v prometheus >/dev/null; then
+    say "installing prometheus (apt-get)"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; } \
+        >"$WORK/apt.log" 2>&1 || { show "$WORK/apt.log"; fatal "cannot install prometheus"; }
+fi
+say "$(prometheus --version 2>&1 | head -n 1)"
+
+# 3. a-chat, on ephemeral ports.
+cat >"$WORK/a-chat.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+EOF
+"$BIN" server --config "$WORK/a-chat.toml" 2>"$WORK/a-chat.log" &
+ACHAT_PID=$!
+admin_logged() { grep -q 'admin listening on ' "$WORK/a-chat.log"; }
+if ! wait_for "a-chat to listen" admin_logged; then
+    show "$WORK/a-chat.log"
+    fatal "a-chat did not report its admin address (a binary without the admin endpoint?)"
+fi
+CHAT_ADDR="$(grep -o ' listening on [0-9.:]*' "$WORK/a-chat.log" | grep -v admin | head -n 1 | awk '{print $3}')"
+ADMIN_ADDR="$(grep -o 'admin listening on [0-9.:]*' "$WORK/a-chat.log" | head -n 1 | awk '{print $4}')"
+CHAT_PORT="${CHAT_ADDR##*:}"
+say "a-chat: chat on $CHAT_ADDR, admin on $ADMIN_ADDR"
+if curl -fsS --max-time 5 "http://$ADMIN_ADDR/metrics" | grep -q '^achat_messages_received_total 0$'; then
+    pass "a-chat serves /metrics"
+else
+    fail "a-chat's /metrics is not what Prometheus expects"
+fi
+
+# 4. Prometheus, scraping a-chat every second.
+PROM_PORT="$(free_port)" || fatal "no free port for Prometheus"
+cat >"$WORK/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: a-chat
+    static_configs:
+      - targets: ["$ADMIN_ADDR"]
+EOF
+prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" 2>"$WORK/prometheus.log" &
+PROM_PID=$!
+say "prometheus on 127.0.0.1:$PROM_PORT"
+prom_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1; }
+if ! wait_for "prometheus to start" prom_ready; then
+    show "$WORK/prometheus.log"
+    fatal "prometheus did not become ready"
+fi
+
+# 5. The first scrape.
+scraped() { [ -n "$(query 'up{job="a-chat"}')" ]; }
+if ! wait_for "the first scrape" scraped; then
+    show "$WORK/prometheus.log"
+    fatal "prometheus never scraped a-chat"
+fi
+if query_is 'up{job="a-chat"}' 1; then
+    pass 'up{job="a-chat"} == 1'
+else
+    fail "up{job=\"a-chat\"} is $(query 'up{job="a-chat"}'); the target says:"
+    curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/targets" | grep -o '"lastError":"[^"]*"'
+fi
+
+# 6. Chat traffic: one user sends MESSAGES lines to itself and reads them back.
+chat() {
+    local fd i line
+    exec {fd}<>"/dev/tcp/127.0.0.1/$CHAT_PORT" || return 1
+    printf 'e2e\n' >&"$fd"
+    for ((i = 1; i <= MESSAGES; i++)); do printf 'e2e: hello %d\n' "$i" >&"$fd"; done
+    for ((i = 1; i <= MESSAGES; i++)); do
+        IFS= read -r -t 5 line <&"$fd" || { exec {fd}>&-; return 1; }
+        [ "$line" = "from e2e: hello $i" ] || { exec {fd}>&-; return 1; }
+    done
+    exec {fd}>&-
+}
+if chat; then
+    pass "$MESSAGES chat messages sent and received"
+else
+    fail "the chat exchange failed"
+fi
+received() { query_is 'achat_messages_received_total{job="a-chat"}' "$MESSAGES"; }
+if wait_for "a scrape after the chat traffic" received; then
+    pass "achat_messages_received_total == $MESSAGES in Prometheus"
+else
+    fail "achat_messages_received_total is $(query 'achat_messages_received_total{job="a-chat"}'), expected $MESSAGES"
+fi
+delivered() { query_is 'achat_messages_delivered_total{job="a-chat"}' "$MESSAGES"; }
+if wait_for "the delivered counter" delivered; then
+    pass "achat_messages_delivered_total == $MESSAGES in Prometheus"
+else
+    fail "achat_messages_delivered_total is $(query 'achat_messages_delivered_total{job="a-chat"}'), expected $MESSAGES"
+fi
+
+# 7. a-chat drains and exits 0 on SIGTERM.
+kill -TERM "$ACHAT_PID"
+exited() { ! kill -0 "$ACHAT_PID" 2>/dev/null; }
+if wait_for "a-chat to drain" exited; then
+    wait "$ACHAT_PID"
+    status=$?
+    ACHAT_PID=""
+    if [ "$status" -eq 0 ] && grep -q 'drain finished' "$WORK/a-chat.log"; then
+        pass "a-chat drained and exited 0 on SIGTERM"
+    else
+        show "$WORK/a-chat.log"
+        fail "a-chat exited with status $status"
+    fi
+else
+    fail "a-chat did not exit after SIGTERM"
+fi
+
+verdict

@@ -1,0 +1,474 @@
+//! DESIGN §6 over HTTP against the real binary: the admin endpoint's health, readiness
+//! and metrics, its answers to bad requests, its counters against the traffic a test
+//! sent, and its fences (a slow admin client never stops chat).
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http_get, http_raw, read_http_response, sample, scrape, Client, Daemon, Start, WAIT};
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+fn with_admin(extra: &str) -> (Daemon, SocketAddr) {
+    let mut d = Daemon::with_toml(&format!("{extra}{ADMIN}"));
+    let admin = d.admin_addr();
+    (d, admin)
+}
+
+/// Runs `promtool check metrics` on `text`; `false` (and says so) if promtool is absent.
+fn promtool_check(text: &str) -> bool {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: promtool is not installed; /metrics was not linted");
+            return false;
+        }
+        Err(e) => panic!("running promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\n--- metrics ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+#[test]
+fn health_readiness_and_metrics_in_both_formats() {
+    let (_d, admin) = with_admin("");
+    let health = http_get(admin, "/healthz");
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let ready = http_get(admin, "/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    let head = http_raw(
+        admin,
+        b"HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("3"));
+
+    // Without an Accept header: the classic text format, which promtool lints.
+    let metrics = http_get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = metrics.text();
+    assert!(
+        text.contains("# TYPE achat_connections_accepted_total counter\n"),
+        "{text}"
+    );
+    promtool_check(&text);
+
+    // What a Prometheus server asks for: OpenMetrics.
+    let om = http_raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(om.status, 200);
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
+    assert!(om
+        .text()
+        .contains("# TYPE achat_bytes_in counter\nachat_bytes_in_total 0\n"));
+}
+
+#[test]
+fn one_connection_serves_several_requests() {
+    let (_d, admin) = with_admin("");
+    let stream = TcpStream::connect_timeout(&admin, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // Two requests in one write (pipelined), then a third after the answers.
+    (&stream)
+        .write_all(b"GET /healthz HTTP/1.1\r\n\r\nGET /readyz HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let first = read_http_response(&mut reader, false).unwrap();
+    let second = read_http_response(&mut reader, false).unwrap();
+    assert_eq!((first.status, first.text().as_str()), (200, "ok\n"));
+    assert_eq!((second.status, second.text().as_str()), (200, "ready\n"));
+    assert_eq!(second.header("connection"), Some("keep-alive"));
+    (&stream)
+        .write_all(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let third = read_http_response(&mut reader, false).unwrap();
+    assert_eq!(third.status, 404);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "the connection closes after Connection: close"
+    );
+}
+
+#[test]
+fn bad_requests_get_4xx_and_the_connection_closes() {
+    let (_d, admin) = with_admin("");
+    assert_eq!(http_get(admin, "/nope").status, 404);
+    assert_eq!(http_get(admin, "/metricsx").status, 404);
+
+    let post = http_raw(
+        admin,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .unwrap();
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    assert_eq!(post.header("connection"), Some("close"));
+    let delete = http_raw(admin, b"DELETE /readyz HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(delete.status, 405);
+
+    // Garbage (the start of a TLS handshake): 400, then the end of the stream.
+    let garbage = http_raw(
+        admin,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(garbage.status, 400);
+    assert_eq!(garbage.header("connection"), Some("close"));
+    let version = http_raw(admin, b"GET /healthz HTTP/9.9\r\n\r\n").unwrap();
+    assert_eq!(version.status, 400);
+
+    // A 64 KiB header: refused once the head passes 8 KiB, and the client still gets
+    // the answer (the server reads what was sent before closing, so no reset).
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = http_raw(admin, big.as_bytes()).expect("an answer to a huge header");
+    assert!(
+        answer.status == 431 || answer.status == 400,
+        "{}",
+        answer.status
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+
+    // Still serving after all that.
+    assert_eq!(http_get(admin, "/healthz").status, 200);
+}
+
+/// A chat client that counts the bytes it sends and receives.
+struct Counted {
+    client: Client,
+    sent: usize,
+    received: usize,
+}
+
+impl Counted {
+    fn connect(d: &Daemon) -> Counted {
+        Counted {
+            client: d.connect(),
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn login(d: &Daemon, name: &str) -> Counted {
+        let mut c = Counted::connect(d);
+        c.send(name);
+        c.send(&format!("{name}: ready?"));
+        c.expect(&format!("from {name}: ready?"));
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        self.client.send(line);
+        self.sent += line.len() + 1;
+    }
+
+    fn expect(&mut self, expected: &str) {
+        let got = self.client.line();
+        if let Some(line) = &got {
+            self.received += line.len() + 1;
+        }
+        assert_eq!(got.as_deref(), Some(expected));
+    }
+
+    fn expect_prefix(&mut self, prefix: &str) {
+        let got = self.client.line().expect("a line");
+        self.received += got.len() + 1;
+        assert!(got.starts_with(prefix), "{got:?}");
+    }
+}
+
+/// Scrapes until every expected sample has its value (the writer counts a delivery
+/// just after the client can read it), up to WAIT; then asserts them all.
+fn assert_samples(admin: SocketAddr, expected: &[(&str, f64)]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let samples = scrape(admin);
+        let all = expected
+            .iter()
+            .all(|(name, value)| sample(&samples, name) == *value);
+        if all || Instant::now() >= deadline {
+            for (name, value) in expected {
+                assert_eq!(sample(&samples, name), *value, "{name}");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn counters_move_by_exactly_the_traffic_sent() {
+    let (d, admin) = with_admin("");
+    let before = scrape(admin);
+    for (name, value) in &before {
+        assert_eq!(*value, 0.0, "{name} before any chat traffic");
+    }
+
+    let mut alice = Counted::login(&d, "alice"); // 1 message, 1 delivery
+    let mut bob = Counted::login(&d, "bob"); // 1 message, 1 delivery
+    alice.send("bob: hello bob"); // 1 message, 1 delivery
+    bob.expect("from alice: hello bob");
+    bob.send("alice, bob: hi both"); // 1 message, 2 deliveries
+    alice.expect("from bob: hi both");
+    bob.expect("from bob: hi both");
+    alice.send("bob, nobody: anyone?"); // 1 message, 1 delivery, 1 error answer
+    alice.expect("error: no such user \"nobody\"");
+    bob.expect("from alice: anyone?");
+    alice.send("no colon here"); // not a message: 1 error answer
+    alice.expect_prefix("error: ");
+
+    let mut mallory = Counted::connect(&d);
+    mallory.send("alice"); // refused: login_taken
+    mallory.expect_prefix("error: login \"alice\" is taken");
+    mallory.client.expect_closed();
+    let sent = alice.sent + bob.sent + mallory.sent;
+    let received = alice.received + bob.received + mallory.received;
+    drop(mallory);
+
+    assert_samples(
+        admin,
+        &[
+            ("achat_connections_accepted_total", 3.0),
+            ("achat_connections_open", 2.0),
+            (
+                "achat_connections_refused_total{reason=\"login_taken\"}",
+                1.0,
+            ),
+            (
+                "achat_connections_refused_total{reason=\"invalid_login\"}",
+                0.0,
+            ),
+            ("achat_messages_received_total", 5.0),
+            ("achat_deliveries_routed_total", 6.0),
+            ("achat_messages_delivered_total", 6.0),
+            ("achat_lines_rejected_total", 2.0),
+            (
+                "achat_messages_dropped_total{reason=\"recipient_gone\"}",
+                0.0,
+            ),
+            (
+                "achat_messages_dropped_total{reason=\"slow_consumer\"}",
+                0.0,
+            ),
+            ("achat_bytes_in_total", sent as f64),
+            ("achat_bytes_out_total", received as f64),
+            ("achat_slow_consumers_total", 0.0),
+            ("achat_connection_panics_total", 0.0),
+            ("achat_draining", 0.0),
+            ("achat_accept_paused_at_cap_total", 0.0),
+        ],
+    );
+    drop(bob);
+    assert_samples(admin, &[("achat_connections_open", 1.0)]);
+}
+
+#[test]
+fn readyz_turns_503_when_the_drain_begins_and_the_endpoint_serves_through_it() {
+    // A recipient that never reads keeps its writer blocked, so the drain lasts until
+    // drain_timeout (long) instead of finishing at once.
+    let (mut d, admin) = with_admin(
+        "[limits]\noutbound_queue_bytes = 268435456\nwrite_timeout = \"60s\"\n[shutdown]\ndrain_timeout = \"60s\"\n",
+    );
+    let sink = d.login("sink");
+    let mut source = d.login("source");
+    let text = "x".repeat(1000);
+    let mut stuck = false;
+    for _ in 0..64 {
+        for _ in 0..1024 {
+            source.send(&format!("sink: {text}"));
+        }
+        // Once this comes back, every line above has been routed.
+        source.send("source: sync");
+        source.expect("from source: sync");
+        let samples = scrape(admin);
+        let routed = sample(&samples, "achat_deliveries_routed_total");
+        let delivered = sample(&samples, "achat_messages_delivered_total");
+        if routed - delivered > 2048.0 {
+            stuck = true;
+            break;
+        }
+    }
+    assert!(stuck, "the sink's writer never blocked");
+    assert_eq!(http_get(admin, "/readyz").status, 200);
+
+    d.signal(libc::SIGTERM);
+    let deadline = Instant::now() + WAIT;
+    let readyz = loop {
+        let r = http_get(admin, "/readyz");
+        if r.status != 200 || Instant::now() >= deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    assert_eq!(readyz.text(), "draining\n");
+    // Alive, and still answering everything else, while the drain runs.
+    assert_eq!(http_get(admin, "/healthz").status, 200);
+    assert!(d.wait_log(|l| l.contains("drain started")).is_some());
+    assert_samples(admin, &[("achat_draining", 1.0)]);
+    assert!(d.wait_exit(Duration::ZERO).is_none(), "the drain is busy");
+
+    // A second signal ends it at once; the admin port goes with the process.
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(WAIT).expect("exit after the second signal");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(TcpStream::connect_timeout(&admin, WAIT).is_err());
+    drop(sink);
+}
+
+#[test]
+fn a_slowloris_on_the_admin_port_does_not_stop_chat() {
+    // 100 admin connections that each send half a request head and then nothing, in a
+    // daemon allowed 64 descriptors: without the admin connection cap they would take
+    // every descriptor and the chat listener could accept nothing.
+    let mut d = Daemon::start_with(Start {
+        toml: ADMIN.to_owned(),
+        nofile: Some(64),
+        ..Start::default()
+    });
+    let admin = d.admin_addr();
+    let mut slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let s = TcpStream::connect_timeout(&admin, WAIT).expect("connect to admin");
+            (&s).write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    alice.send("bob: still here");
+    bob.expect("from alice: still here");
+    assert!(
+        !d.log_text().contains("Too many open files"),
+        "{}",
+        d.log_text()
+    );
+
+    // The server gives up on an incomplete head after its request timeout (5 s).
+    let first = &mut slow[0];
+    first.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = first
+        .read(&mut buf)
+        .expect("the server closes a request head that never completes");
+    assert_eq!(n, 0, "closed without an answer");
+
+    // Once the slow clients go away, the endpoint answers again.
+    drop(slow);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = http_raw(admin, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .is_some_and(|r| r.status == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the admin endpoint did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_admin_address_in_use_stops_the_daemon_before_chat_starts() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("a-chat.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{addr}\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the daemon kept running with its admin address taken");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "a-chat: cannot listen on the admin address {addr}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[test]
+fn the_admin_endpoint_is_off_by_default() {
+    let mut d = Daemon::start();
+    let _alice = d.login("alice");
+    // The admin line would have been logged before any connection was served.
+    assert!(d.wait_log(|l| l.contains("logged in")).is_some());
+    assert!(
+        !d.log_text().contains("admin listening"),
+        "{}",
+        d.log_text()
+    );
+}
