@@ -36,7 +36,7 @@ COPY deploy/container.toml /etc/a-chat/a-chat.toml
 # Numeric non-root user and group (no /etc/passwd in a scratch image); the daemon writes no files.
 USER 65532:65532
 EXPOSE 8080
-# SIGTERM and SIGINT both start the drain; a second signal exits at once with code 130.
+# SIGTERM and SIGINT both start the drain; a second signal exits at once (130 after SIGINT, 143 after SIGTERM).
 # docker stop waits 10s by default before SIGKILL; drain_timeout is 10s too, so use
 # `docker stop -t 15` (or --stop-timeout 15 on docker run) to let a full drain finish.
 STOPSIGNAL SIGTERM
