@@ -222,12 +222,23 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// The distinct recipients, trimmed, in the order first named.
+    /// The distinct recipients, trimmed, in the order first named. Short lists are
+    /// checked for repeats by comparison; long ones through a set, so a message naming
+    /// the largest allowed number of recipients stays cheap.
     pub fn recipients(&self) -> impl Iterator<Item = &'a str> + 'a {
+        const LINEAR: usize = 16;
         let dest = self.dest;
+        let mut seen: Option<std::collections::HashSet<&'a str>> = None;
         names(dest)
             .enumerate()
-            .filter(move |&(i, name)| !names(dest).take(i).any(|earlier| earlier == name))
+            .filter(move |&(i, name)| {
+                if i < LINEAR {
+                    !names(dest).take(i).any(|earlier| earlier == name)
+                } else {
+                    seen.get_or_insert_with(|| names(dest).take(i).collect())
+                        .insert(name)
+                }
+            })
             .map(|(_, name)| name)
     }
 }
@@ -423,6 +434,12 @@ mod tests {
             parse_message("a,a,a: hi", 2),
             Err(MessageError::TooManyRecipients)
         );
+        let many: String = (0..40).map(|i| format!("u{},", i % 25)).collect();
+        let line = format!("{many}: hi");
+        let msg = parse_message(&line, 64).unwrap();
+        let distinct: Vec<_> = msg.recipients().collect();
+        let expected: Vec<_> = (0..25).map(|i| format!("u{i}")).collect();
+        assert_eq!(distinct, expected, "long lists drop repeats too");
         let two = parse_message("a,, b: hi", 2).unwrap();
         assert_eq!(two.recipients().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(parse_message("bob:", 2).unwrap().text, "");
