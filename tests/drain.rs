@@ -342,6 +342,19 @@ fn non_reader(d: &Daemon) -> Client {
     d.login_small_rcvbuf("sleepy", 4096)
 }
 
+/// A daemon whose drain, started by one SIGINT, cannot finish for a minute: 12 MB wait
+/// for a client that never reads. Returns the daemon and the clients that hold it open.
+fn drain_held_open() -> (Daemon, [Client; 2]) {
+    let d = Daemon::with_toml(
+        "[limits]\noutbound_queue_bytes = 33554432\nwrite_timeout = \"60s\"\n\
+         [shutdown]\ndrain_timeout = \"60s\"\n",
+    );
+    let sleepy = non_reader(&d);
+    let talker = flood(&d, "talker", "sleepy", 12 << 20);
+    d.signal(libc::SIGINT);
+    (d, [sleepy, talker])
+}
+
 #[test]
 fn a_client_that_never_reads_cannot_hold_the_drain_past_its_deadline() {
     let _serial = serial();
@@ -382,13 +395,7 @@ fn a_client_that_never_reads_cannot_hold_the_drain_past_its_deadline() {
 #[test]
 fn a_second_sigint_during_the_drain_exits_at_once() {
     let _serial = serial();
-    let mut d = Daemon::with_toml(
-        "[limits]\noutbound_queue_bytes = 33554432\nwrite_timeout = \"60s\"\n\
-         [shutdown]\ndrain_timeout = \"60s\"\n",
-    );
-    let _sleepy = non_reader(&d);
-    let _talker = flood(&d, "talker", "sleepy", 12 << 20);
-    d.signal(libc::SIGINT);
+    let (mut d, _clients) = drain_held_open();
     d.wait_log(|l| l.contains("drain started"))
         .expect("the drain did not start");
     assert!(d.child.try_wait().unwrap().is_none(), "exited on its own");
@@ -407,13 +414,7 @@ fn a_second_sigint_during_the_drain_exits_at_once() {
 #[test]
 fn connections_are_refused_during_the_drain() {
     let _serial = serial();
-    let mut d = Daemon::with_toml(
-        "[limits]\noutbound_queue_bytes = 33554432\nwrite_timeout = \"60s\"\n\
-         [shutdown]\ndrain_timeout = \"60s\"\n",
-    );
-    let _sleepy = non_reader(&d);
-    let _talker = flood(&d, "talker", "sleepy", 12 << 20);
-    d.signal(libc::SIGINT);
+    let (mut d, _clients) = drain_held_open();
     d.wait_log(|l| l.contains("stopped accepting"))
         .expect("the accept loop did not stop");
     let refused = TcpStream::connect_timeout(&d.addr, WAIT);
