@@ -232,9 +232,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 "cut short at drain_timeout"
             },
             summary.delivered,
-            summary.dropped_recipient_gone
-                + summary.dropped_slow_consumer
-                + summary.dropped_drain_deadline,
+            summary.dropped(),
         ));
         ExitCode::SUCCESS
     });

@@ -58,10 +58,14 @@ pub(crate) fn summarize(
 }
 
 impl Summary {
+    /// Deliveries not written, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_recipient_gone + self.dropped_slow_consumer + self.dropped_drain_deadline
+    }
+
     /// Logs the one summary line of the drain.
     pub fn log(&self) {
-        let dropped =
-            self.dropped_recipient_gone + self.dropped_slow_consumer + self.dropped_drain_deadline;
+        let dropped = self.dropped();
         info!(
             connections_closed = self.connections_closed,
             delivered = self.delivered,
