@@ -43,7 +43,7 @@ fn framing_and_parsing(c: &mut Criterion) {
             let mut bytes = 0;
             while let Some(Ok(line)) = framer.next_line() {
                 let msg = parse_message(line, 64).unwrap();
-                bytes += format_delivery("alice", msg.text).len() * msg.recipients.len();
+                bytes += format_delivery("alice", msg.text).len() * msg.recipients().count();
             }
             bytes
         })
@@ -59,7 +59,7 @@ fn formatting(c: &mut Criterion) {
     c.bench_function("parse one message (3 recipients)", |b| {
         b.iter(|| {
             parse_message(black_box("bob, carol, dave: hello there"), 64)
-                .map(|m| m.recipients.len())
+                .map(|m| m.recipients().count())
         })
     });
 }

@@ -193,11 +193,29 @@ impl fmt::Display for MessageError {
     }
 }
 
-/// A parsed message line: distinct recipients in the order first named, and the text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed message line: the recipients part (validated) and the trimmed text.
+/// Parsing allocates nothing; [`Message::recipients`] walks the names when needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message<'a> {
-    pub recipients: Vec<&'a str>,
+    /// Everything before the first `:`, holding at least one name.
+    dest: &'a str,
     pub text: &'a str,
+}
+
+impl<'a> Message<'a> {
+    /// The distinct recipients, trimmed, in the order first named.
+    pub fn recipients(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let dest = self.dest;
+        names(dest)
+            .enumerate()
+            .filter(move |&(i, name)| !names(dest).take(i).any(|earlier| earlier == name))
+            .map(|(_, name)| name)
+    }
+}
+
+/// The non-empty, trimmed names of a recipients part.
+fn names(dest: &str) -> impl Iterator<Item = &str> {
+    dest.split(',').map(str::trim).filter(|n| !n.is_empty())
 }
 
 /// Parses `name1, name2, ... nameN: text`. Names and text are trimmed; empty names
@@ -205,34 +223,32 @@ pub struct Message<'a> {
 /// listing counts toward `max_recipients`, so a line full of repeats is refused cheaply.
 pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, MessageError> {
     let (dest, text) = line.split_once(':').ok_or(MessageError::NoColon)?;
-    let mut recipients: Vec<&str> = Vec::new();
-    let mut listed = 0usize;
-    for name in dest.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        listed += 1;
-        if listed > max_recipients {
-            return Err(MessageError::TooManyRecipients);
-        }
-        if !recipients.contains(&name) {
-            recipients.push(name);
-        }
-    }
-    if recipients.is_empty() {
+    let listed = names(dest).take(max_recipients + 1).count();
+    if listed == 0 {
         return Err(MessageError::NoRecipients);
     }
+    if listed > max_recipients {
+        return Err(MessageError::TooManyRecipients);
+    }
     Ok(Message {
-        recipients,
+        dest,
         text: text.trim(),
     })
+}
+
+/// Appends the line each recipient gets, `from <sender>: <text>\n`, to `out`.
+pub fn write_delivery(out: &mut Vec<u8>, sender: &str, text: &str) {
+    out.extend_from_slice(b"from ");
+    out.extend_from_slice(sender.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
 }
 
 /// The line each recipient gets: `from <sender>: <text>\n`.
 pub fn format_delivery(sender: &str, text: &str) -> Vec<u8> {
     let mut line = Vec::with_capacity(sender.len() + text.len() + 8);
-    line.extend_from_slice(b"from ");
-    line.extend_from_slice(sender.as_bytes());
-    line.extend_from_slice(b": ");
-    line.extend_from_slice(text.as_bytes());
-    line.push(b'\n');
+    write_delivery(&mut line, sender, text);
     line
 }
 
@@ -349,13 +365,9 @@ mod tests {
 
     #[test]
     fn messages() {
-        assert_eq!(
-            parse_message(" bob , carol,bob: hi there ", 64),
-            Ok(Message {
-                recipients: vec!["bob", "carol"],
-                text: "hi there"
-            })
-        );
+        let msg = parse_message(" bob , carol,bob: hi there ", 64).unwrap();
+        assert_eq!(msg.recipients().collect::<Vec<_>>(), ["bob", "carol"]);
+        assert_eq!(msg.text, "hi there");
         assert_eq!(
             parse_message("bob: a: b", 64).unwrap().text,
             "a: b",
@@ -374,7 +386,8 @@ mod tests {
             parse_message("a,a,a: hi", 2),
             Err(MessageError::TooManyRecipients)
         );
-        assert_eq!(parse_message("a,b: hi", 2).unwrap().recipients, ["a", "b"]);
+        let two = parse_message("a,, b: hi", 2).unwrap();
+        assert_eq!(two.recipients().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(parse_message("bob:", 2).unwrap().text, "");
     }
 

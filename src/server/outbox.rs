@@ -14,9 +14,9 @@ use crate::runtime::TcpStream;
 
 /// One line queued for a client.
 pub enum Out {
-    /// A delivery `from X: text`, shared by every recipient of the message; counted
-    /// as delivered once written.
-    Delivery(Arc<[u8]>),
+    /// A delivery `from X: text`: a range of a buffer shared by every recipient of the
+    /// messages of one read; counted as delivered once written.
+    Delivery(Shared),
     /// A line the server originates (`error: ...`), not counted as a delivery.
     Server(Vec<u8>),
 }
@@ -24,9 +24,33 @@ pub enum Out {
 impl Out {
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Out::Delivery(line) => line,
+            Out::Delivery(line) => line.bytes(),
             Out::Server(line) => line,
         }
+    }
+}
+
+/// A range of a shared buffer: one delivery line without a copy per recipient.
+#[derive(Clone)]
+pub struct Shared {
+    buf: Arc<[u8]>,
+    start: u32,
+    end: u32,
+}
+
+impl Shared {
+    /// `buf[range]`, which must be in bounds.
+    pub fn new(buf: Arc<[u8]>, range: std::ops::Range<usize>) -> Shared {
+        assert!(range.start <= range.end && range.end <= buf.len());
+        Shared {
+            buf,
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start as usize..self.end as usize]
     }
 }
 

@@ -16,7 +16,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
 use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Out, Outbox};
-use crate::server::router::{ConnId, Envelope, Event, Item};
+use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
 /// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
@@ -72,7 +72,7 @@ impl Reader {
             if let Err(end) = self.route_lines(&login, &mut framer).await {
                 return end;
             }
-            framer.shrink_if_idle(self.read_size);
+            framer.shrink_if_idle(2 * self.read_size);
             // A client that always has data ready must not keep the reader from the drain.
             let input = if self.shutdown.is_draining() {
                 Input::Drain
@@ -177,7 +177,9 @@ impl Reader {
     /// as one batch. A framing error is answered and ends the connection, after the
     /// lines before it were routed.
     async fn route_lines(&self, login: &Arc<str>, framer: &mut LineFramer) -> Result<(), End> {
-        let mut batch = Vec::new();
+        let mut lines = Vec::new();
+        let mut names = String::new();
+        let mut items = Vec::new();
         let mut failure = None;
         while let Some(line) = framer.next_line() {
             let line = match line {
@@ -190,19 +192,30 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
-                    batch.push(Item::Message(Envelope {
-                        recipients: msg.recipients.iter().map(|&r| r.into()).collect(),
-                        line: protocol::format_delivery(login, msg.text).into(),
-                    }));
+                    let (line_start, names_start) = (lines.len(), names.len());
+                    protocol::write_delivery(&mut lines, login, msg.text);
+                    for name in msg.recipients() {
+                        names.push_str(name);
+                        names.push('\n');
+                    }
+                    items.push(Item::Message {
+                        line: line_start..lines.len(),
+                        names: names_start..names.len(),
+                    });
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
                     debug!(error = %e, "line refused");
-                    batch.push(Item::Reply(protocol::format_error(e)));
+                    items.push(Item::Reply(protocol::format_error(e)));
                 }
             }
         }
-        if !batch.is_empty() {
+        if !items.is_empty() {
+            let batch = Batch {
+                lines: lines.into(),
+                names,
+                items,
+            };
             let routed = self.events.send(Event::Messages {
                 from: login.clone(),
                 batch,

@@ -3,6 +3,7 @@
 //! It never waits on a client: a full queue disconnects that client instead.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_channel::Receiver;
@@ -11,7 +12,7 @@ use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 use crate::protocol::{self, LoginError};
-use crate::server::outbox::{Out, Outbox};
+use crate::server::outbox::{Out, Outbox, Shared};
 
 /// Connection ids are unique for the life of the daemon.
 pub type ConnId = u64;
@@ -26,24 +27,32 @@ pub enum Event {
         reply: oneshot::Sender<Result<(), LoginError>>,
     },
     /// Messages from one logged-in connection, in the order they were read.
-    Messages { from: Arc<str>, batch: Vec<Item> },
+    Messages { from: Arc<str>, batch: Batch },
     /// The connection's reader ended; its login is free again.
     Logout { conn: ConnId },
 }
 
-/// One line of a batch, in the order the client sent it.
-pub enum Item {
-    /// A message for its recipients.
-    Message(Envelope),
-    /// An `error:` answer for the sender, queued in order with the sender's own messages.
-    Reply(Vec<u8>),
+/// The lines of one read from one client, in the order it sent them. The delivery
+/// lines of all its messages share one buffer, so a read costs a few allocations
+/// however many messages and recipients it holds.
+pub struct Batch {
+    /// Every delivery line of the batch, `from <sender>: <text>\n`, back to back.
+    pub lines: Arc<[u8]>,
+    /// Every recipient name of the batch, each followed by `\n`.
+    pub names: String,
+    pub items: Vec<Item>,
 }
 
-/// One message: the formatted delivery line and the distinct recipients.
-pub struct Envelope {
-    pub recipients: Vec<Box<str>>,
-    /// `from <sender>: <text>\n`, formatted once and shared by every recipient.
-    pub line: Arc<[u8]>,
+/// One line of a batch.
+pub enum Item {
+    /// A message: its delivery line in `Batch::lines` and its distinct recipients in
+    /// `Batch::names`.
+    Message {
+        line: Range<usize>,
+        names: Range<usize>,
+    },
+    /// An `error:` answer for the sender, queued in order with the sender's own messages.
+    Reply(Vec<u8>),
 }
 
 /// A logged-in connection, as the router knows it.
@@ -76,12 +85,12 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                 }
             }
             Event::Messages { from, batch } => {
-                for item in batch {
+                for item in batch.items {
                     match item {
-                        Item::Message(envelope) => {
-                            for name in envelope.recipients.iter() {
-                                let line = &envelope.line;
-                                route(&mut peers, &mut logins, &metrics, &from, name, line);
+                        Item::Message { line, names } => {
+                            let line = Shared::new(batch.lines.clone(), line);
+                            for name in batch.names[names].split_terminator('\n') {
+                                route(&mut peers, &mut logins, &metrics, &from, name, &line);
                             }
                         }
                         Item::Reply(line) => {
@@ -112,7 +121,7 @@ fn route(
     metrics: &Metrics,
     from: &Arc<str>,
     name: &str,
-    line: &Arc<[u8]>,
+    line: &Shared,
 ) {
     let result = match peers.get(name) {
         Some(peer) => peer.outbox.send(Out::Delivery(line.clone())),
