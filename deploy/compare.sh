@@ -123,8 +123,8 @@ mkdir -p "$RESULTS" || die "cannot create $RESULTS"
 COUNTER=strace
 if [ -n "${SYSCALL_COUNTER:-}" ]; then
     COUNTER="$SYSCALL_COUNTER"
-elif perf stat -x, -e 'syscalls:sys_enter_write' -o "$RESULTS/perf-check.txt" true >/dev/null 2>&1 &&
-    grep -q '^[0-9]*,,syscalls:sys_enter_write' "$RESULTS/perf-check.txt"; then
+elif perf stat -x, -e raw_syscalls:sys_enter -o "$RESULTS/perf-check.txt" true >/dev/null 2>&1 &&
+    grep -q '^[0-9]*,,raw_syscalls:sys_enter' "$RESULTS/perf-check.txt"; then
     COUNTER=perf
 fi
 command -v "$COUNTER" >/dev/null || die "neither perf tracepoints nor strace are usable"
@@ -251,6 +251,15 @@ EOF
     say "  $step $target run $run (load $load): $summary"
 }
 
+# The system calls counted one by one besides the total (raw_syscalls:sys_enter). Each
+# tracepoint costs perf time to switch on and off (all 700 of syscalls:sys_enter_* take
+# about 15 s here), so only the ones a chat server spends its calls on.
+SYSCALL_EVENTS=raw_syscalls:sys_enter
+for s in read readv recvfrom recvmsg write writev sendto sendmsg epoll_wait epoll_pwait \
+    epoll_ctl futex sched_yield timerfd_settime; do
+    SYSCALL_EVENTS="$SYSCALL_EVENTS,syscalls:sys_enter_$s"
+done
+
 # count_syscalls TARGET RUN: direct with -n SYSCALL_MSGS while perf or strace counts the
 # server's system calls. perf counts for exactly as long as the bench runs (`perf stat -p
 # PID -- bench ...`); strace is attached before the bench starts and detached after it.
@@ -258,7 +267,7 @@ count_syscalls() {
     local target="$1" run="$2" cpid i
     local out="$RESULTS/syscalls-$target-$run.txt"
     if [ "$COUNTER" = perf ]; then
-        WRAP=(perf stat -x ',' -e 'syscalls:sys_enter_*' -p "${PID[$target]}" -o "$out" --)
+        WRAP=(perf stat -x ',' -e "$SYSCALL_EVENTS" -p "${PID[$target]}" -o "$out" --)
         bench syscalls "$target" "$run" "${ADDR[$target]}" "${PID[$target]}" direct \
             -n "$SYSCALL_MSGS" -d 30s
         WRAP=()
@@ -356,27 +365,36 @@ def runs(step, target):
             pass
     return out
 
-def syscalls(target):
-    vals = []
+def syscall_counts(target):
+    """One dict per run: syscall name (or "total") -> calls per delivered message."""
+    out = []
     for f in sorted(glob.glob(f"{res}/syscalls-{target}-*.txt")):
         run = f.rsplit("-", 1)[1].split(".")[0]
         try:
             d = json.load(open(f"{res}/syscalls-{target}-{run}.json"))
         except Exception:
             continue
-        total = 0
+        if not d.get("delivered"):
+            continue
+        counts = {}
         for line in open(f):
             if counter == "perf":
                 p = line.strip().split(",")
-                if len(p) > 2 and p[2].startswith("syscalls:sys_enter_") and p[0].isdigit():
-                    total += int(p[0])
+                if len(p) > 2 and p[0].isdigit():
+                    if p[2] == "raw_syscalls:sys_enter":
+                        counts["total"] = int(p[0])
+                    elif p[2].startswith("syscalls:sys_enter_"):
+                        counts[p[2][len("syscalls:sys_enter_"):]] = int(p[0])
             else:
                 p = line.split()
-                if len(p) > 4 and p[-1] == "total":
-                    total = int(p[3])
-        if d.get("delivered"):
-            vals.append(total / d["delivered"])
-    return vals
+                if len(p) > 4 and p[0][0].isdigit() and p[3].isdigit():
+                    counts["total" if p[-1] == "total" else p[-1]] = int(p[3])
+        if "total" in counts:
+            out.append({k: v / d["delivered"] for k, v in counts.items()})
+    return out
+
+def syscalls(target):
+    return [c["total"] for c in syscall_counts(target)]
 
 def fmt(vals, f):
     if not vals:
@@ -434,6 +452,26 @@ print(f"| runs passing the checks (no loss, duplicates, reordering) | "
       f"{checks.get('achat', (0, 0))[0]}/{checks.get('achat', (0, 0))[1]} | "
       f"{checks.get('redis', (0, 0))[0]}/{checks.get('redis', (0, 0))[1]} | |")
 print(f"| 1-min load average before the runs | {fmt(loads.get('achat', []), f1)} | {fmt(loads.get('redis', []), f1)} | |")
+
+# Which system calls, per delivered message (direct), medians of the runs.
+mix = {t: syscall_counts(t) for t in ("achat", "redis")}
+names = sorted({n for t in mix for c in mix[t] for n in c if n != "total"})
+def med(t, n):
+    v = [c.get(n, 0) for c in mix[t]]
+    return statistics.median(v) if v else 0
+names = [n for n in names if med("achat", n) >= 0.0005 or med("redis", n) >= 0.0005]
+names.sort(key=lambda n: -(med("achat", n) + med("redis", n)))
+if names:
+    print()
+    print(f"System calls per delivered message (direct, {counter}, medians):")
+    print()
+    print("| syscall | a-chat | Redis |")
+    print("| --- | --- | --- |")
+    for n in names:
+        print(f"| {n} | {med('achat', n):.4f} | {med('redis', n):.4f} |")
+    if counter == "perf":
+        print(f"| other | {med('achat', 'total') - sum(med('achat', n) for n in names):.4f} "
+              f"| {med('redis', 'total') - sum(med('redis', n) for n in names):.4f} |")
 EOF
 
 say "done in $((SECONDS - STARTED)) s; raw results in $RESULTS"
