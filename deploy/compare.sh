@@ -27,6 +27,9 @@
 #
 # Environment:
 #   A_CHAT_BIN=PATH     use this a-chat binary instead of building one
+#   BASELINE=PATH       also measure this other a-chat binary (e.g. a build of an older
+#                       commit), as a third column in the same sitting: before/after
+#                       figures for a change (adds about half the time again)
 #   RESULTS=DIR         results folder (default: target/compare/<date>-<time>)
 #   RUNS=N              runs per measurement (default 3)
 #   DURATION=3s         length of each timed run (direct, fanout, rate)
@@ -98,6 +101,15 @@ else
     BIN="$ROOT/target/release/a-chat"
 fi
 [ -x "$BIN" ] || die "no a-chat binary at $BIN"
+BASELINE="${BASELINE:-}"
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "no a-chat binary at BASELINE=$BASELINE"
+# The servers measured: a label each, the protocol the bench speaks to it, and for a-chat
+# the binary. The labels take turns run by run.
+TARGETS=(achat)
+[ -n "$BASELINE" ] && TARGETS+=(baseline)
+TARGETS+=(redis)
+declare -A PROTO=([achat]=achat [baseline]=achat [redis]=redis)
+declare -A SERVER_BIN=([achat]="$BIN" [baseline]="$BASELINE")
 
 # ---------------------------------------------------------------- 2. the tools
 missing=()
@@ -140,7 +152,8 @@ HARD_NOFILE="$(ulimit -Hn)"
     echo "kernel: $(uname -r)"
     # shellcheck disable=SC1091
     echo "os: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-    echo "a-chat: $("$BIN" --version)"
+    echo "a-chat: $("$BIN" --version) ($BIN)"
+    [ -n "$BASELINE" ] && echo "a-chat baseline: $("$BASELINE" --version) ($BASELINE)"
     echo "a-chat commit: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "redis: $(redis-server --version)"
     echo "syscall counter: $COUNTER"
@@ -155,9 +168,9 @@ echo "step target run load1 rc" >"$RESULTS/runs.txt"
 SERVER_PID=""
 SERVER_ADDR=""
 
-# start_achat NAME: a fresh a-chat on a free loopback port (port 0, read from its log).
+# start_achat BIN NAME: a fresh a-chat on a free loopback port (port 0, read from its log).
 start_achat() {
-    local name="$1" i port=""
+    local bin="$1" name="$2" i port=""
     cat >"$RESULTS/a-chat.toml" <<'EOF'
 [server]
 listen = "127.0.0.1:0"
@@ -166,7 +179,7 @@ max_connections = 19000
 [log]
 level = "info"
 EOF
-    (ulimit -n "$NOFILE" && exec "$BIN" server --config "$RESULTS/a-chat.toml") \
+    (ulimit -n "$NOFILE" && exec "$bin" server --config "$RESULTS/a-chat.toml") \
         >"$RESULTS/a-chat-$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -204,6 +217,15 @@ start_redis() {
     SERVER_ADDR="127.0.0.1:$port"
 }
 
+# start TARGET NAME: a fresh server of that target.
+start() {
+    if [ "${PROTO[$1]}" = redis ]; then
+        start_redis "$2"
+    else
+        start_achat "${SERVER_BIN[$1]}" "$1-$2"
+    fi
+}
+
 stop_server() {
     stop "$SERVER_PID"
     forget "$SERVER_PID"
@@ -212,11 +234,13 @@ stop_server() {
 
 declare -A ADDR PID
 start_long_lived() {
-    start_achat main
-    ADDR[achat]="$SERVER_ADDR"; PID[achat]="$SERVER_PID"
-    start_redis main
-    ADDR[redis]="$SERVER_ADDR"; PID[redis]="$SERVER_PID"
-    say "step 3: a-chat pid ${PID[achat]} on ${ADDR[achat]}, redis-server pid ${PID[redis]} on ${ADDR[redis]}"
+    local t
+    for t in "${TARGETS[@]}"; do
+        start "$t" main
+        ADDR[$t]="$SERVER_ADDR"
+        PID[$t]="$SERVER_PID"
+        say "step 3: $t: pid ${PID[$t]} on ${ADDR[$t]}"
+    done
 }
 
 # bench STEP TARGET RUN ADDR PID ARGS...: one run of a-chat bench, its JSON in the results.
@@ -225,7 +249,7 @@ bench() {
     shift 5
     load="$(load1)"
     local out="$RESULTS/$step-$target-$run.json"
-    "${WRAP[@]}" "$BIN" bench --target "$target" --addr "$addr" --pid "$pid" --json -q "$@" \
+    "${WRAP[@]}" "$BIN" bench --target "${PROTO[$target]}" --addr "$addr" --pid "$pid" --json -q "$@" \
         >"$out" 2>"$RESULTS/$step-$target-$run.err" || rc=$?
     echo "$step $target $run $load $rc" >>"$RESULTS/runs.txt"
     [ "$rc" -eq 0 ] || FAILED=1
@@ -292,12 +316,11 @@ count_syscalls() {
 
 # ---------------------------------------------------------------- 4. the runs
 start_long_lived
-TARGETS=(achat redis)
 
 say "step 4a: direct, 100 clients, 64-byte messages, 64 in flight, $DURATION, $RUNS runs each"
 # A first short run warms both servers up (threads, allocator), and is not counted.
 for t in "${TARGETS[@]}"; do
-    "$BIN" bench --target "$t" --addr "${ADDR[$t]}" -q -d 1s direct >/dev/null 2>&1
+    "$BIN" bench --target "${PROTO[$t]}" --addr "${ADDR[$t]}" -q -d 1s direct >/dev/null 2>&1
 done
 for ((r = 1; r <= RUNS; r++)); do
     for t in "${TARGETS[@]}"; do
@@ -333,28 +356,28 @@ done
 
 say "step 4e: RSS per idle logged-in connection, $IDLE connections, a fresh server each run"
 for ((r = 1; r <= RUNS; r++)); do
-    start_achat "idle-$r"
-    bench idle achat "$r" "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$IDLE"
-    stop_server
-    start_redis "idle-$r"
-    bench idle redis "$r" "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$IDLE"
-    stop_server
+    for t in "${TARGETS[@]}"; do
+        start "$t" "idle-$r"
+        bench idle "$t" "$r" "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$IDLE"
+        stop_server
+    done
 done
 
 say "step 5: the largest connection count held: idle $MAX_CONNS (servers' RLIMIT_NOFILE $NOFILE)"
-start_achat max
-bench max achat 1 "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$MAX_CONNS"
-stop_server
-start_redis max
-bench max redis 1 "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$MAX_CONNS"
-stop_server
+for t in "${TARGETS[@]}"; do
+    start "$t" max
+    bench max "$t" 1 "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$MAX_CONNS"
+    stop_server
+done
 
 # ---------------------------------------------------------------- 6. the table
 say "step 6: the table (raw results in $RESULTS)"
-python3 - "$RESULTS" "$COUNTER" "$IDLE" "$MAX_CONNS" <<'EOF' | tee "$RESULTS/table.md"
+python3 - "$RESULTS" "$COUNTER" "$IDLE" "$MAX_CONNS" "${TARGETS[@]}" <<'EOF' | tee "$RESULTS/table.md"
 import glob, json, os, statistics, sys
 
 res, counter, idle, most = sys.argv[1:5]
+targets = sys.argv[5:]
+title = {"achat": "a-chat", "baseline": "a-chat baseline", "redis": "Redis"}
 
 def runs(step, target):
     out = []
@@ -432,14 +455,13 @@ rows = [
     (f"logged-in connections held (of {most} tried)", "max", lambda d: d["confirmed"], str),
     ("bench CPU per delivery (direct), µs", "direct", lambda d: d.get("bench_cpu_ns_per_delivery"), us),
 ]
-print("| measure | a-chat median (min–max) | Redis median (min–max) | a-chat / Redis |")
-print("| --- | --- | --- | --- |")
+print("| measure | " + " | ".join(f"{title[t]} median (min–max)" for t in targets)
+      + " | a-chat / Redis |")
+print("| --- |" + " --- |" * (len(targets) + 1))
 for name, step, key, f in rows:
-    if step is None:
-        a, r = syscalls("achat"), syscalls("redis")
-    else:
-        a, r = col(step, "achat", key), col(step, "redis", key)
-    print(f"| {name} | {fmt(a, f)} | {fmt(r, f)} | {ratio(a, r)} |")
+    cols = {t: syscalls(t) if step is None else col(step, t, key) for t in targets}
+    print(f"| {name} | " + " | ".join(fmt(cols[t], f) for t in targets)
+          + f" | {ratio(cols['achat'], cols['redis'])} |")
 
 loads = {}
 checks = {}
@@ -448,30 +470,30 @@ for line in open(f"{res}/runs.txt").read().splitlines()[1:]:
     loads.setdefault(target, []).append(float(load))
     ok, n = checks.get(target, (0, 0))
     checks[target] = (ok + (rc == "0"), n + 1)
-print(f"| runs passing the checks (no loss, duplicates, reordering) | "
-      f"{checks.get('achat', (0, 0))[0]}/{checks.get('achat', (0, 0))[1]} | "
-      f"{checks.get('redis', (0, 0))[0]}/{checks.get('redis', (0, 0))[1]} | |")
-print(f"| 1-min load average before the runs | {fmt(loads.get('achat', []), f1)} | {fmt(loads.get('redis', []), f1)} | |")
+print("| runs passing the checks (no loss, duplicates, reordering) | "
+      + " | ".join("%d/%d" % checks.get(t, (0, 0)) for t in targets) + " | |")
+print("| 1-min load average before the runs | "
+      + " | ".join(fmt(loads.get(t, []), f1) for t in targets) + " | |")
 
 # Which system calls, per delivered message (direct), medians of the runs.
-mix = {t: syscall_counts(t) for t in ("achat", "redis")}
-names = sorted({n for t in mix for c in mix[t] for n in c if n != "total"})
+mix = {t: syscall_counts(t) for t in targets}
 def med(t, n):
     v = [c.get(n, 0) for c in mix[t]]
     return statistics.median(v) if v else 0
-names = [n for n in names if med("achat", n) >= 0.0005 or med("redis", n) >= 0.0005]
-names.sort(key=lambda n: -(med("achat", n) + med("redis", n)))
+names = sorted({n for t in targets for c in mix[t] for n in c if n != "total"})
+names = [n for n in names if any(med(t, n) >= 0.0005 for t in targets)]
+names.sort(key=lambda n: -sum(med(t, n) for t in targets))
 if names:
     print()
     print(f"System calls per delivered message (direct, {counter}, medians):")
     print()
-    print("| syscall | a-chat | Redis |")
-    print("| --- | --- | --- |")
+    print("| syscall | " + " | ".join(title[t] for t in targets) + " |")
+    print("| --- |" + " --- |" * len(targets))
     for n in names:
-        print(f"| {n} | {med('achat', n):.4f} | {med('redis', n):.4f} |")
+        print(f"| {n} | " + " | ".join(f"{med(t, n):.4f}" for t in targets) + " |")
     if counter == "perf":
-        print(f"| other | {med('achat', 'total') - sum(med('achat', n) for n in names):.4f} "
-              f"| {med('redis', 'total') - sum(med('redis', n) for n in names):.4f} |")
+        print("| other | " + " | ".join(
+            f"{med(t, 'total') - sum(med(t, n) for n in names):.4f}" for t in targets) + " |")
 EOF
 
 say "done in $((SECONDS - STARTED)) s; raw results in $RESULTS"
