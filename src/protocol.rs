@@ -38,6 +38,10 @@ pub struct LineFramer {
     scanned: usize,
     /// Longest line accepted, without its `\n` or `\r\n`.
     max_line: usize,
+    /// Bytes at the end of `buf` handed out by `read_space` and not yet confirmed by
+    /// `filled`. A read that never completes (cancelled by the drain or a timeout) leaves
+    /// them behind; they are dropped before anything else looks at the buffer.
+    reserved: usize,
 }
 
 impl LineFramer {
@@ -48,12 +52,22 @@ impl LineFramer {
             start: 0,
             scanned: 0,
             max_line,
+            reserved: 0,
         }
+    }
+
+    /// Forgets the space of a `read_space` whose read never completed.
+    fn drop_unfilled(&mut self) {
+        let len = self.buf.len();
+        self.buf.truncate(len - self.reserved);
+        self.reserved = 0;
     }
 
     /// A writable slice of at least `want` bytes at the end of the buffer, for one `read`.
     /// Call [`LineFramer::filled`] with the number of bytes the read put there.
+    /// If the read never completes, the space is dropped at the next call on the framer.
     pub fn read_space(&mut self, want: usize) -> &mut [u8] {
+        self.drop_unfilled();
         if self.start > 0 {
             // Move the partial line to the front: it is at most `max_line` bytes.
             self.buf.drain(..self.start);
@@ -62,25 +76,29 @@ impl LineFramer {
         }
         let len = self.buf.len();
         self.buf.resize(len + want, 0);
+        self.reserved = want;
         &mut self.buf[len..]
     }
 
     /// Records that the last `read` put `n` bytes into the slice from `read_space(want)`.
     pub fn filled(&mut self, want: usize, n: usize) {
-        debug_assert!(n <= want);
+        debug_assert!(n <= want && want == self.reserved);
         let len = self.buf.len();
         self.buf.truncate(len - (want - n));
+        self.reserved = 0;
     }
 
     /// Appends bytes directly (tests and fuzzing use this; the reader reads in place).
     pub fn push(&mut self, data: &[u8]) {
         let space = self.read_space(data.len());
         space.copy_from_slice(data);
+        self.reserved = 0;
     }
 
     /// The next complete line, without its `\n` or `\r\n`; `None` when only a partial
     /// line (or nothing) is left. An error means the connection must be closed.
     pub fn next_line(&mut self) -> Option<Result<&str, FrameError>> {
+        self.drop_unfilled();
         match memchr(b'\n', &self.buf[self.scanned..]) {
             Some(i) => {
                 let nl = self.scanned + i;
@@ -113,11 +131,12 @@ impl LineFramer {
 
     /// Bytes held for a line whose `\n` has not arrived yet.
     pub fn partial_len(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len() - self.reserved - self.start
     }
 
     /// Gives back the buffer's memory when nothing is pending, so idle connections stay small.
     pub fn shrink_if_idle(&mut self, keep: usize) {
+        self.drop_unfilled();
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -203,12 +222,23 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// The distinct recipients, trimmed, in the order first named.
+    /// The distinct recipients, trimmed, in the order first named. Short lists are
+    /// checked for repeats by comparison; long ones through a set, so a message naming
+    /// the largest allowed number of recipients stays cheap.
     pub fn recipients(&self) -> impl Iterator<Item = &'a str> + 'a {
+        const LINEAR: usize = 16;
         let dest = self.dest;
+        let mut seen: Option<std::collections::HashSet<&'a str>> = None;
         names(dest)
             .enumerate()
-            .filter(move |&(i, name)| !names(dest).take(i).any(|earlier| earlier == name))
+            .filter(move |&(i, name)| {
+                if i < LINEAR {
+                    !names(dest).take(i).any(|earlier| earlier == name)
+                } else {
+                    seen.get_or_insert_with(|| names(dest).take(i).collect())
+                        .insert(name)
+                }
+            })
             .map(|(_, name)| name)
     }
 }
@@ -342,6 +372,24 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_never_completes_leaves_nothing_behind() {
+        let mut f = LineFramer::new(100);
+        f.push(b"bob: par");
+        // A read was started (its space handed out), then cancelled before `filled`.
+        f.read_space(4096)[..3].copy_from_slice(b"xyz");
+        assert_eq!(f.partial_len(), 8);
+        assert_eq!(lines(&mut f), vec![]);
+        f.push(b"tial\n");
+        assert_eq!(lines(&mut f), vec![Ok("bob: partial".into())]);
+        // The same when the next read starts instead.
+        f.read_space(64);
+        let space = f.read_space(16);
+        space[..3].copy_from_slice(b"ok\n");
+        f.filled(16, 3);
+        assert_eq!(lines(&mut f), vec![Ok("ok".into())]);
+    }
+
+    #[test]
     fn logins() {
         assert_eq!(validate_login("alice", 64), Ok("alice"));
         assert_eq!(validate_login("", 64), Err(LoginError::Empty));
@@ -386,6 +434,12 @@ mod tests {
             parse_message("a,a,a: hi", 2),
             Err(MessageError::TooManyRecipients)
         );
+        let many: String = (0..40).map(|i| format!("u{},", i % 25)).collect();
+        let line = format!("{many}: hi");
+        let msg = parse_message(&line, 64).unwrap();
+        let distinct: Vec<_> = msg.recipients().collect();
+        let expected: Vec<_> = (0..25).map(|i| format!("u{i}")).collect();
+        assert_eq!(distinct, expected, "long lists drop repeats too");
         let two = parse_message("a,, b: hi", 2).unwrap();
         assert_eq!(two.recipients().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(parse_message("bob:", 2).unwrap().text, "");

@@ -125,6 +125,8 @@ impl Acceptor {
             };
             runtime::spawn(connection.serve());
         }
+        // Close the listening sockets before saying so: from here on, connects are refused.
+        drop(incoming);
         info!("stopped accepting: listening sockets closed");
     }
 

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener};
 
 /// How many reader batches may wait for the router before readers wait too.
-const ROUTER_QUEUE: usize = 1024;
+const ROUTER_QUEUE: usize = 64;
 
 /// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and
 /// returns the summary. Bounded by `[shutdown] drain_timeout` once the drain begins.

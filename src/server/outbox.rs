@@ -22,6 +22,14 @@ pub enum Out {
 }
 
 impl Out {
+    /// Bytes this item keeps alive while it is queued (see [`Queue`]'s `pinned`).
+    pub fn pinned(&self) -> usize {
+        match self {
+            Out::Delivery(line) => line.backing_len(),
+            Out::Server(_) => 0,
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match self {
             Out::Delivery(line) => line.bytes(),
@@ -52,6 +60,21 @@ impl Shared {
     pub fn bytes(&self) -> &[u8] {
         &self.buf[self.start as usize..self.end as usize]
     }
+
+    /// Bytes of the buffer this line keeps alive (its own and its neighbours').
+    pub fn backing_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The same line in a buffer of its own, which keeps nothing else alive.
+    pub fn detached(&self) -> Shared {
+        let bytes = self.bytes();
+        Shared {
+            buf: bytes.into(),
+            start: 0,
+            end: bytes.len() as u32,
+        }
+    }
 }
 
 /// State shared by every handle of one connection's queue and its writer.
@@ -60,6 +83,10 @@ pub struct Queue {
     queued: AtomicUsize,
     /// The bound on `queued`.
     limit: usize,
+    /// Bytes of shared read buffers that queued deliveries keep alive, counted once per
+    /// delivery. Kept within `limit` by queueing copies instead, so that a client that
+    /// does not read cannot keep whole reads alive through one short line in each.
+    pinned: AtomicUsize,
     /// Set once the connection was cut off as a slow consumer.
     kicked: AtomicBool,
     /// The socket, so that a slow consumer's blocked write fails at once.
@@ -86,6 +113,7 @@ pub fn new(stream: TcpStream, limit: usize) -> (Outbox, Inbox) {
     let queue = Arc::new(Queue {
         queued: AtomicUsize::new(0),
         limit,
+        pinned: AtomicUsize::new(0),
         kicked: AtomicBool::new(false),
         stream,
     });
@@ -101,6 +129,16 @@ pub fn new(stream: TcpStream, limit: usize) -> (Outbox, Inbox) {
 impl Outbox {
     /// Queues a line. Over the byte bound, the connection is cut off as a slow consumer.
     pub fn send(&self, out: Out) -> Result<(), DropReason> {
+        let out = match out {
+            // Only the router queues deliveries, so this check and the add below do not race.
+            Out::Delivery(line)
+                if self.queue.pinned.load(Ordering::Acquire) + line.backing_len()
+                    > self.queue.limit =>
+            {
+                Out::Delivery(line.detached())
+            }
+            out => out,
+        };
         let n = out.bytes().len();
         let before = self.queue.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.queue.limit {
@@ -108,9 +146,12 @@ impl Outbox {
             self.queue.kick();
             return Err(DropReason::SlowConsumer);
         }
+        let pinned = out.pinned();
+        self.queue.pinned.fetch_add(pinned, Ordering::AcqRel);
         match self.tx.try_send(out) {
             Ok(()) => Ok(()),
             Err(TrySendError::Closed(_) | TrySendError::Full(_)) => {
+                self.queue.unpin(pinned);
                 self.queue.queued.fetch_sub(n, Ordering::AcqRel);
                 if self.queue.is_kicked() {
                     Err(DropReason::SlowConsumer)
@@ -138,5 +179,10 @@ impl Queue {
     /// Marks `n` bytes as written (or dropped).
     pub fn release(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Marks an item taken out of the queue: `n` is its [`Out::pinned`].
+    pub fn unpin(&self, n: usize) {
+        self.pinned.fetch_sub(n, Ordering::AcqRel);
     }
 }

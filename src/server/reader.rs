@@ -24,8 +24,11 @@ use crate::server::shutdown::Shutdown;
 pub const READ_MIN: usize = 512;
 /// Bytes asked of a `read` at most, reached by doubling while reads come back full.
 const READ_MAX: usize = 64 * 1024;
-/// Reads taken in after the drain begins, at most (what the kernel already holds).
+/// Reads taken in after the drain begins, at most (what the kernel already holds), and
+/// the size of each: at most 256 KiB per connection, so that the drain's work stays
+/// bounded however much a client had sent ahead.
 const DRAIN_READS: usize = 64;
+const DRAIN_READ: usize = 4096;
 
 /// Everything the reader needs.
 pub struct Reader {
@@ -269,12 +272,12 @@ impl Reader {
     /// After the drain began: takes in what the kernel has already received, without waiting.
     fn take_in_received(&mut self, framer: &mut LineFramer) {
         for _ in 0..DRAIN_READS {
-            let space = framer.read_space(READ_MAX);
+            let space = framer.read_space(DRAIN_READ);
             let n = match self.stream.read(space).now_or_never() {
                 Some(Ok(n)) => n,
                 Some(Err(_)) | None => 0,
             };
-            framer.filled(READ_MAX, n);
+            framer.filled(DRAIN_READ, n);
             if n == 0 {
                 break;
             }

@@ -20,9 +20,14 @@ use crate::server::shutdown::Shutdown;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// After the last line, how long the writer keeps reading (and discarding) what the client
 /// still sends, so that closing does not reset the connection before the client has read
-/// our last lines.
+/// our last lines (closing with unread input sends a reset, and the kernel then discards
+/// what it still had to send, our last lines included).
 const LINGER: Duration = Duration::from_secs(2);
-/// Most bytes discarded while lingering.
+/// Most bytes discarded while lingering after the daemon closed a connection for breaking
+/// a rule (a line too long, a bad login, a timeout): such a client may lose our last line
+/// to a reset rather than keep the daemon reading its flood. During a drain only time
+/// bounds the linger: a client that was still sending when its reader stopped may have
+/// megabytes in flight, and must still get its deliveries and the notice.
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Everything the writer needs.
@@ -85,6 +90,7 @@ impl Writer {
 
     fn take(&self, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
         buf.extend_from_slice(out.bytes());
+        self.inbox.queue.unpin(out.pinned());
         if let Out::Delivery(_) = out {
             *deliveries += 1;
         }
@@ -99,6 +105,7 @@ impl Writer {
         let mut dropped = in_flight;
         while let Ok(out) = self.inbox.rx.try_recv() {
             self.inbox.queue.release(out.bytes().len());
+            self.inbox.queue.unpin(out.pinned());
             if let Out::Delivery(_) = out {
                 dropped += 1;
             }
@@ -141,9 +148,14 @@ impl Writer {
         // so that our last lines are not lost to a reset.
         // Allocated only now, so that an idle connection's writer stays small.
         let mut sink = vec![0u8; 4096];
+        let cap = if self.shutdown.is_draining() {
+            usize::MAX
+        } else {
+            LINGER_BYTES
+        };
         let mut discarded = 0;
         let linger = async {
-            while discarded < LINGER_BYTES {
+            while discarded < cap {
                 match self.stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {

@@ -256,6 +256,22 @@ impl Daemon {
         Client::connect(self.addr)
     }
 
+    /// Logs in as `name` on a socket with a small receive buffer (see
+    /// [`Client::connect_small_rcvbuf`]): the way to make a client that does not read.
+    pub fn login_small_rcvbuf(&self, name: &str, bytes: i32) -> Client {
+        let mut c = Client::connect_small_rcvbuf(self.addr, bytes);
+        c.send(name);
+        c.send(&format!("{name}: ready?"));
+        c.expect(&format!("from {name}: ready?"));
+        c
+    }
+
+    /// Waits for the drain's summary line (`drain finished ...`) and returns it.
+    pub fn summary(&mut self) -> String {
+        self.wait_log(|l| l.contains("drain finished"))
+            .unwrap_or_else(|| panic!("no summary line; log:\n{}", self.log_text()))
+    }
+
     /// Connects and logs in as `name`, and confirms the login is live by a message to self.
     pub fn login(&self, name: &str) -> Client {
         let mut c = self.connect();
@@ -292,6 +308,18 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// Connects with the socket's receive buffer set to `bytes` before the handshake, so
+    /// that a client which does not read leaves the daemon's writes blocked after little
+    /// data (loopback receive buffers otherwise grow to tens of MB).
+    pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: i32) -> Client {
+        Client::from_stream(connect_with_rcvbuf(addr, bytes).expect("connect"))
+    }
+
+    /// Wraps a connected socket, with the harness's timeouts.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_write_timeout(Some(WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -352,6 +380,12 @@ impl Client {
         self.stream.set_read_timeout(Some(t)).unwrap();
     }
 
+    /// Splits the client into its writing half and its (buffered) reading half, for tests
+    /// that read on another thread while they send.
+    pub fn split(self) -> (TcpStream, BufReader<TcpStream>) {
+        (self.stream, self.reader)
+    }
+
     /// The next line if one arrives within `t` (`Some(None)` at end of stream), `None` if
     /// nothing arrives in that time: a bounded negative check. The read timeout is
     /// restored to WAIT afterwards.
@@ -394,6 +428,66 @@ impl Client {
             }
         }
     }
+}
+
+/// Connects a blocking socket whose SO_RCVBUF is set before `connect`, so the window the
+/// client advertises stays small.
+pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: i32) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("connect_with_rcvbuf supports IPv4 only, got {addr}")
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the descriptor is
+    // handed to a TcpStream (which closes it) right after it is created.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let size: libc::c_int = bytes;
+        let r = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// The value of `key=` in a log line of `key=value` fields (e.g. the drain's summary).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!(" {key}=");
+    let at = line.find(&pat)? + pat.len();
+    line[at..].split_whitespace().next()
+}
+
+/// Like [`log_field`], parsed as a number; panics with the line if absent.
+pub fn log_number(line: &str, key: &str) -> u64 {
+    log_field(line, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {key}= in {line:?}"))
 }
 
 /// An address on 127.0.0.1 whose port was free a moment ago (bound, then released).

@@ -1,0 +1,255 @@
+//! Property-based fuzzing of the pure protocol code (DESIGN §1): the line framer, login
+//! validation, message parsing and delivery formatting, on generated inputs. Each
+//! property runs CASES inputs (set PROPTEST_CASES to run more).
+
+use a_chat::protocol::*;
+use proptest::prelude::*;
+
+const CASES: u32 = 2000;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CASES),
+        // The tests are deterministic functions of their input: no regression files.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+type Lines = Vec<Result<String, FrameError>>;
+
+/// What the framer must produce for `data`, written the obvious way: every `\n`-ended
+/// line (one trailing `\r` stripped) checked for length, then UTF-8; then the partial
+/// line left at the end, which may already be too long. Stops at the first error, as the
+/// connection does.
+fn reference(data: &[u8], max_line: usize) -> Lines {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        let mut line = &rest[..nl];
+        rest = &rest[nl + 1..];
+        if let [body @ .., b'\r'] = line {
+            line = body;
+        }
+        if line.len() > max_line {
+            out.push(Err(FrameError::LineTooLong));
+            return out;
+        }
+        match std::str::from_utf8(line) {
+            Ok(s) => out.push(Ok(s.to_owned())),
+            Err(_) => {
+                out.push(Err(FrameError::InvalidUtf8));
+                return out;
+            }
+        }
+    }
+    let too_long =
+        rest.len() > max_line + 1 || (rest.len() == max_line + 1 && rest.last() != Some(&b'\r'));
+    if too_long {
+        out.push(Err(FrameError::LineTooLong));
+    }
+    out
+}
+
+/// Takes every line the framer has; true once it reported an error.
+fn drain(framer: &mut LineFramer, max_line: usize, out: &mut Lines) -> bool {
+    loop {
+        match framer.next_line() {
+            None => {
+                assert!(
+                    framer.partial_len() <= max_line + 1,
+                    "holding {} bytes of partial line, max_line {max_line}",
+                    framer.partial_len()
+                );
+                return false;
+            }
+            Some(Ok(line)) => out.push(Ok(line.to_owned())),
+            Some(Err(e)) => {
+                out.push(Err(e));
+                return true;
+            }
+        }
+    }
+}
+
+/// How one piece of input reaches the framer.
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    /// `push`.
+    Push,
+    /// `read_space(len + slack)`, copy, `filled(len + slack, len)`: the reader's way.
+    Read { slack: usize },
+    /// A read whose space was handed out and which never completed (the drain or a
+    /// timeout won), then the piece as the reader's next read.
+    CancelledThenRead { cancelled: usize },
+}
+
+fn feed_strategy() -> impl Strategy<Value = Feed> {
+    prop_oneof![
+        Just(Feed::Push),
+        (0usize..64).prop_map(|slack| Feed::Read { slack }),
+        (1usize..5000).prop_map(|cancelled| Feed::CancelledThenRead { cancelled }),
+    ]
+}
+
+/// Bytes rich in line ends, `\r`, separators, ASCII and broken UTF-8 (any byte is
+/// mapped through a table: cheaper to generate than a union of strategies).
+fn wire_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..400).prop_map(|raw| {
+        raw.into_iter()
+            .map(|b| match b {
+                0..=39 => b'\n',
+                40..=54 => b'\r',
+                55..=64 => b':',
+                65..=74 => b',',
+                75..=84 => b' ',
+                85..=189 => b'a' + b % 26,
+                other => other, // 0xbe..=0xff: broken UTF-8, now and then a valid pair
+            })
+            .collect()
+    })
+}
+
+fn feed(framer: &mut LineFramer, piece: &[u8], how: Feed) {
+    match how {
+        Feed::Push => framer.push(piece),
+        Feed::Read { slack } => {
+            let want = piece.len() + slack;
+            framer.read_space(want)[..piece.len()].copy_from_slice(piece);
+            framer.filled(want, piece.len());
+        }
+        Feed::CancelledThenRead { cancelled } => {
+            framer.read_space(cancelled).fill(b'#');
+            let want = piece.len().max(1);
+            framer.read_space(want)[..piece.len()].copy_from_slice(piece);
+            framer.filled(want, piece.len());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Bytes split at arbitrary points, fed in any of the ways the reader feeds them, give
+    /// exactly the lines and the error of the same bytes fed whole, which are those of the
+    /// reference; the framer never panics and never holds more than max_line + 1 bytes of
+    /// a partial line once it has said that no complete line is left.
+    #[test]
+    fn framing_does_not_depend_on_how_the_bytes_arrive(
+        data in wire_bytes(),
+        max_line in 1usize..48,
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        feeds in prop::collection::vec(feed_strategy(), 13),
+    ) {
+        let want = reference(&data, max_line);
+
+        let mut whole = LineFramer::new(max_line);
+        let mut got_whole = Vec::new();
+        whole.push(&data);
+        drain(&mut whole, max_line, &mut got_whole);
+        prop_assert_eq!(&got_whole, &want);
+
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+        points.push(0);
+        points.push(data.len());
+        points.sort_unstable();
+        let mut framer = LineFramer::new(max_line);
+        let mut got = Vec::new();
+        for (k, w) in points.windows(2).enumerate() {
+            feed(&mut framer, &data[w[0]..w[1]], feeds[k]);
+            if drain(&mut framer, max_line, &mut got) {
+                break;
+            }
+        }
+        prop_assert_eq!(&got, &want);
+    }
+
+    /// Any string is accepted as a login exactly when it is 1..=max bytes without
+    /// whitespace, `:`, `,` or control characters.
+    #[test]
+    fn login_validation_matches_its_rule(login in ".{0,20}", max in 1usize..40) {
+        let ok = !login.is_empty()
+            && login.len() <= max
+            && !login
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',');
+        prop_assert_eq!(validate_login(&login, max).is_ok(), ok, "{:?}", login);
+    }
+
+    /// A message from a valid login to valid recipients (repeats, odd spacing and
+    /// separators included), framed and parsed, is delivered to each distinct recipient
+    /// once as exactly `from <login>: <trimmed text>\n`.
+    #[test]
+    fn a_valid_message_round_trips(
+        sender in login_strategy(),
+        pool in prop::collection::vec(login_strategy(), 1..6),
+        picks in prop::collection::vec(any::<prop::sample::Index>(), 1..10),
+        seps in prop::collection::vec(
+            prop::sample::select(vec![",", ", ", " ,", " , ", ",,", ",\t"]), 10),
+        lead in prop::sample::select(vec!["", " ", "\t", " ,"]),
+        text in "[^\n]{0,80}",
+        crlf in any::<bool>(),
+    ) {
+        prop_assert_eq!(validate_login(&sender, 64), Ok(sender.as_str()));
+        let names: Vec<&str> = picks.iter().map(|i| pool[i.index(pool.len())].as_str()).collect();
+        let mut line = String::from(lead);
+        for (k, name) in names.iter().enumerate() {
+            if k > 0 {
+                line.push_str(seps[k]);
+            }
+            line.push_str(name);
+        }
+        line.push(':');
+        line.push_str(&text);
+        line.push_str(if crlf { "\r\n" } else { "\n" });
+
+        let mut framer = LineFramer::new(line.len());
+        framer.push(line.as_bytes());
+        let framed = framer.next_line().expect("a complete line").expect("a valid line");
+        let msg = parse_message(framed, 64).expect("a valid message");
+
+        let mut distinct: Vec<&str> = Vec::new();
+        for name in &names {
+            if !distinct.contains(name) {
+                distinct.push(name);
+            }
+        }
+        prop_assert_eq!(msg.recipients().collect::<Vec<_>>(), distinct);
+        let delivery = format_delivery(&sender, msg.text);
+        let expected = format!("from {sender}: {}\n", text.trim());
+        prop_assert_eq!(String::from_utf8(delivery).unwrap(), expected);
+        prop_assert!(framer.next_line().is_none());
+    }
+
+    /// parse_message never panics, and what it accepts is well formed.
+    #[test]
+    fn parse_message_never_panics(
+        line in prop_oneof![any::<String>(), "[a-c ,:\t]{0,40}", "[^\n]{0,60}"],
+        max in 0usize..8,
+    ) {
+        match parse_message(&line, max) {
+            Err(MessageError::NoColon) => prop_assert!(!line.contains(':')),
+            Err(_) => {}
+            Ok(msg) => {
+                let (dest, rest) = line.split_once(':').unwrap();
+                prop_assert_eq!(msg.text, rest.trim());
+                let recipients: Vec<&str> = msg.recipients().collect();
+                prop_assert!(!recipients.is_empty());
+                prop_assert!(recipients.len() <= max);
+                for (i, r) in recipients.iter().enumerate() {
+                    prop_assert!(!r.is_empty() && *r == r.trim() && !r.contains(','));
+                    prop_assert!(dest.contains(r));
+                    prop_assert!(!recipients[..i].contains(r), "{:?} twice", r);
+                }
+            }
+        }
+    }
+}
+
+/// Valid logins: 1 to 16 characters, none of them whitespace, `:`, `,` or control.
+fn login_strategy() -> impl Strategy<Value = String> {
+    "[^\\s:,\\p{Cc}]{1,16}"
+}
