@@ -281,9 +281,12 @@ fn tiny_lines_to_a_non_reader_do_not_keep_the_senders_reads_alive() {
          (+{} KiB)",
         after.saturating_sub(before)
     );
-    // The tiny lines themselves are about 5 KB; 19 MB went through to the reader.
+    // The tiny lines themselves are about 5 KB; 19 MB went through to the reader. When the
+    // router falls behind on a loaded machine, its queue may hold up to 64 reads of 64 KiB
+    // (4 MiB) on top: the bound allows that and allocator slack, and stays far below the
+    // 19 MB that pinning whole reads would cost.
     assert!(
-        after.saturating_sub(before) < 4 * 1024,
+        after.saturating_sub(before) < 10 * 1024,
         "RSS grew from {before} to {after} KiB"
     );
 }
