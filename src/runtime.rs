@@ -4,11 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
-use std::sync::Arc;
 use std::time::Duration;
-
-use futures::{AsyncReadExt, AsyncWriteExt};
 
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
@@ -53,41 +49,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     TcpStream::connect(addr).await
 }
 
-/// An accepted chat connection's socket, shared by its reader, its writer and its queue.
-///
-/// It sits directly on the reactor that async-std itself runs on (async-io), which also
-/// offers a readiness wait: a reader that has just emptied the socket waits for the next
-/// readiness event instead of paying a `read` that can only say "would block".
-#[derive(Clone)]
-pub struct Conn(Arc<async_io::Async<std::net::TcpStream>>);
-
-impl Conn {
-    /// Takes over a socket from the listener.
-    pub fn from_accepted(stream: TcpStream) -> io::Result<Conn> {
-        let stream = std::net::TcpStream::try_from(stream)?;
-        Ok(Conn(Arc::new(async_io::Async::new(stream)?)))
-    }
-
-    /// Resolves once the socket has new data (or an end or error) to read.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
-    }
-
-    /// Reads what is there, waiting only when nothing is.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf).await
-    }
-
-    pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        (&*self.0).write_all(buf).await
-    }
-
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.0.get_ref().shutdown(how)
-    }
-
-    /// Turns off Nagle's algorithm: the writer batches by itself.
-    pub fn set_nodelay(&self) -> io::Result<()> {
-        self.0.get_ref().set_nodelay(true)
-    }
+/// Turns off Nagle's algorithm on an accepted socket: the writer batches by itself.
+pub fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
 }

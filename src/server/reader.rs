@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use async_channel::Sender;
 use futures::channel::oneshot;
-use futures::FutureExt;
+use futures::{AsyncReadExt, FutureExt};
 use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
-use crate::runtime::{self, Conn};
+use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Out, Outbox};
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
@@ -33,7 +33,7 @@ const DRAIN_READ: usize = 4096;
 /// Everything the reader needs.
 pub struct Reader {
     pub conn: ConnId,
-    pub stream: Conn,
+    pub stream: TcpStream,
     pub outbox: Outbox,
     pub events: Sender<Event>,
     pub limits: Arc<Limits>,
@@ -44,9 +44,6 @@ pub struct Reader {
     /// Bytes asked of the next `read`: grows while the client sends a lot, shrinks back
     /// when it goes quiet.
     pub read_size: usize,
-    /// The last read took less than it asked for, so the socket is empty: wait for
-    /// readiness before reading again rather than pay a read that would block.
-    pub emptied: bool,
 }
 
 /// Why the reader stopped.
@@ -246,17 +243,11 @@ impl Reader {
     async fn read(&mut self, framer: &mut LineFramer, limit: Duration) -> Input {
         let shutdown = self.shutdown.clone();
         let read = async {
-            if self.emptied {
-                if let Err(e) = self.stream.readable().await {
-                    return Input::Read(Err(e));
-                }
-            }
             let want = self.read_size;
             let space = framer.read_space(want);
             let result = self.stream.read(space).await;
             let n = *result.as_ref().unwrap_or(&0);
             framer.filled(want, n);
-            self.emptied = n < want;
             if n > 0 {
                 self.metrics.bytes_in.inc_by(n as u64);
             }

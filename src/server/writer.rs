@@ -7,11 +7,12 @@ use std::net::Shutdown as SocketShutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
-use crate::runtime::{self, Conn};
+use crate::runtime::{self, TcpStream};
 use crate::server::outbox::{Inbox, Out};
 use crate::server::shutdown::Shutdown;
 
@@ -31,7 +32,7 @@ const LINGER_BYTES: usize = 1 << 20;
 
 /// Everything the writer needs.
 pub struct Writer {
-    pub stream: Conn,
+    pub stream: TcpStream,
     pub inbox: Inbox,
     pub metrics: Arc<Metrics>,
     pub write_timeout: Duration,
