@@ -102,18 +102,26 @@ impl Connection {
 
 /// Runs one task of a connection so that a panic inside it ends that task only: the
 /// panic is logged in the connection's span (by the panic hook, and here) and counted.
-pub async fn isolate<F: Future>(task: F, metrics: &Metrics) -> Option<F::Output> {
-    match AssertUnwindSafe(task).catch_unwind().await {
-        Ok(output) => Some(output),
-        Err(panic) => {
-            metrics.panics.inc();
-            error!(
-                panic = panic_message(&*panic),
-                "connection task panicked; closing this connection"
-            );
-            None
-        }
-    }
+///
+/// A plain function returning a combinator, not an `async fn`: an `async fn` would keep
+/// room for `task` twice (argument and inner future), and this runs once per connection.
+pub fn isolate<'a, F: Future + 'a>(
+    task: F,
+    metrics: &'a Metrics,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    AssertUnwindSafe(task)
+        .catch_unwind()
+        .map(move |result| match result {
+            Ok(output) => Some(output),
+            Err(panic) => {
+                metrics.panics.inc();
+                error!(
+                    panic = panic_message(&*panic),
+                    "connection task panicked; closing this connection"
+                );
+                None
+            }
+        })
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {

@@ -2,6 +2,7 @@
 //! message lines, each parsed and handed to the router in batches (one batch per read).
 //! It answers bad input itself through the connection's own queue.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::server::shutdown::Shutdown;
 
 /// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
 /// more than this while it waits.
-pub const READ_MIN: usize = 512;
+pub const READ_MIN: usize = 256;
 /// Bytes asked of a `read` at most, reached by doubling while reads come back full.
 const READ_MAX: usize = 64 * 1024;
 /// Reads taken in after the drain begins, at most (what the kernel already holds), and
@@ -240,9 +241,27 @@ impl Reader {
     }
 
     /// Waits for input, the drain, or `limit` (zero means no limit).
-    async fn read(&mut self, framer: &mut LineFramer, limit: Duration) -> Input {
+    ///
+    /// A plain function returning a combinator, not an `async fn`, so that the waiting
+    /// futures are stored once in every idle connection, not twice.
+    fn read<'a>(
+        &'a mut self,
+        framer: &'a mut LineFramer,
+        limit: Duration,
+    ) -> impl Future<Output = Input> + 'a {
         let shutdown = self.shutdown.clone();
-        let read = async {
+        let drain = async move {
+            shutdown.wait().await;
+            Input::Drain
+        };
+        let timeout = async move {
+            if limit.is_zero() {
+                futures_lite::future::pending::<()>().await;
+            }
+            runtime::sleep(limit).await;
+            Input::Timeout
+        };
+        let read = async move {
             let want = self.read_size;
             let space = framer.read_space(want);
             let result = self.stream.read(space).await;
@@ -254,19 +273,7 @@ impl Reader {
             self.read_size = next_read_size(want, n);
             Input::Read(result)
         };
-        let drain = async {
-            shutdown.wait().await;
-            Input::Drain
-        };
-        if limit.is_zero() {
-            read.or(drain).await
-        } else {
-            let timeout = async {
-                runtime::sleep(limit).await;
-                Input::Timeout
-            };
-            read.or(drain).or(timeout).await
-        }
+        read.or(drain).or(timeout)
     }
 
     /// After the drain began: takes in what the kernel has already received, without waiting.

@@ -18,6 +18,8 @@ use crate::server::shutdown::Shutdown;
 
 /// Most bytes gathered into one `write`.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Largest write buffer kept between writes; a larger one is given back.
+const WRITE_KEEP_BYTES: usize = 4 * 1024;
 /// After the last line, how long the writer keeps reading (and discarding) what the client
 /// still sends, so that closing does not reset the connection before the client has read
 /// our last lines (closing with unread input sends a reset, and the kernel then discards
@@ -77,6 +79,10 @@ impl Writer {
                 Ok(Ok(())) => {
                     self.metrics.messages_delivered.inc_by(deliveries);
                     self.metrics.bytes_out.inc_by(buf.len() as u64);
+                    if buf.capacity() > WRITE_KEEP_BYTES {
+                        // A burst is over: an idle connection keeps no large buffer.
+                        buf = Vec::new();
+                    }
                     continue;
                 }
                 Ok(Err(e)) => Failure::Io(e),
