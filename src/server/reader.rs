@@ -249,7 +249,15 @@ impl Reader {
         framer: &'a mut LineFramer,
         limit: Duration,
     ) -> impl Future<Output = Input> + 'a {
-        let shutdown = self.shutdown.clone();
+        // Disjoint borrows of the reader's fields, so that waiting for the drain needs no
+        // clone of the shutdown handle on every read.
+        let Reader {
+            stream,
+            metrics,
+            shutdown,
+            read_size,
+            ..
+        } = self;
         let drain = async move {
             shutdown.wait().await;
             Input::Drain
@@ -262,15 +270,15 @@ impl Reader {
             Input::Timeout
         };
         let read = async move {
-            let want = self.read_size;
+            let want = *read_size;
             let space = framer.read_space(want);
-            let result = self.stream.read(space).await;
+            let result = stream.read(space).await;
             let n = *result.as_ref().unwrap_or(&0);
             framer.filled(want, n);
             if n > 0 {
-                self.metrics.bytes_in.inc_by(n as u64);
+                metrics.bytes_in.inc_by(n as u64);
             }
-            self.read_size = next_read_size(want, n);
+            *read_size = next_read_size(want, n);
             Input::Read(result)
         };
         read.or(drain).or(timeout)
