@@ -181,13 +181,7 @@ fn level_warn_hides_the_info_lines() {
         },
         free_addr(),
     );
-    chat_then_warn(&mut d);
-    let log = d.log_text();
-    assert!(
-        log.lines()
-            .all(|l| l.contains("WARN") || l.contains("ERROR")),
-        "lines below warn with level = \"warn\":\n{log}"
-    );
+    assert_only_warnings(&mut d, "level = \"warn\"");
 }
 
 #[test]
@@ -200,11 +194,17 @@ fn rust_log_warn_hides_info_even_with_level_debug() {
         },
         free_addr(),
     );
-    chat_then_warn(&mut d);
+    assert_only_warnings(&mut d, "RUST_LOG=warn");
+}
+
+/// Chats, waits for a warning logged after the info events would have been, and checks
+/// that nothing below warn was logged.
+fn assert_only_warnings(d: &mut Daemon, setting: &str) {
+    chat_then_warn(d);
     let log = d.log_text();
     assert!(
         log.lines()
             .all(|l| l.contains("WARN") || l.contains("ERROR")),
-        "lines below warn with RUST_LOG=warn:\n{log}"
+        "lines below warn with {setting}:\n{log}"
     );
 }
