@@ -45,6 +45,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-3s}"
 IDLE="${IDLE:-10000}"
@@ -60,18 +62,7 @@ say() { printf '[compare %3ds] %s\n' $((SECONDS - STARTED)) "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
 # Stops one process this script started: SIGINT (a-chat drains, Redis exits), then SIGKILL.
-stop() {
-    local pid="$1" i
-    [ -n "$pid" ] || return 0
-    kill -INT "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
+stop() { stop_pid INT "$1"; }
 
 # shellcheck disable=SC2329  # called by the EXIT trap
 cleanup() {
@@ -290,6 +281,7 @@ done
 # count_syscalls TARGET RUN: direct with -n SYSCALL_MSGS while perf or strace counts the
 # server's system calls. perf counts for exactly as long as the bench runs (`perf stat -p
 # PID -- bench ...`); strace is attached before the bench starts and detached after it.
+# shellcheck disable=SC2329  # run through each_run
 count_syscalls() {
     local target="$1" run="$2" cpid i
     local out="$RESULTS/syscalls-$target-$run.txt"
@@ -317,6 +309,25 @@ count_syscalls() {
     forget "$cpid"
 }
 
+# Runs `FN TARGET RUN ARGS...` RUNS times for every target, the targets taking turns.
+each_run() {
+    local fn="$1" r t
+    shift
+    for ((r = 1; r <= RUNS; r++)); do
+        for t in "${TARGETS[@]}"; do
+            "$fn" "$t" "$r" "$@"
+        done
+    done
+}
+
+# One bench run against a long-lived server: bench_on TARGET RUN NAME BENCH-ARGS...
+# shellcheck disable=SC2329  # run through each_run
+bench_on() {
+    local t="$1" r="$2" name="$3"
+    shift 3
+    bench "$name" "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" "$@"
+}
+
 # ---------------------------------------------------------------- 4. the runs
 start_long_lived
 
@@ -325,32 +336,16 @@ say "step 4a: direct, 100 clients, 64-byte messages, 64 in flight, $DURATION, $R
 for t in "${TARGETS[@]}"; do
     "$BIN" bench --target "${PROTO[$t]}" --addr "${ADDR[$t]}" -q -d 1s direct >/dev/null 2>&1
 done
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        bench direct "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" -d "$DURATION" direct
-    done
-done
+each_run bench_on direct -d "$DURATION" direct
 
 say "step 4b: fanout 10, $DURATION, $RUNS runs each"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        bench fanout "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" -d "$DURATION" fanout 10
-    done
-done
+each_run bench_on fanout -d "$DURATION" fanout 10
 
 say "step 4c: system calls per delivery (direct, -n $SYSCALL_MSGS per client, counted by $COUNTER), $RUNS runs each"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        count_syscalls "$t" "$r"
-    done
-done
+each_run count_syscalls
 
 say "step 4d: latency at a fixed 20000 messages/s (open loop), $DURATION, $RUNS runs each"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        bench rate "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" -d "$DURATION" rate 20000
-    done
-done
+each_run bench_on rate -d "$DURATION" rate 20000
 
 for t in "${TARGETS[@]}"; do
     stop "${PID[$t]}"

@@ -29,6 +29,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
 TAG="$$"
 IMAGE="localhost/a-chat-container-test:${TAG}"
 WORK="$(mktemp -d /tmp/a-chat-container-test.XXXXXX)"
@@ -44,8 +46,6 @@ CONTEXT_CTR=""
 say()  { printf '[container-test] %s\n' "$*"; }
 pass() { PASSED=$((PASSED + 1)); say "ok: $*"; }
 fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); say "FAIL: $*"; }
-# Show the last lines of a log file, indented, after a failure.
-show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
 
 # shellcheck disable=SC2329  # invoked by the EXIT trap
 cleanup() {
@@ -60,11 +60,7 @@ cleanup() {
     if [ "$IMAGE_BUILT" = 1 ]; then
         timeout 60 podman rmi -f "$IMAGE" >/dev/null 2>&1
     fi
-    if [ "${A_CHAT_KEEP_LOGS:-0}" = 1 ]; then
-        say "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 trap 'say "interrupted"; exit 1' INT TERM HUP

@@ -29,6 +29,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
 WORK="$(mktemp -d /tmp/a-chat-prometheus-e2e.XXXXXX)"
 WAIT="${A_CHAT_E2E_WAIT:-30}"
 MESSAGES=5
@@ -41,30 +43,13 @@ STARTED=$SECONDS
 say()  { printf '[prometheus-e2e] %s\n' "$*"; }
 pass() { PASSED=$((PASSED + 1)); say "ok: $*"; }
 fail() { FAILED=$((FAILED + 1)); say "FAIL: $*"; }
-# Show the last lines of a log file, indented, after a failure.
-show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
-
-# Stops a process this script started: SIGTERM, then SIGKILL after 10 s.
-stop() {
-    local pid="$1" i
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
+# Stops a process this script started: SIGTERM, then SIGKILL.
+stop() { stop_pid TERM "$1"; }
 
 cleanup() {
     stop "$PROM_PID"
     stop "$ACHAT_PID"
-    if [ "${A_CHAT_KEEP_LOGS:-0}" = 1 ]; then
-        say "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM

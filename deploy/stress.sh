@@ -30,6 +30,8 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
 DURATION="${DURATION:-10s}"
 CONNECTIONS=1000
 NOFILE=100
@@ -42,21 +44,13 @@ FAILED=0
 
 say() { printf '[stress] %s\n' "$*"; }
 fail() { FAILED=1; say "FAIL: $*"; }
-show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
 now_ms() { date +%s%3N; }
 
 # Called by the EXIT trap.
 # shellcheck disable=SC2329
 cleanup() {
-    if [ -n "$ACHAT_PID" ] && kill -0 "$ACHAT_PID" 2>/dev/null; then
-        kill -KILL "$ACHAT_PID" 2>/dev/null
-        wait "$ACHAT_PID" 2>/dev/null
-    fi
-    if [ "${A_CHAT_KEEP_LOGS:-0}" = 1 ]; then
-        say "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    stop_pid KILL "$ACHAT_PID"
+    remove_work "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM

@@ -1,0 +1,31 @@
+# shellcheck shell=bash
+# deploy/lib.sh: shell helpers shared by the scripts in deploy/ (sourced, never run).
+# Each script defines its own `say` (its progress prefix) before sourcing this file.
+
+# show FILE [N]: the last N (20) lines of a log file, indented, after a failure.
+show() { [ -s "$1" ] && sed -e 's/^/    | /' "$1" | tail -n "${2:-20}"; }
+
+# stop_pid SIGNAL PID: stops a process this script started: SIGNAL first (a-chat drains
+# on INT and TERM), then SIGKILL if it is still there after 15 s.
+stop_pid() {
+    local signal="$1" pid="$2" i
+    [ -n "$pid" ] || return 0
+    kill "-$signal" "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# remove_work DIR: removes the script's scratch folder, unless A_CHAT_KEEP_LOGS=1 asks to
+# keep it for reading the logs.
+remove_work() {
+    if [ "${A_CHAT_KEEP_LOGS:-0}" = 1 ]; then
+        say "logs kept in $1"
+    else
+        rm -rf "$1"
+    fi
+}
