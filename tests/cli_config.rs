@@ -361,3 +361,34 @@ fn probe_exits_0_against_a_daemon_and_1_against_a_closed_port() {
     // The daemon still serves after the probe's connect-and-close.
     d.login("alice");
 }
+
+/// check-config compares max_connections with the open-file limit it runs under, so an
+/// operator learns before starting that accepts would fail with EMFILE below the cap.
+#[test]
+fn check_config_warns_when_max_connections_is_near_the_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a-chat.toml");
+    std::fs::write(&path, "[server]\nmax_connections = 1000\n").unwrap();
+    let check = |nofile: u64| {
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(common::bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run prlimit");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tight = check(100);
+    assert!(
+        tight.contains("open-file limit (ulimit -n) here: 100") && tight.contains("too close"),
+        "{tight}"
+    );
+    let roomy = check(4096);
+    assert!(
+        roomy.contains("here: 4096; max_connections = 1000: ok"),
+        "{roomy}"
+    );
+}
