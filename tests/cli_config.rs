@@ -392,3 +392,30 @@ fn check_config_warns_when_max_connections_is_near_the_open_file_limit() {
         "{roomy}"
     );
 }
+
+/// On a terminal the client tells a new user what to type (the first line is the login,
+/// then `name1, name2: text`); `script` gives it a pseudo-terminal, where Ctrl-D ends input.
+#[test]
+fn the_client_explains_itself_on_a_terminal() {
+    let d = Daemon::start();
+    let client = format!("{} client {}", common::bin().display(), d.addr);
+    let mut child = std::process::Command::new("timeout")
+        .args(["10", "script", "-q", "-e", "-c", &client, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script (bsdutils)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice\nalice: hi\n\x04")
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "exit {:?}: {out}", done.status);
+    assert!(out.contains("Type your login name first"), "{out}");
+    assert!(out.contains("`name1, name2: text`"), "{out}");
+    assert!(out.contains("from alice: hi"), "{out}");
+}
