@@ -147,6 +147,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         config.server.listen = vec![addr];
     }
     let config = Arc::new(config);
+    runtime::init_workers(config.server.worker_threads);
     let logging = telemetry::init(&config.log);
     std::panic::set_hook(Box::new(|info| {
         // Logged inside the span of the task that panicked.

@@ -9,6 +9,19 @@ use std::time::Duration;
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
 
+/// Sets how many threads run spawned tasks (0: one per CPU core). Takes effect only
+/// before the first task is spawned; the `ASYNC_STD_THREAD_COUNT` environment variable,
+/// when set, wins.
+pub fn init_workers(threads: usize) {
+    let mut config = async_global_executor::GlobalExecutorConfig::default()
+        .with_env_var("ASYNC_STD_THREAD_COUNT")
+        .with_thread_name_fn(|| "a-chat-worker".to_string());
+    if threads > 0 {
+        config = config.with_min_threads(threads);
+    }
+    async_global_executor::init_with_config(config);
+}
+
 /// Runs a future to completion on the current thread (the program's entry points).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     async_std::task::block_on(future)

@@ -419,3 +419,40 @@ fn the_client_explains_itself_on_a_terminal() {
     assert!(out.contains("`name1, name2: text`"), "{out}");
     assert!(out.contains("from alice: hi"), "{out}");
 }
+
+/// The threads of the daemon's process named `a-chat-worker` (they run the connections).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "a-chat-worker")
+        .count()
+}
+
+#[test]
+fn worker_threads_sets_the_threads_that_run_connections() {
+    // The default: one.
+    let d = Daemon::start();
+    let mut alice = d.login("alice");
+    alice.send("alice: hi");
+    alice.expect("from alice: hi");
+    assert_eq!(worker_threads(d.pid()), 1);
+    // A configured count, and chat still works across many connections.
+    let d = Daemon::with_toml("[server]\nworker_threads = 3\n");
+    let mut clients: Vec<_> = (0..8).map(|i| d.login(&format!("u{i}"))).collect();
+    for i in 0..8 {
+        clients[i].send(&format!("u{}: {i}", (i + 1) % 8));
+    }
+    for i in 0..8 {
+        clients[(i + 1) % 8].expect(&format!("from u{i}: {i}"));
+    }
+    assert_eq!(worker_threads(d.pid()), 3);
+    // The environment variable wins over the file.
+    let d = Daemon::start_with(Start {
+        toml: "[server]\nworker_threads = 3\n".into(),
+        env: vec![("ASYNC_STD_THREAD_COUNT".into(), "2".into())],
+        ..Start::default()
+    });
+    d.login("alice");
+    assert_eq!(worker_threads(d.pid()), 2);
+}
