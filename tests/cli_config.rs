@@ -440,8 +440,8 @@ fn worker_threads_sets_the_threads_that_run_connections() {
     // A configured count, and chat still works across many connections.
     let d = Daemon::with_toml("[server]\nworker_threads = 3\n");
     let mut clients: Vec<_> = (0..8).map(|i| d.login(&format!("u{i}"))).collect();
-    for i in 0..8 {
-        clients[i].send(&format!("u{}: {i}", (i + 1) % 8));
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(&format!("u{}: {i}", (i + 1) % 8));
     }
     for i in 0..8 {
         clients[(i + 1) % 8].expect(&format!("from u{i}: {i}"));
