@@ -67,13 +67,7 @@ impl LineFramer {
     /// Call [`LineFramer::filled`] with the number of bytes the read put there.
     /// If the read never completes, the space is dropped at the next call on the framer.
     pub fn read_space(&mut self, want: usize) -> &mut [u8] {
-        self.drop_unfilled();
-        if self.start > 0 {
-            // Move the partial line to the front: it is at most `max_line` bytes.
-            self.buf.drain(..self.start);
-            self.scanned -= self.start;
-            self.start = 0;
-        }
+        self.compact();
         let len = self.buf.len();
         self.buf.resize(len + want, 0);
         self.reserved = want;
@@ -88,11 +82,21 @@ impl LineFramer {
         self.reserved = 0;
     }
 
-    /// Appends bytes directly (tests and fuzzing use this; the reader reads in place).
+    /// Appends bytes that were read elsewhere.
     pub fn push(&mut self, data: &[u8]) {
-        let space = self.read_space(data.len());
-        space.copy_from_slice(data);
-        self.reserved = 0;
+        self.compact();
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Forgets unfilled space and moves the partial line (at most `max_line` bytes) to
+    /// the front.
+    fn compact(&mut self) {
+        self.drop_unfilled();
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
     }
 
     /// The next complete line, without its `\n` or `\r\n`; `None` when only a partial
@@ -134,16 +138,18 @@ impl LineFramer {
         self.buf.len() - self.reserved - self.start
     }
 
-    /// Gives back the buffer's memory when nothing is pending, so idle connections stay small.
-    pub fn shrink_if_idle(&mut self, keep: usize) {
+    /// Gives back the buffer's memory when nothing is pending, so a connection waiting
+    /// for input holds no buffer, and one waiting for the rest of a line holds little more
+    /// than that line.
+    pub fn shrink_if_idle(&mut self) {
         self.drop_unfilled();
         if self.start == self.buf.len() {
-            self.buf.clear();
+            self.buf = Vec::new();
             self.start = 0;
             self.scanned = 0;
-            if self.buf.capacity() > keep {
-                self.buf = Vec::new();
-            }
+        } else if self.buf.capacity() > 4 * self.partial_len() + 1024 {
+            self.compact();
+            self.buf.shrink_to_fit();
         }
     }
 }
@@ -367,8 +373,23 @@ mod tests {
         f.filled(16, 3);
         assert_eq!(lines(&mut f), vec![Ok("a".into())]);
         assert_eq!(f.partial_len(), 1);
-        f.shrink_if_idle(0);
+        f.shrink_if_idle();
         assert_eq!(f.partial_len(), 1, "a pending partial line is kept");
+    }
+
+    #[test]
+    fn an_idle_framer_gives_its_memory_back() {
+        let mut f = LineFramer::new(100_000);
+        f.push(&[b'x'; 60_000]);
+        f.push(b"\nbob: par");
+        assert_eq!(lines(&mut f).len(), 1);
+        f.shrink_if_idle();
+        assert_eq!(f.partial_len(), 8);
+        assert!(f.buf.capacity() < 1024, "kept {} bytes", f.buf.capacity());
+        f.push(b"tial\n");
+        assert_eq!(lines(&mut f), vec![Ok("bob: partial".into())]);
+        f.shrink_if_idle();
+        assert_eq!(f.buf.capacity(), 0);
     }
 
     #[test]

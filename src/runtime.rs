@@ -3,8 +3,14 @@
 //! changes this file and nothing else.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
@@ -62,7 +68,51 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     TcpStream::connect(addr).await
 }
 
-/// Turns off Nagle's algorithm on an accepted socket: the writer batches by itself.
-pub fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)
+/// An accepted chat connection's socket, shared by its reader, its writer and its queue.
+///
+/// It sits directly on the reactor that async-std itself runs on (async-io), which also
+/// offers a readiness wait: a reader that has just emptied the socket waits for the next
+/// readiness event instead of paying a `read` that can only say "would block".
+#[derive(Clone)]
+pub struct Conn(Arc<async_io::Async<std::net::TcpStream>>);
+
+impl Conn {
+    /// Takes over a socket from the listener and turns off Nagle's algorithm (the
+    /// writer batches by itself). Fails if the client is already gone.
+    pub fn from_accepted(stream: TcpStream) -> io::Result<Conn> {
+        let stream = std::net::TcpStream::try_from(stream)?;
+        stream.set_nodelay(true)?;
+        Ok(Conn(Arc::new(async_io::Async::new(stream)?)))
+    }
+
+    /// Resolves once the socket has new data (or an end, or an error) to read.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    /// Reads what is there into `buf`, or registers the task to be woken when there is.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+
+    /// Reads what is there, waiting only when nothing is.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf).await
+    }
+
+    /// Reads what the kernel already holds, without waiting: `Ok(0)` when nothing is there.
+    pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.get_ref().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+
+    pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        (&*self.0).write_all(buf).await
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.get_ref().shutdown(how)
+    }
 }

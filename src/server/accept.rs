@@ -18,7 +18,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::config::Config;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
-use crate::runtime::{self, TcpListener, TcpStream};
+use crate::runtime::{self, Conn, TcpListener, TcpStream};
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
@@ -96,18 +96,21 @@ impl Acceptor {
             self.metrics.connections_accepted.inc();
             next_conn += 1;
             let token = tokens.token();
-            if let Err(e) = runtime::set_nodelay(&stream) {
-                // The client is already gone (a reset right after the handshake).
-                self.metrics.accept_errors_per_connection.inc();
-                debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
-                continue;
-            }
             let ip_slot = match per_ip.take(peer.ip()) {
                 Some(slot) => slot,
                 None => {
                     self.metrics.refused(Refusal::PerIp);
                     info!(%peer, "refused: too many connections from this address");
                     runtime::spawn(refuse(stream, token, self.metrics.clone()));
+                    continue;
+                }
+            };
+            let stream = match Conn::from_accepted(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // The client is already gone (a reset right after the handshake).
+                    self.metrics.accept_errors_per_connection.inc();
+                    debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
                     continue;
                 }
             };

@@ -14,7 +14,7 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::runtime::{self, TcpStream};
+use crate::runtime::{self, Conn};
 use crate::server::outbox;
 use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
@@ -24,7 +24,7 @@ use crate::server::writer::Writer;
 /// What a connection holds for as long as it lives.
 pub struct Connection {
     pub conn: ConnId,
-    pub stream: TcpStream,
+    pub stream: Conn,
     pub peer: SocketAddr,
     /// The connection token: accepting pauses while `max_connections` of these are out.
     /// Never cloned (a clone would corrupt the count).
@@ -75,7 +75,7 @@ impl Connection {
                 metrics: metrics.clone(),
                 shutdown: self.shutdown,
                 span: tracing::Span::current(),
-                read_size: reader::READ_MIN,
+                emptied: false,
             };
             let end = isolate(reader.run(), &metrics)
                 .instrument(info_span!("reader"))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_channel::{Receiver, Sender, TrySendError};
 
 use crate::metrics::DropReason;
-use crate::runtime::TcpStream;
+use crate::runtime::Conn;
 
 /// One line queued for a client.
 pub enum Out {
@@ -90,7 +90,7 @@ pub struct Queue {
     /// Set once the connection was cut off as a slow consumer.
     kicked: AtomicBool,
     /// The socket, so that a slow consumer's blocked write fails at once.
-    stream: TcpStream,
+    stream: Conn,
 }
 
 /// A handle to put lines into a connection's queue. The queue closes when the last
@@ -108,7 +108,7 @@ pub struct Inbox {
 }
 
 /// A new queue for `stream`, holding at most `limit` bytes.
-pub fn new(stream: TcpStream, limit: usize) -> (Outbox, Inbox) {
+pub fn new(stream: Conn, limit: usize) -> (Outbox, Inbox) {
     let (tx, rx) = async_channel::unbounded();
     let queue = Arc::new(Queue {
         queued: AtomicUsize::new(0),

@@ -2,29 +2,36 @@
 //! message lines, each parsed and handed to the router in batches (one batch per read).
 //! It answers bad input itself through the connection's own queue.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_channel::Sender;
 use futures::channel::oneshot;
-use futures::{AsyncReadExt, FutureExt};
 use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
-use crate::runtime::{self, TcpStream};
+use crate::runtime::{self, Conn};
 use crate::server::outbox::{Out, Outbox};
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
-/// Bytes asked of a `read` when the client has been quiet: an idle connection holds no
-/// more than this while it waits.
-pub const READ_MIN: usize = 256;
-/// Bytes asked of a `read` at most, reached by doubling while reads come back full.
-const READ_MAX: usize = 64 * 1024;
+/// Bytes asked of one `read`. Reads go into a buffer shared by every connection that its
+/// thread serves (see [`SCRATCH`]), so a connection waiting for input holds no read
+/// buffer at all, and one that keeps a partial line holds just that line.
+const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// The buffer every read on this thread goes into. A read and the copy of what it
+    /// got into the connection's framer happen in one poll, so no two connections ever
+    /// use it at once.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
 /// Reads taken in after the drain begins, at most (what the kernel already holds), and
 /// the size of each: at most 256 KiB per connection, so that the drain's work stays
 /// bounded however much a client had sent ahead.
@@ -34,7 +41,7 @@ const DRAIN_READ: usize = 4096;
 /// Everything the reader needs.
 pub struct Reader {
     pub conn: ConnId,
-    pub stream: TcpStream,
+    pub stream: Conn,
     pub outbox: Outbox,
     pub events: Sender<Event>,
     pub limits: Arc<Limits>,
@@ -42,9 +49,10 @@ pub struct Reader {
     pub shutdown: Shutdown,
     /// The connection's span, which gets the `login` field once it is granted.
     pub span: tracing::Span,
-    /// Bytes asked of the next `read`: grows while the client sends a lot, shrinks back
-    /// when it goes quiet.
-    pub read_size: usize,
+    /// The last read took less than it asked for, so the socket was emptied: wait for
+    /// readiness before reading again rather than pay a read that can only say "would
+    /// block".
+    pub emptied: bool,
 }
 
 /// Why the reader stopped.
@@ -76,7 +84,7 @@ impl Reader {
             if let Err(end) = self.route_lines(&login, &mut framer).await {
                 return end;
             }
-            framer.shrink_if_idle(2 * self.read_size);
+            framer.shrink_if_idle();
             // A client that always has data ready must not keep the reader from the drain.
             let input = if self.shutdown.is_draining() {
                 Input::Drain
@@ -255,7 +263,7 @@ impl Reader {
             stream,
             metrics,
             shutdown,
-            read_size,
+            emptied,
             ..
         } = self;
         let drain = async move {
@@ -270,15 +278,27 @@ impl Reader {
             Input::Timeout
         };
         let read = async move {
-            let want = *read_size;
-            let space = framer.read_space(want);
-            let result = stream.read(space).await;
+            if *emptied {
+                if let Err(e) = stream.readable().await {
+                    return Input::Read(Err(e));
+                }
+            }
+            let result = futures::future::poll_fn(|cx| {
+                SCRATCH.with(|scratch| {
+                    let scratch = &mut *scratch.borrow_mut();
+                    let result = std::task::ready!(stream.poll_read(cx, scratch));
+                    if let Ok(n) = result {
+                        framer.push(&scratch[..n]);
+                    }
+                    Poll::Ready(result)
+                })
+            })
+            .await;
             let n = *result.as_ref().unwrap_or(&0);
-            framer.filled(want, n);
             if n > 0 {
                 metrics.bytes_in.inc_by(n as u64);
             }
-            *read_size = next_read_size(want, n);
+            *emptied = n < READ_SIZE;
             Input::Read(result)
         };
         read.or(drain).or(timeout)
@@ -288,10 +308,7 @@ impl Reader {
     fn take_in_received(&mut self, framer: &mut LineFramer) {
         for _ in 0..DRAIN_READS {
             let space = framer.read_space(DRAIN_READ);
-            let n = match self.stream.read(space).now_or_never() {
-                Some(Ok(n)) => n,
-                Some(Err(_)) | None => 0,
-            };
+            let n = self.stream.read_now(space).unwrap_or(0);
             framer.filled(DRAIN_READ, n);
             if n == 0 {
                 break;
@@ -303,30 +320,5 @@ impl Reader {
     /// Queues a line from the server to this client.
     fn say(&self, line: Vec<u8>) {
         let _ = self.outbox.send(Out::Server(line));
-    }
-}
-
-/// The size of the next read: double after a full read, halve after a mostly empty one.
-fn next_read_size(asked: usize, got: usize) -> usize {
-    if got == asked {
-        (asked * 2).min(READ_MAX)
-    } else if got < asked / 4 {
-        (asked / 2).max(READ_MIN)
-    } else {
-        asked
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn read_size_adapts_within_bounds() {
-        assert_eq!(next_read_size(READ_MIN, READ_MIN), 2 * READ_MIN);
-        assert_eq!(next_read_size(READ_MAX, READ_MAX), READ_MAX);
-        assert_eq!(next_read_size(4096, 10), 2048);
-        assert_eq!(next_read_size(READ_MIN, 1), READ_MIN);
-        assert_eq!(next_read_size(4096, 2000), 4096);
     }
 }

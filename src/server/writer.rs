@@ -7,12 +7,11 @@ use std::net::Shutdown as SocketShutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
-use crate::runtime::{self, TcpStream};
+use crate::runtime::{self, Conn};
 use crate::server::outbox::{Inbox, Out};
 use crate::server::shutdown::Shutdown;
 
@@ -34,7 +33,7 @@ const LINGER_BYTES: usize = 1 << 20;
 
 /// Everything the writer needs.
 pub struct Writer {
-    pub stream: TcpStream,
+    pub stream: Conn,
     pub inbox: Inbox,
     pub metrics: Arc<Metrics>,
     pub write_timeout: Duration,
