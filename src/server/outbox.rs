@@ -2,12 +2,16 @@
 //! to its writer. The queue is bounded in bytes (`outbound_queue_bytes`), not messages;
 //! going over the bound disconnects the connection as a slow consumer at once, so no
 //! sender ever waits on a client that does not read.
+//!
+//! The writer is woken only when the queue goes from empty to non-empty, and an empty
+//! queue holds no memory: an idle connection's queue is a few words.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::Shutdown as SocketShutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use async_channel::{Receiver, Sender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use crate::metrics::DropReason;
 use crate::runtime::Conn;
@@ -79,6 +83,10 @@ impl Shared {
 
 /// State shared by every handle of one connection's queue and its writer.
 pub struct Queue {
+    /// The lines themselves, and what the writer needs to know to wait for them.
+    lines: Mutex<Lines>,
+    /// Live [`Outbox`] handles: the queue closes when the last one is dropped.
+    senders: AtomicUsize,
     /// Bytes queued or being written, not yet on the socket.
     queued: AtomicUsize,
     /// The bound on `queued`.
@@ -93,24 +101,33 @@ pub struct Queue {
     stream: Conn,
 }
 
+/// The part of the queue behind its lock.
+#[derive(Default)]
+struct Lines {
+    /// Lines not yet taken by the writer, oldest first; unallocated while empty.
+    items: VecDeque<Out>,
+    /// The writer, when it waits for the queue to become non-empty.
+    waiting: Option<Waker>,
+    /// No more lines will come: every handle is gone, or the writer gave up.
+    closed: bool,
+}
+
 /// A handle to put lines into a connection's queue. The queue closes when the last
 /// handle is dropped; the writer then flushes what is queued and closes the socket.
-#[derive(Clone)]
 pub struct Outbox {
-    tx: Sender<Out>,
     queue: Arc<Queue>,
 }
 
 /// The writer's end of the queue.
 pub struct Inbox {
-    pub rx: Receiver<Out>,
     pub queue: Arc<Queue>,
 }
 
 /// A new queue for `stream`, holding at most `limit` bytes.
 pub fn new(stream: Conn, limit: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = async_channel::unbounded();
     let queue = Arc::new(Queue {
+        lines: Mutex::default(),
+        senders: AtomicUsize::new(1),
         queued: AtomicUsize::new(0),
         limit,
         pinned: AtomicUsize::new(0),
@@ -119,11 +136,34 @@ pub fn new(stream: Conn, limit: usize) -> (Outbox, Inbox) {
     });
     (
         Outbox {
-            tx,
             queue: queue.clone(),
         },
-        Inbox { rx, queue },
+        Inbox { queue },
     )
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.queue.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.queue.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waiting = {
+                let mut lines = self.queue.lock();
+                lines.closed = true;
+                lines.waiting.take()
+            };
+            if let Some(writer) = waiting {
+                writer.wake();
+            }
+        }
+    }
 }
 
 impl Outbox {
@@ -148,22 +188,73 @@ impl Outbox {
         }
         let pinned = out.pinned();
         self.queue.pinned.fetch_add(pinned, Ordering::AcqRel);
-        match self.tx.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_) | TrySendError::Full(_)) => {
-                self.queue.unpin(pinned);
-                self.queue.queued.fetch_sub(n, Ordering::AcqRel);
-                if self.queue.is_kicked() {
-                    Err(DropReason::SlowConsumer)
-                } else {
-                    Err(DropReason::RecipientGone)
-                }
+        let mut lines = self.queue.lock();
+        if lines.closed {
+            drop(lines);
+            self.queue.unpin(pinned);
+            self.queue.queued.fetch_sub(n, Ordering::AcqRel);
+            return if self.queue.is_kicked() {
+                Err(DropReason::SlowConsumer)
+            } else {
+                Err(DropReason::RecipientGone)
+            };
+        }
+        lines.items.push_back(out);
+        // Only a writer that found the queue empty waits: this wakes it once per burst.
+        let waiting = lines.waiting.take();
+        drop(lines);
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Inbox {
+    /// The next line, waiting while the queue is empty; `None` once it is closed and empty.
+    pub fn recv(&self) -> impl Future<Output = Option<Out>> + '_ {
+        futures::future::poll_fn(move |cx| {
+            let mut lines = self.queue.lock();
+            if let Some(out) = lines.items.pop_front() {
+                Poll::Ready(Some(out))
+            } else if lines.closed {
+                Poll::Ready(None)
+            } else {
+                lines.items = VecDeque::new();
+                lines.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Hands queued lines to `take` without waiting, until the queue is empty or `take`
+    /// returns false.
+    pub fn take_more(&self, mut take: impl FnMut(Out) -> bool) {
+        let mut lines = self.queue.lock();
+        while let Some(out) = lines.items.pop_front() {
+            if !take(out) {
+                break;
             }
         }
+    }
+
+    /// Closes the queue (senders get an error from now on) and returns what was left in it.
+    pub fn close(&self) -> VecDeque<Out> {
+        let mut lines = self.queue.lock();
+        lines.closed = true;
+        std::mem::take(&mut lines.items)
     }
 }
 
 impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        // A panic never happens while the lock is held (it only pushes and pops); should
+        // one ever, the lines are still consistent.
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Cuts the connection off as a slow consumer: its socket is shut down (a blocked
     /// write fails, the reader sees the end) and nothing more is queued.
     pub fn kick(&self) {
@@ -184,5 +275,89 @@ impl Queue {
     /// Marks an item taken out of the queue: `n` is its [`Out::pinned`].
     pub fn unpin(&self, n: usize) {
         self.pinned.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime;
+
+    /// A queue on a real (loopback) socket, as the server makes them.
+    fn queue(limit: usize) -> (Outbox, Inbox, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let conn = Conn::from_accepted(accepted.into()).unwrap();
+        let (outbox, inbox) = new(conn, limit);
+        (outbox, inbox, client)
+    }
+
+    fn server(line: &str) -> Out {
+        Out::Server(line.as_bytes().to_vec())
+    }
+
+    fn text(out: Option<Out>) -> Option<String> {
+        out.map(|out| String::from_utf8(out.bytes().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn lines_come_out_in_order_and_the_queue_closes_with_its_last_handle() {
+        let (outbox, inbox, _client) = queue(1000);
+        let other = outbox.clone();
+        outbox.send(server("a\n")).unwrap();
+        other.send(server("b\n")).unwrap();
+        drop(outbox);
+        runtime::block_on(async {
+            assert_eq!(text(inbox.recv().await).as_deref(), Some("a\n"));
+            assert_eq!(text(inbox.recv().await).as_deref(), Some("b\n"));
+            // One handle is left: the writer waits, and a line sent later wakes it.
+            let later = async {
+                other.send(server("c\n")).unwrap();
+                drop(other);
+            };
+            let (got, ()) = futures::join!(inbox.recv(), later);
+            assert_eq!(text(got).as_deref(), Some("c\n"));
+            assert!(
+                inbox.recv().await.is_none(),
+                "closed once every handle is gone"
+            );
+        });
+    }
+
+    #[test]
+    fn take_more_stops_when_asked() {
+        let (outbox, inbox, _client) = queue(1000);
+        for line in ["1\n", "2\n", "3\n"] {
+            outbox.send(server(line)).unwrap();
+        }
+        let mut taken = Vec::new();
+        inbox.take_more(|out| {
+            taken.push(out.bytes().to_vec());
+            taken.len() < 2
+        });
+        assert_eq!(taken, vec![b"1\n".to_vec(), b"2\n".to_vec()]);
+        let left: Vec<_> = inbox
+            .close()
+            .into_iter()
+            .map(|o| o.bytes().to_vec())
+            .collect();
+        assert_eq!(left, vec![b"3\n".to_vec()]);
+        // A closed queue takes nothing more.
+        assert_eq!(outbox.send(server("4\n")), Err(DropReason::RecipientGone));
+    }
+
+    #[test]
+    fn going_over_the_byte_bound_kicks_the_client() {
+        let (outbox, inbox, mut client) = queue(10);
+        outbox.send(server("12345678\n")).unwrap();
+        assert_eq!(outbox.send(server("9\n")), Err(DropReason::SlowConsumer));
+        assert!(inbox.queue.is_kicked());
+        // The socket was shut down: the client sees the end.
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
+        assert!(rest.is_empty());
+        // What was queued before stays for the writer to account for.
+        assert_eq!(inbox.close().len(), 1);
     }
 }

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
 use crate::runtime::{self, Conn};
-use crate::server::outbox::{Inbox, Out};
+use crate::server::outbox::{Inbox, Out, Queue};
 use crate::server::shutdown::Shutdown;
 
 /// Most bytes gathered into one `write`.
@@ -40,6 +40,15 @@ pub struct Writer {
     pub shutdown: Shutdown,
 }
 
+/// Moves one queued line into the write buffer.
+fn take(queue: &Queue, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
+    buf.extend_from_slice(out.bytes());
+    queue.unpin(out.pinned());
+    if let Out::Delivery(_) = out {
+        *deliveries += 1;
+    }
+}
+
 /// How a batch write ended.
 enum Failure {
     Io(std::io::Error),
@@ -50,27 +59,27 @@ impl Writer {
     pub async fn run(mut self) {
         let mut buf = Vec::new();
         loop {
-            let first = match self.inbox.rx.recv().await {
-                Ok(out) => out,
+            let first = match self.inbox.recv().await {
+                Some(out) => out,
                 // Every handle is gone and the queue is empty: a normal close, unless the
                 // connection was cut off while nothing was queued (a line bigger than the
                 // whole queue bound, or a kick racing the last write).
-                Err(_) if self.inbox.queue.is_kicked() => {
+                None if self.inbox.queue.is_kicked() => {
                     let _ = self.stream.shutdown(SocketShutdown::Both);
                     self.metrics.slow_consumers.inc();
                     warn!("slow consumer disconnected: outbound queue over outbound_queue_bytes");
                     return;
                 }
-                Err(_) => break,
+                None => break,
             };
             buf.clear();
             let mut deliveries = 0u64;
-            self.take(first, &mut buf, &mut deliveries);
-            while buf.len() < WRITE_BATCH_BYTES {
-                match self.inbox.rx.try_recv() {
-                    Ok(out) => self.take(out, &mut buf, &mut deliveries),
-                    Err(_) => break,
-                }
+            take(&self.inbox.queue, first, &mut buf, &mut deliveries);
+            if buf.len() < WRITE_BATCH_BYTES {
+                self.inbox.take_more(|out| {
+                    take(&self.inbox.queue, out, &mut buf, &mut deliveries);
+                    buf.len() < WRITE_BATCH_BYTES
+                });
             }
             let written = runtime::timeout(self.write_timeout, self.stream.write_all(&buf)).await;
             self.inbox.queue.release(buf.len());
@@ -93,22 +102,13 @@ impl Writer {
         self.close().await;
     }
 
-    fn take(&self, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
-        buf.extend_from_slice(out.bytes());
-        self.inbox.queue.unpin(out.pinned());
-        if let Out::Delivery(_) = out {
-            *deliveries += 1;
-        }
-    }
-
     /// The socket failed or the client stopped reading: drop what is left and close.
     fn fail(&self, failure: Failure, in_flight: u64) {
         if let Failure::Timeout = failure {
             self.inbox.queue.kick();
         }
-        self.inbox.rx.close();
         let mut dropped = in_flight;
-        while let Ok(out) = self.inbox.rx.try_recv() {
+        for out in self.inbox.close() {
             self.inbox.queue.release(out.bytes().len());
             self.inbox.queue.unpin(out.pinned());
             if let Out::Delivery(_) = out {
