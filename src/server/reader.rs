@@ -74,7 +74,9 @@ enum Input {
 impl Reader {
     pub async fn run(mut self) -> End {
         let mut framer = LineFramer::new(self.limits.max_line_bytes);
-        let login = match self.login(&mut framer).await {
+        // Boxed: the login's futures are needed once, and an idle connection should not
+        // keep room for them for the rest of its life.
+        let login = match Box::pin(self.login(&mut framer)).await {
             Ok(login) => login,
             Err(end) => return end,
         };
