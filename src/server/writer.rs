@@ -99,7 +99,9 @@ impl Writer {
             self.fail(failure, deliveries);
             return;
         }
-        self.close().await;
+        // Boxed: closing needs its futures once, and an idle connection's writer should not
+        // keep room for them for the rest of its life.
+        Box::pin(self.close()).await;
     }
 
     /// The socket failed or the client stopped reading: drop what is left and close.
