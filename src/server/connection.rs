@@ -39,64 +39,104 @@ pub struct Connection {
     pub alive: Sender<Void>,
 }
 
+/// What a connection keeps while its reader runs, to finish once the reader is done.
+struct Held {
+    conn: ConnId,
+    events: Sender<Event>,
+    /// The writer task: the connection ends when it has flushed and closed.
+    writer: runtime::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    token: Token,
+    ip_slot: Option<crate::server::accept::IpSlot>,
+    alive: Sender<Void>,
+}
+
 impl Connection {
-    pub async fn serve(self) {
+    /// The connection's whole life, as one task.
+    ///
+    /// Built from combinators rather than written as one `async` block, so that the task
+    /// stores the reader's state once, not beside copies of everything moved into it:
+    /// this is most of an idle connection's memory.
+    pub fn serve(self) -> impl Future<Output = ()> + Send + 'static {
         let span =
             info_span!("conn", conn = self.conn, peer = %self.peer, login = tracing::field::Empty);
-        let metrics = self.metrics.clone();
-        async move {
-            info!("connection opened");
-            metrics.connections_open.inc();
-            let (outbox, inbox) =
-                outbox::new(self.stream.clone(), self.limits.outbound_queue_bytes);
-            let writer = Writer {
-                stream: self.stream.clone(),
-                inbox,
-                metrics: metrics.clone(),
-                write_timeout: self.limits.write_timeout,
-                shutdown: self.shutdown.clone(),
-            };
-            let (stream, writer_metrics) = (self.stream.clone(), metrics.clone());
-            let writer = runtime::spawn(
-                async move {
-                    if isolate(writer.run(), &writer_metrics).await.is_none() {
+        let (reader, held, reader_span) = span.in_scope(|| {
+            let reader_span = info_span!("reader");
+            let (reader, held) = self.open();
+            (reader, held, reader_span)
+        });
+        isolate(reader.run(), held.metrics.clone())
+            .instrument(reader_span)
+            .then(move |end| held.close(end))
+            .instrument(span)
+    }
+
+    /// Starts the writer task and hands back the reader (run inline) and what is held.
+    fn open(self) -> (Reader, Held) {
+        info!("connection opened");
+        let metrics = self.metrics;
+        metrics.connections_open.inc();
+        let (outbox, inbox) = outbox::new(self.stream.clone(), self.limits.outbound_queue_bytes);
+        let writer = Writer {
+            stream: self.stream.clone(),
+            inbox,
+            metrics: metrics.clone(),
+            write_timeout: self.limits.write_timeout,
+            shutdown: self.shutdown.clone(),
+        };
+        let stream = self.stream.clone();
+        let writer = runtime::spawn(
+            isolate(writer.run(), metrics.clone())
+                .map(move |ran| {
+                    if ran.is_none() {
                         // Without its writer the connection is useless: end the reader too.
                         let _ = stream.shutdown(std::net::Shutdown::Both);
                     }
-                }
+                })
                 .instrument(info_span!("writer")),
-            );
-            let reader = Reader {
-                conn: self.conn,
-                stream: self.stream,
-                outbox,
-                events: self.events.clone(),
-                limits: self.limits,
-                metrics: metrics.clone(),
-                shutdown: self.shutdown,
-                span: tracing::Span::current(),
-                emptied: false,
-            };
-            let end = isolate(reader.run(), &metrics)
-                .instrument(info_span!("reader"))
-                .await;
-            // After a drain the router keeps the login until every reader is done, so that
-            // lines still being routed reach this client; otherwise the login is freed now.
-            if end != Some(reader::End::Drain) {
-                let _ = self.events.send(Event::Logout { conn: self.conn }).await;
-            }
-            // The reader's queue handle is gone; once the router lets go too, the writer
-            // flushes and closes.
-            drop(self.events);
-            writer.await;
-            metrics.connections_open.dec();
-            info!("connection closed");
-            drop(self.token);
-            drop(self.ip_slot);
-            drop(self.alive);
+        );
+        let reader = Reader {
+            conn: self.conn,
+            stream: self.stream,
+            outbox,
+            events: self.events.clone(),
+            limits: self.limits,
+            metrics: metrics.clone(),
+            shutdown: self.shutdown,
+            span: tracing::Span::current(),
+            emptied: false,
+        };
+        let held = Held {
+            conn: self.conn,
+            events: self.events,
+            writer,
+            metrics,
+            token: self.token,
+            ip_slot: self.ip_slot,
+            alive: self.alive,
+        };
+        (reader, held)
+    }
+}
+
+impl Held {
+    /// After the reader: frees the login (unless draining), waits for the writer, and lets
+    /// go of the connection's token and slots.
+    async fn close(self, end: Option<reader::End>) {
+        // After a drain the router keeps the login until every reader is done, so that
+        // lines still being routed reach this client; otherwise the login is freed now.
+        if end != Some(reader::End::Drain) {
+            let _ = self.events.send(Event::Logout { conn: self.conn }).await;
         }
-        .instrument(span)
-        .await
+        // The reader's queue handle is gone; once the router lets go too, the writer
+        // flushes and closes.
+        drop(self.events);
+        self.writer.await;
+        self.metrics.connections_open.dec();
+        info!("connection closed");
+        drop(self.token);
+        drop(self.ip_slot);
+        drop(self.alive);
     }
 }
 
@@ -105,10 +145,10 @@ impl Connection {
 ///
 /// A plain function returning a combinator, not an `async fn`: an `async fn` would keep
 /// room for `task` twice (argument and inner future), and this runs once per connection.
-pub fn isolate<'a, F: Future + 'a>(
+pub fn isolate<F: Future>(
     task: F,
-    metrics: &'a Metrics,
-) -> impl Future<Output = Option<F::Output>> + 'a {
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = Option<F::Output>> {
     AssertUnwindSafe(task)
         .catch_unwind()
         .map(move |result| match result {
@@ -140,11 +180,11 @@ mod tests {
 
     #[test]
     fn a_panic_is_contained_and_counted() {
-        let metrics = Metrics::new();
-        let out = runtime::block_on(isolate(async { panic!("boom") }, &metrics));
+        let metrics = Arc::new(Metrics::new());
+        let out = runtime::block_on(isolate(async { panic!("boom") }, metrics.clone()));
         assert_eq!(out, None::<()>);
         assert_eq!(metrics.panics.get(), 1);
-        let out = runtime::block_on(isolate(async { 7 }, &metrics));
+        let out = runtime::block_on(isolate(async { 7 }, metrics.clone()));
         assert_eq!(out, Some(7));
         assert_eq!(metrics.panics.get(), 1);
     }
