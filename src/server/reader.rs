@@ -87,6 +87,12 @@ impl Reader {
                 return end;
             }
             framer.shrink_if_idle();
+            if !self.emptied {
+                // The last read filled the buffer, so more is likely waiting: let the other
+                // connections on this thread have a turn first. A client that always has
+                // data ready gets one read per turn, however fast it sends.
+                futures_lite::future::yield_now().await;
+            }
             // A client that always has data ready must not keep the reader from the drain.
             let input = if self.shutdown.is_draining() {
                 Input::Drain
