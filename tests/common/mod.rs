@@ -124,6 +124,8 @@ impl Daemon {
         }
         cmd.args(args)
             .env_remove("RUST_LOG")
+            // The daemon's thread count comes from its config unless a test says otherwise.
+            .env_remove("ASYNC_STD_THREAD_COUNT")
             .envs(opts.env.iter().map(|(k, v)| (k.clone(), v.clone())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
