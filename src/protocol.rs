@@ -103,7 +103,7 @@ impl LineFramer {
     /// line (or nothing) is left. An error means the connection must be closed.
     pub fn next_line(&mut self) -> Option<Result<&str, FrameError>> {
         self.drop_unfilled();
-        match memchr(b'\n', &self.buf[self.scanned..]) {
+        match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(i) => {
                 let nl = self.scanned + i;
                 let line_start = self.start;
@@ -152,10 +152,6 @@ impl LineFramer {
             self.buf.shrink_to_fit();
         }
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 /// Why a login was refused. Each is answered with `error: <Display>` and a close.
