@@ -40,6 +40,21 @@ pub struct Writer {
     pub shutdown: Shutdown,
 }
 
+/// Writes all of `buf`, failing with `Elapsed` if that takes longer than `limit`. A write
+/// the socket takes at once (nearly all of them) starts no timer: the timer is armed only
+/// when the socket's buffer is full and the write has to wait.
+async fn write_within(
+    stream: &Conn,
+    buf: &[u8],
+    limit: Duration,
+) -> Result<std::io::Result<()>, runtime::Elapsed> {
+    let mut write = std::pin::pin!(stream.write_all(buf));
+    match futures::poll!(write.as_mut()) {
+        std::task::Poll::Ready(result) => Ok(result),
+        std::task::Poll::Pending => runtime::timeout(limit, write).await,
+    }
+}
+
 /// Moves one queued line into the write buffer.
 fn take(queue: &Queue, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
     buf.extend_from_slice(out.bytes());
@@ -81,7 +96,7 @@ impl Writer {
                     buf.len() < WRITE_BATCH_BYTES
                 });
             }
-            let written = runtime::timeout(self.write_timeout, self.stream.write_all(&buf)).await;
+            let written = write_within(&self.stream, &buf, self.write_timeout).await;
             self.inbox.queue.release(buf.len());
             let failure = match written {
                 Ok(Ok(())) => {
