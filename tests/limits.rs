@@ -454,3 +454,67 @@ fn beyond_max_connections_a_connection_waits_for_a_free_token() {
     drop(a);
     carol.expect("from carol: ready?");
 }
+
+/// On one worker thread (the default), a client that always has data ready does not hold
+/// up the others: a pair chats, round trip after round trip, while another client floods
+/// itself as fast as the daemon takes it (closed loop, a window of lines in flight, so
+/// that its own queue never overflows), and nothing of the flood is lost.
+#[test]
+fn a_flooding_client_does_not_hold_up_a_pair_on_the_same_thread() {
+    let _serial = serial();
+    const BATCH: usize = 64;
+    const WINDOW: usize = 64; // batches in flight: 4096 lines, about 400 KB
+    let d = Daemon::start();
+    let (mut hose, hose_reader) = d.login("hose").split();
+    // The reading half counts the flood's lines and hands back a credit per batch.
+    let (credit, credits) = std::sync::mpsc::channel::<()>();
+    let (flowing, flow) = std::sync::mpsc::channel::<()>();
+    let counter = thread::spawn(move || {
+        let mut lines = 0usize;
+        for line in hose_reader.lines() {
+            let line = line.expect("the flood's deliveries");
+            if line == "from hose: done" {
+                return lines;
+            }
+            assert!(line.starts_with("from hose: "), "{line}");
+            lines += 1;
+            if lines == 1 {
+                let _ = flowing.send(());
+            }
+            if lines % BATCH == 0 {
+                let _ = credit.send(());
+            }
+        }
+        panic!("the hose's connection ended early");
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let flooder = thread::spawn(move || {
+        let batch = format!("hose: {}\n", "x".repeat(90)).repeat(BATCH);
+        let (mut sent, mut in_flight) = (0usize, 0usize);
+        while !stopping.load(Ordering::Relaxed) {
+            if in_flight == WINDOW {
+                credits.recv_timeout(WAIT).expect("the flood stalled");
+                in_flight -= 1;
+            }
+            hose.write_all(batch.as_bytes()).expect("flood");
+            sent += BATCH;
+            in_flight += 1;
+        }
+        hose.write_all(b"hose: done\n").expect("flood");
+        sent
+    });
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    flow.recv_timeout(WAIT).expect("the flood never started");
+    for i in 0..100 {
+        alice.send(&format!("bob: ping {i}"));
+        bob.expect(&format!("from alice: ping {i}"));
+        bob.send(&format!("alice: pong {i}"));
+        alice.expect(&format!("from bob: pong {i}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().expect("flooder");
+    let received = counter.join().expect("counter");
+    assert_eq!(received, sent, "every line of the flood was delivered");
+}
