@@ -224,30 +224,100 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    /// The distinct recipients, trimmed, in the order first named. Short lists are
-    /// checked for repeats by comparison; long ones through a set, so a message naming
-    /// the largest allowed number of recipients stays cheap.
-    pub fn recipients(&self) -> impl Iterator<Item = &'a str> + 'a {
-        const LINEAR: usize = 16;
-        let dest = self.dest;
-        let mut seen: Option<std::collections::HashSet<&'a str>> = None;
-        names(dest)
-            .enumerate()
-            .filter(move |&(i, name)| {
-                if i < LINEAR {
-                    !names(dest).take(i).any(|earlier| earlier == name)
-                } else {
-                    seen.get_or_insert_with(|| names(dest).take(i).collect())
-                        .insert(name)
-                }
-            })
-            .map(|(_, name)| name)
+    /// The distinct recipients, trimmed, in the order first named. The first few distinct
+    /// names are remembered in a small array and compared directly; past those, through a
+    /// set, so a message naming the largest allowed number of recipients stays cheap.
+    pub fn recipients(&self) -> Recipients<'a> {
+        Recipients {
+            names: names(self.dest),
+            few: [""; FEW],
+            known: 0,
+            many: None,
+        }
     }
 }
 
-/// The non-empty, trimmed names of a recipients part.
-fn names(dest: &str) -> impl Iterator<Item = &str> {
-    dest.split(',').map(str::trim).filter(|n| !n.is_empty())
+/// How many distinct names [`Recipients`] compares directly before it uses a set.
+const FEW: usize = 16;
+
+/// The distinct recipients of a [`Message`], in the order first named.
+pub struct Recipients<'a> {
+    names: Names<'a>,
+    /// The first `known` distinct names (all of them, up to `FEW`).
+    few: [&'a str; FEW],
+    known: usize,
+    /// Every distinct name so far, once there are more than `FEW`.
+    many: Option<std::collections::HashSet<&'a str>>,
+}
+
+impl<'a> Iterator for Recipients<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let name = self.names.next()?;
+            if let Some(many) = &mut self.many {
+                if many.insert(name) {
+                    return Some(name);
+                }
+            } else if !self.few[..self.known].contains(&name) {
+                if self.known < FEW {
+                    self.few[self.known] = name;
+                    self.known += 1;
+                } else {
+                    let mut many: std::collections::HashSet<&'a str> =
+                        self.few.iter().copied().collect();
+                    many.insert(name);
+                    self.many = Some(many);
+                }
+                return Some(name);
+            }
+        }
+    }
+}
+
+/// The non-empty, trimmed names of a recipients part, in order.
+struct Names<'a> {
+    /// What is left to split: `None` once the last name was handed out.
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Names<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let rest = self.rest?;
+            let name = match memchr::memchr(b',', rest.as_bytes()) {
+                Some(comma) => {
+                    self.rest = Some(&rest[comma + 1..]);
+                    &rest[..comma]
+                }
+                None => {
+                    self.rest = None;
+                    rest
+                }
+            };
+            let name = trim(name);
+            if !name.is_empty() {
+                return Some(name);
+            }
+        }
+    }
+}
+
+fn names(dest: &str) -> Names<'_> {
+    Names { rest: Some(dest) }
+}
+
+/// `str::trim`, with a shortcut for the usual case of a name that starts and ends with a
+/// printable ASCII character (every ASCII whitespace character is at most `' '`).
+fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if (b'!'..0x80).contains(first) && (b'!'..0x80).contains(last) => s,
+        [only] if (b'!'..0x80).contains(only) => s,
+        _ => s.trim(),
+    }
 }
 
 /// Parses `name1, name2, ... nameN: text`. Names and text are trimmed; empty names
