@@ -518,3 +518,50 @@ fn a_flooding_client_does_not_hold_up_a_pair_on_the_same_thread() {
     let received = counter.join().expect("counter");
     assert_eq!(received, sent, "every line of the flood was delivered");
 }
+
+/// Raises this process's open-file limit to its hard limit (the clients of a test that
+/// holds many connections need two descriptors each).
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur as u64
+}
+
+/// An idle logged-in connection costs the daemon a few KiB of memory (VmRSS, user space):
+/// 3.4 KiB each over 10 000 connections in BENCHMARKS.md, 3.5 KiB over the 1000 here
+/// (the same in every run). The bound is 4.5 KiB, so that a change that makes every
+/// connection heavier by a fraction of a KiB fails this test.
+#[test]
+fn an_idle_logged_in_connection_costs_a_few_kib() {
+    const N: u64 = 1000;
+    let _serial = serial();
+    let limit = raise_open_file_limit();
+    assert!(
+        limit >= 2 * N + 100,
+        "needs {} open files, the limit is {limit}",
+        2 * N + 100
+    );
+    let d = Daemon::start();
+    // One connection first, so that what every daemon allocates once is in the baseline.
+    let first = d.login("first");
+    let before = d.rss_kib();
+    // Each login is confirmed by a message to itself (see `Daemon::login`).
+    let clients: Vec<Client> = (0..N).map(|i| d.login(&format!("idle{i}"))).collect();
+    let after = d.rss_kib();
+    let per_connection = (after.saturating_sub(before)) * 1024 / N;
+    eprintln!("{N} idle connections: {before} -> {after} KiB, {per_connection} bytes each");
+    assert!(
+        per_connection <= 4608,
+        "{per_connection} bytes per idle connection"
+    );
+    drop((first, clients));
+}
