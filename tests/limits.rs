@@ -533,7 +533,7 @@ fn raise_open_file_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// An idle logged-in connection costs the daemon a few KiB of memory (VmRSS, user space):
