@@ -24,10 +24,10 @@ impl fmt::Display for FrameError {
 
 /// Cuts the bytes a client sends into lines, holding at most one partial line.
 ///
-/// The reader appends whatever a `read` returned with [`LineFramer::read_space`] and
-/// [`LineFramer::filled`], then takes every complete line with [`LineFramer::next_line`].
-/// A line's length is checked as its bytes arrive, so a client that never sends `\n`
-/// costs at most `max_line_bytes` plus one read of memory.
+/// The reader appends whatever a `read` returned with [`LineFramer::push`], then takes
+/// every complete line with [`LineFramer::next_line`]. A line's length is checked as its
+/// bytes arrive, so a client that never sends `\n` costs at most `max_line_bytes` plus one
+/// read of memory.
 #[derive(Debug)]
 pub struct LineFramer {
     /// Bytes received and not yet handed out: complete lines, then at most one partial line.
@@ -38,10 +38,6 @@ pub struct LineFramer {
     scanned: usize,
     /// Longest line accepted, without its `\n` or `\r\n`.
     max_line: usize,
-    /// Bytes at the end of `buf` handed out by `read_space` and not yet confirmed by
-    /// `filled`. A read that never completes (cancelled by the drain or a timeout) leaves
-    /// them behind; they are dropped before anything else looks at the buffer.
-    reserved: usize,
 }
 
 impl LineFramer {
@@ -52,46 +48,17 @@ impl LineFramer {
             start: 0,
             scanned: 0,
             max_line,
-            reserved: 0,
         }
     }
 
-    /// Forgets the space of a `read_space` whose read never completed.
-    fn drop_unfilled(&mut self) {
-        let len = self.buf.len();
-        self.buf.truncate(len - self.reserved);
-        self.reserved = 0;
-    }
-
-    /// A writable slice of at least `want` bytes at the end of the buffer, for one `read`.
-    /// Call [`LineFramer::filled`] with the number of bytes the read put there.
-    /// If the read never completes, the space is dropped at the next call on the framer.
-    pub fn read_space(&mut self, want: usize) -> &mut [u8] {
-        self.compact();
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
-        self.reserved = want;
-        &mut self.buf[len..]
-    }
-
-    /// Records that the last `read` put `n` bytes into the slice from `read_space(want)`.
-    pub fn filled(&mut self, want: usize, n: usize) {
-        debug_assert!(n <= want && want == self.reserved);
-        let len = self.buf.len();
-        self.buf.truncate(len - (want - n));
-        self.reserved = 0;
-    }
-
-    /// Appends bytes that were read elsewhere.
+    /// Appends what a `read` returned.
     pub fn push(&mut self, data: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(data);
     }
 
-    /// Forgets unfilled space and moves the partial line (at most `max_line` bytes) to
-    /// the front.
+    /// Moves the partial line (at most `max_line` bytes) to the front.
     fn compact(&mut self) {
-        self.drop_unfilled();
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
@@ -102,7 +69,6 @@ impl LineFramer {
     /// The next complete line, without its `\n` or `\r\n`; `None` when only a partial
     /// line (or nothing) is left. An error means the connection must be closed.
     pub fn next_line(&mut self) -> Option<Result<&str, FrameError>> {
-        self.drop_unfilled();
         match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(i) => {
                 let nl = self.scanned + i;
@@ -135,14 +101,13 @@ impl LineFramer {
 
     /// Bytes held for a line whose `\n` has not arrived yet.
     pub fn partial_len(&self) -> usize {
-        self.buf.len() - self.reserved - self.start
+        self.buf.len() - self.start
     }
 
     /// Gives back the buffer's memory when nothing is pending, so a connection waiting
     /// for input holds no buffer, and one waiting for the rest of a line holds little more
     /// than that line.
     pub fn shrink_if_idle(&mut self) {
-        self.drop_unfilled();
         if self.start == self.buf.len() {
             self.buf = Vec::new();
             self.start = 0;
@@ -432,11 +397,9 @@ mod tests {
     }
 
     #[test]
-    fn read_space_and_filled_append_only_what_was_read() {
+    fn a_pending_partial_line_is_kept() {
         let mut f = LineFramer::new(100);
-        let space = f.read_space(16);
-        space[..3].copy_from_slice(b"a\nb");
-        f.filled(16, 3);
+        f.push(b"a\nb");
         assert_eq!(lines(&mut f), vec![Ok("a".into())]);
         assert_eq!(f.partial_len(), 1);
         f.shrink_if_idle();
@@ -456,24 +419,6 @@ mod tests {
         assert_eq!(lines(&mut f), vec![Ok("bob: partial".into())]);
         f.shrink_if_idle();
         assert_eq!(f.buf.capacity(), 0);
-    }
-
-    #[test]
-    fn a_read_that_never_completes_leaves_nothing_behind() {
-        let mut f = LineFramer::new(100);
-        f.push(b"bob: par");
-        // A read was started (its space handed out), then cancelled before `filled`.
-        f.read_space(4096)[..3].copy_from_slice(b"xyz");
-        assert_eq!(f.partial_len(), 8);
-        assert_eq!(lines(&mut f), vec![]);
-        f.push(b"tial\n");
-        assert_eq!(lines(&mut f), vec![Ok("bob: partial".into())]);
-        // The same when the next read starts instead.
-        f.read_space(64);
-        let space = f.read_space(16);
-        space[..3].copy_from_slice(b"ok\n");
-        f.filled(16, 3);
-        assert_eq!(lines(&mut f), vec![Ok("ok".into())]);
     }
 
     #[test]

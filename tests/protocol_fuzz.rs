@@ -75,26 +75,6 @@ fn drain(framer: &mut LineFramer, max_line: usize, out: &mut Lines) -> bool {
     }
 }
 
-/// How one piece of input reaches the framer.
-#[derive(Debug, Clone, Copy)]
-enum Feed {
-    /// `push`: the reader's way (it reads into a per-thread buffer, then pushes).
-    Push,
-    /// `read_space(len + slack)`, copy, `filled(len + slack, len)`: the drain's way.
-    Read { slack: usize },
-    /// A read whose space was handed out and which never completed (the drain or a
-    /// timeout won), then the piece as the reader's next read.
-    CancelledThenRead { cancelled: usize },
-}
-
-fn feed_strategy() -> impl Strategy<Value = Feed> {
-    prop_oneof![
-        Just(Feed::Push),
-        (0usize..64).prop_map(|slack| Feed::Read { slack }),
-        (1usize..5000).prop_map(|cancelled| Feed::CancelledThenRead { cancelled }),
-    ]
-}
-
 /// Bytes rich in line ends, `\r`, separators, ASCII and broken UTF-8 (any byte is
 /// mapped through a table: cheaper to generate than a union of strategies).
 fn wire_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -113,27 +93,10 @@ fn wire_bytes() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn feed(framer: &mut LineFramer, piece: &[u8], how: Feed) {
-    match how {
-        Feed::Push => framer.push(piece),
-        Feed::Read { slack } => {
-            let want = piece.len() + slack;
-            framer.read_space(want)[..piece.len()].copy_from_slice(piece);
-            framer.filled(want, piece.len());
-        }
-        Feed::CancelledThenRead { cancelled } => {
-            framer.read_space(cancelled).fill(b'#');
-            let want = piece.len().max(1);
-            framer.read_space(want)[..piece.len()].copy_from_slice(piece);
-            framer.filled(want, piece.len());
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(config())]
 
-    /// Bytes split at arbitrary points, fed in any of the ways the reader feeds them, give
+    /// Bytes split at arbitrary points, as reads may return them, give
     /// exactly the lines and the error of the same bytes fed whole, which are those of the
     /// reference, with the framer giving memory back between reads as the reader has it
     /// do; the framer never panics and never holds more than max_line + 1 bytes of a
@@ -143,7 +106,6 @@ proptest! {
         data in wire_bytes(),
         max_line in 1usize..48,
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
-        feeds in prop::collection::vec(feed_strategy(), 13),
     ) {
         let want = reference(&data, max_line);
 
@@ -159,8 +121,8 @@ proptest! {
         points.sort_unstable();
         let mut framer = LineFramer::new(max_line);
         let mut got = Vec::new();
-        for (k, w) in points.windows(2).enumerate() {
-            feed(&mut framer, &data[w[0]..w[1]], feeds[k]);
+        for w in points.windows(2) {
+            framer.push(&data[w[0]..w[1]]);
             if drain(&mut framer, max_line, &mut got) {
                 break;
             }

@@ -314,15 +314,17 @@ impl Reader {
 
     /// After the drain began: takes in what the kernel has already received, without waiting.
     fn take_in_received(&mut self, framer: &mut LineFramer) {
-        for _ in 0..DRAIN_READS {
-            let space = framer.read_space(DRAIN_READ);
-            let n = self.stream.read_now(space).unwrap_or(0);
-            framer.filled(DRAIN_READ, n);
-            if n == 0 {
-                break;
+        SCRATCH.with(|scratch| {
+            let scratch = &mut scratch.borrow_mut()[..DRAIN_READ];
+            for _ in 0..DRAIN_READS {
+                let n = self.stream.read_now(scratch).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                framer.push(&scratch[..n]);
+                self.metrics.bytes_in.inc_by(n as u64);
             }
-            self.metrics.bytes_in.inc_by(n as u64);
-        }
+        })
     }
 
     /// Queues a line from the server to this client.
