@@ -283,7 +283,7 @@ done
 # PID -- bench ...`); strace is attached before the bench starts and detached after it.
 # shellcheck disable=SC2329  # run through each_run
 count_syscalls() {
-    local target="$1" run="$2" cpid i
+    local target="$1" run="$2" cpid
     local out="$RESULTS/syscalls-$target-$run.txt"
     if [ "$COUNTER" = perf ]; then
         WRAP=(perf stat -x ',' -e "$SYSCALL_EVENTS" -p "${PID[$target]}" -o "$out" --)
@@ -299,13 +299,7 @@ count_syscalls() {
     bench syscalls "$target" "$run" "${ADDR[$target]}" "${PID[$target]}" direct \
         -n "$SYSCALL_MSGS" -d 30s
     # strace detaches and writes its summary on SIGTERM (a background job ignores SIGINT).
-    kill -TERM "$cpid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$cpid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$cpid" 2>/dev/null
-    wait "$cpid" 2>/dev/null
+    stop_pid TERM "$cpid"
     forget "$cpid"
 }
 
