@@ -32,6 +32,10 @@ pub struct ServerConfig {
     /// Pause after an accept error that signals a resource shortage (EMFILE, ENOBUFS...).
     #[serde(with = "duration")]
     pub accept_error_sleep: Duration,
+    /// The kernel's queue of connections not yet accepted (`listen(2)`'s backlog), capped
+    /// by `net.core.somaxconn`. A reconnect storm that overflows it costs each dropped SYN
+    /// a one-second retransmit.
+    pub listen_backlog: u32,
     /// Threads that run the connections' tasks; 0 means one per CPU core. One thread
     /// spares the wake-ups between threads that every hand-over would otherwise cost.
     pub worker_threads: usize,
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             accept_error_sleep: Duration::from_millis(500),
+            listen_backlog: 1024,
             worker_threads: 1,
         }
     }
@@ -60,7 +65,16 @@ pub struct Limits {
     /// Zero means connections never time out for being idle.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// A connection's queue may stay above this for `slow_consumer_grace`, no longer.
     pub outbound_queue_bytes: usize,
+    /// How long a queue may stay above `outbound_queue_bytes` before its client is cut
+    /// off: a burst that a reading client works off within it costs nothing.
+    #[serde(with = "duration")]
+    pub slow_consumer_grace: Duration,
+    /// A queue above this is cut off at once, whatever the grace.
+    pub outbound_queue_hard_bytes: usize,
+    /// All queues together; over it, the connections holding the most are cut first.
+    pub outbound_total_bytes: usize,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
 }
@@ -74,6 +88,9 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::ZERO,
             outbound_queue_bytes: 1_048_576,
+            slow_consumer_grace: Duration::from_secs(5),
+            outbound_queue_hard_bytes: 33_554_432,
+            outbound_total_bytes: 268_435_456,
             write_timeout: Duration::from_secs(10),
         }
     }
@@ -220,6 +237,8 @@ impl Config {
         at_least("server.max_connections", s.max_connections, 1)?;
         at_most("server.max_connections", s.max_connections, 1_000_000)?;
         nonzero("server.accept_error_sleep", s.accept_error_sleep)?;
+        at_least("server.listen_backlog", s.listen_backlog as usize, 1)?;
+        at_most("server.listen_backlog", s.listen_backlog as usize, 65_535)?;
         at_most("server.worker_threads", s.worker_threads, 1024)?;
         at_least("limits.max_login_bytes", l.max_login_bytes, 1)?;
         at_most("limits.max_login_bytes", l.max_login_bytes, 1024)?;
@@ -236,6 +255,25 @@ impl Config {
             l.outbound_queue_bytes,
             longest,
         )?;
+        if l.outbound_queue_hard_bytes < l.outbound_queue_bytes {
+            return Err((
+                "limits.outbound_queue_hard_bytes",
+                format!(
+                    "{} is below limits.outbound_queue_bytes ({}): the hard bound must be at least the soft one",
+                    l.outbound_queue_hard_bytes, l.outbound_queue_bytes
+                ),
+            ));
+        }
+        if l.outbound_total_bytes < l.outbound_queue_hard_bytes {
+            return Err((
+                "limits.outbound_total_bytes",
+                format!(
+                    "{} is below limits.outbound_queue_hard_bytes ({}): all queues together must hold at least one full queue",
+                    l.outbound_total_bytes, l.outbound_queue_hard_bytes
+                ),
+            ));
+        }
+        nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             return Err(("log.level", format!("not a log filter: {e}")));

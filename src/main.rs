@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
@@ -95,6 +95,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The admin endpoint's accept queue: it serves a few scrapers and probes.
+const ADMIN_BACKLOG: u32 = 128;
+
 /// Loads the configuration or explains in one line why not (exit status 2).
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     match path {
@@ -116,6 +119,14 @@ fn check_config(path: &Path) -> ExitCode {
     };
     println!("# {}: valid. Effective settings:", path.display());
     print!("{}", config.to_toml());
+    let backlog = config.server.listen_backlog;
+    match runtime::somaxconn() {
+        Some(cap) if cap < backlog => println!(
+            "# net.core.somaxconn here: {cap}; listen_backlog = {backlog}: capped at {cap} by the kernel (raise net.core.somaxconn)"
+        ),
+        Some(cap) => println!("# net.core.somaxconn here: {cap}; listen_backlog = {backlog}: ok"),
+        None => {}
+    }
     if let Some(limit) = open_file_limit() {
         let max = config.server.max_connections as u64;
         let note = if max + 32 > limit {
@@ -160,7 +171,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         let admin_listener = match config.admin.listen {
             None => None,
             Some(addr) => {
-                match runtime::bind(addr).await {
+                match runtime::bind(addr, ADMIN_BACKLOG).await {
                     Ok(listener) => Some(listener),
                     Err(e) => {
                         error!(%addr, error = %e, "cannot listen on the admin address");
@@ -171,8 +182,16 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
             }
         };
         let mut listeners = Vec::new();
+        let backlog = config.server.listen_backlog;
+        if let Some(cap) = runtime::somaxconn().filter(|&cap| cap < backlog) {
+            warn!(
+                listen_backlog = backlog,
+                somaxconn = cap,
+                "the kernel caps listen_backlog at net.core.somaxconn: raise it (sysctl net.core.somaxconn={backlog}) for the accept queue to hold {backlog} connections"
+            );
+        }
         for addr in &config.server.listen {
-            match runtime::bind(*addr).await {
+            match runtime::bind(*addr, backlog).await {
                 Ok(listener) => listeners.push(listener),
                 Err(e) => {
                     error!(%addr, error = %e, "cannot listen");

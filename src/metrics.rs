@@ -33,6 +33,60 @@ pub enum DropReason {
     DrainDeadline,
 }
 
+/// Which bound a slow consumer passed (DESIGN §4b); the `reason` label of
+/// `achat_slow_consumers_total` and of the disconnect's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SlowReason {
+    /// Its queue stayed above `outbound_queue_bytes` longer than `slow_consumer_grace`.
+    Grace = 1,
+    /// Its queue passed `outbound_queue_hard_bytes`.
+    Hard = 2,
+    /// A write to its socket blocked past `write_timeout`.
+    WriteTimeout = 3,
+    /// All queues together passed `outbound_total_bytes`, and it held the most.
+    Total = 4,
+}
+
+impl SlowReason {
+    pub fn from_u8(v: u8) -> Option<SlowReason> {
+        Some(match v {
+            1 => SlowReason::Grace,
+            2 => SlowReason::Hard,
+            3 => SlowReason::WriteTimeout,
+            4 => SlowReason::Total,
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SlowReason::Grace => "grace",
+            SlowReason::Hard => "hard_limit",
+            SlowReason::WriteTimeout => "write_timeout",
+            SlowReason::Total => "total_limit",
+        }
+    }
+
+    /// What the disconnect's log line says, naming the setting that decided it.
+    pub fn explain(self) -> &'static str {
+        match self {
+            SlowReason::Grace => {
+                "slow consumer disconnected: outbound queue stayed over outbound_queue_bytes longer than slow_consumer_grace"
+            }
+            SlowReason::Hard => {
+                "slow consumer disconnected: outbound queue passed outbound_queue_hard_bytes"
+            }
+            SlowReason::WriteTimeout => {
+                "slow consumer disconnected: a write blocked past write_timeout"
+            }
+            SlowReason::Total => {
+                "slow consumer disconnected: all queues together passed outbound_total_bytes, and this one held the most"
+            }
+        }
+    }
+}
+
 /// Every counter a-chat keeps. Cloning a handle shares the same value.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,7 +117,15 @@ pub struct Metrics {
     pub lines_rejected: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    pub slow_consumers: Counter,
+    slow_grace: Counter,
+    slow_hard: Counter,
+    slow_write_timeout: Counter,
+    slow_total: Counter,
+    /// Bytes queued for clients across every connection (the `outbound_total_bytes`
+    /// budget counts against it directly).
+    pub outbound_queued: Gauge,
+    /// Connections closed for sending bad lines faster than the documented rate.
+    pub bad_line_disconnects: Counter,
     pub panics: Counter,
     /// 1 while the drain runs.
     pub draining: Gauge,
@@ -137,18 +199,30 @@ impl Metrics {
         let lines_rejected = Counter::default();
         registry.register(
             "lines_rejected",
-            "Error answers to message lines: one per line without a colon or with too many recipients, one per unknown recipient",
+            "Refused message lines: one per line without a colon or with too many recipients, one per unknown recipient of a line (answered once per name and read)",
             lines_rejected.clone(),
         );
         let bytes_in = Counter::default();
         registry.register("bytes_in", "Bytes read from clients", bytes_in.clone());
         let bytes_out = Counter::default();
         registry.register("bytes_out", "Bytes written to clients", bytes_out.clone());
-        let slow_consumers = Counter::default();
+        let slow_consumers = Family::<Labels, Counter>::default();
         registry.register(
             "slow_consumers",
-            "Connections disconnected for not reading (queue over outbound_queue_bytes or write past write_timeout)",
+            "Connections disconnected for not reading, by the bound they passed (grace: over outbound_queue_bytes longer than slow_consumer_grace; hard_limit: over outbound_queue_hard_bytes; write_timeout; total_limit: largest queue when all passed outbound_total_bytes)",
             slow_consumers.clone(),
+        );
+        let outbound_queued = Gauge::default();
+        registry.register(
+            "outbound_queued_bytes",
+            "Bytes queued for clients and not yet written, all connections together (bounded by outbound_total_bytes)",
+            outbound_queued.clone(),
+        );
+        let bad_line_disconnects = Counter::default();
+        registry.register(
+            "bad_line_disconnects",
+            "Connections closed with 'too many bad lines' for sending refused lines faster than 10 a second (bursts of 20)",
+            bad_line_disconnects.clone(),
         );
         let panics = Counter::default();
         registry.register(
@@ -190,7 +264,12 @@ impl Metrics {
             lines_rejected,
             bytes_in,
             bytes_out,
-            slow_consumers,
+            slow_grace: label(&slow_consumers, "reason", "grace"),
+            slow_hard: label(&slow_consumers, "reason", "hard_limit"),
+            slow_write_timeout: label(&slow_consumers, "reason", "write_timeout"),
+            slow_total: label(&slow_consumers, "reason", "total_limit"),
+            outbound_queued,
+            bad_line_disconnects,
             panics,
             draining,
             log_lines_dropped,
@@ -206,6 +285,23 @@ impl Metrics {
             Refusal::LoginTimeout => &self.refused_login_timeout,
         }
         .inc();
+    }
+
+    pub fn slow_consumer(&self, why: SlowReason) {
+        self.slow_consumer_counter(why).inc();
+    }
+
+    pub fn slow_consumers(&self, why: SlowReason) -> u64 {
+        self.slow_consumer_counter(why).get()
+    }
+
+    fn slow_consumer_counter(&self, why: SlowReason) -> &Counter {
+        match why {
+            SlowReason::Grace => &self.slow_grace,
+            SlowReason::Hard => &self.slow_hard,
+            SlowReason::WriteTimeout => &self.slow_write_timeout,
+            SlowReason::Total => &self.slow_total,
+        }
     }
 
     pub fn dropped(&self, why: DropReason, n: u64) {

@@ -58,9 +58,29 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Binds a listening socket.
-pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds a listening socket whose accept queue holds `backlog` connections (the kernel
+/// caps it at `net.core.somaxconn`; see [`somaxconn`]).
+pub async fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(addr).await?;
+    // The standard library listens with a backlog of 128; listening again on the bound
+    // socket sets ours (Linux takes the new value for a socket already listening).
+    let backlog = backlog.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: the descriptor is the listener's own and stays open for the call.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+/// The kernel's cap on every listening socket's backlog (`net.core.somaxconn`), where
+/// it can be read.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Connects to `addr`.

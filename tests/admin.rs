@@ -291,7 +291,11 @@ fn counters_move_by_exactly_the_traffic_sent() {
             ),
             ("achat_bytes_in_total", sent as f64),
             ("achat_bytes_out_total", received as f64),
-            ("achat_slow_consumers_total", 0.0),
+            ("achat_slow_consumers_total{reason=\"grace\"}", 0.0),
+            ("achat_slow_consumers_total{reason=\"hard_limit\"}", 0.0),
+            ("achat_slow_consumers_total{reason=\"write_timeout\"}", 0.0),
+            ("achat_slow_consumers_total{reason=\"total_limit\"}", 0.0),
+            ("achat_outbound_queued_bytes", 0.0),
             ("achat_connection_panics_total", 0.0),
             ("achat_draining", 0.0),
             ("achat_accept_paused_at_cap_total", 0.0),
@@ -306,7 +310,7 @@ fn readyz_turns_503_when_the_drain_begins_and_the_endpoint_serves_through_it() {
     // A recipient that never reads keeps its writer blocked, so the drain lasts until
     // drain_timeout (long) instead of finishing at once.
     let (mut d, admin) = with_admin(
-        "[limits]\noutbound_queue_bytes = 268435456\nwrite_timeout = \"60s\"\n[shutdown]\ndrain_timeout = \"60s\"\n",
+        "[limits]\noutbound_queue_bytes = 268435456\noutbound_queue_hard_bytes = 268435456\noutbound_total_bytes = 1073741824\nwrite_timeout = \"60s\"\n[shutdown]\ndrain_timeout = \"60s\"\n",
     );
     let sink = d.login("sink");
     let mut source = d.login("source");

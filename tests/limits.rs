@@ -44,34 +44,6 @@ fn drained_then_closed(client: Client) -> usize {
     }
 }
 
-/// Samples the daemon's resident memory every few milliseconds until stopped.
-struct RssWatch {
-    stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<u64>,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> RssWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::spawn(move || {
-            let mut max = 0;
-            while !flag.load(Ordering::Relaxed) {
-                max = max.max(common::proc_status_kib(pid, "VmRSS:"));
-                thread::sleep(Duration::from_millis(5));
-            }
-            max
-        });
-        RssWatch { stop, handle }
-    }
-
-    /// The largest RSS seen, in KiB.
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
 /// One client that floods `slow` and chats with two others, each in its own thread pair.
 struct Talker {
     /// Number of the last chat message received from each other talker (1, 2, 3, ...).
@@ -90,8 +62,9 @@ fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
     const TALKERS: usize = 5;
     const FLOOD_PER_TALKER: usize = 4 << 20;
     const CHAT_PER_TALKER: u64 = 200;
-    let queue_bytes = MIB; // the default outbound_queue_bytes
-    let mut d = Daemon::start();
+    let queue_bytes = MIB;
+    // The hard bound at the soft one: cut off as soon as the queue passes 1 MiB.
+    let mut d = Daemon::with_toml("[limits]\noutbound_queue_hard_bytes = 1048576\n");
     let slow = d.login_small_rcvbuf("slow", 4096);
     let mut clients: Vec<Client> = (0..TALKERS).map(|i| d.login(&format!("s{i}"))).collect();
     // Everyone is logged in; warm the daemon's buffers up with a little traffic first.
@@ -100,7 +73,7 @@ fn a_client_that_never_reads_is_cut_off_and_costs_bounded_memory() {
         c.line();
     }
     let base = d.rss_kib();
-    let rss = RssWatch::start(d.pid());
+    let rss = common::RssWatch::start(d.pid());
 
     let outcomes: Vec<Arc<Mutex<Talker>>> = (0..TALKERS)
         .map(|_| {
@@ -296,7 +269,7 @@ fn a_write_blocked_past_write_timeout_disconnects_the_client() {
     let _serial = serial();
     // A queue far larger than what is sent: only the write timeout can cut it off.
     let mut d =
-        Daemon::with_toml("[limits]\noutbound_queue_bytes = 67108864\nwrite_timeout = \"1s\"\n");
+        Daemon::with_toml("[limits]\noutbound_queue_bytes = 67108864\noutbound_queue_hard_bytes = 67108864\nwrite_timeout = \"1s\"\n");
     let slow = d.login_small_rcvbuf("slow", 4096);
     let mut talker = d.login("talker");
     // 12 MB: more than the daemon's send buffer and the client's window hold together.
@@ -519,23 +492,6 @@ fn a_flooding_client_does_not_hold_up_a_pair_on_the_same_thread() {
     assert_eq!(received, sent, "every line of the flood was delivered");
 }
 
-/// Raises this process's open-file limit to its hard limit (the clients of a test that
-/// holds many connections need two descriptors each).
-fn raise_open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-    }
-    limit.rlim_cur
-}
-
 /// An idle logged-in connection costs the daemon a few KiB of memory (VmRSS, user space):
 /// 3.4 KiB each over 10 000 connections in BENCHMARKS.md, 3.5 KiB over the 1000 here
 /// (the same in every run). The bound is 4.5 KiB, so that a change that makes every
@@ -544,7 +500,7 @@ fn raise_open_file_limit() -> u64 {
 fn an_idle_logged_in_connection_costs_a_few_kib() {
     const N: u64 = 1000;
     let _serial = serial();
-    let limit = raise_open_file_limit();
+    let limit = common::raise_open_file_limit();
     assert!(
         limit >= 2 * N + 100,
         "needs {} open files, the limit is {limit}",

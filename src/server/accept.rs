@@ -19,9 +19,13 @@ use crate::config::Config;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::runtime::{self, Conn, TcpListener, TcpStream};
+use crate::server::budget::Budget;
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
+
+/// Connections accepted in a row before the loop lets other tasks run.
+const ACCEPT_BURST: u64 = 64;
 
 type Accepted = std::io::Result<(TcpStream, SocketAddr)>;
 
@@ -41,6 +45,7 @@ impl Acceptor {
     /// Accepts until the drain begins, then returns, closing every listening socket.
     pub async fn run(mut self) {
         let limits = Arc::new(self.config.limits.clone());
+        let budget = Budget::new(&limits, &self.metrics);
         let server = &self.config.server;
         let (tokens, mut capacity) = backpressure::new(server.max_connections);
         let per_ip = PerIp::new(server.max_connections_per_ip);
@@ -122,11 +127,18 @@ impl Acceptor {
                 ip_slot,
                 events: self.events.clone(),
                 limits: limits.clone(),
+                budget: budget.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
                 alive: self.alive.clone(),
             };
             runtime::spawn(connection.serve());
+            // The loop takes what the backlog holds without waiting (each accept returns at
+            // once while connections are queued), and gives the connections already open a
+            // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
+            if next_conn % ACCEPT_BURST == 0 {
+                futures_lite::future::yield_now().await;
+            }
         }
         // Close the listening sockets before saying so: from here on, connects are refused.
         drop(incoming);

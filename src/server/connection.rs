@@ -15,6 +15,7 @@ use tracing::{error, info, info_span, Instrument};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Conn};
+use crate::server::budget::Budget;
 use crate::server::outbox;
 use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
@@ -33,6 +34,8 @@ pub struct Connection {
     pub ip_slot: Option<crate::server::accept::IpSlot>,
     pub events: Sender<Event>,
     pub limits: Arc<Limits>,
+    /// The bounds on what is queued for clients, shared by every connection.
+    pub budget: Arc<Budget>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// Dropped when the connection ends, so the drain knows when all are gone.
@@ -76,7 +79,7 @@ impl Connection {
         info!("connection opened");
         let metrics = self.metrics;
         metrics.connections_open.inc();
-        let (outbox, inbox) = outbox::new(self.stream.clone(), self.limits.outbound_queue_bytes);
+        let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget);
         let writer = Writer {
             stream: self.stream.clone(),
             inbox,

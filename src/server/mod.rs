@@ -7,6 +7,8 @@
 //! is gone and drops every queue, and each writer flushes, says goodbye, and closes.
 
 mod accept;
+mod badlines;
+mod budget;
 mod connection;
 pub mod drain;
 mod outbox;

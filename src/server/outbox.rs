@@ -1,7 +1,9 @@
 //! A connection's outbound queue: what the router and the connection's own reader hand
-//! to its writer. The queue is bounded in bytes (`outbound_queue_bytes`), not messages;
-//! going over the bound disconnects the connection as a slow consumer at once, so no
-//! sender ever waits on a client that does not read.
+//! to its writer. The queue is bounded in bytes and judged over time (DESIGN §4b): it
+//! may pass `outbound_queue_bytes` for `slow_consumer_grace`, never
+//! `outbound_queue_hard_bytes`, and all queues together stay within
+//! `outbound_total_bytes` (see [`Budget`]). Going past a bound cuts the connection off as
+//! a slow consumer at once, so no sender ever waits on a client that does not read.
 //!
 //! The writer is woken only when the queue goes from empty to non-empty, and an empty
 //! queue holds no memory: an idle connection's queue is a few words.
@@ -9,12 +11,15 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::Shutdown as SocketShutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
-use crate::metrics::DropReason;
+use crate::metrics::{DropReason, SlowReason};
 use crate::runtime::Conn;
+use crate::server::badlines::BadLines;
+use crate::server::budget::Budget;
 
 /// One line queued for a client.
 pub enum Out {
@@ -89,14 +94,20 @@ pub struct Queue {
     senders: AtomicUsize,
     /// Bytes queued or being written, not yet on the socket.
     queued: AtomicUsize,
-    /// The bound on `queued`.
-    limit: usize,
+    /// When `queued` went above the soft bound (a [`Budget::now`] stamp); 0 while it is
+    /// not above it. The grace runs from here.
+    over_since: AtomicU64,
     /// Bytes of shared read buffers that queued deliveries keep alive, counted once per
-    /// delivery. Kept within `limit` by queueing copies instead, so that a client that
-    /// does not read cannot keep whole reads alive through one short line in each.
+    /// delivery. Kept within the soft bound by queueing copies instead, so that a client
+    /// that does not read cannot keep whole reads alive through one short line in each.
     pinned: AtomicUsize,
-    /// Set once the connection was cut off as a slow consumer.
-    kicked: AtomicBool,
+    /// Why the connection was cut off as a slow consumer (a [`SlowReason`]); 0 while it
+    /// was not.
+    cut: AtomicU8,
+    /// The bounds, and the total this queue's bytes count against.
+    budget: Arc<Budget>,
+    /// This queue's entry in the budget's list of queues.
+    id: u64,
     /// The socket, so that a slow consumer's blocked write fails at once.
     stream: Conn,
 }
@@ -108,8 +119,26 @@ struct Lines {
     items: VecDeque<Out>,
     /// The writer, when it waits for the queue to become non-empty.
     waiting: Option<Waker>,
-    /// No more lines will come: every handle is gone, or the writer gave up.
+    /// No more lines will come: every handle is gone, the writer gave up, or the
+    /// connection was cut off.
     closed: bool,
+    /// Deliveries thrown away when the connection was cut off, for the writer to report.
+    cut_dropped: u64,
+    /// The rate of refused lines this connection sends (answers cost queue space).
+    bad: BadLines,
+    /// Set once the connection went over the bad-line rate: it is being closed.
+    too_many_bad: bool,
+}
+
+/// What [`Outbox::bad_line`] decided about one refused line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    /// Within the rate: answer it.
+    Answer,
+    /// This line went over the rate: answer `error: too many bad lines` and close.
+    TooMany,
+    /// The connection is already being closed for it: answer nothing.
+    Closing,
 }
 
 /// A handle to put lines into a connection's queue. The queue closes when the last
@@ -123,15 +152,17 @@ pub struct Inbox {
     pub queue: Arc<Queue>,
 }
 
-/// A new queue for `stream`, holding at most `limit` bytes.
-pub fn new(stream: Conn, limit: usize) -> (Outbox, Inbox) {
-    let queue = Arc::new(Queue {
+/// A new queue for `stream`, measured against `budget`.
+pub fn new(stream: Conn, budget: Arc<Budget>) -> (Outbox, Inbox) {
+    let queue = Arc::new_cyclic(|me| Queue {
         lines: Mutex::default(),
         senders: AtomicUsize::new(1),
         queued: AtomicUsize::new(0),
-        limit,
+        over_since: AtomicU64::new(0),
         pinned: AtomicUsize::new(0),
-        kicked: AtomicBool::new(false),
+        cut: AtomicU8::new(0),
+        id: budget.register(me.clone()),
+        budget,
         stream,
     });
     (
@@ -167,33 +198,44 @@ impl Drop for Outbox {
 }
 
 impl Outbox {
-    /// Queues a line. Over the byte bound, the connection is cut off as a slow consumer.
+    /// Queues a line. Past a bound (see the module's comment), the connection is cut off
+    /// as a slow consumer.
     pub fn send(&self, out: Out) -> Result<(), DropReason> {
+        let queue = &*self.queue;
+        let budget = &*queue.budget;
         let out = match out {
             // Only the router queues deliveries, so this check and the add below do not race.
             Out::Delivery(line)
-                if self.queue.pinned.load(Ordering::Acquire) + line.backing_len()
-                    > self.queue.limit =>
+                if queue.pinned.load(Ordering::Acquire) + line.backing_len() > budget.soft =>
             {
                 Out::Delivery(line.detached())
             }
             out => out,
         };
         let n = out.bytes().len();
-        let before = self.queue.queued.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.queue.limit {
-            self.queue.queued.fetch_sub(n, Ordering::AcqRel);
-            self.queue.kick();
-            return Err(DropReason::SlowConsumer);
+        let now_queued = queue.queued.fetch_add(n, Ordering::AcqRel) + n;
+        if now_queued > budget.soft {
+            let over = if now_queued > budget.hard {
+                Some(SlowReason::Hard)
+            } else if !queue.within_grace() {
+                Some(SlowReason::Grace)
+            } else {
+                None
+            };
+            if let Some(why) = over {
+                queue.queued.fetch_sub(n, Ordering::AcqRel);
+                queue.cut(why);
+                return Err(DropReason::SlowConsumer);
+            }
         }
         let pinned = out.pinned();
-        self.queue.pinned.fetch_add(pinned, Ordering::AcqRel);
-        let mut lines = self.queue.lock();
+        queue.pinned.fetch_add(pinned, Ordering::AcqRel);
+        let mut lines = queue.lock();
         if lines.closed {
             drop(lines);
-            self.queue.unpin(pinned);
-            self.queue.queued.fetch_sub(n, Ordering::AcqRel);
-            return if self.queue.is_kicked() {
+            queue.unpin(pinned);
+            queue.queued.fetch_sub(n, Ordering::AcqRel);
+            return if queue.is_cut() {
                 Err(DropReason::SlowConsumer)
             } else {
                 Err(DropReason::RecipientGone)
@@ -206,7 +248,24 @@ impl Outbox {
         if let Some(writer) = waiting {
             writer.wake();
         }
+        if budget.add(n) {
+            budget.enforce();
+        }
         Ok(())
+    }
+
+    /// Counts one refused line of this connection against the bad-line rate (see
+    /// `badlines`), before its answer is built.
+    pub fn bad_line(&self) -> BadLine {
+        let mut lines = self.queue.lock();
+        if lines.too_many_bad {
+            return BadLine::Closing;
+        }
+        if lines.bad.allow(Instant::now()) {
+            return BadLine::Answer;
+        }
+        lines.too_many_bad = true;
+        BadLine::TooMany
     }
 }
 
@@ -238,11 +297,15 @@ impl Inbox {
         }
     }
 
-    /// Closes the queue (senders get an error from now on) and returns what was left in it.
-    pub fn close(&self) -> VecDeque<Out> {
+    /// Closes the queue (senders get an error from now on) and returns what was left in
+    /// it, with the count of deliveries thrown away earlier when it was cut off.
+    pub fn close(&self) -> (VecDeque<Out>, u64) {
         let mut lines = self.queue.lock();
         lines.closed = true;
-        std::mem::take(&mut lines.items)
+        (
+            std::mem::take(&mut lines.items),
+            std::mem::take(&mut lines.cut_dropped),
+        )
     }
 }
 
@@ -255,21 +318,81 @@ impl Queue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Cuts the connection off as a slow consumer: its socket is shut down (a blocked
-    /// write fails, the reader sees the end) and nothing more is queued.
-    pub fn kick(&self) {
-        if !self.kicked.swap(true, Ordering::AcqRel) {
-            let _ = self.stream.shutdown(SocketShutdown::Both);
+    /// Whether the queue, now above the soft bound, may stay there: true within the
+    /// grace (which starts now if it just went over).
+    fn within_grace(&self) -> bool {
+        let now = self.budget.now();
+        match self
+            .over_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(since) => now.saturating_sub(since) <= self.budget.grace_ns,
         }
     }
 
-    pub fn is_kicked(&self) -> bool {
-        self.kicked.load(Ordering::Acquire)
+    /// While the queue is above the soft bound, the grace it has left.
+    pub fn grace_left(&self) -> Option<Duration> {
+        match self.over_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(self.budget.grace_left(since)),
+        }
     }
 
-    /// Marks `n` bytes as written (or dropped).
+    /// Cuts the connection off as a slow consumer: what is queued is thrown away (its
+    /// bytes leave the budget at once), its socket is shut down (a blocked write fails,
+    /// the reader sees the end) and nothing more is queued. False if it already was.
+    pub fn cut(&self, why: SlowReason) -> bool {
+        if self
+            .cut
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let (items, waiting) = {
+            let mut lines = self.lock();
+            lines.closed = true;
+            let items = std::mem::take(&mut lines.items);
+            lines.cut_dropped += items
+                .iter()
+                .filter(|out| matches!(out, Out::Delivery(_)))
+                .count() as u64;
+            (items, lines.waiting.take())
+        };
+        for out in items {
+            self.release(out.bytes().len());
+            self.unpin(out.pinned());
+        }
+        let _ = self.stream.shutdown(SocketShutdown::Both);
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
+        true
+    }
+
+    /// Why the connection was cut off, if it was.
+    pub fn cut_reason(&self) -> Option<SlowReason> {
+        SlowReason::from_u8(self.cut.load(Ordering::Acquire))
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire) != 0
+    }
+
+    /// Bytes queued or being written now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Marks `n` bytes as written (or dropped). Back at or under the soft bound, the
+    /// grace is reset: a burst worked off in time is forgotten.
     pub fn release(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::AcqRel);
+        let left = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
+        self.budget.sub(n);
+        if left <= self.budget.soft && self.over_since.load(Ordering::Relaxed) != 0 {
+            self.over_since.store(0, Ordering::Release);
+        }
     }
 
     /// Marks an item taken out of the queue: `n` is its [`Out::pinned`].
@@ -278,19 +401,47 @@ impl Queue {
     }
 }
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // Whatever was still counted (lines left when a writer ended early) leaves the total.
+        self.budget.sub(*self.queued.get_mut());
+        self.budget.forget(self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime;
 
+    use crate::config::Limits;
+    use crate::metrics::Metrics;
+
+    /// A budget with these bounds (bytes: soft, hard, total).
+    fn budget(soft: usize, hard: usize, total: usize, grace: Duration) -> Arc<Budget> {
+        let limits = Limits {
+            outbound_queue_bytes: soft,
+            outbound_queue_hard_bytes: hard,
+            outbound_total_bytes: total,
+            slow_consumer_grace: grace,
+            ..Limits::default()
+        };
+        Budget::new(&limits, &Metrics::new())
+    }
+
     /// A queue on a real (loopback) socket, as the server makes them.
-    fn queue(limit: usize) -> (Outbox, Inbox, std::net::TcpStream) {
+    fn queue_in(budget: &Arc<Budget>) -> (Outbox, Inbox, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         let conn = Conn::from_accepted(accepted.into()).unwrap();
-        let (outbox, inbox) = new(conn, limit);
+        let (outbox, inbox) = new(conn, budget.clone());
         (outbox, inbox, client)
+    }
+
+    /// A queue whose every bound is `limit`.
+    fn queue(limit: usize) -> (Outbox, Inbox, std::net::TcpStream) {
+        queue_in(&budget(limit, limit, limit, Duration::from_secs(5)))
     }
 
     fn server(line: &str) -> Out {
@@ -339,6 +490,7 @@ mod tests {
         assert_eq!(taken, vec![b"1\n".to_vec(), b"2\n".to_vec()]);
         let left: Vec<_> = inbox
             .close()
+            .0
             .into_iter()
             .map(|o| o.bytes().to_vec())
             .collect();
@@ -347,17 +499,105 @@ mod tests {
         assert_eq!(outbox.send(server("4\n")), Err(DropReason::RecipientGone));
     }
 
+    fn delivery(line: &str) -> Out {
+        let buf: Arc<[u8]> = line.as_bytes().into();
+        Out::Delivery(Shared::new(buf, 0..line.len()))
+    }
+
     #[test]
-    fn going_over_the_byte_bound_kicks_the_client() {
-        let (outbox, inbox, mut client) = queue(10);
-        outbox.send(server("12345678\n")).unwrap();
-        assert_eq!(outbox.send(server("9\n")), Err(DropReason::SlowConsumer));
-        assert!(inbox.queue.is_kicked());
+    fn passing_the_hard_bound_cuts_the_client_at_once() {
+        let b = budget(10, 20, 1000, Duration::from_secs(60));
+        let (outbox, inbox, mut client) = queue_in(&b);
+        outbox.send(delivery("12345678\n")).unwrap();
+        outbox.send(delivery("12345678\n")).unwrap(); // 18: over soft, within the grace
+        assert!(!inbox.queue.is_cut());
+        assert_eq!(outbox.send(server("123\n")), Err(DropReason::SlowConsumer));
+        assert_eq!(inbox.queue.cut_reason(), Some(SlowReason::Hard));
         // The socket was shut down: the client sees the end.
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut client, &mut rest).unwrap();
         assert!(rest.is_empty());
-        // What was queued before stays for the writer to account for.
-        assert_eq!(inbox.close().len(), 1);
+        // What was queued was thrown away at once and left the total; the writer is told
+        // how many deliveries that was.
+        assert_eq!(b.total(), 0);
+        assert_eq!(inbox.queue.queued(), 0);
+        let (left, dropped) = inbox.close();
+        assert!(left.is_empty());
+        assert_eq!(dropped, 2);
+        assert_eq!(outbox.send(server("x\n")), Err(DropReason::SlowConsumer));
+    }
+
+    #[test]
+    fn a_queue_may_stay_over_the_soft_bound_for_the_grace_only() {
+        let b = budget(10, 1000, 10_000, Duration::from_millis(50));
+        let (outbox, inbox, _client) = queue_in(&b);
+        for _ in 0..5 {
+            outbox.send(server("12345678\n")).unwrap();
+        }
+        assert!(inbox.queue.grace_left().is_some(), "over the soft bound");
+        // Worked off below the soft bound within the grace: forgotten.
+        inbox.take_more(|out| {
+            inbox.queue.release(out.bytes().len());
+            true
+        });
+        assert_eq!(inbox.queue.grace_left(), None);
+        // Over again, and still over after the grace: cut.
+        for _ in 0..5 {
+            outbox.send(server("12345678\n")).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(inbox.queue.grace_left(), Some(Duration::ZERO));
+        assert_eq!(outbox.send(server("1\n")), Err(DropReason::SlowConsumer));
+        assert_eq!(inbox.queue.cut_reason(), Some(SlowReason::Grace));
+    }
+
+    #[test]
+    fn over_the_total_the_largest_queues_are_cut_first() {
+        let b = budget(100, 10_000, 1000, Duration::from_secs(60));
+        let (small, small_in, _c1) = queue_in(&b);
+        let (big, big_in, _c2) = queue_in(&b);
+        let (mid, mid_in, _c3) = queue_in(&b);
+        let line = "x".repeat(99) + "\n";
+        for _ in 0..2 {
+            small.send(server(&line)).unwrap();
+        }
+        for _ in 0..5 {
+            big.send(server(&line)).unwrap();
+        }
+        for _ in 0..3 {
+            mid.send(server(&line)).unwrap();
+        }
+        assert_eq!(b.total(), 1000);
+        // One more line passes the total: the biggest queue goes, and that is enough.
+        small.send(server(&line)).unwrap();
+        assert_eq!(big_in.queue.cut_reason(), Some(SlowReason::Total));
+        assert!(!mid_in.queue.is_cut() && !small_in.queue.is_cut());
+        assert_eq!(b.total(), 600);
+        drop((small_in, mid_in));
+    }
+
+    #[test]
+    fn bad_lines_are_answered_up_to_the_rate_then_the_connection_closes() {
+        let (outbox, _inbox, _client) = queue(1000);
+        let answers = std::iter::repeat_with(|| outbox.bad_line())
+            .take(100)
+            .collect::<Vec<_>>();
+        let allowed = answers.iter().filter(|&&a| a == BadLine::Answer).count();
+        assert_eq!(allowed, crate::server::badlines::BURST as usize);
+        assert_eq!(answers[allowed], BadLine::TooMany);
+        assert!(answers[allowed + 1..]
+            .iter()
+            .all(|&a| a == BadLine::Closing));
+    }
+
+    #[test]
+    fn a_dropped_queue_leaves_the_total_and_the_list() {
+        let b = budget(100, 100, 1000, Duration::from_secs(60));
+        let (outbox, inbox, _client) = queue_in(&b);
+        outbox.send(server("hello\n")).unwrap();
+        assert_eq!(b.total(), 6);
+        drop((outbox, inbox));
+        assert_eq!(b.total(), 0);
+        assert!(b.is_empty());
     }
 }

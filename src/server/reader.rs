@@ -17,7 +17,8 @@ use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
 use crate::runtime::{self, Conn};
-use crate::server::outbox::{Out, Outbox};
+use crate::server::badlines;
+use crate::server::outbox::{BadLine, Out, Outbox};
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
@@ -37,6 +38,18 @@ thread_local! {
 /// bounded however much a client had sent ahead.
 const DRAIN_READS: usize = 64;
 const DRAIN_READ: usize = 4096;
+
+/// The answer that closes a connection sending bad lines faster than the rate of
+/// `badlines`; counted and logged once per connection.
+fn too_many_bad_lines(metrics: &Metrics) -> Vec<u8> {
+    metrics.bad_line_disconnects.inc();
+    info!(
+        burst = badlines::BURST,
+        per_second = badlines::PER_SECOND,
+        "closing connection: too many bad lines"
+    );
+    protocol::format_error("too many bad lines")
+}
 
 /// Everything the reader needs.
 pub struct Reader {
@@ -201,6 +214,7 @@ impl Reader {
         let mut names = String::new();
         let mut items = Vec::new();
         let mut failure = None;
+        let mut too_many_bad = false;
         while let Some(line) = framer.next_line() {
             let line = match line {
                 Ok(line) => line,
@@ -225,8 +239,23 @@ impl Reader {
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
-                    debug!(error = %e, "line refused");
-                    items.push(Item::Reply(protocol::format_error(e)));
+                    // Counted before the answer is built: a flood of bad lines costs a
+                    // bounded number of answers, then the connection.
+                    match self.outbox.bad_line() {
+                        BadLine::Answer => {
+                            debug!(error = %e, "line refused");
+                            items.push(Item::Reply(protocol::format_error(e)));
+                        }
+                        BadLine::TooMany => {
+                            items.push(Item::Reply(too_many_bad_lines(&self.metrics)));
+                            too_many_bad = true;
+                            break;
+                        }
+                        BadLine::Closing => {
+                            too_many_bad = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -243,6 +272,9 @@ impl Reader {
             if routed.await.is_err() {
                 return Err(End::Drain);
             }
+        }
+        if too_many_bad {
+            return Err(End::Closed);
         }
         match failure {
             Some(e) => Err(self.frame_error(e)),

@@ -2,7 +2,7 @@
 //! of parsed messages and logouts; it puts each delivery into the recipients' queues.
 //! It never waits on a client: a full queue disconnects that client instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -85,12 +85,20 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                 }
             }
             Event::Messages { from, batch } => {
+                // Unknown recipients already answered in this batch: one answer per name
+                // and read, however many lines of the read name it.
+                let mut unknown = HashSet::new();
                 for item in batch.items {
                     match item {
                         Item::Message { line, names } => {
                             let line = Shared::new(batch.lines.clone(), line);
                             for name in batch.names[names].split_terminator('\n') {
-                                route(&mut peers, &mut logins, &metrics, &from, name, &line);
+                                let to = Route {
+                                    from: &from,
+                                    name,
+                                    line: &line,
+                                };
+                                to.route(&mut peers, &mut logins, &metrics, &mut unknown);
                             }
                         }
                         Item::Reply(line) => {
@@ -114,34 +122,50 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
     );
 }
 
-/// Puts one delivery into one recipient's queue, or tells the sender why not.
-fn route(
-    peers: &mut HashMap<Arc<str>, Peer>,
-    logins: &mut HashMap<ConnId, Arc<str>>,
-    metrics: &Metrics,
-    from: &Arc<str>,
-    name: &str,
-    line: &Shared,
-) {
-    let result = match peers.get(name) {
-        Some(peer) => peer.outbox.send(Out::Delivery(line.clone())),
-        None => {
-            metrics.lines_rejected.inc();
-            if let Some(sender) = peers.get(&**from) {
-                let _ = sender
-                    .outbox
-                    .send(Out::Server(protocol::no_such_user(name)));
+/// One delivery: one message line to one recipient.
+struct Route<'n, 'l> {
+    from: &'l Arc<str>,
+    /// Borrowed from the batch, which outlives the set of unknown names.
+    name: &'n str,
+    line: &'l Shared,
+}
+
+impl<'n> Route<'n, '_> {
+    /// Puts the delivery into the recipient's queue, or tells the sender why not.
+    ///
+    /// An unknown recipient is answered once per read batch (`unknown` holds the names
+    /// answered): a sender still sending to someone who just left is told without one
+    /// answer per line in flight, and a flood of lines to a made-up name costs one answer
+    /// per read. It is not counted as a bad line: racing a logout is no fault.
+    fn route(
+        self,
+        peers: &mut HashMap<Arc<str>, Peer>,
+        logins: &mut HashMap<ConnId, Arc<str>>,
+        metrics: &Metrics,
+        unknown: &mut HashSet<&'n str>,
+    ) {
+        let result = match peers.get(self.name) {
+            Some(peer) => peer.outbox.send(Out::Delivery(self.line.clone())),
+            None => {
+                metrics.lines_rejected.inc();
+                if unknown.insert(self.name) {
+                    if let Some(sender) = peers.get(&**self.from) {
+                        let _ = sender
+                            .outbox
+                            .send(Out::Server(protocol::no_such_user(self.name)));
+                    }
+                }
+                return;
             }
-            return;
-        }
-    };
-    metrics.deliveries_routed.inc();
-    if let Err(reason) = result {
-        metrics.dropped(reason, 1);
-        // The recipient is being disconnected; its reader's logout will find nothing.
-        if let Some(peer) = peers.remove(name) {
-            logins.remove(&peer.conn);
-            debug!(recipient = name, ?reason, "delivery dropped");
+        };
+        metrics.deliveries_routed.inc();
+        if let Err(reason) = result {
+            metrics.dropped(reason, 1);
+            // The recipient is being disconnected; its reader's logout will find nothing.
+            if let Some(peer) = peers.remove(self.name) {
+                logins.remove(&peer.conn);
+                debug!(recipient = self.name, ?reason, "delivery dropped");
+            }
         }
     }
 }

@@ -5,11 +5,11 @@
 
 use std::net::Shutdown as SocketShutdown;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, SlowReason};
 use crate::protocol;
 use crate::runtime::{self, Conn};
 use crate::server::outbox::{Inbox, Out, Queue};
@@ -40,18 +40,35 @@ pub struct Writer {
     pub shutdown: Shutdown,
 }
 
-/// Writes all of `buf`, failing with `Elapsed` if that takes longer than `limit`. A write
-/// the socket takes at once (nearly all of them) starts no timer: the timer is armed only
-/// when the socket's buffer is full and the write has to wait.
+/// Writes all of `buf`. A write the socket takes at once (nearly all of them) starts no
+/// timer: one is armed only when the socket's buffer is full and the write has to wait.
+/// The wait ends the connection when it passes `write_timeout`, or when the queue has
+/// stayed above `outbound_queue_bytes` for the whole grace meanwhile (nobody else may be
+/// queueing to notice it).
 async fn write_within(
     stream: &Conn,
+    queue: &Queue,
     buf: &[u8],
     limit: Duration,
-) -> Result<std::io::Result<()>, runtime::Elapsed> {
+) -> Result<std::io::Result<()>, SlowReason> {
     let mut write = std::pin::pin!(stream.write_all(buf));
-    match futures::poll!(write.as_mut()) {
-        std::task::Poll::Ready(result) => Ok(result),
-        std::task::Poll::Pending => runtime::timeout(limit, write).await,
+    if let std::task::Poll::Ready(result) = futures::poll!(write.as_mut()) {
+        return Ok(result);
+    }
+    let started = Instant::now();
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        let wait = queue.grace_left().map_or(left, |grace| grace.min(left));
+        match runtime::timeout(wait.max(Duration::from_millis(1)), write.as_mut()).await {
+            Ok(result) => return Ok(result),
+            Err(runtime::Elapsed) if started.elapsed() >= limit => {
+                return Err(SlowReason::WriteTimeout)
+            }
+            Err(runtime::Elapsed) if queue.grace_left() == Some(Duration::ZERO) => {
+                return Err(SlowReason::Grace)
+            }
+            Err(runtime::Elapsed) => {}
+        }
     }
 }
 
@@ -67,7 +84,8 @@ fn take(queue: &Queue, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
 /// How a batch write ended.
 enum Failure {
     Io(std::io::Error),
-    Timeout,
+    /// The write waited past a bound: the connection is a slow consumer.
+    Slow(SlowReason),
 }
 
 impl Writer {
@@ -77,12 +95,9 @@ impl Writer {
             let first = match self.inbox.recv().await {
                 Some(out) => out,
                 // Every handle is gone and the queue is empty: a normal close, unless the
-                // connection was cut off while nothing was queued (a line bigger than the
-                // whole queue bound, or a kick racing the last write).
-                None if self.inbox.queue.is_kicked() => {
-                    let _ = self.stream.shutdown(SocketShutdown::Both);
-                    self.metrics.slow_consumers.inc();
-                    warn!("slow consumer disconnected: outbound queue over outbound_queue_bytes");
+                // connection was cut off (its queue was thrown away then).
+                None if self.inbox.queue.is_cut() => {
+                    self.fail(Failure::Io(std::io::ErrorKind::BrokenPipe.into()), 0);
                     return;
                 }
                 None => break,
@@ -96,7 +111,8 @@ impl Writer {
                     buf.len() < WRITE_BATCH_BYTES
                 });
             }
-            let written = write_within(&self.stream, &buf, self.write_timeout).await;
+            let written =
+                write_within(&self.stream, &self.inbox.queue, &buf, self.write_timeout).await;
             self.inbox.queue.release(buf.len());
             let failure = match written {
                 Ok(Ok(())) => {
@@ -109,7 +125,7 @@ impl Writer {
                     continue;
                 }
                 Ok(Err(e)) => Failure::Io(e),
-                Err(runtime::Elapsed) => Failure::Timeout,
+                Err(why) => Failure::Slow(why),
             };
             self.fail(failure, deliveries);
             return;
@@ -121,36 +137,36 @@ impl Writer {
 
     /// The socket failed or the client stopped reading: drop what is left and close.
     fn fail(&self, failure: Failure, in_flight: u64) {
-        if let Failure::Timeout = failure {
-            self.inbox.queue.kick();
+        let queue = &self.inbox.queue;
+        if let Failure::Slow(why) = failure {
+            queue.cut(why);
         }
-        let mut dropped = in_flight;
-        for out in self.inbox.close() {
-            self.inbox.queue.release(out.bytes().len());
-            self.inbox.queue.unpin(out.pinned());
+        let (left, cut_dropped) = self.inbox.close();
+        let mut dropped = in_flight + cut_dropped;
+        for out in left {
+            queue.release(out.bytes().len());
+            queue.unpin(out.pinned());
             if let Out::Delivery(_) = out {
                 dropped += 1;
             }
         }
         let _ = self.stream.shutdown(SocketShutdown::Both);
-        if self.inbox.queue.is_kicked() {
-            self.metrics.slow_consumers.inc();
-            self.metrics.dropped(DropReason::SlowConsumer, dropped);
-            match failure {
-                Failure::Timeout => warn!(
-                    dropped,
-                    timeout = ?self.write_timeout,
-                    "slow consumer disconnected: a write blocked past write_timeout"
-                ),
-                Failure::Io(_) => warn!(
-                    dropped,
-                    "slow consumer disconnected: outbound queue over outbound_queue_bytes"
-                ),
+        match queue.cut_reason() {
+            Some(why) => {
+                self.metrics.slow_consumer(why);
+                self.metrics.dropped(DropReason::SlowConsumer, dropped);
+                match why {
+                    SlowReason::WriteTimeout => {
+                        warn!(reason = why.label(), dropped, timeout = ?self.write_timeout, "{}", why.explain())
+                    }
+                    _ => warn!(reason = why.label(), dropped, "{}", why.explain()),
+                }
             }
-        } else {
-            self.metrics.dropped(DropReason::RecipientGone, dropped);
-            if let Failure::Io(e) = failure {
-                debug!(error = %e, dropped, "write failed");
+            None => {
+                self.metrics.dropped(DropReason::RecipientGone, dropped);
+                if let Failure::Io(e) = failure {
+                    debug!(error = %e, dropped, "write failed");
+                }
             }
         }
     }

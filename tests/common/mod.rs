@@ -679,3 +679,66 @@ pub fn run_cli_input(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String
 pub fn run_cli_within(args: &[&str]) -> (ExitStatus, String, String) {
     run_cli_input(args, b"")
 }
+
+/// Samples the daemon's resident memory every few milliseconds until stopped.
+pub struct RssWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssWatch {
+    pub fn start(pid: u32) -> RssWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(Ordering::Relaxed) {
+                max = max.max(proc_status_kib(pid, "VmRSS:"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max
+        });
+        RssWatch { stop, handle }
+    }
+
+    /// The largest RSS seen, in KiB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (the clients of a test that
+/// holds many connections need two descriptors each).
+pub fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (TcpExtListenOverflows in /proc/net/netstat), where it can be read.
+pub fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        return values.split_whitespace().nth(at)?.parse().ok();
+    }
+    None
+}

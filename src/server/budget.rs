@@ -1,0 +1,134 @@
+//! The memory bound on what is queued for clients (DESIGN §4b), shared by every
+//! connection's queue: the per-queue bounds a slow consumer is judged by, and the total
+//! (`outbound_total_bytes`) that all queues together stay within, cutting the
+//! connections that hold the most first (as Redis 7's `maxmemory-clients` does).
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::Limits;
+use crate::metrics::{Metrics, SlowReason};
+use crate::server::outbox::Queue;
+
+/// What every queue is measured against, and the running total of all of them.
+pub struct Budget {
+    /// `outbound_queue_bytes`: a queue may stay above it for `grace`, no longer. Also the
+    /// most bytes of shared read buffers one queue may keep alive.
+    pub soft: usize,
+    /// `outbound_queue_hard_bytes`: a queue above it is cut at once.
+    pub hard: usize,
+    /// `slow_consumer_grace`, in nanoseconds of [`Budget::now`].
+    pub grace_ns: u64,
+    /// `outbound_total_bytes`: the bound on `total`.
+    limit: usize,
+    /// Bytes queued across every connection: the metrics gauge itself, so that keeping
+    /// the total costs one atomic add per queued line and nothing at scrape time.
+    total: Gauge,
+    /// The clock of the queues' `over_since` stamps starts here.
+    epoch: Instant,
+    /// Every open queue, to find the largest ones when the total is over the bound.
+    /// Touched once when a connection opens and once when it closes, never per line.
+    queues: Mutex<HashMap<u64, Weak<Queue>>>,
+    /// Ids for `queues`.
+    next_id: AtomicU64,
+    /// Set while one thread cuts queues down, so another that finds the total over the
+    /// bound at the same moment does not cut a second round for the same excess.
+    cutting: AtomicBool,
+}
+
+impl Budget {
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Budget> {
+        Arc::new(Budget {
+            soft: limits.outbound_queue_bytes,
+            hard: limits.outbound_queue_hard_bytes,
+            grace_ns: limits.slow_consumer_grace.as_nanos().min(u64::MAX as u128) as u64,
+            limit: limits.outbound_total_bytes,
+            total: metrics.outbound_queued.clone(),
+            epoch: Instant::now(),
+            queues: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            cutting: AtomicBool::new(false),
+        })
+    }
+
+    /// Nanoseconds since the budget was made, never 0 (0 means "not over" in a stamp).
+    pub fn now(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// The grace left to a queue that went over the soft bound at `since` (see `now`).
+    pub fn grace_left(&self, since: u64) -> Duration {
+        Duration::from_nanos(
+            self.grace_ns
+                .saturating_sub(self.now().saturating_sub(since)),
+        )
+    }
+
+    /// Registers a new queue; the id is for [`Budget::forget`].
+    pub fn register(&self, queue: Weak<Queue>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, queue);
+        id
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Adds `n` queued bytes; true when the total is now over the bound.
+    pub fn add(&self, n: usize) -> bool {
+        let before = self.total.inc_by(n as i64);
+        before + n as i64 > self.limit as i64
+    }
+
+    pub fn sub(&self, n: usize) {
+        self.total.dec_by(n as i64);
+    }
+
+    /// Bytes queued across every connection now.
+    pub fn total(&self) -> usize {
+        self.total.get().max(0) as usize
+    }
+
+    /// Cuts off the connections holding the most until the rest fits within the bound.
+    /// Runs only when a queued line took the total over it, so its cost (a look at every
+    /// queue) is paid once per excess, not per line.
+    pub fn enforce(&self) {
+        if self.cutting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut largest: Vec<(usize, Arc<Queue>)> = self
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|q| (q.queued(), q))
+            .filter(|(queued, q)| *queued > 0 && !q.is_cut())
+            .collect();
+        largest.sort_unstable_by_key(|(queued, _)| Reverse(*queued));
+        let mut excess = self.total().saturating_sub(self.limit);
+        for (held, queue) in largest {
+            if excess == 0 {
+                break;
+            }
+            if queue.cut(SlowReason::Total) {
+                excess = excess.saturating_sub(held);
+            }
+        }
+        self.cutting.store(false, Ordering::Release);
+    }
+
+    /// True when no queue is registered (for tests).
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Queue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
