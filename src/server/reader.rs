@@ -68,6 +68,18 @@ pub struct Reader {
     pub emptied: bool,
 }
 
+/// Most message lines one connection routes in one turn of its task. A 64 KiB read of
+/// ordinary messages holds far fewer; a read of `a:` lines holds over 20 000, and routing
+/// them all at once would keep every other connection on the thread waiting.
+const LINES_PER_TURN: usize = 1024;
+
+/// Whether the framer still held complete lines when a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Done,
+    More,
+}
+
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -96,8 +108,15 @@ impl Reader {
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
-            if let Err(end) = self.route_lines(&login, &mut framer).await {
-                return end;
+            match self.route_lines(&login, &mut framer).await {
+                Err(end) => return end,
+                Ok(Turn::More) if !self.shutdown.is_draining() => {
+                    // A read of tiny lines can hold tens of thousands: the rest waits for
+                    // this connection's next turn, without reading more meanwhile.
+                    futures_lite::future::yield_now().await;
+                    continue;
+                }
+                Ok(_) => {}
             }
             framer.shrink_if_idle();
             if !self.emptied {
@@ -129,7 +148,7 @@ impl Reader {
                 }
                 Input::Drain => {
                     self.take_in_received(&mut framer);
-                    let _ = self.route_lines(&login, &mut framer).await;
+                    while let Ok(Turn::More) = self.route_lines(&login, &mut framer).await {}
                     return End::Drain;
                 }
             }
@@ -209,12 +228,13 @@ impl Reader {
     /// Parses every complete line in the buffer and hands the messages to the router
     /// as one batch. A framing error is answered and ends the connection, after the
     /// lines before it were routed.
-    async fn route_lines(&self, login: &Arc<str>, framer: &mut LineFramer) -> Result<(), End> {
+    async fn route_lines(&self, login: &Arc<str>, framer: &mut LineFramer) -> Result<Turn, End> {
         let mut lines = Vec::new();
         let mut names = String::new();
         let mut items = Vec::new();
         let mut failure = None;
         let mut too_many_bad = false;
+        let mut turn = Turn::Done;
         while let Some(line) = framer.next_line() {
             let line = match line {
                 Ok(line) => line,
@@ -236,6 +256,10 @@ impl Reader {
                         line: line_start..lines.len(),
                         names: names_start..names.len(),
                     });
+                    if items.len() == LINES_PER_TURN {
+                        turn = Turn::More;
+                        break;
+                    }
                 }
                 Err(e) => {
                     self.metrics.lines_rejected.inc();
@@ -278,7 +302,7 @@ impl Reader {
         }
         match failure {
             Some(e) => Err(self.frame_error(e)),
-            None => Ok(()),
+            None => Ok(turn),
         }
     }
 

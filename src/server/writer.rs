@@ -29,7 +29,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// to a reset rather than keep the daemon reading its flood. During a drain only time
 /// bounds the linger: a client that was still sending when its reader stopped may have
 /// megabytes in flight, and must still get its deliveries and the notice.
-const LINGER_BYTES: usize = 1 << 20;
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// Everything the writer needs.
 pub struct Writer {
