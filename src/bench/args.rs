@@ -22,6 +22,22 @@ In detail:
   idle N       hold N logged-in connections for --duration; with --pid, the
                daemon's memory per connection (start the daemon afresh for this:
                memory freed by earlier connections is reused, and hides the cost)
+  storm N      N clients connect and log in at once, like the reconnect storm of
+               a restarted node: non-blocking connects, up to --concurrency in
+               flight, spread over 127.0.0.x (--source-ips; one address per 4000
+               connections by default). A client counts when its login is
+               confirmed (a-chat: the echo of a message to itself; redis: the
+               SUBSCRIBE reply). Reports the time until all are logged in,
+               connect-to-login latency, failures, and the kernel's listen queue
+               overflows, drops and SYN retransmits (/proc/net/netstat, whole
+               machine). Fails unless all log in within --connect-timeout
+  burst        --senders S each write a burst of --burst-bytes (lines of --size
+               bytes) to all --clients readers at once (default 2 readers, 2048-
+               byte lines), --rounds R times; readers read at full speed. Reports
+               each round's time (first send to last line at every reader), the
+               bytes per reader, loss/order checks and any reader cut off
+               (an error:/notice: line or EOF fails the run). --duration bounds
+               one round
 
 Exit status: 0 all checks passed, 1 a check failed (loss, duplicates, reordering,
 misrouting, server errors, closed connections), 2 the run could not start.
@@ -38,13 +54,15 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Target::Achat, global = true)]
     pub target: Target,
 
-    /// Number of clients (ignored by `idle`, which takes its own count)
-    #[arg(long, short = 'c', default_value_t = 100, global = true)]
-    pub clients: usize,
+    /// Number of clients (ignored by `idle` and `storm`, which take their own
+    /// count; for `burst`, the readers) [default: 100; burst: 2]
+    #[arg(long, short = 'c', global = true)]
+    pub clients: Option<usize>,
 
     /// Message payload size in bytes (at least 38: the bench's header)
-    #[arg(long, short = 's', default_value_t = 64, global = true)]
-    pub size: usize,
+    /// [default: 64; burst: 2048]
+    #[arg(long, short = 's', global = true)]
+    pub size: Option<usize>,
 
     /// How long to send (for `idle`: how long to hold the connections)
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration, global = true)]
@@ -112,6 +130,27 @@ pub enum Workload {
         /// Connections to open
         connections: usize,
     },
+    /// N clients connect and log in at once (a reconnect storm)
+    Storm {
+        /// Clients to connect
+        #[arg(value_name = "N")]
+        n: usize,
+        /// Connections started but not yet logged in, at most
+        #[arg(long, default_value_t = 2048)]
+        concurrency: usize,
+    },
+    /// Senders fire bursts addressed to all readers at once
+    Burst {
+        /// Sender clients; each writes its whole burst in one go
+        #[arg(long, default_value_t = 30)]
+        senders: usize,
+        /// Payload bytes per sender and round (e.g. 1048576, 512k, 1MiB)
+        #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+        burst_bytes: u64,
+        /// Bursts, one after the other
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+    },
 }
 
 impl Workload {
@@ -121,7 +160,21 @@ impl Workload {
             Workload::Fanout { .. } => "fanout",
             Workload::Rate { .. } => "rate",
             Workload::Idle { .. } => "idle",
+            Workload::Storm { .. } => "storm",
+            Workload::Burst { .. } => "burst",
         }
+    }
+}
+
+impl BenchArgs {
+    /// `--clients`, or the workload's default.
+    pub fn clients_or(&self, default: usize) -> usize {
+        self.clients.unwrap_or(default)
+    }
+
+    /// `--size`, or the workload's default.
+    pub fn size_or(&self, default: usize) -> usize {
+        self.size.unwrap_or(default)
     }
 }
 
@@ -140,6 +193,28 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
         _ => Err(format!(
             "{s:?} is not a positive rate (examples: 20000, 20k, 1.5M)"
+        )),
+    }
+}
+
+/// A byte count like `1048576`, `512k`, `1MiB`, `2M` (k/M/G are powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(v) if v > 0 && mult > 0 => v
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large")),
+        _ => Err(format!(
+            "{s:?} is not a positive byte count (examples: 1048576, 512k, 1MiB)"
         )),
     }
 }

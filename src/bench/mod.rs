@@ -14,12 +14,14 @@
 //! `histogram`, `sys`.
 
 mod args;
+mod burst;
 mod checker;
 mod histogram;
 mod payload;
 mod plan;
 mod report;
 mod shared;
+mod storm;
 mod sys;
 mod wire;
 mod worker;
@@ -33,8 +35,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
+use args::Workload;
 #[cfg(test)]
-use args::{parse_duration, parse_rate, Workload};
+use args::{parse_bytes, parse_duration, parse_rate};
 use plan::{build_plan, ensure_descriptors, plan_warnings, Load};
 use report::Summary;
 #[cfg(test)]
@@ -68,6 +71,15 @@ fn nap(until: Instant, step: Duration) {
 }
 
 fn run_checked(args: &BenchArgs) -> Result<bool, String> {
+    match args.workload {
+        Workload::Storm { n, concurrency } => return storm::run(args, n, concurrency),
+        Workload::Burst {
+            senders,
+            burst_bytes,
+            rounds,
+        } => return burst::run(args, senders, burst_bytes, rounds),
+        _ => {}
+    }
     let plan = Arc::new(build_plan(args)?);
     ensure_descriptors(&plan)?;
     let warnings = plan_warnings(&plan, args.pid);

@@ -64,39 +64,35 @@ impl Plan {
 }
 
 pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
-    let addr = args.addr.unwrap_or_else(|| match args.target {
-        Target::Achat => "127.0.0.1:8080".parse().unwrap(),
-        Target::Redis => "127.0.0.1:6379".parse().unwrap(),
-    });
-    if !addr.ip().is_loopback() {
-        return Err(format!(
-            "{addr} is not a loopback address: the bench only targets 127.0.0.0/8 or ::1"
-        ));
-    }
+    let addr = target_addr(args)?;
     let (clients, fanout, load) = match args.workload {
         Workload::Direct => (
-            args.clients,
+            args.clients_or(100),
             1,
             Load::Closed {
                 inflight: args.inflight,
             },
         ),
         Workload::Fanout { k } => (
-            args.clients,
+            args.clients_or(100),
             k,
             Load::Closed {
                 inflight: args.inflight,
             },
         ),
         Workload::Rate { rate } => (
-            args.clients,
+            args.clients_or(100),
             1,
             Load::Open {
-                interval_ns: args.clients as f64 / rate * 1e9,
+                interval_ns: args.clients_or(100) as f64 / rate * 1e9,
             },
         ),
         Workload::Idle { connections } => (connections, 1, Load::Idle),
+        Workload::Storm { .. } | Workload::Burst { .. } => {
+            return Err("storm and burst have plans of their own".into())
+        }
     };
+    let size = args.size_or(64);
     if clients == 0 {
         return Err("need at least one client".into());
     }
@@ -108,21 +104,56 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.inflight == 0 {
         return Err("--inflight must be at least 1".into());
     }
-    if args.size < payload::HEADER_LEN {
+    if size < payload::HEADER_LEN {
         return Err(format!(
             "--size {} is too small: payloads carry a {}-byte header",
-            args.size,
+            size,
             payload::HEADER_LEN
         ));
     }
     if args.messages == Some(0) || args.messages.is_some_and(|m| m > payload::MAX_SEQ) {
         return Err("--messages must be between 1 and 2^48 - 1".into());
     }
+    let prefix = login_prefix(args, clients)?;
+    let idle = matches!(load, Load::Idle);
+    let source_ips = source_ips(args, addr, idle.then_some(clients))?;
+    Ok(Plan {
+        target: args.target,
+        load,
+        clients,
+        fanout,
+        size,
+        messages: args.messages,
+        prefix,
+        addr,
+        source_ips,
+        threads: args.threads.clamp(1, clients),
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+/// The server address: `--addr` or the target's default; loopback only.
+pub fn target_addr(args: &BenchArgs) -> Result<SocketAddr, String> {
+    let addr = args.addr.unwrap_or_else(|| match args.target {
+        Target::Achat => "127.0.0.1:8080".parse().unwrap(),
+        Target::Redis => "127.0.0.1:6379".parse().unwrap(),
+    });
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the bench only targets 127.0.0.0/8 or ::1"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The login prefix (`--prefix` or `b<pid>-`), checked against the longest
+/// login it makes for `clients` clients.
+pub fn login_prefix(args: &BenchArgs, clients: usize) -> Result<String, String> {
     let prefix = args
         .prefix
         .clone()
         .unwrap_or_else(|| format!("b{}-", std::process::id()));
-    let longest = format!("{prefix}{}", clients - 1);
+    let longest = format!("{prefix}{}", clients.saturating_sub(1));
     if prefix.is_empty()
         || longest.len() > 64
         || prefix
@@ -133,27 +164,23 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
             "--prefix {prefix:?}: logins must be 1..=64 bytes without whitespace, ':' or ','"
         ));
     }
-    let idle = matches!(load, Load::Idle);
-    let source_ips = match (args.source_ips, addr) {
-        (Some(_), SocketAddr::V6(_)) => {
+    Ok(prefix)
+}
+
+/// How many 127.0.0.x source addresses to spread over: `--source-ips`, or
+/// with `spread` connections one address per 4000 of them (IPv4 only), or 0.
+pub fn source_ips(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    spread: Option<usize>,
+) -> Result<u32, String> {
+    Ok(match (args.source_ips, addr, spread) {
+        (Some(_), SocketAddr::V6(_), _) => {
             return Err("--source-ips needs an IPv4 loopback --addr".into())
         }
-        (Some(n), _) => n,
-        (None, SocketAddr::V4(_)) if idle => clients.div_ceil(4000).clamp(1, 254) as u32,
-        (None, _) => 0,
-    };
-    Ok(Plan {
-        target: args.target,
-        load,
-        clients,
-        fanout,
-        size: args.size,
-        messages: args.messages,
-        prefix,
-        addr,
-        source_ips,
-        threads: args.threads.clamp(1, clients),
-        connect_timeout: args.connect_timeout,
+        (Some(n), _, _) => n,
+        (None, SocketAddr::V4(_), Some(conns)) => conns.div_ceil(4000).clamp(1, 254) as u32,
+        (None, _, _) => 0,
     })
 }
 
@@ -204,8 +231,13 @@ fn conns_per_client(plan: &Plan) -> u64 {
 
 /// Makes sure this process may open enough descriptors, or says why not.
 pub fn ensure_descriptors(plan: &Plan) -> Result<(), String> {
-    let conns = plan.clients as u64 * conns_per_client(plan);
-    let need = conns + 2 * plan.threads as u64 + 32;
+    ensure_fds(plan.clients as u64 * conns_per_client(plan), plan.threads)
+}
+
+/// Makes sure this process may open `conns` connections (and what `threads`
+/// worker threads need besides), raising the soft RLIMIT_NOFILE if it must.
+pub fn ensure_fds(conns: u64, threads: usize) -> Result<(), String> {
+    let need = conns + 2 * threads as u64 + 32;
     let (soft, hard) = sys::nofile_limit().map_err(|e| format!("getrlimit: {e}"))?;
     if need > hard {
         return Err(format!(

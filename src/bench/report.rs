@@ -144,6 +144,7 @@ impl<'a> Summary<'a> {
             Workload::Fanout { k } => format!("fanout {k}"),
             Workload::Rate { rate } => format!("rate {rate}/s"),
             Workload::Idle { connections } => format!("idle {connections}"),
+            ref other => other.name().into(),
         }
     }
 
