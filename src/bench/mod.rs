@@ -10,7 +10,8 @@
 //!
 //! Where the rest lives: `args` (the command line), `plan` (what a run does),
 //! `shared` (coordinator/worker state), `worker` (the epoll loops), `report`
-//! (the summary), and the pure helpers `wire`, `payload`, `checker`,
+//! (the summary), `storm` and `burst` (workloads with loops of their own),
+//! and the pure helpers `wire`, `payload`, `checker`,
 //! `histogram`, `sys`.
 
 mod args;

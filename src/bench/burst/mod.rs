@@ -5,20 +5,27 @@
 //! and sequence checker of the other workloads), and no reader may be cut off
 //! (DESIGN §1, §4b: a client that reads at a normal pace is never cut off by a
 //! burst). One epoll loop runs all connections.
+//!
+//! Here: the plan, connecting and logging in, the rounds and the senders;
+//! `receive` reads and checks, `report` prints the outcome.
 
-use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+mod receive;
+mod report;
+
+pub use report::Outcome;
+
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::args::BenchArgs;
-use super::checker::{Arrival, SeqChecker};
+use super::checker::SeqChecker;
 use super::payload;
 use super::plan::{ensure_fds, login_prefix, source_ips, target_addr, Target};
-use super::report::json_str;
+use super::report::fmt_ns;
 use super::sys::{self, Epoll};
-use super::wire::{self, ChatLine, Resp, Template};
+use super::wire::{self, Template};
 
 /// What a burst run does; checked before any connect.
 #[derive(Debug)]
@@ -162,6 +169,8 @@ struct Burst<'a> {
     c: Counts,
     notes: Vec<String>,
     rbuf: Vec<u8>,
+    /// When the current round's first write went out.
+    t0: Option<Instant>,
 }
 
 const READ_BUF: usize = 256 * 1024;
@@ -186,6 +195,7 @@ pub fn run(
         c: Counts::default(),
         notes: Vec::new(),
         rbuf: vec![0u8; READ_BUF],
+        t0: None,
     };
     b.connect_all()?;
     let progress = |line: String| {
@@ -202,7 +212,12 @@ pub fn run(
         let t = b.round(u64::from(r));
         times.push(t);
         progress(match t {
-            Some(t) => format!("[round {}/{}] {:.3} s", r + 1, plan.rounds, t.as_secs_f64()),
+            Some(t) => format!(
+                "[round {}/{}] {}",
+                r + 1,
+                plan.rounds,
+                fmt_ns(t.as_nanos() as u64)
+            ),
             None => format!("[round {}/{}] did not complete", r + 1, plan.rounds),
         });
         if t.is_none() {
@@ -307,6 +322,7 @@ impl Burst<'_> {
             c.done_at = None;
         }
         let t0 = Instant::now();
+        self.t0 = Some(t0);
         for client in p.readers..p.readers + p.senders {
             self.flush(client);
         }
@@ -383,167 +399,22 @@ impl Burst<'_> {
         if self.conns[ci].closed.is_some() {
             return;
         }
-        let role = if ci < self.plan.readers {
-            "reader"
-        } else {
-            "sender"
-        };
-        self.note(format!("{role} {}: {why}", self.plan.name(ci)));
-        self.conns[ci].closed = Some(why);
-    }
-
-    fn read(&mut self, ci: usize, hangup: bool) {
-        let mut rbuf = std::mem::take(&mut self.rbuf);
-        loop {
-            let c = &mut self.conns[ci];
-            if c.closed.is_some() {
-                break;
-            }
-            let plen = c.partial.len();
-            if plen > rbuf.len() / 2 {
-                self.c.malformed += 1;
-                self.lost(ci, format!("incomplete input over {plen} bytes"));
-                break;
-            }
-            rbuf[..plen].copy_from_slice(&c.partial);
-            let room = rbuf.len() - plen;
-            match (&c.stream).read(&mut rbuf[plen..]) {
-                Ok(0) => {
-                    self.lost(ci, "closed by the server (EOF)".into());
-                    break;
-                }
-                Ok(n) => {
-                    let total = plen + n;
-                    let used = self.consume(ci, &rbuf[..total]);
-                    let c = &mut self.conns[ci];
-                    c.partial.clear();
-                    c.partial.extend_from_slice(&rbuf[used..total]);
-                    if n < room && !hangup {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.lost(ci, format!("read: {e}"));
-                    break;
-                }
-            }
-        }
-        self.rbuf = rbuf;
-    }
-
-    /// Handles every complete line / RESP value; returns the bytes used.
-    fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
-        let mut pos = 0;
-        match self.plan.target {
-            Target::Achat => {
-                while let Some(n) = wire::find_byte(&data[pos..], b'\n') {
-                    self.on_line(ci, &data[pos..pos + n]);
-                    pos += n + 1;
-                }
-            }
-            Target::Redis => loop {
-                match wire::parse_resp(&data[pos..]) {
-                    Ok(Some((v, n))) => {
-                        self.on_resp(ci, v, n as u64);
-                        pos += n;
-                    }
-                    Ok(None) => break,
-                    Err(()) => {
-                        self.c.malformed += 1;
-                        self.lost(ci, "unparsable RESP".into());
-                        return data.len();
-                    }
-                }
-            },
-        }
-        pos
-    }
-
-    fn on_line(&mut self, ci: usize, line: &[u8]) {
-        match wire::parse_chat_line(line) {
-            ChatLine::From { login, text } if text == b"ping" => {
-                if login == self.plan.name(ci).as_bytes() {
-                    self.conns[ci].confirmed = true;
-                }
-            }
-            ChatLine::From { login, text } if ci < self.plan.readers => {
-                let from = wire::client_index(login, self.plan.prefix.as_bytes());
-                self.on_payload(ci, text, from, line.len() as u64 + 1);
-            }
-            ChatLine::Error(_) | ChatLine::Notice(_) => {
-                self.c.server_lines += 1;
-                let l = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                self.lost(ci, format!("server said {l:?}"));
-            }
-            _ => {
-                self.c.malformed += 1;
-                let l = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
-                self.note(format!("unexpected line to {}: {l}", self.plan.name(ci)));
-            }
-        }
-    }
-
-    fn on_resp(&mut self, ci: usize, v: Resp<'_>, len: u64) {
-        let reader = ci < self.plan.readers;
-        match v {
-            Resp::Array {
-                first: Some(b"subscribe"),
-                ..
-            } if reader => self.conns[ci].confirmed = true,
-            Resp::Array {
-                len: 3,
-                first: Some(b"message"),
-                last: Some(p),
-            } if reader => self.on_payload(ci, p, None, len),
-            Resp::Int(n) if !reader => {
-                if n < 1 {
-                    self.c.unheard += 1;
-                }
-            }
-            Resp::Error(e) => {
-                self.c.server_lines += 1;
-                let e = String::from_utf8_lossy(e).into_owned();
-                self.lost(ci, format!("server said -{e}"));
-            }
-            other => {
-                self.c.malformed += 1;
-                self.note(format!(
-                    "unexpected reply to {}: {other:?}",
-                    self.plan.name(ci)
-                ));
-            }
-        }
-    }
-
-    fn on_payload(&mut self, ci: usize, text: &[u8], from: Option<u32>, bytes: u64) {
         let p = self.plan;
-        let sender = payload::decode(text, p.size)
-            .map(|d| (d.sender as usize, d.seq))
-            .filter(|&(s, _)| (p.readers..p.readers + p.senders).contains(&s));
-        let Some((sender, seq)) = sender else {
-            self.c.malformed += 1;
-            return;
+        let name = p.name(ci);
+        let n = if ci < p.readers {
+            let when = self.t0.map_or(String::new(), |t| {
+                format!(", {} into the round", fmt_ns(t.elapsed().as_nanos() as u64))
+            });
+            format!(
+                "reader {name}: {why} (after {} of {} lines{when})",
+                self.conns[ci].got_round,
+                p.per_reader()
+            )
+        } else {
+            format!("sender {name}: {why}")
         };
-        if from.is_some_and(|f| f as usize != sender) {
-            self.c.misrouted += 1;
-            return;
-        }
-        let c = &mut self.conns[ci];
-        c.bytes += bytes;
-        match c.checkers[sender - p.readers].observe(seq) {
-            Arrival::Duplicate => {
-                self.c.duplicates += 1;
-                return;
-            }
-            Arrival::Late => self.c.reordered += 1,
-            _ => {}
-        }
-        c.got_round += 1;
-        if c.got_round == p.per_reader() {
-            c.done_at = Some(Instant::now());
-        }
+        self.note(n);
+        self.conns[ci].closed = Some(why);
     }
 
     fn outcome(&self, times: &[Option<Duration>], warnings: Vec<String>) -> Outcome {
@@ -572,122 +443,5 @@ impl Burst<'_> {
             notes: self.notes.clone(),
             warnings,
         }
-    }
-}
-
-/// What the bursts measured.
-pub struct Outcome {
-    /// Seconds per round; `None` for a round that did not complete.
-    pub rounds: Vec<Option<f64>>,
-    pub lost: u64,
-    /// Bytes received by the reader that got the fewest.
-    pub bytes_min: u64,
-    pub disconnected: usize,
-    pub senders_closed: usize,
-    pub duplicates: u64,
-    pub reordered: u64,
-    pub misrouted: u64,
-    pub malformed: u64,
-    pub server_lines: u64,
-    pub unheard: u64,
-    pub notes: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-impl Outcome {
-    fn done(&self) -> Vec<f64> {
-        self.rounds.iter().flatten().copied().collect()
-    }
-
-    pub fn ok(&self, plan: &BurstPlan) -> bool {
-        self.rounds.len() == plan.rounds as usize
-            && self.rounds.iter().all(Option::is_some)
-            && self.lost == 0
-            && self.duplicates == 0
-            && self.reordered == 0
-            && self.misrouted == 0
-            && self.malformed == 0
-            && self.server_lines == 0
-            && self.unheard == 0
-            && self.disconnected == 0
-            && self.senders_closed == 0
-    }
-
-    pub fn text(&self, p: &BurstPlan) -> String {
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "a-chat bench: burst against {} at {}: {} readers, {} senders × {} bytes ({} lines of {} bytes) to every reader, {} round{}",
-            if p.target == Target::Achat { "achat" } else { "redis" },
-            p.addr, p.readers, p.senders, p.burst_bytes, p.lines, p.size, p.rounds,
-            if p.rounds == 1 { "" } else { "s" }
-        );
-        let rounds: Vec<String> = self
-            .rounds
-            .iter()
-            .map(|t| t.map_or("incomplete".into(), |t| format!("{t:.3} s")))
-            .collect();
-        let _ = writeln!(o, "  rounds      {}", rounds.join(", "));
-        if let Some((min, med, max)) = min_median_max(&self.done()) {
-            let _ = writeln!(
-                o,
-                "  burst time  min {min:.3} s  median {med:.3} s  max {max:.3} s  (first send to last line at every reader)"
-            );
-        }
-        let n = self.rounds.len().max(1) as f64;
-        let _ = writeln!(
-            o,
-            "  per reader  {:.1} MiB per round ({} lines), {:.1} MiB in all (the reader that got least)",
-            self.bytes_min as f64 / n / 1048576.0,
-            p.per_reader(),
-            self.bytes_min as f64 / 1048576.0
-        );
-        let _ = writeln!(
-            o,
-            "  checks      lost {}, duplicated {}, reordered {}, misrouted {}, malformed {}",
-            self.lost, self.duplicates, self.reordered, self.misrouted, self.malformed
-        );
-        let _ = writeln!(
-            o,
-            "  readers     disconnected {} of {}; server error/notice lines {}; senders closed {}{}",
-            self.disconnected,
-            p.readers,
-            self.server_lines,
-            self.senders_closed,
-            if self.unheard > 0 { format!("; publishes nobody heard {}", self.unheard) } else { String::new() }
-        );
-        for n in &self.notes {
-            let _ = writeln!(o, "  note        {n}");
-        }
-        let _ = writeln!(
-            o,
-            "  result      {}",
-            if self.ok(p) { "OK" } else { "FAILED" }
-        );
-        o
-    }
-
-    pub fn json(&self, p: &BurstPlan) -> String {
-        let mmm = min_median_max(&self.done());
-        let f = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.6}"));
-        let list = |v: &[String]| v.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(",");
-        let rounds: Vec<String> = self.rounds.iter().map(|t| f(*t)).collect();
-        format!(
-            "{{\"workload\":\"burst\",\"target\":{},\"addr\":{},\"readers\":{},\"senders\":{},\"size\":{},\
-             \"burst_bytes\":{},\"lines_per_burst\":{},\"rounds\":{},\"round_s\":[{}],\"burst_s_min\":{},\
-             \"burst_s_median\":{},\"burst_s_max\":{},\"lines_per_reader_per_round\":{},\
-             \"bytes_per_reader\":{},\"lost\":{},\"duplicates\":{},\"reordered\":{},\"misrouted\":{},\
-             \"malformed\":{},\"server_lines\":{},\"unheard_publishes\":{},\"readers_disconnected\":{},\
-             \"senders_closed\":{},\"notes\":[{}],\"warnings\":[{}],\"ok\":{}}}",
-            json_str(if p.target == Target::Achat { "achat" } else { "redis" }),
-            json_str(&p.addr.to_string()),
-            p.readers, p.senders, p.size, p.burst_bytes, p.lines, p.rounds,
-            rounds.join(","),
-            f(mmm.map(|m| m.0)), f(mmm.map(|m| m.1)), f(mmm.map(|m| m.2)),
-            p.per_reader(), self.bytes_min, self.lost, self.duplicates, self.reordered,
-            self.misrouted, self.malformed, self.server_lines, self.unheard,
-            self.disconnected, self.senders_closed,
-            list(&self.notes), list(&self.warnings), self.ok(p)
-        )
     }
 }
