@@ -64,7 +64,8 @@ pub struct BenchArgs {
     #[arg(long, short = 's', global = true)]
     pub size: Option<usize>,
 
-    /// How long to send (for `idle`: how long to hold the connections)
+    /// How long to send (`idle`: how long to hold the connections; `burst`: the
+    /// most one round may take)
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration, global = true)]
     pub duration: Duration,
 
@@ -80,11 +81,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     pub grace: Duration,
 
-    /// Time allowed for one connect, and for all logins to be confirmed after the last connect
+    /// Time allowed for one connect, and for all logins to be confirmed after the
+    /// last connect (`storm`: for every client to log in, from the first connect)
     #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
     pub connect_timeout: Duration,
 
-    /// Worker threads of the bench (each runs an epoll loop over its clients)
+    /// Worker threads of the bench (each runs an epoll loop over its clients;
+    /// `storm` and `burst` run one loop)
     #[arg(long, short = 't', default_value_t = 1, global = true)]
     pub threads: usize,
 
@@ -93,7 +96,7 @@ pub struct BenchArgs {
     pub pid: Option<u32>,
 
     /// Spread connections over 127.0.0.1..=127.0.0.N (bind before connect)
-    /// [default: `idle` uses one address per 4000 connections; others don't bind]
+    /// [default: `idle` and `storm` use one address per 4000 connections; others don't bind]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=254), global = true)]
     pub source_ips: Option<u32>,
 

@@ -69,14 +69,23 @@ impl Outcome {
                 fmt_ns((max * 1e9) as u64)
             );
         }
-        let n = self.rounds.len().max(1) as f64;
-        let _ = writeln!(
-            o,
-            "  per reader  {:.1} MiB per round ({} lines), {:.1} MiB in all (the reader that got least)",
-            self.bytes_min as f64 / n / 1048576.0,
-            p.per_reader(),
-            self.bytes_min as f64 / 1048576.0
-        );
+        let mib = |b: f64| b / 1048576.0;
+        if self.done().len() == self.rounds.len() && !self.rounds.is_empty() {
+            let _ = writeln!(
+                o,
+                "  per reader  {:.1} MiB per round ({} lines), {:.1} MiB in all (the reader that got least)",
+                mib(self.bytes_min as f64 / self.rounds.len() as f64),
+                p.per_reader(),
+                mib(self.bytes_min as f64)
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "  per reader  {} lines due per round; {:.1} MiB received in all (the reader that got least)",
+                p.per_reader(),
+                mib(self.bytes_min as f64)
+            );
+        }
         let _ = writeln!(
             o,
             "  checks      lost {}, duplicated {}, reordered {}, misrouted {}, malformed {}",
