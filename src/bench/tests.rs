@@ -482,3 +482,46 @@ fn burst_reports_loss_and_cut_off_readers() {
     assert_eq!(run(Fault::Repeat(40), l), Ok(false));
     assert_eq!(run(Fault::Hangup(60), l), Ok(false));
 }
+
+#[test]
+fn storm_times_out_on_a_server_that_never_answers() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        run_checked(&args(&format!(
+            "--addr {addr} -q --connect-timeout 500ms storm 5"
+        ))),
+        Ok(false)
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(silent);
+}
+
+#[test]
+fn storm_report_says_n_a_without_kernel_counters() {
+    let plan = storm::StormPlan::new(&args("storm 3"), 3, 8).unwrap();
+    let mut latency = histogram::Histogram::new();
+    latency.record(2_000_000);
+    let res = storm::StormResult {
+        logged_in: 2,
+        failed: 1,
+        timed_out: 0,
+        all_in: None,
+        elapsed: Duration::from_millis(1500),
+        latency,
+        failures: [("connect: refused".to_string(), 1)].into_iter().collect(),
+        kernel: storm::counter_deltas(None, None),
+    };
+    let t = storm::text(&plan, &res);
+    assert!(
+        t.contains("ListenOverflows n/a, ListenDrops n/a, TCPSynRetrans n/a"),
+        "{t}"
+    );
+    assert!(t.contains("1 × connect: refused"), "{t}");
+    assert!(t.contains("FAILED"), "{t}");
+    let j: serde_json::Value = serde_json::from_str(&storm::json(&plan, &res)).unwrap();
+    assert_eq!(j["TcpExtListenDrops"], serde_json::Value::Null);
+    assert_eq!(j["failures"]["connect: refused"], 1);
+    assert_eq!(j["ok"], false);
+}

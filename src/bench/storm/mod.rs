@@ -9,7 +9,7 @@
 
 mod report;
 
-use report::{json, text};
+pub use report::{json, text};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
