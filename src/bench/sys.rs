@@ -1,5 +1,6 @@
 //! The few operating-system calls the bench needs beyond std: epoll, eventfd,
-//! bind-before-connect, RLIMIT_NOFILE, getrusage and /proc of the daemon.
+//! bind-before-connect, non-blocking connects, RLIMIT_NOFILE, getrusage, /proc
+//! of the daemon and the kernel's TCP counters (/proc/net/netstat).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -273,6 +274,134 @@ pub fn proc_nofile(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Starts a non-blocking connect to `addr` (TCP_NODELAY; with `source`, bound
+/// to that IPv4 address first). Returns the socket and whether it is already
+/// connected; otherwise the connect is in progress: wait for it to be writable
+/// and ask [`take_socket_error`].
+pub fn connect_start(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<(TcpStream, bool)> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: each call gets valid pointers and lengths; the descriptor is owned
+    // by `sock` from the start, so every error path closes it.
+    unsafe {
+        let fd = cvt(libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        ))?;
+        let sock = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        );
+        if let (Some(src), SocketAddr::V4(_)) = (source, addr) {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                int_len,
+            );
+            let sa = sockaddr_in(src, 0);
+            cvt(libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ))?;
+        }
+        let r = match addr {
+            SocketAddr::V4(a) => {
+                let da = sockaddr_in(*a.ip(), a.port());
+                libc::connect(
+                    fd,
+                    (&da as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut da: libc::sockaddr_in6 = std::mem::zeroed();
+                da.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                da.sin6_port = a.port().to_be();
+                da.sin6_addr.s6_addr = a.ip().octets();
+                da.sin6_scope_id = a.scope_id();
+                libc::connect(
+                    fd,
+                    (&da as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if r == 0 {
+            return Ok((TcpStream::from(sock), true));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINPROGRESS) {
+            Ok((TcpStream::from(sock), false))
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// The pending error of a socket (SO_ERROR): how a non-blocking connect ended.
+pub fn take_socket_error(s: &TcpStream) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the right size.
+    cvt(unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(err))
+    }
+}
+
+/// The counters of /proc/net/netstat (or /proc/net/snmp), keyed like `nstat`
+/// names them: the section and the field, `TcpExtListenOverflows`. Each
+/// section is a line of names followed by a line of values.
+pub fn parse_netstat(text: &str) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((sec, names)), Some((sec2, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            break;
+        };
+        if sec != sec2 {
+            break;
+        }
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = v.parse::<u64>() {
+                out.insert(format!("{sec}{n}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// The kernel's TCP counters now (`None` if /proc/net/netstat is unreadable).
+pub fn netstat() -> Option<std::collections::HashMap<String, u64>> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let m = parse_netstat(&text);
+    (!m.is_empty()).then_some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +429,63 @@ mod tests {
         let (_, peer) = l.accept().unwrap();
         assert_eq!(peer.ip(), std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)));
         assert_eq!(s.local_addr().unwrap().ip(), peer.ip());
+    }
+
+    #[test]
+    fn netstat_sections_and_fields() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPSynRetrans\n\
+                    TcpExt: 0 12 13 7\n\
+                    IpExt: InNoRoutes InOctets\n\
+                    IpExt: 0 123456789012\n";
+        let m = parse_netstat(text);
+        assert_eq!(m.get("TcpExtListenOverflows"), Some(&12));
+        assert_eq!(m.get("TcpExtListenDrops"), Some(&13));
+        assert_eq!(m.get("TcpExtTCPSynRetrans"), Some(&7));
+        assert_eq!(m.get("IpExtInOctets"), Some(&123_456_789_012));
+        assert_eq!(m.len(), 6);
+        assert!(parse_netstat("").is_empty());
+        assert!(parse_netstat("garbage\n").is_empty());
+        // A names line without its values line, or mismatched sections: stop there.
+        assert_eq!(parse_netstat("TcpExt: A B\nIpExt: 1 2\n").len(), 0);
+        assert_eq!(parse_netstat("TcpExt: A\nTcpExt: 1\nIpExt: B\n").len(), 1);
+        if let Some(live) = netstat() {
+            assert!(live.contains_key("TcpExtListenOverflows"));
+        }
+    }
+
+    #[test]
+    fn nonblocking_connect_completes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (s, _done) =
+            connect_start(l.local_addr().unwrap(), Some(Ipv4Addr::new(127, 0, 0, 3))).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip(), std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 2000) };
+        take_socket_error(&s).unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        match connect_start(addr, None) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
+            Ok((s, _)) => {
+                let mut pfd = libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 2000) };
+                assert_eq!(
+                    take_socket_error(&s).unwrap_err().kind(),
+                    io::ErrorKind::ConnectionRefused
+                );
+            }
+        }
     }
 }

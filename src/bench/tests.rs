@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 
+mod storm_burst;
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
@@ -286,7 +288,7 @@ fn options_go_before_or_after_the_workload() {
     assert!(matches!(a.workload, Workload::Fanout { k: 3 }));
     assert_eq!(
         (a.clients, a.size, a.duration),
-        (7, 80, Duration::from_secs(2))
+        (Some(7), Some(80), Duration::from_secs(2))
     );
 }
 

@@ -1,0 +1,223 @@
+//! The command line of `a-chat bench`: the clap structs (global options and
+//! one subcommand per workload) and the parsers of their values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::plan::Target;
+
+/// Load-test an a-chat server (or Redis, for comparison) on this machine.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    subcommand_value_name = "WORKLOAD",
+    subcommand_help_heading = "Workloads"
+)]
+#[command(after_help = "\
+In detail:
+  direct       each client i sends to client (i+1) mod N, closed loop (--inflight)
+  fanout K     each message names K recipients: clients i+1..i+K mod N
+  rate R       open loop: R messages/s in total (e.g. 20000, 50k), on a fixed
+               schedule; latency counts from the scheduled send time, so queueing
+               in the server (or in the bench) is included
+  idle N       hold N logged-in connections for --duration; with --pid, the
+               daemon's memory per connection (start the daemon afresh for this:
+               memory freed by earlier connections is reused, and hides the cost)
+  storm N      N clients connect and log in at once, like the reconnect storm of
+               a restarted node: non-blocking connects, up to --concurrency in
+               flight, spread over 127.0.0.x (--source-ips; one address per 4000
+               connections by default). A client counts when its login is
+               confirmed (a-chat: the echo of a message to itself; redis: the
+               SUBSCRIBE reply). Reports the time until all are logged in,
+               connect-to-login latency, failures, and the kernel's listen queue
+               overflows, drops and SYN retransmits (/proc/net/netstat, whole
+               machine). Fails unless all log in within --connect-timeout
+  burst        --senders S each write a burst of --burst-bytes (lines of --size
+               bytes) to all --clients readers at once (default 2 readers, 2048-
+               byte lines), --rounds R times; readers read at full speed. Reports
+               each round's time (first send to last line at every reader), the
+               bytes per reader, loss/order checks and any reader cut off
+               (an error:/notice: line or EOF fails the run). --duration bounds
+               one round
+
+Exit status: 0 all checks passed, 1 a check failed (loss, duplicates, reordering,
+misrouting, server errors, closed connections), 2 the run could not start.
+Only loopback targets (127.0.0.0/8, ::1) are accepted.")]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub workload: Workload,
+
+    /// Server address [default: 127.0.0.1:8080 for achat, 127.0.0.1:6379 for redis]
+    #[arg(long, global = true)]
+    pub addr: Option<SocketAddr>,
+
+    /// Protocol of the server under test
+    #[arg(long, value_enum, default_value_t = Target::Achat, global = true)]
+    pub target: Target,
+
+    /// Number of clients (ignored by `idle` and `storm`, which take their own
+    /// count; for `burst`, the readers) [default: 100; burst: 2]
+    #[arg(long, short = 'c', global = true)]
+    pub clients: Option<usize>,
+
+    /// Message payload size in bytes (at least 38: the bench's header)
+    /// [default: 64; burst: 2048]
+    #[arg(long, short = 's', global = true)]
+    pub size: Option<usize>,
+
+    /// How long to send (`idle`: how long to hold the connections; `burst`: the
+    /// most one round may take)
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration, global = true)]
+    pub duration: Duration,
+
+    /// Messages per client; the run ends when all are sent (or at --duration)
+    #[arg(long, short = 'n', global = true)]
+    pub messages: Option<u64>,
+
+    /// Closed-loop window: unacknowledged messages per client
+    #[arg(long, default_value_t = 64, global = true)]
+    pub inflight: u64,
+
+    /// After sending stops, how long to wait for messages still in flight
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    pub grace: Duration,
+
+    /// Time allowed for one connect, and for all logins to be confirmed after the
+    /// last connect (`storm`: for every client to log in, from the first connect)
+    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    pub connect_timeout: Duration,
+
+    /// Worker threads of the bench (each runs an epoll loop over its clients;
+    /// `storm` and `burst` run one loop)
+    #[arg(long, short = 't', default_value_t = 1, global = true)]
+    pub threads: usize,
+
+    /// PID of the server: report its CPU time, and its RSS (VmRSS) before and after
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+
+    /// Spread connections over 127.0.0.1..=127.0.0.N (bind before connect)
+    /// [default: `idle` and `storm` use one address per 4000 connections; others don't bind]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=254), global = true)]
+    pub source_ips: Option<u32>,
+
+    /// Login / channel name prefix; client i is <prefix><i> [default: b<pid>-]
+    #[arg(long, global = true)]
+    pub prefix: Option<String>,
+
+    /// Print the summary as one JSON object on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress lines on stderr
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Workload {
+    /// Each client sends to the next one (closed loop)
+    Direct,
+    /// Each message names K recipients (closed loop)
+    Fanout {
+        /// Recipients per message
+        k: usize,
+    },
+    /// Open loop at R messages/s in total (e.g. 20000 or 20k)
+    Rate {
+        /// Messages per second, all clients together
+        #[arg(value_parser = parse_rate)]
+        rate: f64,
+    },
+    /// Hold N logged-in connections
+    Idle {
+        /// Connections to open
+        connections: usize,
+    },
+    /// N clients connect and log in at once (a reconnect storm)
+    Storm {
+        /// Clients to connect
+        #[arg(value_name = "N")]
+        n: usize,
+        /// Connections started but not yet logged in, at most
+        #[arg(long, default_value_t = 2048)]
+        concurrency: usize,
+    },
+    /// Senders fire bursts addressed to all readers at once
+    Burst {
+        /// Sender clients; each writes its whole burst in one go
+        #[arg(long, default_value_t = 30)]
+        senders: usize,
+        /// Payload bytes per sender and round (e.g. 1048576, 512k, 1MiB)
+        #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+        burst_bytes: u64,
+        /// Bursts, one after the other
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+    },
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Direct => "direct",
+            Workload::Fanout { .. } => "fanout",
+            Workload::Rate { .. } => "rate",
+            Workload::Idle { .. } => "idle",
+            Workload::Storm { .. } => "storm",
+            Workload::Burst { .. } => "burst",
+        }
+    }
+}
+
+impl BenchArgs {
+    /// `--clients`, or the workload's default.
+    pub fn clients_or(&self, default: usize) -> usize {
+        self.clients.unwrap_or(default)
+    }
+
+    /// `--size`, or the workload's default.
+    pub fn size_or(&self, default: usize) -> usize {
+        self.size.unwrap_or(default)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+/// A rate like `20000`, `20k`, `1.5M`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&s[..i], 1e6),
+        _ => (s, 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
+        _ => Err(format!(
+            "{s:?} is not a positive rate (examples: 20000, 20k, 1.5M)"
+        )),
+    }
+}
+
+/// A byte count like `1048576`, `512k`, `1MiB`, `2M` (k/M/G are powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(v) if v > 0 && mult > 0 => v
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large")),
+        _ => Err(format!(
+            "{s:?} is not a positive byte count (examples: 1048576, 512k, 1MiB)"
+        )),
+    }
+}

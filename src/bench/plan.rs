@@ -1,0 +1,254 @@
+//! What a run does, fixed before any worker starts: the target protocol, the
+//! load shape, the clients and their names ([`Plan`]); how it is built from
+//! the command line and checked, and the warnings and descriptor limits it implies.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::args::{BenchArgs, Workload};
+use super::{payload, sys};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// An a-chat server (its line protocol).
+    Achat,
+    /// A Redis server (SUBSCRIBE / PUBLISH), to compare on one machine.
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// Closed loop: each client keeps at most `inflight` messages unacknowledged.
+    Closed { inflight: u64 },
+    /// Open loop: each client sends on a fixed schedule, one message per interval.
+    Open { interval_ns: f64 },
+    /// Log in and hold the connections; send nothing.
+    Idle,
+}
+
+/// What the run does; fixed before the workers start.
+#[derive(Debug)]
+pub struct Plan {
+    pub target: Target,
+    pub load: Load,
+    pub clients: usize,
+    pub fanout: usize,
+    pub size: usize,
+    pub messages: Option<u64>,
+    pub prefix: String,
+    pub addr: SocketAddr,
+    /// Spread connections over 127.0.0.1..=127.0.0.N by binding first (0: don't).
+    pub source_ips: u32,
+    pub threads: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Plan {
+    pub fn name(&self, i: usize) -> String {
+        format!("{}{}", self.prefix, i)
+    }
+
+    /// Client `i` sends every message to the `fanout` clients after it.
+    pub fn recipients(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        (1..=self.fanout).map(move |k| (i + k) % self.clients)
+    }
+
+    pub fn source(&self, conn_no: usize) -> Option<Ipv4Addr> {
+        (self.source_ips > 0)
+            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (conn_no % self.source_ips as usize) as u8))
+    }
+
+    pub fn owner(&self, client: usize) -> usize {
+        client % self.threads
+    }
+}
+
+pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
+    let addr = target_addr(args)?;
+    let (clients, fanout, load) = match args.workload {
+        Workload::Direct => (
+            args.clients_or(100),
+            1,
+            Load::Closed {
+                inflight: args.inflight,
+            },
+        ),
+        Workload::Fanout { k } => (
+            args.clients_or(100),
+            k,
+            Load::Closed {
+                inflight: args.inflight,
+            },
+        ),
+        Workload::Rate { rate } => (
+            args.clients_or(100),
+            1,
+            Load::Open {
+                interval_ns: args.clients_or(100) as f64 / rate * 1e9,
+            },
+        ),
+        Workload::Idle { connections } => (connections, 1, Load::Idle),
+        Workload::Storm { .. } | Workload::Burst { .. } => {
+            return Err("storm and burst have plans of their own".into())
+        }
+    };
+    let size = args.size_or(64);
+    if clients == 0 {
+        return Err("need at least one client".into());
+    }
+    if fanout == 0 || fanout > clients {
+        return Err(format!(
+            "fanout K must be between 1 and the number of clients ({clients})"
+        ));
+    }
+    if args.inflight == 0 {
+        return Err("--inflight must be at least 1".into());
+    }
+    if size < payload::HEADER_LEN {
+        return Err(format!(
+            "--size {} is too small: payloads carry a {}-byte header",
+            size,
+            payload::HEADER_LEN
+        ));
+    }
+    if args.messages == Some(0) || args.messages.is_some_and(|m| m > payload::MAX_SEQ) {
+        return Err("--messages must be between 1 and 2^48 - 1".into());
+    }
+    let prefix = login_prefix(args, clients)?;
+    let idle = matches!(load, Load::Idle);
+    let source_ips = source_ips(args, addr, idle.then_some(clients))?;
+    Ok(Plan {
+        target: args.target,
+        load,
+        clients,
+        fanout,
+        size,
+        messages: args.messages,
+        prefix,
+        addr,
+        source_ips,
+        threads: args.threads.clamp(1, clients),
+        connect_timeout: args.connect_timeout,
+    })
+}
+
+/// The server address: `--addr` or the target's default; loopback only.
+pub fn target_addr(args: &BenchArgs) -> Result<SocketAddr, String> {
+    let addr = args.addr.unwrap_or_else(|| match args.target {
+        Target::Achat => "127.0.0.1:8080".parse().unwrap(),
+        Target::Redis => "127.0.0.1:6379".parse().unwrap(),
+    });
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the bench only targets 127.0.0.0/8 or ::1"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The login prefix (`--prefix` or `b<pid>-`), checked against the longest
+/// login it makes for `clients` clients.
+pub fn login_prefix(args: &BenchArgs, clients: usize) -> Result<String, String> {
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("b{}-", std::process::id()));
+    let longest = format!("{prefix}{}", clients.saturating_sub(1));
+    if prefix.is_empty()
+        || longest.len() > 64
+        || prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',')
+    {
+        return Err(format!(
+            "--prefix {prefix:?}: logins must be 1..=64 bytes without whitespace, ':' or ','"
+        ));
+    }
+    Ok(prefix)
+}
+
+/// How many 127.0.0.x source addresses to spread over: `--source-ips`, or
+/// with `spread` connections one address per 4000 of them (IPv4 only), or 0.
+pub fn source_ips(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    spread: Option<usize>,
+) -> Result<u32, String> {
+    Ok(match (args.source_ips, addr, spread) {
+        (Some(_), SocketAddr::V6(_), _) => {
+            return Err("--source-ips needs an IPv4 loopback --addr".into())
+        }
+        (Some(n), _, _) => n,
+        (None, SocketAddr::V4(_), Some(conns)) => conns.div_ceil(4000).clamp(1, 254) as u32,
+        (None, _, _) => 0,
+    })
+}
+
+/// Warnings about limits of the server under test that the plan goes past.
+pub fn plan_warnings(plan: &Plan, pid: Option<u32>) -> Vec<String> {
+    let mut w = Vec::new();
+    if plan.target == Target::Achat {
+        if plan.fanout > 64 {
+            w.push(format!(
+                "fanout {} is above the server's default max_recipients (64): expect errors",
+                plan.fanout
+            ));
+        }
+        let names: usize = (0..plan.fanout)
+            .map(|k| plan.name(plan.clients - 1 - k).len() + 2)
+            .sum();
+        if names + plan.size > 8192 {
+            w.push(format!(
+                "message lines of about {} bytes exceed the server's default max_line_bytes (8192)",
+                names + plan.size
+            ));
+        }
+        if matches!(plan.load, Load::Idle) && plan.clients > 10_000 {
+            w.push(format!(
+                "{} connections exceed the server's default max_connections (10000): the rest wait in the backlog",
+                plan.clients
+            ));
+        }
+    }
+    if let Some(limit) = pid.and_then(sys::proc_nofile) {
+        let conns = plan.clients * conns_per_client(plan) as usize;
+        if conns as u64 + 16 > limit {
+            w.push(format!(
+                "the server (pid {}) may open only {limit} files (RLIMIT_NOFILE), fewer than the {conns} connections planned",
+                pid.unwrap_or(0)
+            ));
+        }
+    }
+    w
+}
+
+fn conns_per_client(plan: &Plan) -> u64 {
+    match (plan.target, plan.load) {
+        (Target::Redis, Load::Idle) | (Target::Achat, _) => 1,
+        (Target::Redis, _) => 2,
+    }
+}
+
+/// Makes sure this process may open enough descriptors, or says why not.
+pub fn ensure_descriptors(plan: &Plan) -> Result<(), String> {
+    ensure_fds(plan.clients as u64 * conns_per_client(plan), plan.threads)
+}
+
+/// Makes sure this process may open `conns` connections (and what `threads`
+/// worker threads need besides), raising the soft RLIMIT_NOFILE if it must.
+pub fn ensure_fds(conns: u64, threads: usize) -> Result<(), String> {
+    let need = conns + 2 * threads as u64 + 32;
+    let (soft, hard) = sys::nofile_limit().map_err(|e| format!("getrlimit: {e}"))?;
+    if need > hard {
+        return Err(format!(
+            "{conns} connections need about {need} open files, but this process may open at most {hard} \
+             (RLIMIT_NOFILE soft {soft}, hard {hard}); use fewer connections, or raise the hard limit \
+             (ulimit -Hn, LimitNOFILE=) — the server needs one descriptor per connection too"
+        ));
+    }
+    if need > soft {
+        sys::raise_nofile(need)
+            .map_err(|e| format!("cannot raise RLIMIT_NOFILE from {soft} to {need}: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! What a storm measured, as text for people or as one JSON object for scripts.
+
+use std::fmt::Write as _;
+
+use super::super::plan::Target;
+use super::super::report::{fmt_ns, json_str};
+use super::{StormPlan, StormResult};
+
+fn kernel_text(d: Option<u64>) -> String {
+    d.map_or("n/a".into(), |v| format!("+{v}"))
+}
+
+fn notes(plan: &StormPlan, res: &StormResult) -> Vec<String> {
+    let mut n: Vec<String> = res
+        .failures
+        .iter()
+        .take(8)
+        .map(|(why, count)| format!("{count} × {why}"))
+        .collect();
+    if plan.target == Target::Redis && res.failures.keys().any(|k| k.contains("protected mode")) {
+        n.push(
+            "Redis in protected mode refuses sources other than 127.0.0.1: start it with \
+             --protected-mode no, or pass --source-ips 1"
+                .into(),
+        );
+    }
+    n
+}
+
+pub fn text(plan: &StormPlan, res: &StormResult) -> String {
+    let mut o = String::new();
+    let target = match plan.target {
+        Target::Achat => "achat",
+        Target::Redis => "redis",
+    };
+    let _ = writeln!(
+        o,
+        "a-chat bench: storm {} against {target} at {}: concurrency {}, {} source address{}",
+        plan.clients,
+        plan.addr,
+        plan.concurrency,
+        plan.source_ips.max(1),
+        if plan.source_ips > 1 { "es" } else { "" }
+    );
+    let _ = writeln!(
+        o,
+        "  logged in   {} of {}{}  (failed {}, timed out {})",
+        res.logged_in,
+        plan.clients,
+        match res.all_in {
+            Some(t) => format!(", all in {:.3} s", t.as_secs_f64()),
+            None => format!(
+                ", not all (gave up after {:.2} s)",
+                res.elapsed.as_secs_f64()
+            ),
+        },
+        res.failed,
+        res.timed_out
+    );
+    let h = &res.latency;
+    let _ = writeln!(
+        o,
+        "  latency     connect to login: p50 {}  p99 {}  max {}",
+        fmt_ns(h.quantile(0.5)),
+        fmt_ns(h.quantile(0.99)),
+        fmt_ns(h.max())
+    );
+    let k = &res.kernel;
+    let _ = writeln!(
+        o,
+        "  kernel      ListenOverflows {}, ListenDrops {}, TCPSynRetrans {}  (whole machine, over the storm)",
+        kernel_text(k[0].1),
+        kernel_text(k[1].1),
+        kernel_text(k[2].1)
+    );
+    for n in notes(plan, res) {
+        let _ = writeln!(o, "  note        {n}");
+    }
+    let _ = writeln!(
+        o,
+        "  result      {}",
+        if res.ok(plan) { "OK" } else { "FAILED" }
+    );
+    o
+}
+
+pub fn json(plan: &StormPlan, res: &StormResult) -> String {
+    let h = &res.latency;
+    let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+    let mut o = String::from("{");
+    let _ = write!(
+        o,
+        "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"clients\":{},\"concurrency\":{},\
+         \"source_ips\":{},\"logged_in\":{},\"failed\":{},\"timed_out\":{},\"all_logged_in_s\":{},\
+         \"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
+        json_str(match plan.target {
+            Target::Achat => "achat",
+            Target::Redis => "redis",
+        }),
+        json_str(&plan.addr.to_string()),
+        plan.clients,
+        plan.concurrency,
+        plan.source_ips.max(1),
+        res.logged_in,
+        res.failed,
+        res.timed_out,
+        res.all_in
+            .map_or("null".into(), |t| format!("{:.6}", t.as_secs_f64())),
+        res.elapsed.as_secs_f64(),
+        h.quantile(0.5),
+        h.quantile(0.99),
+        h.max(),
+        h.min(),
+        h.mean()
+    );
+    for (name, d) in &res.kernel {
+        let _ = write!(o, ",{}:{}", json_str(name), opt(*d));
+    }
+    let failures: Vec<String> = res
+        .failures
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json_str(k)))
+        .collect();
+    let notes: Vec<String> = notes(plan, res).iter().map(|s| json_str(s)).collect();
+    let _ = write!(
+        o,
+        ",\"failures\":{{{}}},\"notes\":[{}],\"ok\":{}}}",
+        failures.join(","),
+        notes.join(","),
+        res.ok(plan)
+    );
+    o
+}
