@@ -198,12 +198,23 @@ fn check_config_on_the_shipped_file_prints_the_effective_settings() {
         "login_timeout = \"10s\"",
         "idle_timeout = \"0s\"",
         "outbound_queue_bytes = 1048576",
+        "slow_consumer_grace = \"5s\"",
+        "outbound_queue_hard_bytes = 33554432",
+        "outbound_total_bytes = 268435456",
+        "listen_backlog = 1024",
         "write_timeout = \"10s\"",
         "drain_timeout = \"10s\"",
         "level = \"info\"",
         "format = \"text\"",
     ] {
         assert!(out.contains(setting), "{setting:?} missing from:\n{out}");
+    }
+    // It compares listen_backlog with the kernel's cap, where that can be read.
+    if let Ok(cap) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
+        let cap: u32 = cap.trim().parse().unwrap();
+        let verdict = if cap < 1024 { "capped at" } else { "ok" };
+        let line = format!("# net.core.somaxconn here: {cap}; listen_backlog = 1024: {verdict}");
+        assert!(out.contains(&line), "{line:?} missing from:\n{out}");
     }
     // The effective settings are a valid config themselves.
     let dir = tempfile::tempdir().unwrap();
@@ -455,4 +466,30 @@ fn worker_threads_sets_the_threads_that_run_connections() {
     });
     d.login("alice");
     assert_eq!(worker_threads(d.pid()), 2);
+}
+
+#[test]
+fn queue_bounds_that_cannot_work_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queues.toml");
+    std::fs::write(
+        &path,
+        "[limits]\noutbound_queue_bytes = 67108864\noutbound_queue_hard_bytes = 1048576\n",
+    )
+    .unwrap();
+    let (status, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 3, key `limits.outbound_queue_hard_bytes`")
+            && err.contains("below limits.outbound_queue_bytes"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "[limits]\noutbound_total_bytes = 1048576\n[server]\nlisten_backlog = 0\n",
+    )
+    .unwrap();
+    let (status, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("key `server.listen_backlog`"), "{err}");
 }
