@@ -17,6 +17,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -147,6 +149,40 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[tls]` (DESIGN §9): TLS listeners; absent or `listen = []` means none.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Addresses to accept TLS chat connections on: one address or a list.
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// The certificate chain (PEM), the server's own certificate first.
+    pub cert: String,
+    /// The private key of the certificate (PEM).
+    pub key: String,
+    /// When set, clients must present a certificate signed by this CA (PEM): mutual TLS.
+    pub client_ca: String,
+}
+
+/// `[auth]` (DESIGN §9): authenticated logins; `users_file = ""` means open logins.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// TOML file of `[users] name = "$argon2id$..."` lines made by `a-chat passwd`.
+    pub users_file: String,
+    /// Failed logins a minute from one address before it is refused without a check.
+    pub max_failures_per_ip: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            users_file: String::new(),
+            max_failures_per_ip: 10,
+        }
+    }
+}
+
 /// A configuration error, written for the operator who reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -231,9 +267,31 @@ impl Config {
             Ok(())
         }
         let (s, l) = (&self.server, &self.limits);
-        if s.listen.is_empty() {
-            return Err(("server.listen", "needs at least one address".into()));
+        if s.listen.is_empty() && self.tls.listen.is_empty() {
+            return Err((
+                "server.listen",
+                "needs at least one address (or set tls.listen for TLS only)".into(),
+            ));
         }
+        if !self.tls.listen.is_empty() {
+            if self.tls.cert.is_empty() {
+                return Err((
+                    "tls.cert",
+                    "a TLS listener needs a certificate (PEM file)".into(),
+                ));
+            }
+            if self.tls.key.is_empty() {
+                return Err((
+                    "tls.key",
+                    "a TLS listener needs a private key (PEM file)".into(),
+                ));
+            }
+        }
+        at_least(
+            "auth.max_failures_per_ip",
+            self.auth.max_failures_per_ip as usize,
+            1,
+        )?;
         at_least("server.max_connections", s.max_connections, 1)?;
         at_most("server.max_connections", s.max_connections, 1_000_000)?;
         nonzero("server.accept_error_sleep", s.accept_error_sleep)?;

@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

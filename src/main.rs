@@ -14,7 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{admin, client, notify, runtime, server, telemetry};
+use a_chat::{admin, client, notify, runtime, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +117,12 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !config.tls.listen.is_empty() {
+        if let Err(e) = tls::Server::load(&config.tls) {
+            eprintln!("a-chat: invalid configuration in {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     println!("# {}: valid. Effective settings:", path.display());
     print!("{}", config.to_toml());
     let backlog = config.server.listen_backlog;
@@ -190,9 +196,23 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 "the kernel caps listen_backlog at net.core.somaxconn: raise it (sysctl net.core.somaxconn={backlog}) for the accept queue to hold {backlog} connections"
             );
         }
-        for addr in &config.server.listen {
+        let tls = if config.tls.listen.is_empty() {
+            None
+        } else {
+            match tls::Server::load(&config.tls) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err(e) => {
+                    error!(error = %e, "cannot set up TLS");
+                    eprintln!("a-chat: cannot set up TLS: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        };
+        let plain = config.server.listen.iter().map(|addr| (addr, None));
+        let secure = config.tls.listen.iter().map(|addr| (addr, tls.clone()));
+        for (addr, tls) in plain.chain(secure) {
             match runtime::bind(*addr, backlog).await {
-                Ok(listener) => listeners.push(listener),
+                Ok(socket) => listeners.push(server::Listener { socket, tls }),
                 Err(e) => {
                     error!(%addr, error = %e, "cannot listen");
                     eprintln!("a-chat: cannot listen on {addr}: {e}");
@@ -216,10 +236,14 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         };
         let addrs: Vec<SocketAddr> = listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|l| l.socket.local_addr().ok())
             .collect();
-        for addr in &addrs {
-            info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
+        for (listener, addr) in listeners.iter().zip(&addrs) {
+            let kind = if listener.tls.is_some() { " (tls)" } else { "" };
+            info!(
+                version = env!("CARGO_PKG_VERSION"),
+                "listening on {addr}{kind}"
+            );
         }
         // Logged after the chat addresses, so that whoever reads the first
         // `listening on` line gets a chat address.

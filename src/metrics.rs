@@ -126,6 +126,10 @@ pub struct Metrics {
     pub outbound_queued: Gauge,
     /// Connections closed for sending bad lines faster than the documented rate.
     pub bad_line_disconnects: Counter,
+    /// TLS handshakes completed.
+    pub tls_handshakes: Counter,
+    /// TLS handshakes failed, by reason (in `tls::Failure::ALL` order).
+    tls_failures: Vec<Counter>,
     pub panics: Counter,
     /// 1 while the drain runs.
     pub draining: Gauge,
@@ -242,9 +246,25 @@ impl Metrics {
             "Log lines dropped because the log writer could not keep up",
             log_lines_dropped.clone(),
         );
+        let tls_handshakes = Counter::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed on the [tls] listeners",
+            tls_handshakes.clone(),
+        );
+        let tls_failed = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; closed; timeout: not done within login_timeout)",
+            tls_failed.clone(),
+        );
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
         };
+        let tls_failures = crate::tls::Failure::ALL
+            .iter()
+            .map(|why| label(&tls_failed, "reason", why.label()))
+            .collect();
         Metrics {
             connections_open,
             connections_accepted,
@@ -270,6 +290,8 @@ impl Metrics {
             slow_total: label(&slow_consumers, "reason", "total_limit"),
             outbound_queued,
             bad_line_disconnects,
+            tls_handshakes,
+            tls_failures,
             panics,
             draining,
             log_lines_dropped,
@@ -285,6 +307,19 @@ impl Metrics {
             Refusal::LoginTimeout => &self.refused_login_timeout,
         }
         .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, why: crate::tls::Failure) {
+        let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
+        if let Some(counter) = at.and_then(|at| self.tls_failures.get(at)) {
+            counter.inc();
+        }
+    }
+
+    pub fn tls_handshake_failures(&self, why: crate::tls::Failure) -> u64 {
+        let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
+        at.and_then(|at| self.tls_failures.get(at))
+            .map_or(0, Counter::get)
     }
 
     pub fn slow_consumer(&self, why: SlowReason) {

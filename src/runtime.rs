@@ -6,11 +6,11 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
@@ -88,13 +88,52 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     TcpStream::connect(addr).await
 }
 
-/// An accepted chat connection's socket, shared by its reader, its writer and its queue.
+/// An accepted chat connection's socket, shared by its reader, its writer and its queue:
+/// plain, or TLS after a handshake (see [`Conn::into_tls`]).
 ///
 /// It sits directly on the reactor that async-std itself runs on (async-io), which also
-/// offers a readiness wait: a reader that has just emptied the socket waits for the next
-/// readiness event instead of paying a `read` that can only say "would block".
+/// offers a readiness wait: a reader that has just emptied a plain socket waits for the
+/// next readiness event instead of paying a `read` that can only say "would block".
 #[derive(Clone)]
-pub struct Conn(Arc<async_io::Async<std::net::TcpStream>>);
+pub struct Conn {
+    /// The TCP socket, for plain reads and writes and for shutting it down.
+    sock: Arc<async_io::Async<std::net::TcpStream>>,
+    /// The TLS session over `sock`, on a TLS listener. Reader and writer share it: each
+    /// call locks it for one poll and never across a wait. `None` on a plain listener,
+    /// which pays one pointer for it and nothing else.
+    tls: Option<Arc<Mutex<crate::tls::ServerStream>>>,
+}
+
+/// The TCP socket under a TLS session (rustls reads and writes the records through it).
+pub struct Sock(Arc<async_io::Async<std::net::TcpStream>>);
+
+impl AsyncRead for Sock {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Sock {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
 
 impl Conn {
     /// Takes over a socket from the listener and turns off Nagle's algorithm (the
@@ -102,37 +141,99 @@ impl Conn {
     pub fn from_accepted(stream: TcpStream) -> io::Result<Conn> {
         let stream = std::net::TcpStream::try_from(stream)?;
         stream.set_nodelay(true)?;
-        Ok(Conn(Arc::new(async_io::Async::new(stream)?)))
+        Ok(Conn {
+            sock: Arc::new(async_io::Async::new(stream)?),
+            tls: None,
+        })
+    }
+
+    /// The socket, for a TLS handshake over it.
+    pub fn sock(&self) -> Sock {
+        Sock(self.sock.clone())
+    }
+
+    /// The same connection, reading and writing through the TLS session `stream` (made
+    /// by a handshake over [`Conn::sock`]).
+    pub fn into_tls(self, stream: crate::tls::ServerStream) -> Conn {
+        Conn {
+            sock: self.sock,
+            tls: Some(Arc::new(Mutex::new(stream))),
+        }
+    }
+
+    /// True for a TLS connection: its reads may find data that rustls already holds, so a
+    /// readiness wait on the socket would be wrong.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Resolves once the socket has new data (or an end, or an error) to read.
     pub async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
+        self.sock.readable().await
     }
 
     /// Reads what is there into `buf`, or registers the task to be woken when there is.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        match &self.tls {
+            None => Pin::new(&mut &*self.sock).poll_read(cx, buf),
+            Some(tls) => Pin::new(&mut *lock(tls)).poll_read(cx, buf),
+        }
     }
 
     /// Reads what is there, waiting only when nothing is.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf).await
+        futures::future::poll_fn(|cx| self.poll_read(cx, buf)).await
     }
 
-    /// Reads what the kernel already holds, without waiting: `Ok(0)` when nothing is there.
+    /// Reads what the kernel (or the TLS session) already holds, without waiting: `Ok(0)`
+    /// when nothing is there.
     pub fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.get_ref().read(buf) {
+        if self.tls.is_some() {
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            return match self.poll_read(&mut cx, buf) {
+                Poll::Ready(result) => result,
+                Poll::Pending => Ok(0),
+            };
+        }
+        match self.sock.get_ref().read(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             other => other,
         }
     }
 
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
-        (&*self.0).write_all(buf).await
+        let Some(tls) = &self.tls else {
+            return (&*self.sock).write_all(buf).await;
+        };
+        let mut written = 0;
+        while written < buf.len() {
+            let n = futures::future::poll_fn(|cx| {
+                Pin::new(&mut *lock(tls)).poll_write(cx, &buf[written..])
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            written += n;
+        }
+        futures::future::poll_fn(|cx| Pin::new(&mut *lock(tls)).poll_flush(cx)).await
     }
 
+    /// Shuts the socket down. On a TLS connection, shutting down the writing side first
+    /// queues the session's close_notify, sent if the socket takes it at once.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.0.get_ref().shutdown(how)
+        if let (Some(tls), Shutdown::Write) = (&self.tls, how) {
+            let mut stream = lock(tls);
+            stream.get_mut().1.send_close_notify();
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            let _ = Pin::new(&mut *stream).poll_flush(&mut cx);
+        }
+        self.sock.get_ref().shutdown(how)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poll of the TLS session never panics halfway in a way that matters here; if one
+    // ever did, the connection would fail on its next read or write.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

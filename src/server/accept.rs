@@ -18,11 +18,13 @@ use tracing::{debug, info, info_span, warn};
 use crate::config::Config;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
-use crate::runtime::{self, Conn, TcpListener, TcpStream};
+use crate::runtime::{self, Conn, TcpStream};
 use crate::server::budget::Budget;
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
+use crate::server::Listener;
+use crate::tls;
 
 /// Connections accepted in a row before the loop lets other tasks run: about what the
 /// default `listen_backlog` holds, so that a storm empties the kernel's queue in one go
@@ -31,11 +33,15 @@ use crate::server::shutdown::{Shutdown, Void};
 /// SYN retransmit); with 1024, 0 in most runs.
 const ACCEPT_BURST: u64 = 1024;
 
-type Accepted = std::io::Result<(TcpStream, SocketAddr)>;
+/// An accept's result, and the TLS settings of the listener it came from.
+type Accepted = (
+    std::io::Result<(TcpStream, SocketAddr)>,
+    Option<Arc<tls::Server>>,
+);
 
 /// Everything the accept loop needs.
 pub struct Acceptor {
-    pub listeners: Vec<TcpListener>,
+    pub listeners: Vec<Listener>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     /// Handed to every connection for its reader.
@@ -75,7 +81,7 @@ impl Acceptor {
                 break;
             }
             let next = async { incoming.next().await };
-            let (stream, peer) = match next
+            let (accepted, tls) = match next
                 .or(async {
                     self.shutdown.wait().await;
                     None
@@ -83,13 +89,16 @@ impl Acceptor {
                 .await
             {
                 None => break,
-                Some(Ok(accepted)) => accepted,
-                Some(Err(e)) if is_transient_error(&e) => {
+                Some(accepted) => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_transient_error(&e) => {
                     self.metrics.accept_errors_per_connection.inc();
                     debug!(error = %e, "accept error for one connection; accepting the next");
                     continue;
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     self.metrics.accept_errors_resource.inc();
                     warn!(error = %e, hint = %error_hint(&e), pause = ?server.accept_error_sleep, "accept failed: pausing");
                     let pause = async {
@@ -127,16 +136,18 @@ impl Acceptor {
                 conn: next_conn,
                 stream,
                 peer,
+                accepted: std::time::Instant::now(),
                 token,
                 ip_slot,
                 events: self.events.clone(),
                 limits: limits.clone(),
                 budget: budget.clone(),
+                tls,
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
                 alive: self.alive.clone(),
             };
-            runtime::spawn(connection.serve());
+            runtime::spawn(connection.start());
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
@@ -156,10 +167,10 @@ impl Acceptor {
 }
 
 /// An owned stream of accepted connections (the listener moves into it).
-fn accepted(listener: TcpListener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> {
+fn accepted(listener: Listener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> {
     Box::pin(stream::unfold(listener, |listener| async move {
-        let result = listener.accept().await;
-        Some((result, listener))
+        let result = listener.socket.accept().await;
+        Some(((result, listener.tls.clone()), listener))
     }))
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_channel::Sender;
 use async_listen::backpressure::Token;
 use futures::FutureExt;
-use tracing::{error, info, info_span, Instrument};
+use tracing::{debug, error, info, info_span, Instrument};
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -21,12 +21,15 @@ use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
 use crate::server::shutdown::{Shutdown, Void};
 use crate::server::writer::Writer;
+use crate::tls;
 
 /// What a connection holds for as long as it lives.
 pub struct Connection {
     pub conn: ConnId,
     pub stream: Conn,
     pub peer: SocketAddr,
+    /// When it was accepted: `login_timeout` counts from here, TLS handshake included.
+    pub accepted: std::time::Instant,
     /// The connection token: accepting pauses while `max_connections` of these are out.
     /// Never cloned (a clone would corrupt the count).
     pub token: Token,
@@ -36,6 +39,8 @@ pub struct Connection {
     pub limits: Arc<Limits>,
     /// The bounds on what is queued for clients, shared by every connection.
     pub budget: Arc<Budget>,
+    /// On a TLS listener: the handshake to complete before the login.
+    pub tls: Option<Arc<tls::Server>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// Dropped when the connection ends, so the drain knows when all are gone.
@@ -55,6 +60,37 @@ struct Held {
 }
 
 impl Connection {
+    /// The connection's whole life, as one task: on a TLS listener, the handshake first
+    /// (within `login_timeout`, which the login then shares), then [`Connection::serve`].
+    pub fn start(mut self) -> impl Future<Output = ()> + Send + 'static {
+        let tls = self.tls.take();
+        async move {
+            if let Some(tls) = tls {
+                let span = info_span!("conn", conn = self.conn, peer = %self.peer);
+                let deadline = self.limits.login_timeout;
+                let shaken = runtime::timeout(deadline, tls.accept(self.stream.sock()))
+                    .instrument(span.clone())
+                    .await
+                    .unwrap_or(Err(tls::Failure::Timeout));
+                match shaken {
+                    Ok(session) => {
+                        self.metrics.tls_handshakes.inc();
+                        self.stream = self.stream.into_tls(session);
+                    }
+                    Err(why) => {
+                        // Scanners and port probes do this all day: counted, not logged
+                        // above debug.
+                        self.metrics.tls_handshake_failed(why);
+                        span.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
+                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                }
+            }
+            self.serve().await
+        }
+    }
+
     /// The connection's whole life, as one task.
     ///
     /// Built from combinators rather than written as one `async` block, so that the task
@@ -106,6 +142,7 @@ impl Connection {
             limits: self.limits,
             metrics: metrics.clone(),
             shutdown: self.shutdown,
+            accepted: self.accepted,
             span: tracing::Span::current(),
             emptied: false,
         };

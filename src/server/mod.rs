@@ -29,21 +29,29 @@ use tracing::{info, info_span, Instrument};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener};
+use crate::tls;
 
 /// How many reader batches may wait for the router before readers wait too.
 const ROUTER_QUEUE: usize = 64;
 
+/// A bound chat listener, plain or TLS.
+pub struct Listener {
+    pub socket: TcpListener,
+    /// The TLS settings every connection it accepts must complete a handshake with first.
+    pub tls: Option<Arc<tls::Server>>,
+}
+
 /// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and
 /// returns the summary. Bounded by `[shutdown] drain_timeout` once the drain begins.
 pub async fn run(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
     let addrs: Vec<_> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|l| l.socket.local_addr().ok())
         .collect();
     let (drain_trigger, drain) = shutdown::channel();
     let (alive, all_closed) = shutdown::task_group();

@@ -60,6 +60,8 @@ pub struct Reader {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
+    /// When the connection was accepted: the login is due `login_timeout` later.
+    pub accepted: std::time::Instant,
     /// The connection's span, which gets the `login` field once it is granted.
     pub span: tracing::Span,
     /// The last read took less than it asked for, so the socket was emptied: wait for
@@ -158,7 +160,7 @@ impl Reader {
     /// Reads the login line, asks the router for it, and returns it once granted.
     async fn login(&mut self, framer: &mut LineFramer) -> Result<Arc<str>, End> {
         let deadline = self.limits.login_timeout;
-        let started = std::time::Instant::now();
+        let started = self.accepted;
         let line = loop {
             if let Some(line) = framer.next_line() {
                 break line.map(str::to_owned);
@@ -362,7 +364,9 @@ impl Reader {
             if n > 0 {
                 metrics.bytes_in.inc_by(n as u64);
             }
-            *emptied = n < READ_SIZE;
+            // A TLS session may hold decrypted bytes the socket no longer shows as
+            // readable: only a plain socket is waited on after a short read.
+            *emptied = n < READ_SIZE && !stream.is_tls();
             Input::Read(result)
         };
         read.or(drain).or(timeout)
