@@ -4,28 +4,78 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::io::BufReader;
-use futures::{select, AsyncBufReadExt, AsyncWriteExt, StreamExt};
+use futures::{
+    select, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
+};
 
-use crate::runtime;
+use crate::{runtime, tls};
+
+/// How a-chat's own clients speak TLS (`--tls`, `--ca`, `--cert`, `--key`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The CA (PEM) that signed the server's certificate.
+    pub ca: PathBuf,
+    /// A client certificate and its key (PEM), for a server that requires mutual TLS.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// The name the server's certificate must carry; the address's IP when unset.
+    pub server_name: Option<String>,
+}
+
+/// A connection to a server, plain or TLS, as a reading and a writing half.
+struct Link {
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
+}
+
+/// Connects to `addr`, with a TLS handshake when `tls` is given.
+async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<Link> {
+    let stream = runtime::connect(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    let Some(options) = tls else {
+        return Ok(Link {
+            reader: Box::new(stream.clone()),
+            writer: Box::new(stream),
+        });
+    };
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let cert_and_key = options
+        .cert_and_key
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let config = tls::client_config(&options.ca, cert_and_key).map_err(invalid)?;
+    let host = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let (connector, name) = tls::connector(config, &host).map_err(invalid)?;
+    let session = connector.connect(name, stream).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("TLS handshake with {addr} failed: {e}"))
+    })?;
+    let (reader, writer) = session.split();
+    Ok(Link {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+    })
+}
 
 /// Runs the client until the server closes the connection.
-pub fn run(addr: SocketAddr) -> std::io::Result<()> {
+pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
     runtime::block_on(async move {
-        let stream = runtime::connect(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+        let Link { reader, mut writer } = connect(addr, tls.as_ref()).await?;
         if std::io::stdin().is_terminal() {
             eprintln!(
-                "Connected to {addr}.\n\
+                "Connected to {addr}{}.\n\
                  Type your login name first (one word), then messages as `name1, name2: text`;\n\
-                 `yourname: hello` echoes back to you. Ctrl-D quits."
+                 `yourname: hello` echoes back to you. Ctrl-D quits.",
+                if tls.is_some() { " (TLS)" } else { "" }
             );
         }
-        let mut writer = stream.clone();
-        let mut from_server = BufReader::new(stream.clone()).lines().fuse();
+        let mut from_server = BufReader::new(reader).lines().fuse();
         let mut from_stdin = BufReader::new(async_std::io::stdin()).lines().fuse();
         let mut stdin_open = true;
         loop {
@@ -41,9 +91,10 @@ pub fn run(addr: SocketAddr) -> std::io::Result<()> {
                         writer.write_all(line.as_bytes()).await?;
                     }
                     None if stdin_open => {
-                        // Nothing more to send: tell the server, then print what it still sends.
+                        // Nothing more to send: tell the server (over TLS, with a
+                        // close_notify), then print what it still sends.
                         stdin_open = false;
-                        stream.shutdown(std::net::Shutdown::Write)?;
+                        writer.close().await?;
                     }
                     None => {}
                 },
@@ -53,11 +104,12 @@ pub fn run(addr: SocketAddr) -> std::io::Result<()> {
     })
 }
 
-/// Connects to `addr` and closes again: exit status 0 if the daemon accepts connections.
-pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
+/// Connects to `addr` (completing a TLS handshake when `tls` is given) and closes
+/// again: exit status 0 if the daemon accepts connections.
+pub fn probe(addr: SocketAddr, timeout: Duration, tls: Option<TlsOptions>) -> bool {
     runtime::block_on(async move {
         matches!(
-            runtime::timeout(timeout, runtime::connect(addr)).await,
+            runtime::timeout(timeout, connect(addr, tls.as_ref())).await,
             Ok(Ok(_))
         )
     })

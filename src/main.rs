@@ -44,6 +44,8 @@ enum Command {
         /// Server address.
         #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
         addr: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Validate a configuration file and print the effective settings.
     CheckConfig {
@@ -60,7 +62,40 @@ enum Command {
         /// How long to wait for the connection.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// How `client` and `probe` speak TLS.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Connect with TLS (needs --ca).
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// The CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM), for a server that requires mutual TLS (needs --key).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must carry [default: the address's IP].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn options(self) -> Option<client::TlsOptions> {
+        let ca = self.ca.filter(|_| self.tls)?;
+        Some(client::TlsOptions {
+            ca,
+            cert_and_key: self.cert.zip(self.key),
+            server_name: self.server_name,
+        })
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -75,7 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server { config, listen } => serve(config.as_deref(), listen),
-        Command::Client { addr } => match client::run(addr) {
+        Command::Client { addr, tls } => match client::run(addr, tls.options()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("a-chat: {e}");
@@ -84,8 +119,8 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig { path } => check_config(&path),
         Command::Bench(args) => bench::run(args),
-        Command::Probe { addr, timeout } => {
-            if client::probe(addr, timeout) {
+        Command::Probe { addr, timeout, tls } => {
+            if client::probe(addr, timeout, tls.options()) {
                 ExitCode::SUCCESS
             } else {
                 eprintln!("a-chat: nothing accepts connections at {addr}");
