@@ -16,6 +16,7 @@ pub mod config;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{admin, client, notify, runtime, server, telemetry, tls};
+use a_chat::{admin, client, notify, reload, runtime, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -255,6 +255,24 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 }
             }
         }
+        let live = server::Live::new(&config.limits, &metrics);
+        let reload = reload::Targets {
+            path: path.map(Path::to_path_buf),
+            current: (*config).clone(),
+            overrides: Box::new(move |c: &mut Config| {
+                if let Some(addr) = listen {
+                    c.server.listen = vec![addr];
+                }
+            }),
+            live: live.clone(),
+            tls: tls.clone(),
+            level: logging.level.clone(),
+            metrics: metrics.clone(),
+        };
+        if let Err(e) = reload::on_sighup(reload) {
+            eprintln!("a-chat: cannot install the SIGHUP handler: {e}");
+            return ExitCode::FAILURE;
+        }
         let on_first = {
             let health = health.clone();
             move || {
@@ -301,7 +319,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         }
         health.set_ready();
         notify::ready(&addrs);
-        let summary = server::run(listeners, config.clone(), metrics.clone(), shutdown).await;
+        let summary = server::run(listeners, config.clone(), live, metrics.clone(), shutdown).await;
         summary.log();
         notify::status(&format!(
             "stopped: drain {}, {} delivered, {} dropped",

@@ -128,6 +128,8 @@ pub struct Metrics {
     pub bad_line_disconnects: Counter,
     /// TLS handshakes completed.
     pub tls_handshakes: Counter,
+    reloads_ok: Counter,
+    reloads_error: Counter,
     /// TLS handshakes failed, by reason (in `tls::Failure::ALL` order).
     tls_failures: Vec<Counter>,
     pub panics: Counter,
@@ -258,6 +260,12 @@ impl Metrics {
             "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; closed; timeout: not done within login_timeout)",
             tls_failed.clone(),
         );
+        let reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads on SIGHUP, by result (ok: applied; error: the file or a file it names could not be used, nothing changed)",
+            reloads.clone(),
+        );
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
         };
@@ -292,6 +300,8 @@ impl Metrics {
             bad_line_disconnects,
             tls_handshakes,
             tls_failures,
+            reloads_ok: label(&reloads, "result", "ok"),
+            reloads_error: label(&reloads, "result", "error"),
             panics,
             draining,
             log_lines_dropped,
@@ -307,6 +317,14 @@ impl Metrics {
             Refusal::LoginTimeout => &self.refused_login_timeout,
         }
         .inc();
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.inc();
+        } else {
+            self.reloads_error.inc();
+        }
     }
 
     pub fn tls_handshake_failed(&self, why: crate::tls::Failure) {

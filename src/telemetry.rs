@@ -1,6 +1,8 @@
 //! Log output (DESIGN §6): a tracing subscriber writing text or JSON lines to stderr
 //! through a non-blocking writer, so a slow log reader never stalls the daemon.
 
+use std::sync::Arc;
+
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +13,33 @@ pub struct Logging {
     _guard: WorkerGuard,
     /// Lines the writer dropped because its buffer was full.
     pub dropped_lines: ErrorCounter,
+    /// Sets the level filter while the daemon runs (SIGHUP), unless `RUST_LOG` set it.
+    pub level: LevelHandle,
+}
+
+/// Changes the log filter of the installed subscriber.
+#[derive(Clone)]
+pub struct LevelHandle {
+    /// The subscriber's reload handle, behind a closure: its type differs between the
+    /// text and the JSON format.
+    set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    /// `RUST_LOG` chose the filter: it keeps winning over `[log] level`.
+    from_env: bool,
+}
+
+impl LevelHandle {
+    /// Applies `level` (a filter such as `info` or `a_chat=debug,info`); Ok(false) when
+    /// `RUST_LOG` is set and keeps its own filter.
+    pub fn set(&self, level: &str) -> Result<bool, String> {
+        if self.from_env {
+            return Ok(false);
+        }
+        let filter = EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| format!("not a log filter: {e}"))?;
+        (self.set)(filter)?;
+        Ok(true)
+    }
 }
 
 /// Lines the non-blocking writer buffers before it starts dropping (and counting) them.
@@ -18,9 +47,9 @@ const LOG_BUFFER_LINES: usize = 64 * 1024;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
 pub fn init(config: &LogConfig) -> Logging {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => EnvFilter::builder().parse_lossy(env),
-        _ => EnvFilter::builder().parse_lossy(&config.level),
+    let (filter, from_env) = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => (EnvFilter::builder().parse_lossy(env), true),
+        _ => (EnvFilter::builder().parse_lossy(&config.level), false),
     };
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
@@ -30,17 +59,28 @@ pub fn init(config: &LogConfig) -> Logging {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    match config.format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .flatten_event(false)
-            .init(),
-    }
+    let set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match config.format {
+        LogFormat::Text => {
+            let builder = builder.with_ansi(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .flatten_event(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    };
     Logging {
         _guard: guard,
         dropped_lines,
+        level: LevelHandle { set, from_env },
     }
 }

@@ -36,11 +36,9 @@ impl Server {
         })
     }
 
-    /// Re-reads the files; on error the configuration in use stays.
-    pub fn reload(&self, config: &TlsConfig) -> Result<(), String> {
-        let fresh = Arc::new(server_config(config)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+    /// Puts a configuration in force for the handshakes that start from now on.
+    pub fn set(&self, config: ServerConfig) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
     /// Runs the server side of a handshake on `sock`.

@@ -5,73 +5,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use a_chat::tls;
+use common::tlsclient::TlsClient;
 use common::{Daemon, Pki, WAIT};
-use futures_rustls::rustls::{ClientConnection, StreamOwned};
-
-/// A line client over TLS, written with rustls directly (blocking).
-struct TlsClient {
-    stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
-}
-
-impl TlsClient {
-    /// Connects and completes the handshake, presenting `cert` (e.g. "client") if given.
-    fn connect(addr: SocketAddr, pki: &Pki, cert: Option<&str>) -> std::io::Result<TlsClient> {
-        let paths = cert.map(|c| (pki.path(&format!("{c}.pem")), pki.path(&format!("{c}.key"))));
-        let config = tls::client_config(
-            pki.path("ca.pem").as_ref(),
-            paths.as_ref().map(|(c, k)| (c.as_ref(), k.as_ref())),
-        )
-        .expect("client config");
-        let name = "127.0.0.1".try_into().unwrap();
-        let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
-        let sock = TcpStream::connect(addr)?;
-        sock.set_read_timeout(Some(WAIT))?;
-        let mut stream = StreamOwned::new(conn, sock);
-        stream.conn.complete_io(&mut stream.sock)?;
-        Ok(TlsClient {
-            stream: BufReader::new(stream),
-        })
-    }
-
-    fn send(&mut self, line: &str) {
-        self.try_send(line).expect("send");
-    }
-
-    fn try_send(&mut self, line: &str) -> std::io::Result<()> {
-        let s = self.stream.get_mut();
-        s.write_all(format!("{line}\n").as_bytes())?;
-        s.flush()
-    }
-
-    /// The next line; `None` at the end of the stream or on an error.
-    fn line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        match self.stream.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(line.trim_end_matches('\n').to_owned()),
-        }
-    }
-
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line().as_deref(), Some(want));
-    }
-
-    fn login(addr: SocketAddr, pki: &Pki, name: &str) -> TlsClient {
-        let mut c = TlsClient::connect(addr, pki, None).expect("TLS connect");
-        c.send(name);
-        c.send(&format!("{name}: ready?"));
-        c.expect(&format!("from {name}: ready?"));
-        c
-    }
-}
 
 /// A child process that speaks the line protocol on its stdin and stdout.
 struct Peer {

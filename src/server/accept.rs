@@ -19,11 +19,10 @@ use crate::config::Config;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::runtime::{self, Conn, TcpStream};
-use crate::server::budget::Budget;
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
-use crate::server::Listener;
+use crate::server::{Listener, Live};
 use crate::tls;
 
 /// Connections accepted in a row before the loop lets other tasks run: about what the
@@ -43,6 +42,8 @@ type Accepted = (
 pub struct Acceptor {
     pub listeners: Vec<Listener>,
     pub config: Arc<Config>,
+    /// The limits and queue bounds, which a reload may change.
+    pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     /// Handed to every connection for its reader.
     pub events: Sender<Event>,
@@ -54,8 +55,6 @@ pub struct Acceptor {
 impl Acceptor {
     /// Accepts until the drain begins, then returns, closing every listening socket.
     pub async fn run(mut self) {
-        let limits = Arc::new(self.config.limits.clone());
-        let budget = Budget::new(&limits, &self.metrics);
         let server = &self.config.server;
         let (tokens, mut capacity) = backpressure::new(server.max_connections);
         let per_ip = PerIp::new(server.max_connections_per_ip);
@@ -140,8 +139,8 @@ impl Acceptor {
                 token,
                 ip_slot,
                 events: self.events.clone(),
-                limits: limits.clone(),
-                budget: budget.clone(),
+                limits: self.live.limits(),
+                budget: self.live.budget.clone(),
                 tls,
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),

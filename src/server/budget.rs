@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,15 +17,16 @@ use crate::server::outbox::Queue;
 
 /// What every queue is measured against, and the running total of all of them.
 pub struct Budget {
-    /// `outbound_queue_bytes`: a queue may stay above it for `grace`, no longer. Also the
-    /// most bytes of shared read buffers one queue may keep alive.
-    pub soft: usize,
+    /// `outbound_queue_bytes`: a queue may stay above it for the grace, no longer. Also
+    /// the most bytes of shared read buffers one queue may keep alive. Atomic, like the
+    /// other bounds, so that a reload applies to every queue at once.
+    soft: AtomicUsize,
     /// `outbound_queue_hard_bytes`: a queue above it is cut at once.
-    pub hard: usize,
+    hard: AtomicUsize,
     /// `slow_consumer_grace`, in nanoseconds of [`Budget::now`].
-    pub grace_ns: u64,
+    grace_ns: AtomicU64,
     /// `outbound_total_bytes`: the bound on `total`.
-    limit: usize,
+    limit: AtomicUsize,
     /// Bytes queued across every connection: the metrics gauge itself, so that keeping
     /// the total costs one atomic add per queued line and nothing at scrape time.
     total: Gauge,
@@ -43,17 +44,47 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Budget> {
-        Arc::new(Budget {
-            soft: limits.outbound_queue_bytes,
-            hard: limits.outbound_queue_hard_bytes,
-            grace_ns: limits.slow_consumer_grace.as_nanos().min(u64::MAX as u128) as u64,
-            limit: limits.outbound_total_bytes,
+        let budget = Arc::new(Budget {
+            soft: AtomicUsize::new(0),
+            hard: AtomicUsize::new(0),
+            grace_ns: AtomicU64::new(0),
+            limit: AtomicUsize::new(0),
             total: metrics.outbound_queued.clone(),
             epoch: Instant::now(),
             queues: Mutex::default(),
             next_id: AtomicU64::new(1),
             cutting: AtomicBool::new(false),
-        })
+        });
+        budget.set(limits);
+        budget
+    }
+
+    /// Takes the bounds of `limits` (at start and on reload), for every queue at once.
+    pub fn set(&self, limits: &Limits) {
+        let grace = limits.slow_consumer_grace.as_nanos().min(u64::MAX as u128) as u64;
+        self.soft
+            .store(limits.outbound_queue_bytes, Ordering::Relaxed);
+        self.hard
+            .store(limits.outbound_queue_hard_bytes, Ordering::Relaxed);
+        self.grace_ns.store(grace, Ordering::Relaxed);
+        self.limit
+            .store(limits.outbound_total_bytes, Ordering::Relaxed);
+    }
+
+    pub fn soft(&self) -> usize {
+        self.soft.load(Ordering::Relaxed)
+    }
+
+    pub fn hard(&self) -> usize {
+        self.hard.load(Ordering::Relaxed)
+    }
+
+    pub fn grace_ns(&self) -> u64 {
+        self.grace_ns.load(Ordering::Relaxed)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Nanoseconds since the budget was made, never 0 (0 means "not over" in a stamp).
@@ -64,7 +95,7 @@ impl Budget {
     /// The grace left to a queue that went over the soft bound at `since` (see `now`).
     pub fn grace_left(&self, since: u64) -> Duration {
         Duration::from_nanos(
-            self.grace_ns
+            self.grace_ns()
                 .saturating_sub(self.now().saturating_sub(since)),
         )
     }
@@ -83,7 +114,7 @@ impl Budget {
     /// Adds `n` queued bytes; true when the total is now over the bound.
     pub fn add(&self, n: usize) -> bool {
         let before = self.total.inc_by(n as i64);
-        before + n as i64 > self.limit as i64
+        before + n as i64 > self.limit() as i64
     }
 
     pub fn sub(&self, n: usize) {
@@ -110,7 +141,7 @@ impl Budget {
             .filter(|(queued, q)| *queued > 0 && !q.is_cut())
             .collect();
         largest.sort_unstable_by_key(|(queued, _)| Reverse(*queued));
-        let mut excess = self.total().saturating_sub(self.limit);
+        let mut excess = self.total().saturating_sub(self.limit());
         for (held, queue) in largest {
             if excess == 0 {
                 break;

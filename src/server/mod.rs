@@ -20,19 +20,51 @@ mod writer;
 pub use drain::Summary;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use futures_lite::future::FutureExt as _;
 use tracing::{info, info_span, Instrument};
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener};
 use crate::tls;
 
 /// How many reader batches may wait for the router before readers wait too.
 const ROUTER_QUEUE: usize = 64;
+
+/// The settings a reload (SIGHUP) changes while connections run: the limits new
+/// connections get, and the queue bounds every connection is measured against.
+pub struct Live {
+    /// What each new connection takes at accept; connections keep the limits they got.
+    limits: RwLock<Arc<Limits>>,
+    /// The queue bounds and their running total, shared by every connection.
+    budget: Arc<budget::Budget>,
+}
+
+impl Live {
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Live> {
+        Arc::new(Live {
+            limits: RwLock::new(Arc::new(limits.clone())),
+            budget: budget::Budget::new(limits, metrics),
+        })
+    }
+
+    /// The limits for a connection accepted now.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// New limits: for connections accepted from now on, and the queue bounds for all.
+    pub fn set_limits(&self, limits: &Limits) {
+        self.budget.set(limits);
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits.clone());
+    }
+}
 
 /// A bound chat listener, plain or TLS.
 pub struct Listener {
@@ -46,6 +78,7 @@ pub struct Listener {
 pub async fn run(
     listeners: Vec<Listener>,
     config: Arc<Config>,
+    live: Arc<Live>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
@@ -62,6 +95,7 @@ pub async fn run(
     let acceptor = accept::Acceptor {
         listeners,
         config: config.clone(),
+        live,
         metrics: metrics.clone(),
         events,
         shutdown: drain,

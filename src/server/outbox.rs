@@ -206,7 +206,7 @@ impl Outbox {
         let out = match out {
             // Only the router queues deliveries, so this check and the add below do not race.
             Out::Delivery(line)
-                if queue.pinned.load(Ordering::Acquire) + line.backing_len() > budget.soft =>
+                if queue.pinned.load(Ordering::Acquire) + line.backing_len() > budget.soft() =>
             {
                 Out::Delivery(line.detached())
             }
@@ -214,8 +214,8 @@ impl Outbox {
         };
         let n = out.bytes().len();
         let now_queued = queue.queued.fetch_add(n, Ordering::AcqRel) + n;
-        if now_queued > budget.soft {
-            let over = if now_queued > budget.hard {
+        if now_queued > budget.soft() {
+            let over = if now_queued > budget.hard() {
                 Some(SlowReason::Hard)
             } else if !queue.within_grace() {
                 Some(SlowReason::Grace)
@@ -327,7 +327,7 @@ impl Queue {
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => true,
-            Err(since) => now.saturating_sub(since) <= self.budget.grace_ns,
+            Err(since) => now.saturating_sub(since) <= self.budget.grace_ns(),
         }
     }
 
@@ -390,7 +390,7 @@ impl Queue {
     pub fn release(&self, n: usize) {
         let left = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
         self.budget.sub(n);
-        if left <= self.budget.soft && self.over_since.load(Ordering::Relaxed) != 0 {
+        if left <= self.budget.soft() && self.over_since.load(Ordering::Relaxed) != 0 {
             self.over_since.store(0, Ordering::Release);
         }
     }

@@ -3,6 +3,8 @@
 //! so a bug fails the test instead of hanging CI.
 #![allow(dead_code)]
 
+pub mod tlsclient;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

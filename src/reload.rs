@@ -1,0 +1,237 @@
+//! SIGHUP (DESIGN §3, §11): re-read the configuration file, apply what can change while
+//! connections run, and report the rest.
+//!
+//! Live: `[limits]` (new connections get them; the queue bounds apply to every connection
+//! at once), `[log] level`, and the TLS certificate, key and client CA (new handshakes use
+//! them; live connections keep their session). Everything else (listen addresses,
+//! threads, the connection caps, the admin address, the log format, the drain deadline)
+//! needs a restart: a change to it is logged as such and ignored. An invalid file, or
+//! certificates that cannot be read, change nothing: one error line says why.
+//!
+//! What changed is decided by [`diff`], a pure function of the two configurations.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use signal_hook::consts::SIGHUP;
+use signal_hook_async_std::Signals;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::Live;
+use crate::telemetry::LevelHandle;
+use crate::{runtime, tls};
+
+/// What a reload can reach.
+pub struct Targets {
+    /// The file SIGHUP re-reads (`--config`); `None` when the daemon runs on defaults.
+    pub path: Option<PathBuf>,
+    /// The settings in force, as last loaded (keys that need a restart keep their
+    /// start-up values here, so each reload reports them against what really runs).
+    pub current: Config,
+    /// Command-line overrides (`--listen`), applied to every file read again.
+    pub overrides: Box<dyn Fn(&mut Config) + Send>,
+    pub live: Arc<Live>,
+    pub tls: Option<Arc<tls::Server>>,
+    pub level: LevelHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One difference between the configuration in force and the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Applied at once.
+    Live(&'static str),
+    /// Needs a restart: ignored until then.
+    Restart(&'static str),
+}
+
+/// What differs between `old` and `new`, section by section.
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut check = |changed: bool, change: Change| {
+        if changed {
+            changes.push(change);
+        }
+    };
+    let (o, n) = (&old.server, &new.server);
+    check(o.listen != n.listen, Change::Restart("server.listen"));
+    check(
+        o.max_connections != n.max_connections,
+        Change::Restart("server.max_connections"),
+    );
+    check(
+        o.max_connections_per_ip != n.max_connections_per_ip,
+        Change::Restart("server.max_connections_per_ip"),
+    );
+    check(
+        o.accept_error_sleep != n.accept_error_sleep,
+        Change::Restart("server.accept_error_sleep"),
+    );
+    check(
+        o.listen_backlog != n.listen_backlog,
+        Change::Restart("server.listen_backlog"),
+    );
+    check(
+        o.worker_threads != n.worker_threads,
+        Change::Restart("server.worker_threads"),
+    );
+    check(old.limits != new.limits, Change::Live("limits"));
+    check(
+        old.shutdown != new.shutdown,
+        Change::Restart("shutdown.drain_timeout"),
+    );
+    check(old.log.level != new.log.level, Change::Live("log.level"));
+    check(
+        old.log.format != new.log.format,
+        Change::Restart("log.format"),
+    );
+    check(old.admin != new.admin, Change::Restart("admin.listen"));
+    check(
+        old.tls.listen != new.tls.listen,
+        Change::Restart("tls.listen"),
+    );
+    let (ot, nt) = (&old.tls, &new.tls);
+    check(
+        (&ot.cert, &ot.key, &ot.client_ca) != (&nt.cert, &nt.key, &nt.client_ca),
+        Change::Live("tls files"),
+    );
+    check(old.auth != new.auth, Change::Restart("auth"));
+    changes
+}
+
+/// Starts listening for SIGHUP; each one reloads the file.
+pub fn on_sighup(mut targets: Targets) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP])?;
+    runtime::spawn(async move {
+        while signals.next().await.is_some() {
+            let ok = targets.reload();
+            targets.metrics.config_reloaded(ok);
+        }
+    });
+    Ok(())
+}
+
+impl Targets {
+    /// One reload; false when nothing could be applied.
+    fn reload(&mut self) -> bool {
+        let Some(path) = &self.path else {
+            warn!("SIGHUP: the daemon runs on built-in defaults (no --config): nothing to reload");
+            return false;
+        };
+        let mut new = match Config::load(path) {
+            Ok(new) => new,
+            Err(e) => {
+                error!("reload failed, the settings in force stay: {e}");
+                return false;
+            }
+        };
+        (self.overrides)(&mut new);
+        // Everything that can fail is tried before anything is applied.
+        let certificates = match (&self.tls, new.tls.listen.is_empty()) {
+            (Some(_), false) => match tls::server_config(&new.tls) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    error!("reload failed, the settings in force stay: {e}");
+                    return false;
+                }
+            },
+            _ => None,
+        };
+        if let Err(e) = self.level.set(&new.log.level) {
+            error!("reload failed, the settings in force stay: log.level: {e}");
+            return false;
+        }
+        let changes = diff(&self.current, &new);
+        for change in &changes {
+            if let Change::Restart(key) = change {
+                warn!(
+                    key,
+                    "reload: {key} changed, which needs a restart; ignored until then"
+                );
+            }
+        }
+        if let (Some(tls), Some(config)) = (&self.tls, certificates) {
+            // Re-read whether or not the paths changed: a renewal rewrites the same files.
+            tls.set(config);
+        }
+        self.live.set_limits(&new.limits);
+        let live: Vec<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Live(what) => Some(*what),
+                Change::Restart(_) => None,
+            })
+            .collect();
+        // Keys that need a restart keep their values in force, so the next reload
+        // compares against what really runs.
+        let restart_bound = self.current.clone();
+        self.current = Config {
+            limits: new.limits,
+            log: crate::config::LogConfig {
+                level: new.log.level,
+                ..restart_bound.log
+            },
+            tls: crate::config::TlsConfig {
+                cert: new.tls.cert,
+                key: new.tls.key,
+                client_ca: new.tls.client_ca,
+                ..restart_bound.tls
+            },
+            ..restart_bound
+        };
+        info!(
+            file = %path.display(),
+            applied = ?live,
+            "configuration reloaded"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        let c = Config::default();
+        assert!(diff(&c, &c.clone()).is_empty());
+    }
+
+    #[test]
+    fn limits_and_level_are_live_and_addresses_need_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.limits.max_line_bytes = 100;
+        new.limits.slow_consumer_grace = Duration::from_secs(1);
+        new.log.level = "debug".into();
+        new.server.listen = vec!["127.0.0.1:9".parse().unwrap()];
+        new.server.worker_threads = 4;
+        let changes = diff(&old, &new);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Restart("server.listen"),
+                Change::Restart("server.worker_threads"),
+                Change::Live("limits"),
+                Change::Live("log.level"),
+            ]
+        );
+    }
+
+    #[test]
+    fn certificate_paths_are_live_and_tls_addresses_need_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.tls.cert = "/etc/a-chat/new.pem".into();
+        new.tls.listen = vec!["127.0.0.1:8443".parse().unwrap()];
+        assert_eq!(
+            diff(&old, &new),
+            vec![Change::Restart("tls.listen"), Change::Live("tls files")]
+        );
+    }
+}
