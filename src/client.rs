@@ -29,6 +29,9 @@ pub struct TlsOptions {
 struct Link {
     reader: Box<dyn AsyncRead + Unpin + Send>,
     writer: Box<dyn AsyncWrite + Unpin + Send>,
+    /// The plain socket, to end our side with a shutdown (closing the runtime's stream
+    /// does not); `None` over TLS, where a close_notify ends it.
+    plain: Option<runtime::TcpStream>,
 }
 
 /// Connects to `addr`, with a TLS handshake when `tls` is given.
@@ -39,7 +42,8 @@ async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<
     let Some(options) = tls else {
         return Ok(Link {
             reader: Box::new(stream.clone()),
-            writer: Box::new(stream),
+            writer: Box::new(stream.clone()),
+            plain: Some(stream),
         });
     };
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
@@ -60,13 +64,18 @@ async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<
     Ok(Link {
         reader: Box::new(reader),
         writer: Box::new(writer),
+        plain: None,
     })
 }
 
 /// Runs the client until the server closes the connection.
 pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
     runtime::block_on(async move {
-        let Link { reader, mut writer } = connect(addr, tls.as_ref()).await?;
+        let Link {
+            reader,
+            mut writer,
+            plain,
+        } = connect(addr, tls.as_ref()).await?;
         if std::io::stdin().is_terminal() {
             eprintln!(
                 "Connected to {addr}{}.\n\
@@ -94,7 +103,10 @@ pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
                         // Nothing more to send: tell the server (over TLS, with a
                         // close_notify), then print what it still sends.
                         stdin_open = false;
-                        writer.close().await?;
+                        match &plain {
+                            Some(stream) => stream.shutdown(std::net::Shutdown::Write)?,
+                            None => writer.close().await?,
+                        }
                     }
                     None => {}
                 },

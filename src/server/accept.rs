@@ -141,12 +141,14 @@ impl Acceptor {
                 events: self.events.clone(),
                 limits: self.live.limits(),
                 budget: self.live.budget.clone(),
-                tls,
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
                 alive: self.alive.clone(),
             };
-            runtime::spawn(connection.start());
+            match tls {
+                None => drop(runtime::spawn(connection.serve())),
+                Some(tls) => drop(runtime::spawn(connection.serve_tls(tls))),
+            }
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.

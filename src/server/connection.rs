@@ -39,8 +39,6 @@ pub struct Connection {
     pub limits: Arc<Limits>,
     /// The bounds on what is queued for clients, shared by every connection.
     pub budget: Arc<Budget>,
-    /// On a TLS listener: the handshake to complete before the login.
-    pub tls: Option<Arc<tls::Server>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// Dropped when the connection ends, so the drain knows when all are gone.
@@ -60,34 +58,35 @@ struct Held {
 }
 
 impl Connection {
-    /// The connection's whole life, as one task: on a TLS listener, the handshake first
-    /// (within `login_timeout`, which the login then shares), then [`Connection::serve`].
-    pub fn start(mut self) -> impl Future<Output = ()> + Send + 'static {
-        let tls = self.tls.take();
+    /// The life of a connection on a TLS listener: the handshake first (within
+    /// `login_timeout`, which the login then shares), then [`Connection::serve`].
+    ///
+    /// A separate task type from a plain connection's, so that plain connections keep no
+    /// room for a handshake; the handshake's own state is boxed, so a TLS connection gives
+    /// it back once the session is up.
+    pub fn serve_tls(mut self, tls: Arc<tls::Server>) -> impl Future<Output = ()> + Send + 'static {
         async move {
-            if let Some(tls) = tls {
-                let span = info_span!("conn", conn = self.conn, peer = %self.peer);
-                let deadline = self.limits.login_timeout;
-                let shaken = runtime::timeout(deadline, tls.accept(self.stream.sock()))
-                    .instrument(span.clone())
-                    .await
-                    .unwrap_or(Err(tls::Failure::Timeout));
-                match shaken {
-                    Ok(session) => {
-                        self.metrics.tls_handshakes.inc();
-                        self.stream = self.stream.into_tls(session);
-                    }
-                    Err(why) => {
-                        // Scanners and port probes do this all day: counted, not logged
-                        // above debug.
-                        self.metrics.tls_handshake_failed(why);
-                        span.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
-                        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
+            let span = info_span!("conn", conn = self.conn, peer = %self.peer);
+            let deadline = self.limits.login_timeout;
+            let handshake = Box::pin(runtime::timeout(deadline, tls.accept(self.stream.sock())));
+            let shaken = handshake
+                .instrument(span.clone())
+                .await
+                .unwrap_or(Err(tls::Failure::Timeout));
+            match shaken {
+                Ok(session) => {
+                    self.metrics.tls_handshakes.inc();
+                    self.stream = self.stream.into_tls(session);
+                    self.serve().await
+                }
+                Err(why) => {
+                    // Scanners and port probes do this all day: counted, not logged above
+                    // debug.
+                    self.metrics.tls_handshake_failed(why);
+                    span.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
                 }
             }
-            self.serve().await
         }
     }
 
