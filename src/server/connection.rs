@@ -64,28 +64,26 @@ impl Connection {
     /// A separate task type from a plain connection's, so that plain connections keep no
     /// room for a handshake; the handshake's own state is boxed, so a TLS connection gives
     /// it back once the session is up.
-    pub fn serve_tls(mut self, tls: Arc<tls::Server>) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let span = info_span!("conn", conn = self.conn, peer = %self.peer);
-            let deadline = self.limits.login_timeout;
-            let handshake = Box::pin(runtime::timeout(deadline, tls.accept(self.stream.sock())));
-            let shaken = handshake
-                .instrument(span.clone())
-                .await
-                .unwrap_or(Err(tls::Failure::Timeout));
-            match shaken {
-                Ok(session) => {
-                    self.metrics.tls_handshakes.inc();
-                    self.stream = self.stream.into_tls(session);
-                    self.serve().await
-                }
-                Err(why) => {
-                    // Scanners and port probes do this all day: counted, not logged above
-                    // debug.
-                    self.metrics.tls_handshake_failed(why);
-                    span.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
-                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
-                }
+    pub async fn serve_tls(mut self, tls: Arc<tls::Server>) {
+        let span = info_span!("conn", conn = self.conn, peer = %self.peer);
+        let deadline = self.limits.login_timeout;
+        let handshake = Box::pin(runtime::timeout(deadline, tls.accept(self.stream.sock())));
+        let shaken = handshake
+            .instrument(span.clone())
+            .await
+            .unwrap_or(Err(tls::Failure::Timeout));
+        match shaken {
+            Ok(session) => {
+                self.metrics.tls_handshakes.inc();
+                self.stream = self.stream.into_tls(session);
+                self.serve().await
+            }
+            Err(why) => {
+                // Scanners and port probes do this all day: counted, not logged above
+                // debug.
+                self.metrics.tls_handshake_failed(why);
+                span.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
             }
         }
     }
