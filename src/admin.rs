@@ -15,9 +15,9 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_listen::{error_hint, ListenExt};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
@@ -26,9 +26,16 @@ use tracing::{debug, error, info_span, warn, Instrument};
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
 
-/// Admin connections served at once; beyond this the admin listener stops accepting
-/// (later connections wait in the kernel backlog) until one ends.
+/// Admin connections served at once. A connection that arrives when all are taken takes
+/// the place of the one that has waited longest for a request head (a client trickling
+/// its request, or an idle keep-alive), so that tricklers cannot keep an orchestrator's
+/// health probe waiting; if none is waiting, the newcomer is closed.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections closed to make room that may still hold their descriptor for a moment.
+const CLOSING: usize = 4;
+/// Requests served on one keep-alive connection before it is closed (the last response
+/// says `Connection: close`), so that one client cannot keep a slot forever.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// Largest request head (request line and headers) accepted; larger gets 431.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most headers in one request; more gets 431.
@@ -124,15 +131,23 @@ impl Admin {
             on_scrape,
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
-        // followed by a pause, never a spin; at MAX_CONNECTIONS accepting waits.
+        // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
+        // place of the connection that has waited longest for a request.
         let mut incoming = listener
             .incoming()
             .log_warnings(|e| {
                 warn!(error = %e, hint = %error_hint(e), pause = ?accept_error_sleep, "admin accept failed: pausing");
             })
             .handle_errors(accept_error_sleep)
-            .backpressure(MAX_CONNECTIONS);
+            // Descriptors: the slots, and a few connections closed to make room whose
+            // tasks have not ended yet; accepting waits beyond that.
+            .backpressure(MAX_CONNECTIONS + CLOSING);
+        let slots = Arc::new(Slots::default());
         while let Some((token, stream)) = incoming.next().await {
+            let Some(slot) = slots.take(&stream) else {
+                debug!("admin connections all busy answering: closing a newcomer");
+                continue;
+            };
             let peer = stream
                 .peer_addr()
                 .map(|p| p.to_string())
@@ -141,15 +156,86 @@ impl Admin {
             let span = info_span!("http", peer = %peer);
             runtime::spawn(
                 async move {
-                    let served = AssertUnwindSafe(serve(stream, &shared)).catch_unwind();
+                    let served = AssertUnwindSafe(serve(stream, &shared, &slot)).catch_unwind();
                     if served.await.is_err() {
                         error!("admin connection panicked; closing it");
                     }
+                    drop(slot);
                     drop(token);
                 }
                 .instrument(span),
             );
         }
+    }
+}
+
+/// The admin connections open now (at most MAX_CONNECTIONS).
+#[derive(Default)]
+struct Slots {
+    open: Mutex<Vec<Open>>,
+    /// Ids for `open`.
+    next: AtomicU64,
+}
+
+/// One open admin connection, as [`Slots`] knows it.
+struct Open {
+    id: u64,
+    /// Since when it waits for (the rest of) a request head; `None` while it is answered.
+    waiting_since: Option<Instant>,
+    /// To close it when a newcomer takes its place.
+    stream: TcpStream,
+}
+
+/// A connection's place in [`Slots`], given back on drop.
+struct Slot {
+    id: u64,
+    slots: Arc<Slots>,
+}
+
+impl Slots {
+    /// A place for `stream`: a free one, or the one of the connection that has waited
+    /// longest for a request head (which is closed); `None` if every connection is busy
+    /// answering.
+    fn take(self: &Arc<Self>, stream: &TcpStream) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= MAX_CONNECTIONS {
+            let oldest = open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| o.waiting_since.map(|since| (since, i)))
+                .min()?
+                .1;
+            let evicted = open.swap_remove(oldest);
+            debug!("admin connections all taken: closing the one waiting longest for a request");
+            let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        open.push(Open {
+            id,
+            waiting_since: Some(Instant::now()),
+            stream: stream.clone(),
+        });
+        Some(Slot {
+            id,
+            slots: self.clone(),
+        })
+    }
+}
+
+impl Slot {
+    /// Marks the connection as waiting for a request head (`true`) or being answered.
+    fn waiting(&self, waiting: bool) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = open.iter_mut().find(|o| o.id == self.id) {
+            o.waiting_since = waiting.then(Instant::now);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|o| o.id != self.id);
     }
 }
 
@@ -196,9 +282,10 @@ enum Head {
 
 /// Serves requests on one connection until the client closes, asks to close, errs, or
 /// takes longer than REQUEST_TIMEOUT over a request head.
-async fn serve(mut stream: TcpStream, shared: &Shared) {
+async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
     let mut buf = Vec::with_capacity(1024);
-    loop {
+    for served in 1.. {
+        slot.waiting(true);
         let head = match runtime::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut buf)).await {
             Ok(head) => head,
             Err(runtime::Elapsed) => {
@@ -227,8 +314,10 @@ async fn serve(mut stream: TcpStream, shared: &Shared) {
                 return finish(stream, &answer).await;
             }
         };
+        slot.waiting(false);
         buf.drain(..request.head_len);
-        let close = !request.keep_alive || request.has_body;
+        let close =
+            !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
         let answer = answer(&request, shared, close);
         if close {
             return finish(stream, &answer).await;
@@ -244,6 +333,9 @@ async fn serve(mut stream: TcpStream, shared: &Shared) {
                 return;
             }
         }
+        // A client pipelining requests always has the next one ready: let the chat on
+        // this thread have a turn between two answers.
+        futures_lite::future::yield_now().await;
     }
 }
 

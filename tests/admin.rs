@@ -476,3 +476,89 @@ fn the_admin_endpoint_is_off_by_default() {
         d.log_text()
     );
 }
+
+/// 40 connections trickle request heads (more than the 32 admin slots) while an
+/// orchestrator probes `/healthz` and `/readyz`: each probe is answered at once (a
+/// newcomer takes the place of the connection that waited longest), and a pair chats
+/// meanwhile.
+#[test]
+fn health_probes_are_answered_at_once_while_tricklers_fill_the_admin_slots() {
+    let (mut d, admin) = with_admin("");
+    let tricklers: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let s = TcpStream::connect_timeout(&admin, WAIT).expect("connect to admin");
+            (&s).write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut alice = d.login("alice");
+    let mut worst = Duration::ZERO;
+    for (i, path) in ["/healthz", "/readyz"].iter().cycle().take(20).enumerate() {
+        let asked = Instant::now();
+        let request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let answer = http_raw(admin, request.as_bytes()).expect("an answer");
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        worst = worst.max(asked.elapsed());
+        alice.send(&format!("alice: ping {i}"));
+        alice.expect(&format!("from alice: ping {i}"));
+    }
+    eprintln!("20 probes among 40 tricklers: worst {worst:?}");
+    // Generous: waiting for a trickler's 5 s deadline took 4.4 s.
+    assert!(worst < Duration::from_secs(1), "worst probe {worst:?}");
+    drop(tricklers);
+    let _ = d.log_text();
+}
+
+/// One connection pipelines `GET /healthz` as fast as it can: the admin task yields
+/// between answers and closes the connection after MAX_REQUESTS_PER_CONNECTION, so a
+/// pair chatting on the same worker thread keeps its pace.
+#[test]
+fn a_pipelining_client_does_not_stall_the_chat() {
+    let (d, admin) = with_admin("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = stop.clone();
+    let answered = std::thread::spawn(move || {
+        let mut answered = 0u64;
+        let mut connections = 0u64;
+        let request = b"GET /healthz HTTP/1.1\r\n\r\n".repeat(256);
+        while !flooding.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(mut s) = TcpStream::connect(admin) else {
+                continue;
+            };
+            connections += 1;
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let reader = s.try_clone().unwrap();
+            let counter = std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let _ = BufReader::new(reader).read_to_end(&mut text);
+                text.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() as u64
+            });
+            while !flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(&request).is_err() {
+                    break;
+                }
+            }
+            let _ = s.shutdown(std::net::Shutdown::Both);
+            answered += counter.join().unwrap();
+        }
+        (answered, connections)
+    });
+    let mut alice = d.login("alice");
+    let mut bob = d.login("bob");
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let sent = Instant::now();
+        alice.send(&format!("bob: ping {i}"));
+        bob.expect(&format!("from alice: ping {i}"));
+        worst = worst.max(sent.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, connections) = answered.join().unwrap();
+    eprintln!(
+        "{answered} pipelined answers over {connections} connections; the pair's worst trip {worst:?}"
+    );
+    assert!(answered > 0);
+    // Generous: without a yield between answers, a trip took 0.77-4.4 s.
+    assert!(worst < Duration::from_millis(500), "worst trip {worst:?}");
+}
