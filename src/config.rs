@@ -333,11 +333,39 @@ impl Config {
         }
         nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
-            return Err(("log.level", format!("not a log filter: {e}")));
+        if let Err(e) = check_log_filter(&self.log.level) {
+            return Err(("log.level", e));
         }
         Ok(())
     }
+}
+
+/// Levels a log filter may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter (`[log] level` or `RUST_LOG`): comma-separated directives, each a
+/// level (`info`) or `target=level` (`a_chat=debug`). Stricter than the filter parser
+/// itself, which takes a lone word such as `verbose` for a target name and then shows
+/// nothing at all: a typo would silence the daemon.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let hint = "write a level (error, warn, info, debug, trace, off) or target=level, comma-separated, e.g. \"info\" or \"a_chat=debug,info\"";
+    if filter.trim().is_empty() {
+        return Err(format!("empty log filter: {hint}"));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return Err(format!("{directive:?} has no target before '=': {hint}")),
+            None => directive,
+        };
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a log level: {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|e| format!("not a log filter: {e}"))
 }
 
 /// Turns a TOML or schema error into one line naming the key and, where known, the line.
@@ -504,6 +532,26 @@ mod tests {
     fn syntax_error_has_a_line() {
         let e = Config::parse("[server]\nlisten = \n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn a_log_level_typo_is_an_error_not_silence() {
+        for good in [
+            "info",
+            "DEBUG",
+            "a_chat=debug,info",
+            "warn,a_chat::server=trace",
+            "off",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["verbose", "", "info,loud", "=debug", "a_chat=chatty"] {
+            assert!(check_log_filter(bad).is_err(), "{bad:?} passed");
+        }
+        let e = Config::parse("[log]\nlevel = \"verbose\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("log.level"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("not a log level"), "{e}");
     }
 
     #[test]

@@ -47,8 +47,17 @@ const LOG_BUFFER_LINES: usize = 64 * 1024;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
 pub fn init(config: &LogConfig) -> Logging {
+    // A malformed RUST_LOG is not allowed to silence the daemon: [log] level applies,
+    // and a warning says why once the subscriber is up.
+    let mut bad_env = None;
     let (filter, from_env) = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => (EnvFilter::builder().parse_lossy(env), true),
+        Ok(env) if !env.trim().is_empty() => match crate::config::check_log_filter(&env) {
+            Ok(()) => (EnvFilter::builder().parse_lossy(env), true),
+            Err(e) => {
+                bad_env = Some((env, e));
+                (EnvFilter::builder().parse_lossy(&config.level), false)
+            }
+        },
         _ => (EnvFilter::builder().parse_lossy(&config.level), false),
     };
     let (writer, guard) = NonBlockingBuilder::default()
@@ -78,6 +87,13 @@ pub fn init(config: &LogConfig) -> Logging {
             Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
         }
     };
+    if let Some((env, e)) = bad_env {
+        tracing::warn!(
+            rust_log = %env,
+            level = %config.level,
+            "RUST_LOG ignored: {e}; using [log] level"
+        );
+    }
     Logging {
         _guard: guard,
         dropped_lines,

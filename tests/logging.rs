@@ -208,3 +208,41 @@ fn assert_only_warnings(d: &mut Daemon, setting: &str) {
         "lines below warn with {setting}:\n{log}"
     );
 }
+
+/// A typo in `[log] level` is a configuration error (it used to pass `check-config` and
+/// then silence the daemon, `listening on` and the drain summary included).
+#[test]
+fn a_log_level_typo_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[log]\nlevel = \"verbose\"\n").unwrap();
+    let path = path.to_str().unwrap();
+    let (status, _, err) = common::run_cli(&["check-config", path]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2, key `log.level`") && err.contains("\"verbose\" is not a log level"),
+        "{err}"
+    );
+    let (status, _, err) = common::run_cli(&["server", "--config", path]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("key `log.level`"), "{err}");
+}
+
+/// A malformed RUST_LOG is a warning, and `[log] level` applies.
+#[test]
+fn a_malformed_rust_log_is_a_warning_and_the_configured_level_applies() {
+    let mut d = Daemon::start_with(Start {
+        toml: "[log]\nlevel = \"info\"\n".into(),
+        env: vec![("RUST_LOG".into(), "verbose".into())],
+        ..Start::default()
+    });
+    // The harness found `listening on`: info lines show.
+    let line = d
+        .wait_log(|l| l.contains("WARN") && l.contains("RUST_LOG ignored"))
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", d.log_text()));
+    assert!(line.contains("verbose"), "{line}");
+    let mut alice = d.login("alice");
+    alice.send("alice: hi");
+    alice.expect("from alice: hi");
+    assert!(d.wait_log(|l| l.contains("logged in")).is_some());
+}
