@@ -138,10 +138,12 @@ fn drain_delivers_everything(signal: i32) {
     assert_eq!(log_number(&summary, "dropped"), 0, "{summary}");
     // Every message plus each client's login check, `c: ready?`.
     assert_eq!(
-        log_number(&summary, "delivered"),
+        log_number(&summary, "delivered_total"),
         (CLIENTS * EACH + CLIENTS) as u64,
         "{summary}"
     );
+    assert!(log_number(&summary, "delivered") <= log_number(&summary, "delivered_total"));
+    assert_eq!(log_number(&summary, "connections_cut"), 0, "{summary}");
     assert_eq!(log_number(&summary, "connections_closed"), CLIENTS as u64);
     eprintln!("drain after {signal}: exit {took:?} after the signal; {summary}");
 }
@@ -305,7 +307,7 @@ fn a_drain_in_the_middle_of_traffic_loses_no_line_in_the_middle() {
     let summary = d.summary();
     assert_eq!(log_field(&summary, "completed"), Some("true"), "{summary}");
     assert_eq!(
-        log_number(&summary, "delivered"),
+        log_number(&summary, "delivered_total"),
         from_lines,
         "the summary counts exactly the lines clients read: {summary}"
     );
@@ -380,6 +382,12 @@ fn a_client_that_never_reads_cannot_hold_the_drain_past_its_deadline() {
     }
     let summary = d.summary();
     assert_eq!(log_field(&summary, "completed"), Some("false"), "{summary}");
+    assert!(
+        summary.contains("WARN") && summary.contains("cut short at drain_timeout"),
+        "{summary}"
+    );
+    // The non-reader at least (talkers still lingering for their clients' close count too).
+    assert!(log_number(&summary, "connections_cut") >= 1, "{summary}");
     assert!(
         log_number(&summary, "dropped_drain_deadline") > 0,
         "{summary}"

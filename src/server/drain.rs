@@ -15,25 +15,54 @@ use tracing::{info, warn};
 use crate::metrics::{DropReason, Metrics};
 use crate::runtime;
 
-/// What the drain did, for the summary line and for tests.
+/// What the drain did, for the summary line and for tests. Every count is the drain's
+/// own (from the signal to the end), except the `_total` ones, which cover the daemon's
+/// whole life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Connections open when the drain began.
+    /// Connections that closed during the drain.
     pub connections_closed: i64,
-    /// Deliveries written to clients over the daemon's life.
+    /// Connections still open when `drain_timeout` cut the drain short (0 when it
+    /// finished): their clients may have missed deliveries and the notice.
+    pub connections_cut: i64,
+    /// Deliveries written to clients during the drain.
     pub delivered: u64,
     pub dropped_recipient_gone: u64,
     pub dropped_slow_consumer: u64,
     /// Deliveries still queued when `drain_timeout` ran out.
     pub dropped_drain_deadline: u64,
+    /// Deliveries written over the daemon's life.
+    pub delivered_total: u64,
+    /// Deliveries not written over the daemon's life, whatever the reason.
+    pub dropped_total: u64,
     /// False when `drain_timeout` cut the drain short.
     pub completed: bool,
     pub drain_time: Duration,
 }
 
+/// The counters at the start of the drain, to report the drain's own counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AtStart {
+    open: i64,
+    delivered: u64,
+    gone: u64,
+    slow: u64,
+}
+
+impl AtStart {
+    pub(crate) fn take(metrics: &Metrics) -> AtStart {
+        AtStart {
+            open: metrics.connections_open.get(),
+            delivered: metrics.messages_delivered.get(),
+            gone: metrics.dropped_total(DropReason::RecipientGone),
+            slow: metrics.dropped_total(DropReason::SlowConsumer),
+        }
+    }
+}
+
 pub(crate) fn summarize(
     metrics: &Metrics,
-    open_at_start: i64,
+    start: AtStart,
     completed: bool,
     took: Duration,
 ) -> Summary {
@@ -46,37 +75,53 @@ pub(crate) fn summarize(
         .get()
         .saturating_sub(delivered + gone + slow);
     metrics.dropped(DropReason::DrainDeadline, stranded);
+    let open = metrics.connections_open.get();
     Summary {
-        connections_closed: open_at_start - metrics.connections_open.get(),
-        delivered,
-        dropped_recipient_gone: gone,
-        dropped_slow_consumer: slow,
+        connections_closed: start.open - open,
+        connections_cut: if completed { 0 } else { open },
+        delivered: delivered - start.delivered,
+        dropped_recipient_gone: gone - start.gone,
+        dropped_slow_consumer: slow - start.slow,
         dropped_drain_deadline: stranded,
+        delivered_total: delivered,
+        dropped_total: gone + slow + metrics.dropped_total(DropReason::DrainDeadline),
         completed,
         drain_time: took,
     }
 }
 
 impl Summary {
-    /// Deliveries not written, whatever the reason.
+    /// Deliveries not written during the drain, whatever the reason.
     pub fn dropped(&self) -> u64 {
         self.dropped_recipient_gone + self.dropped_slow_consumer + self.dropped_drain_deadline
     }
 
-    /// Logs the one summary line of the drain.
+    /// Logs the one summary line of the drain: at info when it finished, as a warning
+    /// when `drain_timeout` cut it short.
     pub fn log(&self) {
-        let dropped = self.dropped();
-        info!(
-            connections_closed = self.connections_closed,
-            delivered = self.delivered,
-            dropped,
-            dropped_recipient_gone = self.dropped_recipient_gone,
-            dropped_slow_consumer = self.dropped_slow_consumer,
-            dropped_drain_deadline = self.dropped_drain_deadline,
-            completed = self.completed,
-            took = ?self.drain_time,
-            "drain finished"
-        );
+        macro_rules! summary {
+            ($level:ident, $message:literal) => {
+                $level!(
+                    connections_closed = self.connections_closed,
+                    connections_cut = self.connections_cut,
+                    delivered = self.delivered,
+                    dropped = self.dropped(),
+                    dropped_recipient_gone = self.dropped_recipient_gone,
+                    dropped_slow_consumer = self.dropped_slow_consumer,
+                    dropped_drain_deadline = self.dropped_drain_deadline,
+                    delivered_total = self.delivered_total,
+                    dropped_total = self.dropped_total,
+                    completed = self.completed,
+                    took = ?self.drain_time,
+                    $message
+                )
+            };
+        }
+        if self.completed {
+            summary!(info, "drain finished");
+        } else {
+            summary!(warn, "drain finished: cut short at drain_timeout");
+        }
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn run(
 
     let started = Instant::now();
     metrics.draining.set(1);
+    let at_start = drain::AtStart::take(&metrics);
     let open = metrics.connections_open.get();
     info!(connections = open, deadline = ?config.shutdown.drain_timeout, "drain started");
     drop(drain_trigger);
@@ -122,7 +123,7 @@ pub async fn run(
         false
     };
     let completed = drained.or(deadline).await;
-    let summary = drain::summarize(&metrics, open, completed, started.elapsed());
+    let summary = drain::summarize(&metrics, at_start, completed, started.elapsed());
     metrics.draining.set(0);
     summary
 }
