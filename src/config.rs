@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// by `net.core.somaxconn`. A reconnect storm that overflows it costs each dropped SYN
     /// a one-second retransmit.
     pub listen_backlog: u32,
+    /// What a client arriving at `max_connections` meets.
+    pub at_capacity: AtCapacity,
     /// Threads that run the connections' tasks; 0 means one per CPU core. One thread
     /// spares the wake-ups between threads that every hand-over would otherwise cost.
     pub worker_threads: usize,
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 0,
             accept_error_sleep: Duration::from_millis(500),
             listen_backlog: 1024,
+            at_capacity: AtCapacity::Wait,
             worker_threads: 1,
         }
     }
@@ -112,6 +115,18 @@ impl Default for ShutdownConfig {
             drain_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// `[server] at_capacity`: what happens to a client arriving at `max_connections`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AtCapacity {
+    /// Accepting pauses until a connection ends; newcomers wait in the kernel's backlog
+    /// (the book's backpressure).
+    #[default]
+    Wait,
+    /// Newcomers get `error: server full, try again later` and are closed at once.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]

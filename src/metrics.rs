@@ -17,6 +17,8 @@ type Labels = Vec<(&'static str, &'static str)>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     PerIp,
+    /// At `max_connections` with `at_capacity = "refuse"`.
+    ServerFull,
     LoginTaken,
     InvalidLogin,
     LoginTimeout,
@@ -94,6 +96,7 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_accepted: Counter,
     refused_per_ip: Counter,
+    refused_server_full: Counter,
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
     refused_login_timeout: Counter,
@@ -277,6 +280,7 @@ impl Metrics {
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),
+            refused_server_full: label(&refused, "reason", "server_full"),
             refused_login_taken: label(&refused, "reason", "login_taken"),
             refused_invalid_login: label(&refused, "reason", "invalid_login"),
             refused_login_timeout: label(&refused, "reason", "login_timeout"),
@@ -312,6 +316,7 @@ impl Metrics {
     pub fn refused(&self, why: Refusal) {
         match why {
             Refusal::PerIp => &self.refused_per_ip,
+            Refusal::ServerFull => &self.refused_server_full,
             Refusal::LoginTaken => &self.refused_login_taken,
             Refusal::InvalidLogin => &self.refused_invalid_login,
             Refusal::LoginTimeout => &self.refused_login_timeout,

@@ -78,6 +78,10 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         o.worker_threads != n.worker_threads,
         Change::Restart("server.worker_threads"),
     );
+    check(
+        o.at_capacity != n.at_capacity,
+        Change::Restart("server.at_capacity"),
+    );
     check(old.limits != new.limits, Change::Live("limits"));
     check(
         old.shutdown != new.shutdown,

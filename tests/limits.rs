@@ -521,3 +521,63 @@ fn an_idle_logged_in_connection_costs_a_few_kib() {
     );
     drop((first, clients));
 }
+
+/// With `at_capacity = "refuse"`, a client arriving at the cap is told and closed at
+/// once; a storm of such clients never holds a token or pushes the daemon into EMFILE
+/// (a limit of 64 descriptors here), and a slot freed is taken by the next client.
+#[test]
+fn at_capacity_refuse_tells_newcomers_the_server_is_full() {
+    let _serial = serial();
+    let mut d = Daemon::start_with(common::Start {
+        toml: "[server]\nmax_connections = 4\nat_capacity = \"refuse\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+            .into(),
+        nofile: Some(64),
+        ..common::Start::default()
+    });
+    let admin = d.admin_addr();
+    let held: Vec<Client> = (0..4).map(|i| d.login(&format!("h{i}"))).collect();
+    // 300 newcomers, 30 at a time: every one is told, none waits.
+    for round in 0..10 {
+        let mut batch: Vec<Client> = (0..30).map(|_| d.connect()).collect();
+        for (i, c) in batch.iter_mut().enumerate() {
+            assert_eq!(
+                c.line().as_deref(),
+                Some("error: server full, try again later"),
+                "newcomer {i} of round {round}"
+            );
+            c.expect_closed();
+        }
+    }
+    let samples = common::scrape(admin);
+    assert_eq!(
+        common::sample(
+            &samples,
+            "achat_connections_refused_total{reason=\"server_full\"}"
+        ),
+        300.0
+    );
+    assert!(
+        !d.log_text().contains("Too many open files"),
+        "{}",
+        d.log_text()
+    );
+    // A slot freed is a slot taken.
+    drop(held);
+    let mut e = d.connect();
+    e.send("e");
+    e.send("e: in");
+    // The held clients' slots come back as their connections close.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no slot came free");
+        match e.line().as_deref() {
+            Some("from e: in") => break,
+            Some("error: server full, try again later") => {
+                e = d.connect();
+                e.send("e");
+                e.send("e: in");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

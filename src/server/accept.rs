@@ -15,7 +15,7 @@ use futures_lite::future::FutureExt as _;
 use std::time::Duration;
 use tracing::{debug, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::runtime::{self, Conn, TcpStream};
@@ -64,20 +64,24 @@ impl Acceptor {
                 .map(accepted),
         );
         let mut next_conn = 0u64;
+        let refuse_at_cap = server.at_capacity == AtCapacity::Refuse;
         loop {
-            if tokens.get_active_tokens() >= server.max_connections {
+            let full = tokens.get_active_tokens() >= server.max_connections;
+            if full && !refuse_at_cap {
                 self.metrics.accept_paused_at_cap.inc();
                 debug!(
                     max_connections = server.max_connections,
                     "all connection tokens in use: accepting paused"
                 );
             }
-            let ready = async {
-                capacity.has_capacity().await;
-                true
-            };
-            if !ready.or(self.stopped()).await {
-                break;
+            if !refuse_at_cap {
+                let ready = async {
+                    capacity.has_capacity().await;
+                    true
+                };
+                if !ready.or(self.stopped()).await {
+                    break;
+                }
             }
             let next = async { incoming.next().await };
             let (accepted, tls) = match next
@@ -110,6 +114,14 @@ impl Acceptor {
                     continue;
                 }
             };
+            if refuse_at_cap && tokens.get_active_tokens() >= server.max_connections {
+                // At the cap with at_capacity = "refuse": told and closed at once, without
+                // a token, a task or a descriptor kept past this line.
+                self.metrics.refused(Refusal::ServerFull);
+                debug!(%peer, "refused: server full (max_connections)");
+                refuse_now(stream, &self.metrics);
+                continue;
+            }
             self.metrics.connections_accepted.inc();
             next_conn += 1;
             let token = tokens.token();
@@ -173,6 +185,19 @@ fn accepted(listener: Listener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> 
         let result = listener.socket.accept().await;
         Some(((result, listener.tls.clone()), listener))
     }))
+}
+
+/// Answers a connection that arrived at the cap (one write the socket takes at once, or
+/// nothing) and closes it.
+fn refuse_now(stream: TcpStream, metrics: &Metrics) {
+    let line = protocol::format_error("server full, try again later");
+    if let Ok(mut std_stream) = std::net::TcpStream::try_from(stream) {
+        use std::io::Write as _;
+        if let Ok(n) = std_stream.write(&line) {
+            metrics.bytes_out.inc_by(n as u64);
+        }
+        let _ = std_stream.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 /// Answers a connection over the per-address cap and closes it, without blocking the loop.
