@@ -321,12 +321,22 @@ impl Config {
         at_most("limits.max_recipients", l.max_recipients, 10_000)?;
         nonzero("limits.login_timeout", l.login_timeout)?;
         nonzero("limits.write_timeout", l.write_timeout)?;
-        // A queue must hold at least one delivery of the longest line.
-        let longest = l.max_line_bytes + l.max_login_bytes + 16;
+        // A queue must hold at least one delivery of the longest line, and the longest
+        // line the server says itself (an error naming a login), or the server's own
+        // answers would cut the client off as a slow consumer instead of telling it.
+        let delivery = l.max_line_bytes + l.max_login_bytes + 16;
+        let answer = LONGEST_ANSWER + l.max_login_bytes;
         at_least(
             "limits.outbound_queue_bytes",
             l.outbound_queue_bytes,
-            longest,
+            delivery.max(answer),
+        )?;
+        // And a burst of answers to bad lines (20 before the connection is closed) must
+        // fit under the hard bound.
+        at_least(
+            "limits.outbound_queue_hard_bytes",
+            l.outbound_queue_hard_bytes,
+            BAD_LINE_ANSWERS * answer,
         )?;
         if l.outbound_queue_hard_bytes < l.outbound_queue_bytes {
             return Err((
@@ -354,6 +364,13 @@ impl Config {
         Ok(())
     }
 }
+
+/// Bytes of the longest line the server sends itself, without the login it may name
+/// (`error: not a message: write "name1, name2: text"`, `error: no such user "..."`).
+const LONGEST_ANSWER: usize = 64;
+/// Answers to bad lines a connection may be owed at once (the bad-line burst, and the one
+/// that closes it).
+const BAD_LINE_ANSWERS: usize = 21;
 
 /// Levels a log filter may name.
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -567,6 +584,25 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("log.level"), "{e}");
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.message.contains("not a log level"), "{e}");
+    }
+
+    #[test]
+    fn queues_too_small_for_the_servers_own_answers_are_refused() {
+        let e = Config::parse(
+            "[limits]\nmax_login_bytes = 1\nmax_line_bytes = 16\noutbound_queue_bytes = 33\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.outbound_queue_bytes"), "{e}");
+        assert!(e.message.contains("the least allowed is 65"), "{e}");
+        let e = Config::parse(
+            "[limits]\nmax_line_bytes = 100\noutbound_queue_bytes = 1000\noutbound_queue_hard_bytes = 1000\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("limits.outbound_queue_hard_bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -130,6 +130,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Descriptors kept beside the chat connections: listeners, admin connections, log
+/// output, certificates and files read at reload.
+const FD_HEADROOM: u64 = 64;
+
 /// The admin endpoint's accept queue: it serves a few scrapers and probes.
 const ADMIN_BACKLOG: u32 = 128;
 
@@ -170,7 +174,9 @@ fn check_config(path: &Path) -> ExitCode {
     }
     if let Some(limit) = open_file_limit() {
         let max = config.server.max_connections as u64;
-        let note = if max + 32 > limit {
+        let note = if max > limit {
+            "exceeds the limit: accepts will fail with EMFILE long before the token cap is reached"
+        } else if max + FD_HEADROOM > limit {
             "too close: accepts will fail with EMFILE before the token cap is reached"
         } else {
             "ok"
@@ -201,6 +207,23 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     let config = Arc::new(config);
     runtime::init_workers(config.server.worker_threads);
     let logging = telemetry::init(&config.log);
+    // Under `docker run` nobody runs check-config: say it here too.
+    if let Some(limit) = open_file_limit() {
+        let max = config.server.max_connections as u64;
+        if max + FD_HEADROOM > limit {
+            let how = if max > limit {
+                "exceeds"
+            } else {
+                "comes too close to"
+            };
+            warn!(
+                max_connections = max,
+                open_file_limit = limit,
+                "max_connections {how} what the open-file limit allows (it needs {} descriptors with headroom): accepts will fail with EMFILE before the token cap; raise the limit (LimitNOFILE=, ulimit -n, docker --ulimit nofile=) or lower max_connections",
+                max + FD_HEADROOM
+            );
+        }
+    }
     std::panic::set_hook(Box::new(|info| {
         // Logged inside the span of the task that panicked.
         error!(panic = %info, "panic");

@@ -394,7 +394,8 @@ fn check_config_warns_when_max_connections_is_near_the_open_file_limit() {
     };
     let tight = check(100);
     assert!(
-        tight.contains("open-file limit (ulimit -n) here: 100") && tight.contains("too close"),
+        tight.contains("open-file limit (ulimit -n) here: 100")
+            && tight.contains("exceeds the limit"),
         "{tight}"
     );
     let roomy = check(4096);
@@ -492,4 +493,22 @@ fn queue_bounds_that_cannot_work_together_are_refused() {
     let (status, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("key `server.listen_backlog`"), "{err}");
+}
+
+/// Under `docker run` nobody runs check-config: the server itself warns at start when
+/// max_connections exceeds what the open-file limit allows.
+#[test]
+fn the_server_warns_at_start_when_max_connections_exceeds_the_open_file_limit() {
+    let mut d = Daemon::start_with(common::Start {
+        toml: "[server]\nmax_connections = 1000\n".into(),
+        nofile: Some(100),
+        ..common::Start::default()
+    });
+    let line = d
+        .wait_log(|l| l.contains("WARN") && l.contains("open-file limit"))
+        .unwrap_or_else(|| panic!("no warning; log:\n{}", d.log_text()));
+    assert!(line.contains("max_connections exceeds"), "{line}");
+    let mut alice = d.login("alice");
+    alice.send("alice: still serving");
+    alice.expect("from alice: still serving");
 }
