@@ -51,6 +51,10 @@ enum Command {
     CheckConfig {
         /// The file to check.
         path: PathBuf,
+        /// Print nothing when the file is valid (for ExecStartPre: the journal need not
+        /// get the whole configuration at every start); errors still go to stderr.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig { path } => check_config(&path),
+        Command::CheckConfig { path, quiet } => check_config(&path, quiet),
         Command::Bench(args) => bench::run(args),
         Command::Probe { addr, timeout, tls } => {
             if client::probe(addr, timeout, tls.options()) {
@@ -148,7 +152,7 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, quiet: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -161,6 +165,9 @@ fn check_config(path: &Path) -> ExitCode {
             eprintln!("a-chat: invalid configuration in {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
+    }
+    if quiet {
+        return ExitCode::SUCCESS;
     }
     println!("# {}: valid. Effective settings:", path.display());
     print!("{}", config.to_toml());

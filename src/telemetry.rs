@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -68,7 +71,25 @@ pub fn init(config: &LogConfig) -> Logging {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
+    // Under systemd, stderr goes to the journal, which stamps every line itself and reads
+    // a priority from a `<N>` prefix (sd-daemon(3)): then text lines carry that prefix and
+    // no timestamp of their own, so `journalctl -p warning` works.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
     let set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match config.format {
+        LogFormat::Text if journal => {
+            let format = Journald(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            );
+            let builder = builder
+                .with_ansi(false)
+                .event_format(format)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
         LogFormat::Text => {
             let builder = builder.with_ansi(false).with_filter_reloading();
             let handle = builder.reload_handle();
@@ -98,5 +119,36 @@ pub fn init(config: &LogConfig) -> Logging {
         _guard: guard,
         dropped_lines,
         level: LevelHandle { set, from_env },
+    }
+}
+
+/// A text line for the journal: the sd-daemon priority prefix (`<3>` error, `<4>` warning,
+/// `<6>` info, `<7>` debug and trace), then the line as the inner format writes it.
+struct Journald<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Journald<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The syslog priority of a tracing level.
+fn priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
     }
 }

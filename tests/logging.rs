@@ -246,3 +246,42 @@ fn a_malformed_rust_log_is_a_warning_and_the_configured_level_applies() {
     alice.expect("from alice: hi");
     assert!(d.wait_log(|l| l.contains("logged in")).is_some());
 }
+
+/// Under systemd (JOURNAL_STREAM set) text lines carry the sd-daemon priority prefix and
+/// no timestamp of their own, so `journalctl -p warning` can filter them.
+#[test]
+fn under_the_journal_lines_carry_a_priority_and_no_timestamp() {
+    let mut d = Daemon::start_with(Start {
+        toml: "[limits]\nmax_line_bytes = 100\n".into(),
+        env: vec![("JOURNAL_STREAM".into(), "8:12345".into())],
+        ..Start::default()
+    });
+    chat_then_warn(&mut d);
+    let log = d.log_text();
+    let listening = log.lines().find(|l| l.contains("listening on")).unwrap();
+    assert!(listening.starts_with("<6>"), "{listening}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("closing connection"))
+        .unwrap();
+    assert!(warning.starts_with("<4>"), "{warning}");
+    // No timestamp: the journal adds its own.
+    assert!(!log.contains(&format!("{}-", 2026)), "{log}");
+}
+
+#[test]
+fn check_config_quiet_prints_nothing_for_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, "[limits]\nmax_line_bytes = 100\n").unwrap();
+    let path = path.to_str().unwrap();
+    let (status, out, err) = common::run_cli(&["check-config", "--quiet", path]);
+    assert_eq!(
+        (status.code(), out.as_str(), err.as_str()),
+        (Some(0), "", "")
+    );
+    std::fs::write(path, "[limits]\nmax_lines = 3\n").unwrap();
+    let (status, out, err) = common::run_cli(&["check-config", "--quiet", path]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty() && err.contains("limits.max_lines"), "{err}");
+}
