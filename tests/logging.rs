@@ -42,7 +42,8 @@ fn chat_and_close(d: &mut Daemon, closed: impl Fn(&str) -> bool) -> String {
 
 #[test]
 fn json_lines_parse_and_connection_events_carry_conn_peer_and_login() {
-    let mut d = Daemon::with_toml("[log]\nformat = \"json\"\n");
+    // At debug: connections that never log in, and `connection opened`, log only there.
+    let mut d = Daemon::with_toml("[log]\nformat = \"json\"\nlevel = \"debug\"\n");
     let peer = chat_and_close(&mut d, |l| l.contains("\"login\":\"alice\""));
     // Another connection that never logs in: its events carry conn and peer.
     let mut anon = d.connect();
@@ -116,7 +117,7 @@ fn json_lines_parse_and_connection_events_carry_conn_peer_and_login() {
 
 #[test]
 fn text_lines_carry_the_connection_span_fields() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::with_toml("[log]\nlevel = \"debug\"\n");
     let peer = chat_and_close(&mut d, |l| l.contains("login=\"alice\"}"));
     let log = d.log_text();
     let alice_lines: Vec<&str> = log
@@ -284,4 +285,24 @@ fn check_config_quiet_prints_nothing_for_a_valid_file() {
     let (status, out, err) = common::run_cli(&["check-config", "--quiet", path]);
     assert_eq!(status.code(), Some(1));
     assert!(out.is_empty() && err.contains("limits.max_lines"), "{err}");
+}
+
+/// At info an operator sees logins and closes of chatting connections, not every probe:
+/// a connection that opens and closes without logging in logs nothing at info.
+#[test]
+fn connections_that_never_log_in_stay_out_of_the_info_log() {
+    let mut d = Daemon::start();
+    for _ in 0..20 {
+        let probe = d.connect();
+        drop(probe);
+    }
+    let mut alice = d.login("alice");
+    drop(alice.stream.shutdown(std::net::Shutdown::Both));
+    d.wait_log(|l| l.contains("connection closed") && l.contains("login=\"alice\""))
+        .expect("alice's close at info");
+    let log = d.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("conn{")).collect();
+    // alice: logged in, connection closed. Nothing for the 20 probes.
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(!log.contains("connection opened"), "{log}");
 }

@@ -109,7 +109,7 @@ impl Connection {
 
     /// Starts the writer task and hands back the reader (run inline) and what is held.
     fn open(self) -> (Reader, Held) {
-        info!("connection opened");
+        debug!("connection opened");
         let metrics = self.metrics;
         metrics.connections_open.inc();
         let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget);
@@ -159,7 +159,9 @@ impl Connection {
 impl Held {
     /// After the reader: frees the login (unless draining), waits for the writer, and lets
     /// go of the connection's token and slots.
-    async fn close(self, end: Option<reader::End>) {
+    async fn close(self, ended: Option<(reader::End, bool)>) {
+        let logged_in = ended.is_some_and(|(_, logged_in)| logged_in);
+        let end = ended.map(|(end, _)| end);
         // After a drain the router keeps the login until every reader is done, so that
         // lines still being routed reach this client; otherwise the login is freed now.
         if end != Some(reader::End::Drain) {
@@ -170,7 +172,13 @@ impl Held {
         drop(self.events);
         self.writer.await;
         self.metrics.connections_open.dec();
-        info!("connection closed");
+        // At info for the connections that logged in; probes, scanners and refused
+        // logins only at debug (their refusal, if any, was logged already).
+        if logged_in {
+            info!("connection closed");
+        } else {
+            debug!("connection closed");
+        }
         drop(self.token);
         drop(self.ip_slot);
         drop(self.alive);

@@ -99,14 +99,21 @@ enum Input {
 }
 
 impl Reader {
-    pub async fn run(mut self) -> End {
+    /// Reads until the client leaves, breaks a rule, or the drain begins; says how it
+    /// ended and whether the connection ever logged in.
+    pub async fn run(mut self) -> (End, bool) {
         let mut framer = LineFramer::new(self.limits.max_line_bytes);
         // Boxed: the login's futures are needed once, and an idle connection should not
         // keep room for them for the rest of its life.
         let login = match Box::pin(self.login(&mut framer)).await {
             Ok(login) => login,
-            Err(end) => return end,
+            Err(end) => return (end, false),
         };
+        (self.chat(login, framer).await, true)
+    }
+
+    /// After the login: routes what the client sends.
+    async fn chat(&mut self, login: Arc<str>, mut framer: LineFramer) -> End {
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
@@ -174,7 +181,9 @@ impl Reader {
                     return Err(End::Closed);
                 }
                 Input::Timeout => {
-                    info!("refused: no login within login_timeout");
+                    // Slowloris crowds and port probes do this by the hundred: counted, and
+                    // logged at debug only.
+                    debug!("refused: no login within login_timeout");
                     self.metrics.refused(Refusal::LoginTimeout);
                     self.say(protocol::format_error("login timeout"));
                     return Err(End::Closed);
