@@ -296,8 +296,8 @@ fn connections_that_never_log_in_stay_out_of_the_info_log() {
         let probe = d.connect();
         drop(probe);
     }
-    let mut alice = d.login("alice");
-    drop(alice.stream.shutdown(std::net::Shutdown::Both));
+    let alice = d.login("alice");
+    alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
     d.wait_log(|l| l.contains("connection closed") && l.contains("login=\"alice\""))
         .expect("alice's close at info");
     let log = d.log_text();
