@@ -410,8 +410,28 @@ fn toml_error(text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigErr
         file: None,
         line,
         key,
-        message: e.message().trim().to_owned(),
+        message: plain_types(e.message().trim()),
     }
+}
+
+/// Says the expected types of serde's messages in words: `expected usize` means nothing
+/// to the person who edits the file.
+fn plain_types(message: &str) -> String {
+    const TYPES: [(&str, &str); 6] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u16", "expected a whole number (0 or more)"),
+        ("expected a string", "expected a string in double quotes"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    let mut message = message.to_owned();
+    for (serde, plain) in TYPES {
+        message = message.replace(serde, plain);
+    }
+    message
+        .replace("floating point `", "the number `")
+        .replace("invalid value: integer `", "invalid value: `")
 }
 
 /// Finds the line of `section.key` in the text, for errors found after parsing.
@@ -558,6 +578,18 @@ mod tests {
         assert_eq!(e.line, Some(3), "{e}");
         let e = Config::parse("[limits]\nmax_line_bytes = -1\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.max_line_bytes"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_are_said_in_words() {
+        let e = Config::parse("[limits]\nmax_line_bytes = -1\n").unwrap_err();
+        assert!(
+            e.message.contains("expected a whole number (0 or more)")
+                && !e.message.contains("usize"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nworker_threads = 1.5\n").unwrap_err();
+        assert!(e.message.contains("the number `1.5`"), "{e}");
     }
 
     #[test]

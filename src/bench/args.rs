@@ -91,7 +91,8 @@ pub struct BenchArgs {
     #[arg(long, short = 't', default_value_t = 1, global = true)]
     pub threads: usize,
 
-    /// PID of the server: report its CPU time, and its RSS (VmRSS) before and after
+    /// PID of the server: report its CPU time per delivery (and, for `idle`, its memory
+    /// per connection from VmRSS before and after)
     #[arg(long, global = true)]
     pub pid: Option<u32>,
 

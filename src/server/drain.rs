@@ -112,7 +112,7 @@ impl Summary {
                     delivered_total = self.delivered_total,
                     dropped_total = self.dropped_total,
                     completed = self.completed,
-                    took = ?self.drain_time,
+                    took_ms = self.drain_time.as_secs_f64() * 1000.0,
                     $message
                 )
             };
