@@ -13,7 +13,7 @@
 #      every second) and a temporary storage folder
 #   5. wait for the first scrape and check up{job="a-chat"} == 1
 #   6. send N chat messages over TCP, wait until Prometheus has scraped them, and check
-#      achat_messages_received_total and achat_messages_delivered_total == N
+#      achat_messages_received_total and achat_deliveries_written_total == N
 #   7. stop a-chat with SIGTERM: it drains and exits 0
 # Every wait has a timeout and prints its progress; all traffic stays on loopback. Both
 # processes and the temporary files are removed on exit. Exit status: 0 if every check
@@ -208,11 +208,11 @@ if wait_for "a scrape after the chat traffic" received; then
 else
     fail "achat_messages_received_total is $(query 'achat_messages_received_total{job="a-chat"}'), expected $MESSAGES"
 fi
-delivered() { query_is 'achat_messages_delivered_total{job="a-chat"}' "$MESSAGES"; }
+delivered() { query_is 'achat_deliveries_written_total{job="a-chat"}' "$MESSAGES"; }
 if wait_for "the delivered counter" delivered; then
-    pass "achat_messages_delivered_total == $MESSAGES in Prometheus"
+    pass "achat_deliveries_written_total == $MESSAGES in Prometheus"
 else
-    fail "achat_messages_delivered_total is $(query 'achat_messages_delivered_total{job="a-chat"}'), expected $MESSAGES"
+    fail "achat_deliveries_written_total is $(query 'achat_deliveries_written_total{job="a-chat"}'), expected $MESSAGES"
 fi
 
 # 7. a-chat drains and exits 0 on SIGTERM.

@@ -540,7 +540,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
             on_scrape: Box::new(|m| {
-                m.log_lines_dropped.set(7);
+                m.log_lines_dropped(7);
             }),
         }
     }
@@ -619,7 +619,7 @@ mod tests {
         let metrics = answer(&get("/metrics"), &s, false);
         let text = String::from_utf8(metrics).unwrap();
         assert!(text.contains(PROMETHEUS_TEXT), "{text}");
-        assert!(text.contains("achat_log_lines_dropped 7"), "{text}");
+        assert!(text.contains("achat_log_lines_dropped_total 7"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         let mut om = get("/metrics");
         om.openmetrics = true;

@@ -285,6 +285,9 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 }
             }
         }
+        metrics
+            .max_connections
+            .set(config.server.max_connections as i64);
         let live = server::Live::new(&config.limits, &metrics);
         let reload = reload::Targets {
             path: path.map(Path::to_path_buf),
@@ -340,8 +343,8 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 on_scrape: Box::new(move |m: &Metrics| {
-                    m.log_lines_dropped
-                        .set(dropped_lines.dropped_lines() as i64);
+                    m.log_lines_dropped(dropped_lines.dropped_lines() as u64);
+                    m.observe_process();
                 }),
                 accept_error_sleep: config.server.accept_error_sleep,
             };
@@ -363,9 +366,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         ));
         ExitCode::SUCCESS
     });
-    metrics
-        .log_lines_dropped
-        .set(logging.dropped_lines.dropped_lines() as i64);
+    metrics.log_lines_dropped(logging.dropped_lines.dropped_lines() as u64);
     drop(logging);
     code
 }

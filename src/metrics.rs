@@ -99,7 +99,9 @@ pub struct Metrics {
     refused_server_full: Counter,
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
-    refused_login_timeout: Counter,
+    /// Connections closed for not logging in within `login_timeout` (not a refusal of
+    /// anything they asked for).
+    login_timeouts: Counter,
     /// Times the accept loop paused because every connection token was out (one per
     /// pause, however long). Connections that arrive meanwhile are held in the kernel's
     /// listen backlog, not refused, so they never show in `connections_refused`.
@@ -138,8 +140,17 @@ pub struct Metrics {
     pub panics: Counter,
     /// 1 while the drain runs.
     pub draining: Gauge,
-    /// Log lines the non-blocking log writer had to drop.
-    pub log_lines_dropped: Gauge,
+    /// Log lines the non-blocking log writer had to drop (the writer keeps the count; the
+    /// counter follows it at each scrape).
+    log_lines_dropped: Counter,
+    /// The writer's count at the last scrape.
+    log_lines_seen: std::sync::atomic::AtomicU64,
+    /// Logged-in connections now.
+    pub logged_in: Gauge,
+    /// `[server] max_connections`, to compare with `connections_open`.
+    pub max_connections: Gauge,
+    /// The `process_*` metrics every Prometheus exporter has, refreshed at each scrape.
+    process: Process,
 }
 
 impl Default for Metrics {
@@ -150,7 +161,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("achat");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("achat");
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -195,13 +207,13 @@ impl Metrics {
         );
         let messages_delivered = Counter::default();
         registry.register(
-            "messages_delivered",
+            "deliveries_written",
             "Deliveries (one message to one recipient) written to the recipient's socket",
             messages_delivered.clone(),
         );
         let dropped = Family::<Labels, Counter>::default();
         registry.register(
-            "messages_dropped",
+            "deliveries_dropped",
             "Deliveries that could not be written, by reason",
             dropped.clone(),
         );
@@ -212,9 +224,19 @@ impl Metrics {
             lines_rejected.clone(),
         );
         let bytes_in = Counter::default();
-        registry.register("bytes_in", "Bytes read from clients", bytes_in.clone());
+        registry.register_with_unit(
+            "received",
+            "Bytes read from clients",
+            prometheus_client::registry::Unit::Bytes,
+            bytes_in.clone(),
+        );
         let bytes_out = Counter::default();
-        registry.register("bytes_out", "Bytes written to clients", bytes_out.clone());
+        registry.register_with_unit(
+            "sent",
+            "Bytes written to clients",
+            prometheus_client::registry::Unit::Bytes,
+            bytes_out.clone(),
+        );
         let slow_consumers = Family::<Labels, Counter>::default();
         registry.register(
             "slow_consumers",
@@ -245,7 +267,7 @@ impl Metrics {
             "1 while the shutdown drain runs, else 0",
             draining.clone(),
         );
-        let log_lines_dropped = Gauge::default();
+        let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because the log writer could not keep up",
@@ -269,6 +291,34 @@ impl Metrics {
             "Configuration reloads on SIGHUP, by result (ok: applied; error: the file or a file it names could not be used, nothing changed)",
             reloads.clone(),
         );
+        let login_timeouts = Counter::default();
+        registry.register(
+            "login_timeouts",
+            "Connections closed for sending no login within login_timeout",
+            login_timeouts.clone(),
+        );
+        let logged_in = Gauge::default();
+        registry.register(
+            "logged_in_connections",
+            "Connections logged in now",
+            logged_in.clone(),
+        );
+        let max_connections = Gauge::default();
+        registry.register(
+            "max_connections",
+            "The configured max_connections (connection tokens)",
+            max_connections.clone(),
+        );
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which a-chat runs",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
         };
@@ -283,7 +333,7 @@ impl Metrics {
             refused_server_full: label(&refused, "reason", "server_full"),
             refused_login_taken: label(&refused, "reason", "login_taken"),
             refused_invalid_login: label(&refused, "reason", "invalid_login"),
-            refused_login_timeout: label(&refused, "reason", "login_timeout"),
+            login_timeouts,
             accept_paused_at_cap,
             accept_errors_per_connection: label(&accept_errors, "class", "per_connection"),
             accept_errors_resource: label(&accept_errors, "class", "resource_shortage"),
@@ -309,7 +359,11 @@ impl Metrics {
             panics,
             draining,
             log_lines_dropped,
-            registry,
+            log_lines_seen: std::sync::atomic::AtomicU64::new(0),
+            logged_in,
+            max_connections,
+            process,
+            registry: root,
         }
     }
 
@@ -319,9 +373,24 @@ impl Metrics {
             Refusal::ServerFull => &self.refused_server_full,
             Refusal::LoginTaken => &self.refused_login_taken,
             Refusal::InvalidLogin => &self.refused_invalid_login,
-            Refusal::LoginTimeout => &self.refused_login_timeout,
+            Refusal::LoginTimeout => &self.login_timeouts,
         }
         .inc();
+    }
+
+    /// Follows the log writer's own count of dropped lines.
+    pub fn log_lines_dropped(&self, total: u64) {
+        let seen = self
+            .log_lines_seen
+            .fetch_max(total, std::sync::atomic::Ordering::AcqRel);
+        if total > seen {
+            self.log_lines_dropped.inc_by(total - seen);
+        }
+    }
+
+    /// Refreshes the `process_*` metrics (at each scrape).
+    pub fn observe_process(&self) {
+        self.process.observe();
     }
 
     pub fn config_reloaded(&self, ok: bool) {
@@ -391,7 +460,7 @@ impl Metrics {
     /// not ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
     ///
     /// The two formats differ, for what a-chat registers, only in counter family names
-    /// (OpenMetrics declares `achat_bytes_in` and its sample `achat_bytes_in_total`; the
+    /// (OpenMetrics declares `achat_received_bytes` and its sample `achat_received_bytes_total`; the
     /// classic format declares the sample's name), in `# UNIT` lines, and in the final
     /// `# EOF`; the samples themselves are the same.
     pub fn encode_prometheus_text(&self) -> String {
@@ -446,11 +515,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("achat_messages_dropped_total{reason=\"slow_consumer\"} 3"),
+            text.contains("achat_deliveries_dropped_total{reason=\"slow_consumer\"} 3"),
             "{text}"
         );
-        assert!(text.contains("achat_messages_delivered_total 5"), "{text}");
-        assert!(text.contains("# HELP achat_bytes_in Bytes read"), "{text}");
+        assert!(text.contains("achat_deliveries_written_total 5"), "{text}");
+        assert!(
+            text.contains("# HELP achat_received_bytes Bytes read"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(m.dropped_total(DropReason::SlowConsumer), 3);
     }
@@ -463,7 +535,7 @@ mod tests {
         let text = m.encode_prometheus_text();
         assert!(!text.contains("# EOF"), "{text}");
         assert!(
-            text.contains("# HELP achat_bytes_in_total Bytes read from clients.\n# TYPE achat_bytes_in_total counter\nachat_bytes_in_total 12\n"),
+            text.contains("# HELP achat_received_bytes_total Bytes read from clients.\n# TYPE achat_received_bytes_total counter\nachat_received_bytes_total 12\n"),
             "{text}"
         );
         assert!(
@@ -480,4 +552,113 @@ mod tests {
             assert!(declared.contains(name), "{name} undeclared in\n{text}");
         }
     }
+}
+
+/// The standard `process_*` metrics, read from /proc at each scrape.
+#[derive(Debug)]
+struct Process {
+    open_fds: Gauge,
+    max_fds: Gauge,
+    resident_memory_bytes: Gauge,
+    /// CPU seconds (user and system) as a counter of f64.
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// The CPU time at the last scrape, to move the counter by the difference.
+    cpu_seen: std::sync::Mutex<f64>,
+    start_time_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Process {
+    fn register(root: &mut Registry) -> Process {
+        let p = Process {
+            open_fds: Gauge::default(),
+            max_fds: Gauge::default(),
+            resident_memory_bytes: Gauge::default(),
+            cpu_seconds: Counter::default(),
+            cpu_seen: std::sync::Mutex::new(0.0),
+            start_time_seconds: Gauge::default(),
+        };
+        root.register(
+            "process_open_fds",
+            "Open file descriptors",
+            p.open_fds.clone(),
+        );
+        root.register(
+            "process_max_fds",
+            "The open-file limit (RLIMIT_NOFILE)",
+            p.max_fds.clone(),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory (VmRSS)",
+            p.resident_memory_bytes.clone(),
+        );
+        root.register(
+            "process_cpu_seconds",
+            "CPU time used, user and system",
+            p.cpu_seconds.clone(),
+        );
+        root.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch",
+            p.start_time_seconds.clone(),
+        );
+        p.observe();
+        p
+    }
+
+    fn observe(&self) {
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            self.max_fds.set(limit.rlim_cur.min(i64::MAX as u64) as i64);
+        }
+        if let Some(rss) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| status_kib(&s, "VmRSS:"))
+        {
+            self.resident_memory_bytes.set((rss * 1024) as i64);
+        }
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            if ticks > 0.0 {
+                let cpu = (utime + stime) / ticks;
+                let mut seen = self.cpu_seen.lock().unwrap_or_else(|e| e.into_inner());
+                if cpu > *seen {
+                    self.cpu_seconds.inc_by(cpu - *seen);
+                    *seen = cpu;
+                }
+            }
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if let (Some(boot), Some(start), true) = (boot, field(22), ticks > 0.0) {
+            self.start_time_seconds.set(boot + start / ticks);
+        }
+    }
+}
+
+/// A `Key:   N kB` value of /proc/PID/status, in KiB.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

@@ -95,7 +95,7 @@ fn health_readiness_and_metrics_in_both_formats() {
     assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
     assert!(om
         .text()
-        .contains("# TYPE achat_bytes_in counter\nachat_bytes_in_total 0\n"));
+        .contains("# TYPE achat_received_bytes counter\n# UNIT achat_received_bytes bytes\nachat_received_bytes_total 0\n"), "{}", om.text());
 }
 
 #[test]
@@ -239,7 +239,13 @@ fn assert_samples(admin: SocketAddr, expected: &[(&str, f64)]) {
 fn counters_move_by_exactly_the_traffic_sent() {
     let (d, admin) = with_admin("");
     let before = scrape(admin);
+    // Every achat_ counter and traffic gauge starts at 0 (the process metrics, the
+    // configured cap and the build info say something else).
+    let constant = ["achat_max_connections", "achat_build_info"];
     for (name, value) in &before {
+        if name.starts_with("process_") || constant.iter().any(|c| name.starts_with(c)) {
+            continue;
+        }
         assert_eq!(*value, 0.0, "{name} before any chat traffic");
     }
 
@@ -279,18 +285,18 @@ fn counters_move_by_exactly_the_traffic_sent() {
             ),
             ("achat_messages_received_total", 5.0),
             ("achat_deliveries_routed_total", 6.0),
-            ("achat_messages_delivered_total", 6.0),
+            ("achat_deliveries_written_total", 6.0),
             ("achat_lines_rejected_total", 2.0),
             (
-                "achat_messages_dropped_total{reason=\"recipient_gone\"}",
+                "achat_deliveries_dropped_total{reason=\"recipient_gone\"}",
                 0.0,
             ),
             (
-                "achat_messages_dropped_total{reason=\"slow_consumer\"}",
+                "achat_deliveries_dropped_total{reason=\"slow_consumer\"}",
                 0.0,
             ),
-            ("achat_bytes_in_total", sent as f64),
-            ("achat_bytes_out_total", received as f64),
+            ("achat_received_bytes_total", sent as f64),
+            ("achat_sent_bytes_total", received as f64),
             ("achat_slow_consumers_total{reason=\"grace\"}", 0.0),
             ("achat_slow_consumers_total{reason=\"hard_limit\"}", 0.0),
             ("achat_slow_consumers_total{reason=\"write_timeout\"}", 0.0),
@@ -325,7 +331,7 @@ fn readyz_turns_503_when_the_drain_begins_and_the_endpoint_serves_through_it() {
         source.expect("from source: sync");
         let samples = scrape(admin);
         let routed = sample(&samples, "achat_deliveries_routed_total");
-        let delivered = sample(&samples, "achat_messages_delivered_total");
+        let delivered = sample(&samples, "achat_deliveries_written_total");
         if routed - delivered > 2048.0 {
             stuck = true;
             break;
@@ -561,4 +567,59 @@ fn a_pipelining_client_does_not_stall_the_chat() {
     assert!(answered > 0);
     // Generous: without a yield between answers, a trip took 0.77-4.4 s.
     assert!(worst < Duration::from_millis(500), "worst trip {worst:?}");
+}
+
+/// /metrics follows the Prometheus naming guide: counters end in `_total` and gauges do
+/// not; a unit comes last before `_total`; the process metrics and build info are there.
+#[test]
+fn metric_names_follow_the_prometheus_conventions() {
+    let (_d, admin) = with_admin("");
+    let text = http_get(admin, "/metrics").text();
+    let mut types = std::collections::HashMap::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        types.insert(name.to_owned(), kind.to_owned());
+    }
+    for (name, kind) in &types {
+        match kind.as_str() {
+            "counter" => assert!(name.ends_with("_total"), "counter {name} without _total"),
+            "gauge" => assert!(!name.ends_with("_total"), "gauge {name} ends in _total"),
+            other => panic!("{name}: unexpected type {other}"),
+        }
+        let base = name.trim_end_matches("_total");
+        for unit in ["bytes", "seconds"] {
+            if base.contains(unit) {
+                assert!(
+                    base.ends_with(unit),
+                    "{name}: the unit {unit} must come last"
+                );
+            }
+        }
+        assert!(
+            name.starts_with("achat_") || name.starts_with("process_"),
+            "{name}"
+        );
+    }
+    for required in [
+        "process_open_fds",
+        "process_max_fds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "achat_build_info",
+        "achat_max_connections",
+        "achat_logged_in_connections",
+        "achat_log_lines_dropped_total",
+        "achat_login_timeouts_total",
+    ] {
+        assert!(types.contains_key(required), "{required} missing:\n{text}");
+    }
+    let samples = scrape(admin);
+    assert_eq!(sample(&samples, "achat_max_connections"), 10000.0);
+    assert!(sample(&samples, "process_open_fds") >= 3.0);
+    assert!(sample(&samples, "process_resident_memory_bytes") > 1e6);
+    assert!(
+        !text.contains("reason=\"login_timeout\""),
+        "a login timeout is not a refusal"
+    );
 }

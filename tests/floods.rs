@@ -174,7 +174,7 @@ fn a_hundred_hostile_connections_of_every_kind_do_not_disturb_a_pair() {
         max.saturating_sub(base)
     );
     let samples = common::scrape(admin);
-    let read_mib = common::sample(&samples, "achat_bytes_in_total") / (1 << 20) as f64;
+    let read_mib = common::sample(&samples, "achat_received_bytes_total") / (1 << 20) as f64;
     let cpu = d.cpu_time();
     eprintln!(
         "the daemon read {read_mib:.0} MiB of it, using {cpu:?} of CPU; {} connections accepted",

@@ -82,6 +82,7 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                 if reply.send(Ok(())).is_ok() {
                     logins.insert(conn, login.clone());
                     peers.insert(login, Peer { conn, outbox });
+                    metrics.logged_in.set(peers.len() as i64);
                 }
             }
             Event::Messages { from, batch } => {
@@ -112,6 +113,7 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
             Event::Logout { conn } => {
                 if let Some(login) = logins.remove(&conn) {
                     peers.remove(&login);
+                    metrics.logged_in.set(peers.len() as i64);
                 }
             }
         }
@@ -164,6 +166,7 @@ impl<'n> Route<'n, '_> {
             // The recipient is being disconnected; its reader's logout will find nothing.
             if let Some(peer) = peers.remove(self.name) {
                 logins.remove(&peer.conn);
+                metrics.logged_in.set(peers.len() as i64);
                 debug!(recipient = self.name, ?reason, "delivery dropped");
             }
         }
