@@ -14,7 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{admin, client, notify, runtime, server, telemetry, tls};
+use a_chat::{admin, auth, client, notify, runtime, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,12 @@ enum Command {
         /// The file to check.
         path: PathBuf,
     },
+    /// Print the users-file line for NAME ([auth] users_file): reads the password without
+    /// echo on a terminal, or one line from stdin.
+    Passwd {
+        /// The login the password is for.
+        name: String,
+    },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),
     /// Exit 0 if a daemon accepts connections at ADDR, 1 otherwise (for health checks).
@@ -83,6 +89,16 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { path } => check_config(&path),
+        Command::Passwd { name } => match auth::passwd::run(&name) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => bench::run(args),
         Command::Probe { addr, timeout } => {
             if client::probe(addr, timeout) {
@@ -123,6 +139,19 @@ fn check_config(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if !config.auth.users_file.is_empty() {
+        match auth::Auth::load(&config.auth) {
+            Ok(auth) => println!(
+                "# {}: {} users may log in",
+                config.auth.users_file,
+                auth.users().len()
+            ),
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     println!("# {}: valid. Effective settings:", path.display());
     print!("{}", config.to_toml());
     let backlog = config.server.listen_backlog;
@@ -145,6 +174,17 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// With authenticated logins, a plaintext listener that is not on loopback carries
+/// passwords in clear: said once at start, for each such address.
+fn warn_passwords_in_clear(plain: &[SocketAddr]) {
+    for addr in plain.iter().filter(|addr| !addr.ip().is_loopback()) {
+        warn!(
+            %addr,
+            "logins are authenticated, but {addr} ([server] listen) is plaintext and not loopback: passwords cross the network in clear; serve them on [tls] listen instead"
+        );
+    }
+}
+
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -163,6 +203,18 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     if let Some(addr) = listen {
         config.server.listen = vec![addr];
     }
+    // Read before anything starts, so that a bad users file is one line and exit 2.
+    let auth = if config.auth.users_file.is_empty() {
+        None
+    } else {
+        match auth::Auth::load(&config.auth) {
+            Ok(auth) => Some(Arc::new(auth)),
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let config = Arc::new(config);
     runtime::init_workers(config.server.worker_threads);
     let logging = telemetry::init(&config.log);
@@ -208,6 +260,14 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 }
             }
         };
+        if let Some(auth) = &auth {
+            info!(
+                users_file = %config.auth.users_file,
+                users = auth.users().len(),
+                "logins are authenticated"
+            );
+            warn_passwords_in_clear(&config.server.listen);
+        }
         let plain = config.server.listen.iter().map(|addr| (addr, None));
         let secure = config.tls.listen.iter().map(|addr| (addr, tls.clone()));
         for (addr, tls) in plain.chain(secure) {
@@ -266,7 +326,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         }
         health.set_ready();
         notify::ready(&addrs);
-        let summary = server::run(listeners, config.clone(), metrics.clone(), shutdown).await;
+        let summary = server::run(listeners, config.clone(), auth, metrics.clone(), shutdown).await;
         summary.log();
         notify::status(&format!(
             "stopped: drain {}, {} delivered, {} dropped",
