@@ -401,7 +401,7 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
 }
 
 /// Turns a TOML or schema error into one line naming the key and, where known, the line.
-fn toml_error(text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigError {
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigError {
     let line = e
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
@@ -435,7 +435,7 @@ fn plain_types(message: &str) -> String {
 }
 
 /// Finds the line of `section.key` in the text, for errors found after parsing.
-fn locate_key(text: &str, dotted: &str) -> Option<usize> {
+pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
     let (section, key) = dotted.split_once('.')?;
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
@@ -444,7 +444,7 @@ fn locate_key(text: &str, dotted: &str) -> Option<usize> {
             current = header.trim_end_matches(']').trim().to_owned();
         } else if current == section {
             if let Some((k, _)) = line.split_once('=') {
-                if k.trim() == key {
+                if k.trim().trim_matches('"') == key {
                     return Some(i + 1);
                 }
             }

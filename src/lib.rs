@@ -4,6 +4,7 @@
 //! Where each part of the design lives:
 //! - `protocol`: the wire protocol as pure functions (DESIGN §1)
 //! - `config`: the configuration file (§3)
+//! - `auth`: authenticated logins: the users file, hash checks, `a-chat passwd` (§9)
 //! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
@@ -11,6 +12,7 @@
 //! - `runtime`: the only module that names the async runtime
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod metrics;

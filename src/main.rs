@@ -14,7 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{admin, client, notify, reload, runtime, server, telemetry, tls};
+use a_chat::{admin, auth, client, notify, reload, runtime, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,12 @@ enum Command {
         /// get the whole configuration at every start); errors still go to stderr.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Print the users-file line for NAME ([auth] users_file): reads the password without
+    /// echo on a terminal, or one line from stdin.
+    Passwd {
+        /// The login the password is for.
+        name: String,
     },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),
@@ -122,6 +128,16 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { path, quiet } => check_config(&path, quiet),
+        Command::Passwd { name } => match auth::passwd::run(&name) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => bench::run(args),
         Command::Probe { addr, timeout, tls } => {
             if client::probe(addr, timeout, tls.options()) {
@@ -166,10 +182,24 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let users = if config.auth.users_file.is_empty() {
+        None
+    } else {
+        match auth::Auth::load(&config.auth) {
+            Ok(auth) => Some(auth.users().len()),
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     if quiet {
         return ExitCode::SUCCESS;
     }
     println!("# {}: valid. Effective settings:", path.display());
+    if let Some(users) = users {
+        println!("# {}: {users} users may log in", config.auth.users_file);
+    }
     print!("{}", config.to_toml());
     let backlog = config.server.listen_backlog;
     match runtime::somaxconn() {
@@ -193,6 +223,17 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// With authenticated logins, a plaintext listener that is not on loopback carries
+/// passwords in clear: said once at start, for each such address.
+fn warn_passwords_in_clear(plain: &[SocketAddr]) {
+    for addr in plain.iter().filter(|addr| !addr.ip().is_loopback()) {
+        warn!(
+            %addr,
+            "logins are authenticated, but {addr} ([server] listen) is plaintext and not loopback: passwords cross the network in clear; serve them on [tls] listen instead"
+        );
+    }
+}
+
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -211,6 +252,18 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     if let Some(addr) = listen {
         config.server.listen = vec![addr];
     }
+    // Read before anything starts, so that a bad users file is one line and exit 2.
+    let auth = if config.auth.users_file.is_empty() {
+        None
+    } else {
+        match auth::Auth::load(&config.auth) {
+            Ok(auth) => Some(Arc::new(auth)),
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let config = Arc::new(config);
     runtime::init_workers(config.server.worker_threads);
     let logging = telemetry::init(&config.log);
@@ -273,6 +326,14 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
                 }
             }
         };
+        if let Some(auth) = &auth {
+            info!(
+                users_file = %config.auth.users_file,
+                users = auth.users().len(),
+                "logins are authenticated"
+            );
+            warn_passwords_in_clear(&config.server.listen);
+        }
         let plain = config.server.listen.iter().map(|addr| (addr, None));
         let secure = config.tls.listen.iter().map(|addr| (addr, tls.clone()));
         for (addr, tls) in plain.chain(secure) {
@@ -352,7 +413,15 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         }
         health.set_ready();
         notify::ready(&addrs);
-        let summary = server::run(listeners, config.clone(), live, metrics.clone(), shutdown).await;
+        let summary = server::run(
+            listeners,
+            config.clone(),
+            live,
+            auth,
+            metrics.clone(),
+            shutdown,
+        )
+        .await;
         summary.log();
         notify::status(&format!(
             "stopped: drain {}, {} delivered, {} dropped",

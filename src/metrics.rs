@@ -137,6 +137,10 @@ pub struct Metrics {
     reloads_error: Counter,
     /// TLS handshakes failed, by reason (in `tls::Failure::ALL` order).
     tls_failures: Vec<Counter>,
+    /// Password hash checks run (each about one core for tens of milliseconds).
+    pub auth_checks: Counter,
+    /// Logins refused by authentication, by reason (in `auth::Failure::ALL` order).
+    auth_failures: Vec<Counter>,
     pub panics: Counter,
     /// 1 while the drain runs.
     pub draining: Gauge,
@@ -318,6 +322,18 @@ impl Metrics {
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
+        let auth_checks = Counter::default();
+        registry.register(
+            "auth_checks",
+            "Password hash checks run for logins ([auth] users_file)",
+            auth_checks.clone(),
+        );
+        let auth_failed = Family::<Labels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check)",
+            auth_failed.clone(),
+        );
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -325,6 +341,10 @@ impl Metrics {
         let tls_failures = crate::tls::Failure::ALL
             .iter()
             .map(|why| label(&tls_failed, "reason", why.label()))
+            .collect();
+        let auth_failures = crate::auth::Failure::ALL
+            .iter()
+            .map(|why| label(&auth_failed, "reason", why.label()))
             .collect();
         Metrics {
             connections_open,
@@ -356,6 +376,8 @@ impl Metrics {
             tls_failures,
             reloads_ok: label(&reloads, "result", "ok"),
             reloads_error: label(&reloads, "result", "error"),
+            auth_checks,
+            auth_failures,
             panics,
             draining,
             log_lines_dropped,
@@ -411,6 +433,19 @@ impl Metrics {
     pub fn tls_handshake_failures(&self, why: crate::tls::Failure) -> u64 {
         let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
         at.and_then(|at| self.tls_failures.get(at))
+            .map_or(0, Counter::get)
+    }
+
+    pub fn auth_failed(&self, why: crate::auth::Failure) {
+        let at = crate::auth::Failure::ALL.iter().position(|&f| f == why);
+        if let Some(counter) = at.and_then(|at| self.auth_failures.get(at)) {
+            counter.inc();
+        }
+    }
+
+    pub fn auth_failures(&self, why: crate::auth::Failure) -> u64 {
+        let at = crate::auth::Failure::ALL.iter().position(|&f| f == why);
+        at.and_then(|at| self.auth_failures.get(at))
             .map_or(0, Counter::get)
     }
 

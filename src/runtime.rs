@@ -42,6 +42,16 @@ where
     async_std::task::spawn(future)
 }
 
+/// Runs `work` (CPU-bound or blocking) on the runtime's pool of blocking threads, away
+/// from the threads that run connections, and waits for its result.
+pub async fn spawn_blocking<F, T>(work: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    async_std::task::spawn_blocking(work).await
+}
+
 /// Waits for `duration`.
 pub async fn sleep(duration: Duration) {
     async_std::task::sleep(duration).await
@@ -165,6 +175,11 @@ impl Conn {
     /// readiness wait on the socket would be wrong.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The address of the client (a system call: for the rare paths that need it).
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.sock.get_ref().peer_addr()
     }
 
     /// Resolves once the socket has new data (or an end, or an error) to read.

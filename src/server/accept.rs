@@ -15,6 +15,7 @@ use futures_lite::future::FutureExt as _;
 use std::time::Duration;
 use tracing::{debug, info, info_span, warn};
 
+use crate::auth::Auth;
 use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
@@ -47,6 +48,8 @@ pub struct Acceptor {
     pub metrics: Arc<Metrics>,
     /// Handed to every connection for its reader.
     pub events: Sender<Event>,
+    /// With `[auth] users_file`: handed to every connection for its login.
+    pub auth: Option<Arc<Auth>>,
     pub shutdown: Shutdown,
     /// Handed to every connection; the drain waits until all are dropped.
     pub alive: Sender<Void>,
@@ -153,6 +156,7 @@ impl Acceptor {
                 events: self.events.clone(),
                 limits: self.live.limits(),
                 budget: self.live.budget.clone(),
+                auth: self.auth.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: self.shutdown.clone(),
                 alive: self.alive.clone(),

@@ -12,6 +12,7 @@ use async_listen::backpressure::Token;
 use futures::FutureExt;
 use tracing::{debug, error, info, info_span, Instrument};
 
+use crate::auth::Auth;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Conn};
@@ -39,6 +40,8 @@ pub struct Connection {
     pub limits: Arc<Limits>,
     /// The bounds on what is queued for clients, shared by every connection.
     pub budget: Arc<Budget>,
+    /// With `[auth] users_file`: the users the login's password is checked against.
+    pub auth: Option<Arc<Auth>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// Dropped when the connection ends, so the drain knows when all are gone.
@@ -137,6 +140,7 @@ impl Connection {
             outbox,
             events: self.events.clone(),
             limits: self.limits,
+            auth: self.auth,
             metrics: metrics.clone(),
             shutdown: self.shutdown,
             accepted: self.accepted,

@@ -26,6 +26,7 @@ use std::time::Instant;
 use futures_lite::future::FutureExt as _;
 use tracing::{info, info_span, Instrument};
 
+use crate::auth::Auth;
 use crate::config::{Config, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener};
@@ -75,10 +76,12 @@ pub struct Listener {
 
 /// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and
 /// returns the summary. Bounded by `[shutdown] drain_timeout` once the drain begins.
+/// With `auth`, every login line is `NAME PASSWORD` checked against its users.
 pub async fn run(
     listeners: Vec<Listener>,
     config: Arc<Config>,
     live: Arc<Live>,
+    auth: Option<Arc<Auth>>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
@@ -98,6 +101,7 @@ pub async fn run(
         live,
         metrics: metrics.clone(),
         events,
+        auth,
         shutdown: drain,
         alive,
     };

@@ -13,6 +13,7 @@ use futures::channel::oneshot;
 use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, warn};
 
+use crate::auth::Auth;
 use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol::{self, FrameError, LineFramer, LoginError};
@@ -58,6 +59,9 @@ pub struct Reader {
     pub outbox: Outbox,
     pub events: Sender<Event>,
     pub limits: Arc<Limits>,
+    /// With `[auth] users_file` set: the users the login line's password is checked
+    /// against. `None` means open logins, as in the book.
+    pub auth: Option<Arc<Auth>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// When the connection was accepted: the login is due `login_timeout` later.
@@ -191,7 +195,7 @@ impl Reader {
                 Input::Drain => return Err(End::Drain),
             }
         };
-        let line = match line {
+        let mut line = match line {
             Ok(line) => line,
             Err(e) => {
                 // A login line too long or not UTF-8 is an invalid login too.
@@ -199,6 +203,9 @@ impl Reader {
                 return Err(self.frame_error(e));
             }
         };
+        if let Some(auth) = self.auth.clone() {
+            line = self.authenticate(&auth, line).await?;
+        }
         if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
             return Err(self.refuse_login(e));
         }
@@ -222,6 +229,46 @@ impl Reader {
             }
             Ok(Err(e)) => Err(self.refuse_login(e)),
             Err(_) => Err(End::Drain),
+        }
+    }
+
+    /// With `[auth]`: checks the login line `NAME PASSWORD` within what is left of
+    /// `login_timeout`, and gives back the name to log in with; a refusal is answered and
+    /// ends the connection. The line holds the password: it goes nowhere else.
+    async fn authenticate(&self, auth: &Auth, line: String) -> Result<String, End> {
+        let peer = match self.stream.peer_addr() {
+            Ok(peer) => peer.ip(),
+            Err(e) => {
+                debug!(error = %e, "client gone before its login was checked");
+                return Err(End::Closed);
+            }
+        };
+        let left = self
+            .limits
+            .login_timeout
+            .saturating_sub(self.accepted.elapsed());
+        let checked = async { Ok(auth.check(peer, &line, &self.metrics).await) };
+        let timeout = async {
+            runtime::sleep(left).await;
+            Err(End::Closed)
+        };
+        let drain = async {
+            self.shutdown.wait().await;
+            Err(End::Drain)
+        };
+        match checked.or(drain).or(timeout).await {
+            Ok(Ok(name)) => Ok(name.to_owned()),
+            Ok(Err(why)) => {
+                self.say(protocol::format_error(why.answer()));
+                Err(End::Closed)
+            }
+            Err(End::Closed) => {
+                info!("refused: login not checked within login_timeout");
+                self.metrics.refused(Refusal::LoginTimeout);
+                self.say(protocol::format_error("login timeout"));
+                Err(End::Closed)
+            }
+            Err(end) => Err(end),
         }
     }
 
