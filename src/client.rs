@@ -68,20 +68,50 @@ async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<
     })
 }
 
-/// Runs the client until the server closes the connection.
-pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
+/// The first line for a server with authenticated logins: `NAME PASSWORD`.
+pub fn credentials(user: &str) -> Result<String, String> {
+    let password =
+        match std::env::var("A_CHAT_PASSWORD") {
+            Ok(password) => password,
+            Err(_) if std::io::stdin().is_terminal() => {
+                crate::auth::passwd::ask(&format!("Password for {user}: "))?
+            }
+            Err(_) => return Err(
+                "--user needs a password: set A_CHAT_PASSWORD, or run on a terminal to be asked"
+                    .into(),
+            ),
+        };
+    Ok(format!("{user} {password}\n"))
+}
+
+/// Runs the client until the server closes the connection. `login`, when given, is sent
+/// first (the `NAME PASSWORD` line of `--user`).
+pub fn run(
+    addr: SocketAddr,
+    tls: Option<TlsOptions>,
+    login: Option<String>,
+) -> std::io::Result<()> {
     runtime::block_on(async move {
         let Link {
             reader,
             mut writer,
             plain,
         } = connect(addr, tls.as_ref()).await?;
+        if let Some(login) = &login {
+            writer.write_all(login.as_bytes()).await?;
+            writer.flush().await?;
+        }
         if std::io::stdin().is_terminal() {
             eprintln!(
-                "Connected to {addr}{}.\n\
-                 Type your login name first (one word), then messages as `name1, name2: text`;\n\
-                 `yourname: hello` echoes back to you. Ctrl-D quits.",
-                if tls.is_some() { " (TLS)" } else { "" }
+                "Connected to {addr}{}.\n{}\
+                 Messages are `name1, name2: text`; `yourname: hello` echoes back to you.\n\
+                 Ctrl-D quits.",
+                if tls.is_some() { " (TLS)" } else { "" },
+                if login.is_some() {
+                    "Logged in with --user.\n"
+                } else {
+                    "Type your login name first (one word).\n"
+                }
             );
         }
         let mut from_server = BufReader::new(reader).lines().fuse();

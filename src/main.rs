@@ -46,6 +46,10 @@ enum Command {
         addr: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Log in as NAME on a server with authenticated logins: the password is asked
+        /// without echo, or read from the A_CHAT_PASSWORD environment variable.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Validate a configuration file and print the effective settings.
     CheckConfig {
@@ -120,13 +124,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server { config, listen } => serve(config.as_deref(), listen),
-        Command::Client { addr, tls } => match client::run(addr, tls.options()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("a-chat: {e}");
-                ExitCode::FAILURE
+        Command::Client { addr, tls, user } => {
+            let login = match user.as_deref().map(client::credentials).transpose() {
+                Ok(login) => login,
+                Err(e) => {
+                    eprintln!("a-chat: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match client::run(addr, tls.options(), login) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("a-chat: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::CheckConfig { path, quiet } => check_config(&path, quiet),
         Command::Passwd { name } => match auth::passwd::run(&name) {
             Ok(line) => {
@@ -360,6 +373,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
             }),
             live: live.clone(),
             tls: tls.clone(),
+            auth: auth.clone(),
             level: logging.level.clone(),
             metrics: metrics.clone(),
         };

@@ -18,6 +18,7 @@ use signal_hook::consts::SIGHUP;
 use signal_hook_async_std::Signals;
 use tracing::{error, info, warn};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::Live;
@@ -35,6 +36,8 @@ pub struct Targets {
     pub overrides: Box<dyn Fn(&mut Config) + Send>,
     pub live: Arc<Live>,
     pub tls: Option<Arc<tls::Server>>,
+    /// The users file in force, when logins are authenticated.
+    pub auth: Option<Arc<Auth>>,
     pub level: LevelHandle,
     pub metrics: Arc<Metrics>,
 }
@@ -102,7 +105,18 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         (&ot.cert, &ot.key, &ot.client_ca) != (&nt.cert, &nt.key, &nt.client_ca),
         Change::Live("tls files"),
     );
-    check(old.auth != new.auth, Change::Restart("auth"));
+    let (oa, na) = (&old.auth, &new.auth);
+    if oa.users_file.is_empty() != na.users_file.is_empty() {
+        // Turning authentication on or off changes what every first line means.
+        changes.push(Change::Restart("auth.users_file"));
+    } else if !na.users_file.is_empty() {
+        // The users file is re-read at every reload (users come and go without a change
+        // of its name).
+        changes.push(Change::Live("auth users"));
+    }
+    if oa.max_failures_per_ip != na.max_failures_per_ip {
+        changes.push(Change::Live("auth.max_failures_per_ip"));
+    }
     changes
 }
 
@@ -144,11 +158,19 @@ impl Targets {
             },
             _ => None,
         };
+        let changes = diff(&self.current, &new);
+        let users_live = changes.contains(&Change::Live("auth users"));
+        if let (Some(auth), true) = (&self.auth, users_live) {
+            // The last step that can fail: it puts the new users in force when it succeeds.
+            if let Err(e) = auth.reload(&new.auth) {
+                error!("reload failed, the settings in force stay: {e}");
+                return false;
+            }
+        }
         if let Err(e) = self.level.set(&new.log.level) {
             error!("reload failed, the settings in force stay: log.level: {e}");
             return false;
         }
-        let changes = diff(&self.current, &new);
         for change in &changes {
             if let Change::Restart(key) = change {
                 warn!(
@@ -162,6 +184,9 @@ impl Targets {
             tls.set(config);
         }
         self.live.set_limits(&new.limits);
+        if let (Some(auth), true) = (&self.auth, users_live) {
+            self.live.revoke_removed(auth.clone());
+        }
         let live: Vec<&str> = changes
             .iter()
             .filter_map(|c| match c {
@@ -183,6 +208,11 @@ impl Targets {
                 key: new.tls.key,
                 client_ca: new.tls.client_ca,
                 ..restart_bound.tls
+            },
+            auth: if users_live {
+                new.auth
+            } else {
+                restart_bound.auth.clone()
             },
             ..restart_bound
         };

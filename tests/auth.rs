@@ -302,3 +302,49 @@ fn a_storm_of_wrong_logins_does_not_stall_a_chat_in_progress() {
     );
     assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
 }
+
+/// SIGHUP re-reads the users file: a user no longer in it is told and disconnected, the
+/// others keep chatting, and the removed user can no longer log in.
+#[test]
+fn a_user_removed_from_the_file_is_disconnected_on_sighup() {
+    let users = users_file(&[("alice", "first secret"), ("bob", "second secret")]);
+    let mut d = daemon(&users, "", "");
+    let mut alice = login(&d, "alice", "first secret");
+    let mut bob = login(&d, "bob", "second secret");
+    let text = std::fs::read_to_string(&users.path).unwrap();
+    let without_bob: String = text
+        .lines()
+        .filter(|l| !l.starts_with("bob"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&users.path, without_bob).unwrap();
+    d.signal(1); // SIGHUP
+    bob.expect("notice: account removed");
+    bob.expect_closed();
+    d.wait_log(|l| l.contains("configuration reloaded"))
+        .unwrap_or_else(|| panic!("no reload; log:\n{}", d.log_text()));
+    alice.send("alice: still here");
+    alice.expect("from alice: still here");
+    alice.send("bob: are you there?");
+    alice.expect("error: no such user \"bob\"");
+    refused(&d, "bob second secret", "error: authentication failed");
+}
+
+/// `a-chat client --user NAME` sends `NAME PASSWORD` first, the password from
+/// A_CHAT_PASSWORD (or asked without echo on a terminal).
+#[test]
+fn the_client_logs_in_with_user_and_a_password_from_the_environment() {
+    let users = users_file(&[("alice", "first secret")]);
+    let d = daemon(&users, "", "");
+    let addr = d.addr.to_string();
+    let run = |password: &str| {
+        let (_, out, _) = common::run_cli_env(
+            &["client", "--user", "alice", &addr],
+            &[("A_CHAT_PASSWORD", password)],
+            b"alice: hello from --user\n",
+        );
+        out
+    };
+    assert!(run("first secret").contains("from alice: hello from --user"));
+    assert!(run("wrong").contains("error: authentication failed"));
+}

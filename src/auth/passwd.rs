@@ -57,8 +57,9 @@ fn read_line(input: &mut impl BufRead) -> io::Result<String> {
     Ok(line)
 }
 
-/// Asks for a password on the terminal with echo turned off, restoring it afterwards.
-fn ask(prompt: &str) -> Result<String, String> {
+/// Asks for a password on the terminal with echo turned off, restoring it afterwards
+/// (also for `a-chat client --user`).
+pub fn ask(prompt: &str) -> Result<String, String> {
     let mut stderr = io::stderr();
     let _ = write!(stderr, "{prompt}");
     let _ = stderr.flush();

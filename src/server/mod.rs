@@ -20,7 +20,7 @@ mod writer;
 pub use drain::Summary;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures_lite::future::FutureExt as _;
@@ -42,6 +42,9 @@ pub struct Live {
     limits: RwLock<Arc<Limits>>,
     /// The queue bounds and their running total, shared by every connection.
     budget: Arc<budget::Budget>,
+    /// The router's inbox, to tell it about a reload; weak, so that it never keeps the
+    /// router (and the drain) alive.
+    router: Mutex<Option<async_channel::WeakSender<router::Event>>>,
 }
 
 impl Live {
@@ -49,7 +52,23 @@ impl Live {
         Arc::new(Live {
             limits: RwLock::new(Arc::new(limits.clone())),
             budget: budget::Budget::new(limits, metrics),
+            router: Mutex::new(None),
         })
+    }
+
+    /// Disconnects the logged-in users that `users` no longer holds (after a reload of
+    /// the users file), with `notice: account removed`.
+    pub fn revoke_removed(&self, users: Arc<Auth>) {
+        let router = self
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(events) = router.and_then(|weak| weak.upgrade()) {
+            runtime::spawn(async move {
+                let _ = events.send(router::Event::Revoke { users }).await;
+            });
+        }
     }
 
     /// The limits for a connection accepted now.
@@ -92,6 +111,7 @@ pub async fn run(
     let (drain_trigger, drain) = shutdown::channel();
     let (alive, all_closed) = shutdown::task_group();
     let (events, router_events) = async_channel::bounded(ROUTER_QUEUE);
+    *live.router.lock().unwrap_or_else(|e| e.into_inner()) = Some(events.downgrade());
     let router = runtime::spawn(
         router::run(router_events, metrics.clone()).instrument(info_span!("router")),
     );

@@ -269,6 +269,14 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Ends the connection's reading side: its reader sees the end of input and the
+    /// connection closes once the writer has sent what is queued.
+    pub fn stop_reading(&self) {
+        let _ = self.queue.stream.shutdown(SocketShutdown::Read);
+    }
+}
+
 impl Inbox {
     /// The next line, waiting while the queue is empty; `None` once it is closed and empty.
     pub fn recv(&self) -> impl Future<Output = Option<Out>> + '_ {

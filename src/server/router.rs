@@ -10,6 +10,7 @@ use async_channel::Receiver;
 use futures::channel::oneshot;
 use tracing::{debug, info};
 
+use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::protocol::{self, LoginError};
 use crate::server::outbox::{Out, Outbox, Shared};
@@ -30,6 +31,9 @@ pub enum Event {
     Messages { from: Arc<str>, batch: Batch },
     /// The connection's reader ended; its login is free again.
     Logout { conn: ConnId },
+    /// The users file changed (SIGHUP): logins it no longer holds are told
+    /// `notice: account removed` and disconnected.
+    Revoke { users: Arc<Auth> },
 }
 
 /// The lines of one read from one client, in the order it sent them. The delivery
@@ -109,6 +113,26 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                         }
                     }
                 }
+            }
+            Event::Revoke { users } => {
+                let removed: Vec<Arc<str>> = peers
+                    .keys()
+                    .filter(|login| !users.contains(login))
+                    .cloned()
+                    .collect();
+                for login in removed {
+                    if let Some(peer) = peers.remove(&login) {
+                        logins.remove(&peer.conn);
+                        // Told, then closed: the reader sees the end of input and the
+                        // writer flushes what is queued, the notice last.
+                        let _ = peer
+                            .outbox
+                            .send(Out::Server(protocol::format_notice("account removed")));
+                        peer.outbox.stop_reading();
+                        info!(login = %login, "account removed from the users file: disconnected");
+                    }
+                }
+                metrics.logged_in.set(peers.len() as i64);
             }
             Event::Logout { conn } => {
                 if let Some(login) = logins.remove(&conn) {

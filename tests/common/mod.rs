@@ -636,9 +636,19 @@ pub fn sample(samples: &[(String, f64)], name: &str) -> f64 {
 /// (status, stdout, stderr). Panics (after killing it) if it has not exited within WAIT:
 /// for commands that must not keep running, such as a server with a bad config.
 pub fn run_cli_input(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
+    run_cli_env(args, &[], stdin)
+}
+
+/// [`run_cli_input`] with environment variables.
+pub fn run_cli_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
