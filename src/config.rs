@@ -198,6 +198,55 @@ impl Default for AuthConfig {
     }
 }
 
+/// One `--set section.key=value` of the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub section: String,
+    pub key: String,
+    /// The value as TOML (`1024`, `"10s"`, `["a", "b"]`); a bare word that is not TOML is
+    /// taken as a string, so `--set log.level=debug` works without quotes.
+    pub value: toml::Value,
+    /// The flag as given, for error messages.
+    pub flag: String,
+}
+
+impl Setting {
+    /// Parses `section.key=value` (clap's value parser for `--set`).
+    pub fn parse(flag: &str) -> Result<Setting, String> {
+        let (path, value) = flag.split_once('=').ok_or_else(|| {
+            format!("{flag:?} is not section.key=value (e.g. limits.max_line_bytes=4096)")
+        })?;
+        let (section, key) = path
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| format!("{path:?} is not section.key (e.g. admin.listen)"))?;
+        let value = value.trim();
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        Ok(Setting {
+            section: section.trim().to_owned(),
+            key: key.trim().to_owned(),
+            value: parsed,
+            flag: flag.to_owned(),
+        })
+    }
+
+    fn dotted(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+
+    fn error(&self, message: String) -> ConfigError {
+        ConfigError {
+            file: Some(format!("--set {}", self.flag)),
+            line: None,
+            key: Some(self.dotted()),
+            message,
+        }
+    }
+}
+
 /// A configuration error, written for the operator who reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -241,6 +290,62 @@ impl Config {
         Config::parse(&text).map_err(|e| ConfigError {
             file: Some(file),
             ..e
+        })
+    }
+
+    /// The configuration of the command line: the file (or the built-in defaults), then
+    /// each `--set section.key=value` in order, validated together. An error in the file
+    /// names the file and line; an error in a setting names the flag.
+    pub fn load_with(path: Option<&Path>, sets: &[Setting]) -> Result<Config, ConfigError> {
+        let (text, base) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).unwrap_or_default(),
+                Config::load(path)?,
+            ),
+            None => (String::new(), Config::default()),
+        };
+        if sets.is_empty() {
+            return Ok(base);
+        }
+        let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        for set in sets {
+            let section = table
+                .entry(set.section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section) = section.as_table_mut() else {
+                return Err(set.error(format!("[{}] is not a section", set.section)));
+            };
+            section.insert(set.key.clone(), set.value.clone());
+        }
+        let merged = toml::to_string(&table).map_err(|e| ConfigError {
+            file: None,
+            line: None,
+            key: None,
+            message: e.to_string(),
+        })?;
+        Config::parse(&merged).map_err(|e| {
+            let blamed = sets
+                .iter()
+                .rev()
+                .find(|set| e.key.as_deref() == Some(set.dotted().as_str()));
+            match (blamed, path) {
+                (Some(set), _) => ConfigError {
+                    file: Some(format!("--set {}", set.flag)),
+                    line: None,
+                    ..e
+                },
+                // A check across keys that the file and the flags set together.
+                (None, Some(path)) => ConfigError {
+                    file: Some(format!("{} with the --set flags", path.display())),
+                    line: None,
+                    ..e
+                },
+                (None, None) => ConfigError {
+                    file: Some("the --set flags".into()),
+                    line: None,
+                    ..e
+                },
+            }
         })
     }
 
@@ -635,6 +740,37 @@ mod tests {
             Some("limits.outbound_queue_hard_bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn set_flags_apply_over_the_defaults_and_errors_name_the_flag() {
+        let sets: Vec<Setting> = [
+            "admin.listen=127.0.0.1:9100",
+            "limits.max_line_bytes=4096",
+            "log.level=debug",
+        ]
+        .iter()
+        .map(|f| Setting::parse(f).unwrap())
+        .collect();
+        let c = Config::load_with(None, &sets).unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.limits.max_line_bytes, 4096);
+        assert_eq!(c.log.level, "debug");
+        let bad = [Setting::parse("limits.max_line_bytes=-1").unwrap()];
+        let e = Config::load_with(None, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("--set limits.max_line_bytes=-1")
+                && e.contains("key `limits.max_line_bytes`"),
+            "{e}"
+        );
+        let unknown = [Setting::parse("limits.max_lines=3").unwrap()];
+        let e = Config::load_with(None, &unknown).unwrap_err().to_string();
+        assert!(
+            e.contains("--set limits.max_lines=3") && e.contains("unknown field"),
+            "{e}"
+        );
+        assert!(Setting::parse("nodot=1").is_err());
+        assert!(Setting::parse("limits.x").is_err());
     }
 
     #[test]

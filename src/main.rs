@@ -35,9 +35,14 @@ enum Command {
         /// TOML configuration file (see config/a-chat.toml).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
-        /// Address to listen on (IP:PORT), overriding [server] listen.
+        /// Address to listen on (IP:PORT), overriding [server] listen; repeat it for more.
         #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-        listen: Option<SocketAddr>,
+        listen: Vec<SocketAddr>,
+        /// Set one key, as in the file: --set admin.listen=127.0.0.1:9100 (strings may go
+        /// without quotes). Repeatable; applied after the file, validated with it, and
+        /// again at each reload.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = config::Setting::parse)]
+        sets: Vec<config::Setting>,
     },
     /// Chat interactively: stdin to the server, the server to stdout.
     Client {
@@ -123,7 +128,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Server { config, listen } => serve(config.as_deref(), listen),
+        Command::Server {
+            config,
+            listen,
+            sets,
+        } => serve(config.as_deref(), listen, sets),
         Command::Client { addr, tls, user } => {
             let login = match user.as_deref().map(client::credentials).transpose() {
                 Ok(login) => login,
@@ -169,17 +178,6 @@ const FD_HEADROOM: u64 = 64;
 
 /// The admin endpoint's accept queue: it serves a few scrapers and probes.
 const ADMIN_BACKLOG: u32 = 128;
-
-/// Loads the configuration or explains in one line why not (exit status 2).
-fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    match path {
-        None => Ok(Config::default()),
-        Some(path) => Config::load(path).map_err(|e| {
-            eprintln!("a-chat: {e}");
-            ExitCode::from(2)
-        }),
-    }
-}
 
 fn check_config(path: &Path, quiet: bool) -> ExitCode {
     let config = match Config::load(path) {
@@ -257,14 +255,22 @@ fn open_file_limit() -> Option<u64> {
     ok.then_some(limit.rlim_cur)
 }
 
-fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
-    let mut config = match load(path) {
-        Ok(config) => config,
-        Err(code) => return code,
+fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting>) -> ExitCode {
+    // The file, then --set, then --listen: at start and at every reload.
+    let load = move |path: Option<&Path>| -> Result<Config, config::ConfigError> {
+        let mut config = Config::load_with(path, &sets)?;
+        if !listen.is_empty() {
+            config.server.listen = listen.clone();
+        }
+        Ok(config)
     };
-    if let Some(addr) = listen {
-        config.server.listen = vec![addr];
-    }
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("a-chat: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Read before anything starts, so that a bad users file is one line and exit 2.
     let auth = if config.auth.users_file.is_empty() {
         None
@@ -366,11 +372,7 @@ fn serve(path: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
         let reload = reload::Targets {
             path: path.map(Path::to_path_buf),
             current: (*config).clone(),
-            overrides: Box::new(move |c: &mut Config| {
-                if let Some(addr) = listen {
-                    c.server.listen = vec![addr];
-                }
-            }),
+            load: Box::new(move |path: &Path| load(Some(path))),
             live: live.clone(),
             tls: tls.clone(),
             auth: auth.clone(),

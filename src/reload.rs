@@ -10,7 +10,7 @@
 //!
 //! What changed is decided by [`diff`], a pure function of the two configurations.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -19,11 +19,14 @@ use signal_hook_async_std::Signals;
 use tracing::{error, info, warn};
 
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::server::Live;
 use crate::telemetry::LevelHandle;
 use crate::{runtime, tls};
+
+/// Reads the configuration file as the command line asked (see [`Targets::load`]).
+pub type Loader = Box<dyn Fn(&Path) -> Result<Config, ConfigError> + Send>;
 
 /// What a reload can reach.
 pub struct Targets {
@@ -32,8 +35,9 @@ pub struct Targets {
     /// The settings in force, as last loaded (keys that need a restart keep their
     /// start-up values here, so each reload reports them against what really runs).
     pub current: Config,
-    /// Command-line overrides (`--listen`), applied to every file read again.
-    pub overrides: Box<dyn Fn(&mut Config) + Send>,
+    /// Reads the file as the command line asked at start: with its `--set` and
+    /// `--listen` applied again, and validated together.
+    pub load: Loader,
     pub live: Arc<Live>,
     pub tls: Option<Arc<tls::Server>>,
     /// The users file in force, when logins are authenticated.
@@ -139,14 +143,13 @@ impl Targets {
             warn!("SIGHUP: the daemon runs on built-in defaults (no --config): nothing to reload");
             return false;
         };
-        let mut new = match Config::load(path) {
+        let new = match (self.load)(path) {
             Ok(new) => new,
             Err(e) => {
                 error!("reload failed, the settings in force stay: {e}");
                 return false;
             }
         };
-        (self.overrides)(&mut new);
         // Everything that can fail is tried before anything is applied.
         let certificates = match (&self.tls, new.tls.listen.is_empty()) {
             (Some(_), false) => match tls::server_config(&new.tls) {

@@ -512,3 +512,38 @@ fn the_server_warns_at_start_when_max_connections_exceeds_the_open_file_limit() 
     alice.send("alice: still serving");
     alice.expect("from alice: still serving");
 }
+
+/// `docker run` users set keys on the command line: `--set section.key=value`, repeatable,
+/// validated like the file; `--listen` repeatable.
+#[test]
+fn set_and_repeated_listen_configure_the_server_from_the_command_line() {
+    let (a, b) = (free_addr(), free_addr());
+    let mut d = Daemon::start_args(
+        Start::default(),
+        &[
+            "--listen",
+            &a.to_string(),
+            "--listen",
+            &b.to_string(),
+            "--set",
+            "admin.listen=127.0.0.1:0",
+            "--set",
+            "limits.max_line_bytes=100",
+        ],
+    );
+    let admin = d.admin_addr();
+    assert_eq!(common::http_get(admin, "/healthz").status, 200);
+    for addr in [a, b] {
+        let mut c = common::Client::connect(addr);
+        c.send("carol");
+        c.send(&format!("carol: {}", "x".repeat(150)));
+        c.expect("error: line too long");
+    }
+    let (status, _, err) = run_cli(&["server", "--set", "limits.max_line_bytes=-5"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--set limits.max_line_bytes=-5") && err.contains("limits.max_line_bytes"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
