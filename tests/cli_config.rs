@@ -547,3 +547,32 @@ fn set_and_repeated_listen_configure_the_server_from_the_command_line() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The README's command table lists exactly the subcommands `a-chat --help` lists.
+#[test]
+fn the_readme_command_table_matches_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut in_table: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `a-chat "))
+        .map(|rest| rest.split([' ', '`']).next().unwrap().to_owned())
+        .collect();
+    in_table.sort();
+    in_table.dedup();
+    let (status, help, _) = run_cli(&["--help"]);
+    assert!(status.success());
+    let mut in_help: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .filter(|c| c != "help")
+        .collect();
+    in_help.sort();
+    assert_eq!(
+        in_table, in_help,
+        "README's command table against a-chat --help"
+    );
+}
