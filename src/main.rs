@@ -440,13 +440,14 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
         .await;
         summary.log();
         notify::status(&format!(
-            "stopped: drain {}, {} delivered, {} dropped",
+            "stopped: drain {}, {} delivered ({} in all), {} dropped",
             if summary.completed {
                 "finished"
             } else {
                 "cut short at drain_timeout"
             },
             summary.delivered,
+            summary.delivered_total,
             summary.dropped(),
         ));
         ExitCode::SUCCESS
