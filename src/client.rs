@@ -146,13 +146,59 @@ pub fn run(
     })
 }
 
-/// Connects to `addr` (completing a TLS handshake when `tls` is given) and closes
-/// again: exit status 0 if the daemon accepts connections.
-pub fn probe(addr: SocketAddr, timeout: Duration, tls: Option<TlsOptions>) -> bool {
+/// Proves a round trip at `addr` within `timeout`: connects (with a TLS handshake when
+/// `tls` is given) and has a line answered: with `user`, its `NAME PASSWORD` login and a
+/// line to itself; without, an empty first line, which the daemon refuses with an
+/// `error:` line (logged at debug only, so health checks do not fill the log). A daemon
+/// that accepts connections but cannot serve them (all its connection tokens out) fails
+/// the probe.
+pub fn probe(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<TlsOptions>,
+    user: Option<(String, String)>,
+) -> Result<(), String> {
     runtime::block_on(async move {
-        matches!(
-            runtime::timeout(timeout, connect(addr, tls.as_ref())).await,
-            Ok(Ok(_))
-        )
+        let round_trip = async {
+            let Link {
+                reader, mut writer, ..
+            } = connect(addr, tls.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            // Without a user, an empty first line: the daemon's reader and writer answer
+            // it (`error: login is empty`), which proves a round trip without a login in
+            // the log.
+            let (ping, want) = match &user {
+                Some((name, login)) => (
+                    format!("{login}{name}: probe\n"),
+                    Some(format!("from {name}: probe")),
+                ),
+                None => ("\n".to_owned(), None),
+            };
+            writer
+                .write_all(ping.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            writer.flush().await.map_err(|e| e.to_string())?;
+            let mut lines = BufReader::new(reader).lines();
+            while let Some(line) = lines.next().await {
+                let line = line.map_err(|e| e.to_string())?;
+                match &want {
+                    Some(want) if line == *want => return Ok(()),
+                    None if line.starts_with("error: ") => return Ok(()),
+                    Some(_) if line.starts_with("error: ") => {
+                        return Err(format!("the daemon at {addr} answered {line:?}"))
+                    }
+                    _ => {}
+                }
+            }
+            Err(format!("the daemon at {addr} closed the connection"))
+        };
+        match runtime::timeout(timeout, round_trip).await {
+            Ok(result) => result,
+            Err(runtime::Elapsed) => Err(format!(
+                "no chat round trip with {addr} within {timeout:?} (nothing listens, or it cannot take a client now)"
+            )),
+        }
     })
 }

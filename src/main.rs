@@ -73,16 +73,21 @@ enum Command {
     },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),
-    /// Exit 0 if a daemon accepts connections at ADDR, 1 otherwise (for health checks).
+    /// Exit 0 if a daemon at ADDR completes a chat round trip in time, 1 otherwise (for
+    /// health checks).
     Probe {
         /// Address to connect to.
         #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
         addr: SocketAddr,
-        /// How long to wait for the connection.
+        /// How long the whole round trip (connect, log in, a line to itself) may take.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
         #[command(flatten)]
         tls: TlsArgs,
+        /// Log in as NAME on a server with authenticated logins (password from
+        /// A_CHAT_PASSWORD).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
 }
 
@@ -161,12 +166,26 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => bench::run(args),
-        Command::Probe { addr, timeout, tls } => {
-            if client::probe(addr, timeout, tls.options()) {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("a-chat: nothing accepts connections at {addr}");
-                ExitCode::FAILURE
+        Command::Probe {
+            addr,
+            timeout,
+            tls,
+            user,
+        } => {
+            let user = match user.map(|u| client::credentials(&u).map(|line| (u, line))) {
+                None => None,
+                Some(Ok(user)) => Some(user),
+                Some(Err(e)) => {
+                    eprintln!("a-chat: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match client::probe(addr, timeout, tls.options(), user) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("a-chat: probe failed: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
     }

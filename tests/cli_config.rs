@@ -576,3 +576,28 @@ fn the_readme_command_table_matches_help() {
         "README's command table against a-chat --help"
     );
 }
+
+/// A probe proves a round trip, not just a connect: with every connection token out, the
+/// daemon still completes TCP handshakes (the kernel's backlog) but cannot serve, and the
+/// probe fails within its timeout. Probes log nothing at info.
+#[test]
+fn probe_fails_when_the_daemon_cannot_take_a_client() {
+    let mut d = Daemon::with_toml("[server]\nmax_connections = 1\n");
+    let addr = d.addr.to_string();
+    let (status, _, err) = run_cli_within(&["probe", "--timeout", "1s", &addr]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let alice = d.login("alice");
+    let (status, _, err) = run_cli_within(&["probe", "--timeout", "1s", &addr]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no chat round trip"), "{err}");
+    drop(alice);
+    d.wait_log(|l| l.contains("connection closed") && l.contains("login=\"alice\""))
+        .expect("alice's close");
+    let (status, _, err) = run_cli_within(&["probe", "--timeout", "2s", &addr]);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let log = d.log_text();
+    assert!(
+        !log.contains("login refused"),
+        "a probe logged at info:\n{log}"
+    );
+}
