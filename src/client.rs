@@ -90,7 +90,7 @@ pub fn run(
     addr: SocketAddr,
     tls: Option<TlsOptions>,
     login: Option<String>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Ended> {
     runtime::block_on(async move {
         let Link {
             reader,
@@ -117,10 +117,17 @@ pub fn run(
         let mut from_server = BufReader::new(reader).lines().fuse();
         let mut from_stdin = BufReader::new(async_std::io::stdin()).lines().fuse();
         let mut stdin_open = true;
+        // Whether the server's last line was an `error:` line it closes the connection
+        // after (a login taken, a line too long, a login timeout...): the client failed.
+        let mut last_was_error = false;
         loop {
             select! {
                 line = from_server.next() => match line {
-                    Some(line) => println!("{}", line?),
+                    Some(line) => {
+                        let line = line?;
+                        last_was_error = crate::protocol::error_closes_connection(&line);
+                        println!("{line}");
+                    }
                     None => break,
                 },
                 line = from_stdin.next() => match line {
@@ -142,8 +149,21 @@ pub fn run(
                 },
             }
         }
-        Ok(())
+        Ok(if last_was_error {
+            Ended::AfterError
+        } else {
+            Ended::Closed
+        })
     })
+}
+
+/// How a client session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The server closed the connection after the conversation.
+    Closed,
+    /// The server closed it right after an `error:` line (exit status 1).
+    AfterError,
 }
 
 /// Proves a round trip at `addr` within `timeout`: connects (with a TLS handshake when

@@ -44,7 +44,9 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = config::Setting::parse)]
         sets: Vec<config::Setting>,
     },
-    /// Chat interactively: stdin to the server, the server to stdout.
+    /// Chat interactively: stdin to the server, the server to stdout. Exits 0 when the
+    /// conversation ends, 1 when the server closed the connection right after an
+    /// `error:` line (a login taken or refused, a line too long, a timeout), 2 on a bad flag.
     Client {
         /// Server address.
         #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
@@ -147,7 +149,8 @@ fn main() -> ExitCode {
                 }
             };
             match client::run(addr, tls.options(), login) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(client::Ended::Closed) => ExitCode::SUCCESS,
+                Ok(client::Ended::AfterError) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("a-chat: {e}");
                     ExitCode::FAILURE

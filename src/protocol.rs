@@ -330,6 +330,26 @@ pub fn format_notice(what: impl fmt::Display) -> Vec<u8> {
 }
 
 /// `error: no such user "<name>"`, the answer to a message naming an unknown login.
+/// The `error:` answers after which the connection stays open: answers to one message
+/// line (DESIGN §1). Every other `error:` line is followed by the server's close.
+const ERRORS_THAT_KEEP_THE_CONNECTION: [&str; 6] = [
+    "error: not a message",
+    "error: no recipients",
+    "error: too many recipients",
+    "error: no such user",
+    "error: control characters are not allowed",
+    "error: could not deliver",
+];
+
+/// Whether the server closes the connection after sending `line` (an `error:` line that
+/// does not answer a single message: a refused login, a line too long, a timeout...).
+pub fn error_closes_connection(line: &str) -> bool {
+    line.starts_with("error: ")
+        && !ERRORS_THAT_KEEP_THE_CONNECTION
+            .iter()
+            .any(|prefix| line.starts_with(prefix))
+}
+
 pub fn no_such_user(name: &str) -> Vec<u8> {
     format_error(format_args!("no such user \"{name}\""))
 }
@@ -481,6 +501,15 @@ mod tests {
     fn formatting() {
         assert_eq!(format_delivery("alice", "hi"), b"from alice: hi\n");
         assert_eq!(format_error("line too long"), b"error: line too long\n");
+        assert!(error_closes_connection("error: line too long"));
+        assert!(error_closes_connection("error: login \"dave\" is taken"));
+        assert!(!error_closes_connection("error: no such user \"zed\""));
+        assert!(!error_closes_connection(
+            "error: not a message: write \"name1, name2: text\""
+        ));
+        assert!(!error_closes_connection(
+            "from alice: error: looks like one"
+        ));
         assert_eq!(
             format_notice("server shutting down"),
             b"notice: server shutting down\n"

@@ -348,8 +348,23 @@ fn the_client_exits_when_the_server_closes() {
     drop(stdin);
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(status.success(), "{status}");
+    // The server closed right after an error: the client failed.
+    assert_eq!(status.code(), Some(1), "{status}");
     assert!(out.starts_with("error: "), "{out:?}");
+}
+
+/// A conversation that ends normally exits 0; one the server ends with an `error:` line
+/// (a login taken) exits 1.
+#[test]
+fn the_client_exits_1_after_an_error_and_0_after_a_chat() {
+    let d = Daemon::start();
+    let addr = d.addr.to_string();
+    let (status, out, _) = run_cli_input(&["client", &addr], b"dave\ndave: hi\n");
+    assert_eq!(status.code(), Some(0), "{out}");
+    let _dave = d.login("dave");
+    let (status, out, _) = run_cli_input(&["client", &addr], b"dave\n");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("error: login \"dave\" is taken"), "{out}");
 }
 
 #[test]
