@@ -15,16 +15,19 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_listen::{error_hint, ListenExt};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
+mod slots;
+
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
+use slots::{Slot, Slots};
 
 /// Admin connections served at once. A connection that arrives when all are taken takes
 /// the place of the one that has waited longest for a request head (a client trickling
@@ -166,76 +169,6 @@ impl Admin {
                 .instrument(span),
             );
         }
-    }
-}
-
-/// The admin connections open now (at most MAX_CONNECTIONS).
-#[derive(Default)]
-struct Slots {
-    open: Mutex<Vec<Open>>,
-    /// Ids for `open`.
-    next: AtomicU64,
-}
-
-/// One open admin connection, as [`Slots`] knows it.
-struct Open {
-    id: u64,
-    /// Since when it waits for (the rest of) a request head; `None` while it is answered.
-    waiting_since: Option<Instant>,
-    /// To close it when a newcomer takes its place.
-    stream: TcpStream,
-}
-
-/// A connection's place in [`Slots`], given back on drop.
-struct Slot {
-    id: u64,
-    slots: Arc<Slots>,
-}
-
-impl Slots {
-    /// A place for `stream`: a free one, or the one of the connection that has waited
-    /// longest for a request head (which is closed); `None` if every connection is busy
-    /// answering.
-    fn take(self: &Arc<Self>, stream: &TcpStream) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.len() >= MAX_CONNECTIONS {
-            let oldest = open
-                .iter()
-                .enumerate()
-                .filter_map(|(i, o)| o.waiting_since.map(|since| (since, i)))
-                .min()?
-                .1;
-            let evicted = open.swap_remove(oldest);
-            debug!("admin connections all taken: closing the one waiting longest for a request");
-            let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
-        }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        open.push(Open {
-            id,
-            waiting_since: Some(Instant::now()),
-            stream: stream.clone(),
-        });
-        Some(Slot {
-            id,
-            slots: self.clone(),
-        })
-    }
-}
-
-impl Slot {
-    /// Marks the connection as waiting for a request head (`true`) or being answered.
-    fn waiting(&self, waiting: bool) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(o) = open.iter_mut().find(|o| o.id == self.id) {
-            o.waiting_since = waiting.then(Instant::now);
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|o| o.id != self.id);
     }
 }
 
@@ -532,123 +465,4 @@ async fn finish(mut stream: TcpStream, answer: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shared() -> Shared {
-        Shared {
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::new()),
-            on_scrape: Box::new(|m| {
-                m.log_lines_dropped(7);
-            }),
-        }
-    }
-
-    fn get(target: &str) -> Request {
-        parse(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .unwrap()
-            .unwrap()
-    }
-
-    fn status_of(answer: &[u8]) -> u16 {
-        let text = String::from_utf8_lossy(answer);
-        text[9..12].parse().unwrap()
-    }
-
-    #[test]
-    fn heads_parse_incrementally() {
-        let full = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET";
-        for cut in 1..full.len() - 3 {
-            assert_eq!(parse(&full[..cut]), Ok(None), "cut at {cut}");
-        }
-        let r = parse(full).unwrap().unwrap();
-        assert_eq!(r.method, "GET");
-        assert_eq!(r.path, "/metrics");
-        assert!(!r.keep_alive);
-        assert!(!r.has_body);
-        assert_eq!(r.head_len, full.len() - 3);
-    }
-
-    #[test]
-    fn keep_alive_and_bodies() {
-        assert!(get("/").keep_alive);
-        let r = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!r.keep_alive);
-        let r = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(r.keep_alive);
-        let r = parse(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
-            .unwrap()
-            .unwrap();
-        assert!(r.has_body);
-        let r = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(r.has_body);
-    }
-
-    #[test]
-    fn garbage_and_too_many_headers_are_errors() {
-        assert!(parse(b"\x16\x03\x01\x02\x00 hello\r\n\r\n").is_err());
-        assert!(parse(b"GET / HTTP/2.0\r\n\r\n").is_err());
-        let many: String = (0..MAX_HEADERS + 1)
-            .map(|i| format!("h{i}: v\r\n"))
-            .collect();
-        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(parse(req.as_bytes()), Err(httparse::Error::TooManyHeaders));
-    }
-
-    #[test]
-    fn routes_methods_and_readiness() {
-        let s = shared();
-        assert_eq!(status_of(&answer(&get("/healthz"), &s, false)), 200);
-        assert_eq!(status_of(&answer(&get("/nope"), &s, false)), 404);
-        assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 503);
-        s.health.set_ready();
-        assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 200);
-        s.health.set_draining();
-        s.health.set_ready();
-        assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 503);
-        let mut post = get("/metrics");
-        post.method = "POST".into();
-        let a = answer(&post, &s, true);
-        assert_eq!(status_of(&a), 405);
-        assert!(String::from_utf8_lossy(&a).contains("Allow: GET, HEAD\r\n"));
-        let metrics = answer(&get("/metrics"), &s, false);
-        let text = String::from_utf8(metrics).unwrap();
-        assert!(text.contains(PROMETHEUS_TEXT), "{text}");
-        assert!(text.contains("achat_log_lines_dropped_total 7"), "{text}");
-        assert!(!text.contains("# EOF"), "{text}");
-        let mut om = get("/metrics");
-        om.openmetrics = true;
-        let text = String::from_utf8(answer(&om, &s, false)).unwrap();
-        assert!(text.contains(OPENMETRICS), "{text}");
-        assert!(text.ends_with("# EOF\n"), "{text}");
-    }
-
-    #[test]
-    fn accept_negotiates_openmetrics() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(accepts_openmetrics(prometheus));
-        assert!(accepts_openmetrics("Application/OpenMetrics-Text"));
-        assert!(!accepts_openmetrics("*/*"));
-        assert!(!accepts_openmetrics("text/plain"));
-        assert!(!accepts_openmetrics("application/openmetrics-text;q=0"));
-        let r = parse(format!("GET /metrics HTTP/1.1\r\nAccept: {prometheus}\r\n\r\n").as_bytes())
-            .unwrap()
-            .unwrap();
-        assert!(r.openmetrics);
-    }
-
-    #[test]
-    fn head_has_the_length_but_no_body() {
-        let s = shared();
-        let mut head = get("/healthz");
-        head.method = "HEAD".into();
-        let a = String::from_utf8(answer(&head, &s, false)).unwrap();
-        assert!(a.contains("Content-Length: 3\r\n"), "{a}");
-        assert!(a.ends_with("\r\n\r\n"), "{a}");
-    }
-}
+mod tests;

@@ -1,0 +1,82 @@
+//! The reasons the metrics are labelled with: why a connection was refused, why a
+//! delivery was dropped, which bound a slow consumer passed.
+
+/// Why a connection was refused or closed before it could chat.
+///
+/// There is no "cap" reason: connections beyond `max_connections` are not refused but
+/// held (they wait in the kernel's listen backlog until a token is free); those pauses
+/// are counted by `accept_paused_at_cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    PerIp,
+    /// At `max_connections` with `at_capacity = "refuse"`.
+    ServerFull,
+    LoginTaken,
+    InvalidLogin,
+    LoginTimeout,
+}
+
+/// Why a delivery (one message to one recipient) was not written to its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The recipient's connection ended before the line was written.
+    RecipientGone,
+    /// The recipient was disconnected for not reading.
+    SlowConsumer,
+    /// The drain deadline passed with the line still queued.
+    DrainDeadline,
+}
+
+/// Which bound a slow consumer passed (DESIGN §4b); the `reason` label of
+/// `achat_slow_consumers_total` and of the disconnect's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SlowReason {
+    /// Its queue stayed above `outbound_queue_bytes` longer than `slow_consumer_grace`.
+    Grace = 1,
+    /// Its queue passed `outbound_queue_hard_bytes`.
+    Hard = 2,
+    /// A write to its socket blocked past `write_timeout`.
+    WriteTimeout = 3,
+    /// All queues together passed `outbound_total_bytes`, and it held the most.
+    Total = 4,
+}
+
+impl SlowReason {
+    pub fn from_u8(v: u8) -> Option<SlowReason> {
+        Some(match v {
+            1 => SlowReason::Grace,
+            2 => SlowReason::Hard,
+            3 => SlowReason::WriteTimeout,
+            4 => SlowReason::Total,
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SlowReason::Grace => "grace",
+            SlowReason::Hard => "hard_limit",
+            SlowReason::WriteTimeout => "write_timeout",
+            SlowReason::Total => "total_limit",
+        }
+    }
+
+    /// What the disconnect's log line says, naming the setting that decided it.
+    pub fn explain(self) -> &'static str {
+        match self {
+            SlowReason::Grace => {
+                "slow consumer disconnected: outbound queue stayed over outbound_queue_bytes longer than slow_consumer_grace"
+            }
+            SlowReason::Hard => {
+                "slow consumer disconnected: outbound queue passed outbound_queue_hard_bytes"
+            }
+            SlowReason::WriteTimeout => {
+                "slow consumer disconnected: a write blocked past write_timeout"
+            }
+            SlowReason::Total => {
+                "slow consumer disconnected: all queues together passed outbound_total_bytes, and this one held the most"
+            }
+        }
+    }
+}
