@@ -3,7 +3,14 @@
 //! so a bug fails the test instead of hanging CI.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod pki;
 pub mod tlsclient;
+
+#[allow(unused_imports)] // each test binary uses some of them
+pub use http::{http_get, http_raw, read_http_response, sample, scrape, HttpResponse};
+#[allow(unused_imports)]
+pub use pki::Pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -515,123 +522,6 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
-/// An HTTP response as the admin endpoint sent it.
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    /// The status code from the status line.
-    pub status: u16,
-    /// Header names in lower case, values trimmed.
-    pub headers: Vec<(String, String)>,
-    /// Empty for HEAD requests.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends `request` (raw bytes) on a new connection and reads one response: its head,
-/// then `Content-Length` bytes of body, or up to the end of the stream without one.
-/// `None` if the server closed or reset without answering. Panics after WAIT.
-pub fn http_raw(addr: SocketAddr, request: &[u8]) -> Option<HttpResponse> {
-    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to admin");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_write_timeout(Some(WAIT)).unwrap();
-    (&stream).write_all(request).expect("send request");
-    let mut reader = BufReader::new(stream);
-    read_http_response(&mut reader, request.starts_with(b"HEAD "))
-}
-
-/// Reads one response from `reader` (see [`http_raw`]).
-pub fn read_http_response(
-    reader: &mut BufReader<TcpStream>,
-    head_only: bool,
-) -> Option<HttpResponse> {
-    let mut status_line = String::new();
-    match reader.read_line(&mut status_line) {
-        Ok(0) => return None,
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-        Err(e) => panic!("reading a status line: {e}"),
-    }
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("reading a header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').expect("header without a colon");
-        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.parse::<usize>().expect("content-length"));
-    let mut body = Vec::new();
-    match (head_only, length) {
-        (true, _) => {}
-        (false, Some(n)) => {
-            body.resize(n, 0);
-            reader.read_exact(&mut body).expect("reading a body");
-        }
-        (false, None) => {
-            reader.read_to_end(&mut body).expect("reading a body");
-        }
-    }
-    Some(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// `GET path` with `Connection: close`; panics if nothing answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: a-chat\r\nConnection: close\r\n\r\n");
-    http_raw(addr, request.as_bytes()).unwrap_or_else(|| panic!("no answer to GET {path}"))
-}
-
-/// Scrapes `/metrics` and returns every sample as (name with labels, value), e.g.
-/// `("achat_connections_refused_total{reason=\"login_taken\"}", 1.0)`.
-pub fn scrape(admin: SocketAddr) -> Vec<(String, f64)> {
-    let response = http_get(admin, "/metrics");
-    assert_eq!(response.status, 200, "{}", response.text());
-    response
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').expect("a sample line");
-            (name.to_owned(), value.parse().expect("a sample value"))
-        })
-        .collect()
-}
-
-/// The value of the sample `name` (with labels, if any) in a scrape.
-pub fn sample(samples: &[(String, f64)], name: &str) -> f64 {
-    samples
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| *v)
-        .unwrap_or_else(|| panic!("no sample {name}"))
-}
-
 /// Runs `a-chat` with `args`, writing `stdin` to it and then closing its stdin, and returns
 /// (status, stdout, stderr). Panics (after killing it) if it has not exited within WAIT:
 /// for commands that must not keep running, such as a server with a bad config.
@@ -766,136 +656,5 @@ impl Daemon {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
-    }
-}
-
-/// Certificates for TLS tests, made with the `openssl` command: a CA, a server
-/// certificate for 127.0.0.1 and localhost, a client certificate from the same CA, and a
-/// client certificate from another CA.
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let pki = Pki { dir };
-        pki.ca("ca");
-        pki.ca("other-ca");
-        pki.issue("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-        pki.issue("client", "ca", "extendedKeyUsage=clientAuth");
-        pki.issue("stranger", "other-ca", "extendedKeyUsage=clientAuth");
-        pki
-    }
-
-    /// The path of `name` (e.g. "ca.pem", "server.key").
-    pub fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_owned()
-    }
-
-    /// A fresh server certificate from the same CA, written over `server.pem`/`server.key`
-    /// (a renewal); returns its serial number as openssl prints it.
-    pub fn renew_server(&self) -> String {
-        self.issue("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-        self.serial("server.pem")
-    }
-
-    pub fn serial(&self, cert: &str) -> String {
-        let out = Command::new("openssl")
-            .args(["x509", "-noout", "-serial", "-in", &self.path(cert)])
-            .output()
-            .expect("openssl x509");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=a-chat test {name}"),
-            "-keyout",
-            &self.path(&format!("{name}.key")),
-            "-out",
-            &self.path(&format!("{name}.pem")),
-        ]);
-    }
-
-    fn issue(&self, name: &str, ca: &str, ext: &str) {
-        let csr = self.path(&format!("{name}.csr"));
-        let extfile = self.path(&format!("{name}.ext"));
-        std::fs::write(&extfile, format!("{ext}\n")).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &self.path(&format!("{name}.key")),
-            "-out",
-            &csr,
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &self.path(&format!("{ca}.pem")),
-            "-CAkey",
-            &self.path(&format!("{ca}.key")),
-            "-set_serial",
-            &format!(
-                "{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
-                    % 1_000_000_007
-            ),
-            "-days",
-            "2",
-            "-extfile",
-            &extfile,
-            "-out",
-            &self.path(&format!("{name}.pem")),
-        ]);
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("the openssl command (apt-get install openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The `[tls]` section for a daemon with a TLS listener on port 0 (mutual TLS with
-    /// `client_ca`).
-    pub fn toml(&self, mutual: bool) -> String {
-        let mut t = format!(
-            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            self.path("server.pem"),
-            self.path("server.key")
-        );
-        if mutual {
-            t.push_str(&format!("client_ca = \"{}\"\n", self.path("ca.pem")));
-        }
-        t
     }
 }
