@@ -40,7 +40,7 @@ EXPOSE 8080
 # docker stop waits 10s by default before SIGKILL; drain_timeout is 10s too, so use
 # `docker stop -t 15` (or --stop-timeout 15 on docker run) to let a full drain finish.
 STOPSIGNAL SIGTERM
-# No curl in the image: the binary probes its own listener (a TCP connect, 2s timeout).
+# No curl in the image: the binary probes its own listener (a line answered within 2s).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/a-chat", "probe", "127.0.0.1:8080"]
 ENTRYPOINT ["/a-chat"]
