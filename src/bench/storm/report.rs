@@ -64,7 +64,10 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
         } else {
             "logins"
         };
-        let _ = writeln!(o, "  rate        {r:.0} {what} per second (all of them / all in)");
+        let _ = writeln!(
+            o,
+            "  rate        {r:.0} {what} per second (all of them / all in)"
+        );
     }
     if let Some(t) = &res.tls_params {
         let _ = writeln!(o, "  tls         {t} (full handshakes, no resumption)");
