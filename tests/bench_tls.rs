@@ -63,7 +63,10 @@ fn every_workload_runs_over_tls_with_a_client_certificate() {
         assert_eq!(code, 0, "{what}: {j}");
         assert_eq!(j["ok"], true, "{what}: {j}");
         match what {
-            "direct" => assert_eq!(j["delivered"], 3000, "{j}"),
+            "direct" => {
+                assert_eq!(j["delivered"], 3000, "{j}");
+                assert_eq!(j["tls"], true, "{j}");
+            }
             "fanout" => assert_eq!(j["delivered"], 3000, "{j}"),
             "storm" => {
                 assert_eq!(j["logged_in"], 40, "{j}");
