@@ -2,8 +2,11 @@
 //! one subcommand per workload) and the parsers of their values.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::link::{TlsOptions, TlsSetup};
 use super::plan::Target;
 
 /// Load-test an a-chat server (or Redis, for comparison) on this machine.
@@ -38,6 +41,11 @@ In detail:
                bytes per reader, loss/order checks and any reader cut off
                (an error:/notice: line or EOF fails the run). --duration bounds
                one round
+
+With --tls (and --ca FILE; --cert/--key for mutual TLS; --server-name NAME if the
+certificate does not carry the IP of --addr), every connection of every workload makes a
+full TLS handshake (no session resumption) before it logs in; the workload then runs
+unchanged over TLS. storm then measures TLS handshakes plus logins per second.
 
 Exit status: 0 all checks passed, 1 a check failed (loss, duplicates, reordering,
 misrouting, server errors, closed connections), 2 the run could not start.
@@ -104,6 +112,26 @@ pub struct BenchArgs {
     /// Login / channel name prefix; client i is <prefix><i> [default: b<pid>-]
     #[arg(long, global = true)]
     pub prefix: Option<String>,
+
+    /// Every connection makes a TLS handshake first (then logs in as usual); needs --ca
+    #[arg(long, requires = "ca", global = true)]
+    pub tls: bool,
+
+    /// With --tls: the CA certificate (PEM) that signed the server's certificate
+    #[arg(long, value_name = "FILE", requires = "tls", global = true)]
+    pub ca: Option<PathBuf>,
+
+    /// With --tls: a client certificate (PEM), for mutual TLS (needs --key)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"], global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert", global = true)]
+    pub key: Option<PathBuf>,
+
+    /// With --tls: the name the server's certificate must carry [default: the IP of --addr]
+    #[arg(long, value_name = "NAME", requires = "tls", global = true)]
+    pub server_name: Option<String>,
 
     /// Print the summary as one JSON object on stdout
     #[arg(long, global = true)]
@@ -174,6 +202,20 @@ impl BenchArgs {
     /// `--clients`, or the workload's default.
     pub fn clients_or(&self, default: usize) -> usize {
         self.clients.unwrap_or(default)
+    }
+
+    /// The TLS setup of `--tls` (for a server at `addr`), or `None` for plaintext.
+    pub fn tls_setup(&self, addr: SocketAddr) -> Result<Option<Arc<TlsSetup>>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let opts = TlsOptions {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.server_name.clone(),
+        };
+        TlsSetup::new(&opts, addr.ip()).map(|t| Some(Arc::new(t)))
     }
 
     /// `--size`, or the workload's default.

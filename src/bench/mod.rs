@@ -11,13 +11,14 @@
 //! Where the rest lives: `args` (the command line), `plan` (what a run does),
 //! `shared` (coordinator/worker state), `worker` (the epoll loops), `report`
 //! (the summary), `storm` and `burst` (workloads with loops of their own),
-//! and the pure helpers `wire`, `payload`, `checker`,
+//! `link` (a connection's transport: plain TCP or TLS), and the pure helpers `wire`, `payload`, `checker`,
 //! `histogram`, `sys`.
 
 mod args;
 mod burst;
 mod checker;
 mod histogram;
+mod link;
 mod payload;
 mod plan;
 mod report;

@@ -3,9 +3,11 @@
 //! the command line and checked, and the warnings and descriptor limits it implies.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::{BenchArgs, Workload};
+use super::link::TlsSetup;
 use super::{payload, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +43,8 @@ pub struct Plan {
     pub source_ips: u32,
     pub threads: usize,
     pub connect_timeout: Duration,
+    /// `--tls`: every connection makes a TLS handshake first.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl Plan {
@@ -129,6 +133,7 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
         source_ips,
         threads: args.threads.clamp(1, clients),
         connect_timeout: args.connect_timeout,
+        tls: args.tls_setup(addr)?,
     })
 }
 

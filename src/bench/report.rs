@@ -160,10 +160,11 @@ impl<'a> Summary<'a> {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "a-chat bench: {} against {} at {}: {} clients, {}-byte payloads{}, {} thread{}",
+            "a-chat bench: {} against {} at {}{}: {} clients, {}-byte payloads{}, {} thread{}",
             self.workload(),
             self.target(),
             p.addr,
+            if p.tls.is_some() { " over TLS" } else { "" },
             p.clients,
             p.size,
             match p.load {
@@ -292,6 +293,7 @@ impl<'a> Summary<'a> {
         field("fanout", p.fanout.to_string());
         field("size", p.size.to_string());
         field("threads", p.threads.to_string());
+        field("tls", p.tls.is_some().to_string());
         field(
             "inflight",
             match p.load {

@@ -1,5 +1,5 @@
 //! `a-chat bench burst`: `--senders` clients each write a whole burst (lines of
-//! `--size` bytes, `--burst-bytes` in all) addressed to every one of the
+//! `--size` bytes, `--burst-bytes` in all; over TLS with `--tls`) addressed to every one of the
 //! `--clients` readers, all at once, `--rounds` times. Readers read at full
 //! speed. Every line must reach every reader, in order per sender (the payload
 //! and sequence checker of the other workloads), and no reader may be cut off
@@ -14,13 +14,14 @@ mod report;
 
 pub use report::Outcome;
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::BenchArgs;
 use super::checker::SeqChecker;
+use super::link::{Link, TlsSetup};
 use super::payload;
 use super::plan::{ensure_fds, login_prefix, source_ips, target_addr, Target};
 use super::report::fmt_ns;
@@ -43,6 +44,8 @@ pub struct BurstPlan {
     pub source_ips: u32,
     pub connect_timeout: Duration,
     pub round_timeout: Duration,
+    /// `--tls`: every connection makes a TLS handshake first.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl BurstPlan {
@@ -88,6 +91,7 @@ impl BurstPlan {
             source_ips: source_ips(args, addr, None)?,
             connect_timeout: args.connect_timeout,
             round_timeout: args.duration,
+            tls: args.tls_setup(addr)?,
         })
     }
 
@@ -136,7 +140,7 @@ pub fn min_median_max(v: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    link: Link,
     /// Client index: readers are 0..R, senders R..R+S.
     client: usize,
     out: Vec<u8>,
@@ -249,8 +253,9 @@ impl Burst<'_> {
             });
             let stream = sys::connect(p.addr, source, p.connect_timeout)
                 .map_err(|e| format!("connect {}: {e}", p.addr))?;
+            let link = Link::new(stream, p.tls.as_deref()).map_err(|e| format!("TLS: {e}"))?;
             self.epoll
-                .add(stream.as_raw_fd(), client as u64)
+                .add(link.raw_fd(), client as u64)
                 .map_err(|e| format!("epoll: {e}"))?;
             let name = p.name(client);
             let hello = match (p.target, reader) {
@@ -259,7 +264,7 @@ impl Burst<'_> {
                 (Target::Redis, false) => String::new(),
             };
             self.conns.push(Conn {
-                stream,
+                link,
                 client,
                 out: hello.into_bytes(),
                 out_pos: 0,
@@ -381,8 +386,15 @@ impl Burst<'_> {
 
     fn flush(&mut self, ci: usize) {
         let c = &mut self.conns[ci];
-        while c.out_pos < c.out.len() && c.writable && c.closed.is_none() {
-            match (&c.stream).write(&c.out[c.out_pos..]) {
+        while c.writable && c.closed.is_none() {
+            let r = if c.out_pos < c.out.len() {
+                c.link.write(&c.out[c.out_pos..])
+            } else if c.link.wants_write() {
+                c.link.send_pending().map(|()| 0)
+            } else {
+                break;
+            };
+            match r {
                 Ok(n) => c.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,7 +1,7 @@
 //! The readers' side of a burst run: reading each socket dry, splitting
 //! lines or RESP values, and checking every payload's sender and sequence.
 
-use std::io::{self, Read};
+use std::io;
 use std::time::Instant;
 
 use super::super::checker::Arrival;
@@ -26,7 +26,7 @@ impl Burst<'_> {
             }
             rbuf[..plen].copy_from_slice(&c.partial);
             let room = rbuf.len() - plen;
-            match (&c.stream).read(&mut rbuf[plen..]) {
+            match c.link.read(&mut rbuf[plen..]) {
                 Ok(0) => {
                     self.lost(ci, "closed by the server (EOF)".into());
                     break;

@@ -5,20 +5,24 @@
 //! the echo of a message to itself, for Redis the SUBSCRIBE reply. It reports
 //! the time until all are in, connect-to-login latency, the failures by cause,
 //! and what the kernel counted meanwhile (listen queue overflows and drops, SYN
-//! retransmits); `report` prints it.
+//! retransmits); `report` prints it. With `--tls` each client's full TLS handshake
+//! comes before its login and counts in its connect-to-login time, so the rate is
+//! TLS handshakes plus logins per second.
 
 mod report;
 
 pub use report::{json, text};
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::BenchArgs;
 use super::histogram::Histogram;
+use super::link::{Link, TlsSetup};
 use super::plan::{ensure_fds, login_prefix, source_ips, target_addr, Target};
 use super::sys::{self, Epoll};
 use super::wire::{self, ChatLine, Resp};
@@ -40,6 +44,8 @@ pub struct StormPlan {
     pub source_ips: u32,
     pub prefix: String,
     pub timeout: Duration,
+    /// `--tls`: each client's TLS handshake is part of its login.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 impl StormPlan {
@@ -59,6 +65,7 @@ impl StormPlan {
             source_ips: source_ips(args, addr, Some(clients))?,
             prefix: login_prefix(args, clients)?,
             timeout: args.connect_timeout,
+            tls: args.tls_setup(addr)?,
         })
     }
 
@@ -77,7 +84,7 @@ enum State {
 }
 
 struct Slot {
-    stream: Option<TcpStream>,
+    stream: Option<Link>,
     state: State,
     started: Instant,
     buf: Vec<u8>,
@@ -125,11 +132,21 @@ pub struct StormResult {
     pub latency: Histogram,
     pub failures: BTreeMap<String, usize>,
     pub kernel: Vec<(&'static str, Option<u64>)>,
+    /// With `--tls`: the protocol version, cipher suite and key exchange negotiated.
+    pub tls_params: Option<String>,
 }
 
 impl StormResult {
     pub fn ok(&self, plan: &StormPlan) -> bool {
         self.logged_in == plan.clients
+    }
+
+    /// Logins (with `--tls`, handshakes plus logins) per second: all of them over
+    /// the time until the last was in; `None` unless all logged in.
+    pub fn rate(&self) -> Option<f64> {
+        self.all_in
+            .filter(|t| !t.is_zero())
+            .map(|t| self.logged_in as f64 / t.as_secs_f64())
     }
 }
 
@@ -168,6 +185,7 @@ pub fn run(args: &BenchArgs, clients: usize, concurrency: usize) -> Result<bool,
             latency: Histogram::new(),
             failures: BTreeMap::new(),
             kernel: Vec::new(),
+            tls_params: None,
         },
         last_done: None,
         start,
@@ -265,7 +283,7 @@ impl Storm<'_> {
                 if let Err(e) = self.epoll.add(stream.as_raw_fd(), i as u64) {
                     return self.fail(i, format!("epoll: {e}"));
                 }
-                self.slots[i].stream = Some(stream);
+                self.slots[i].stream = Some(Link::Plain(stream));
                 if connected {
                     self.connected(i);
                 }
@@ -280,7 +298,7 @@ impl Storm<'_> {
         };
         if slot.state == State::Connecting && flags & (sys::WRITABLE | sys::HANGUP) != 0 {
             let r = match &slot.stream {
-                Some(s) => sys::take_socket_error(s),
+                Some(s) => sys::take_socket_error(s.tcp()),
                 None => return,
             };
             match r {
@@ -288,12 +306,24 @@ impl Storm<'_> {
                 Err(e) => return self.fail(i, format!("connect: {e}")),
             }
         }
+        if self.slots[i].state == State::LoggingIn && flags & sys::WRITABLE != 0 {
+            // TLS records (handshake, login) the socket could not take before.
+            if let Some(link) = self.slots[i].stream.as_mut() {
+                match link.send_pending() {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                        return self.fail(i, format!("write: {e}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
         if self.slots[i].state == State::LoggingIn && flags & sys::READABLE != 0 {
             self.read(i, rbuf);
         }
     }
 
-    /// The connect completed: send the login and its confirmation request.
+    /// The connect completed: send the login and its confirmation request (with
+    /// `--tls`, start the handshake; the login follows it).
     fn connected(&mut self, i: usize) {
         let name = self.name(i);
         let hello = match self.plan.target {
@@ -301,10 +331,20 @@ impl Storm<'_> {
             Target::Redis => format!("SUBSCRIBE {name}\r\n"),
         };
         self.slots[i].state = State::LoggingIn;
-        let Some(mut stream) = self.slots[i].stream.as_ref() else {
+        if let Some(tls) = self.plan.tls.clone() {
+            let Some(Link::Plain(sock)) = self.slots[i].stream.take() else {
+                return;
+            };
+            match Link::new(sock, Some(&tls)) {
+                Ok(link) => self.slots[i].stream = Some(link),
+                Err(e) => return self.fail(i, format!("TLS: {e}")),
+            }
+        }
+        let Some(stream) = self.slots[i].stream.as_mut() else {
             return;
         };
-        // A fresh socket's send buffer takes these few bytes in one write.
+        // A fresh socket's send buffer (or rustls's, before the handshake) takes these
+        // few bytes in one write.
         match stream.write(hello.as_bytes()) {
             Ok(n) if n == hello.len() => {}
             Ok(_) => self.fail(i, "short write of the login".into()),
@@ -314,7 +354,7 @@ impl Storm<'_> {
 
     fn read(&mut self, i: usize, rbuf: &mut [u8]) {
         loop {
-            let Some(mut stream) = self.slots[i].stream.as_ref() else {
+            let Some(stream) = self.slots[i].stream.as_mut() else {
                 return;
             };
             match stream.read(rbuf) {
@@ -408,6 +448,9 @@ impl Storm<'_> {
         let slot = &mut self.slots[i];
         slot.state = State::Done;
         slot.buf = Vec::new();
+        if self.res.tls_params.is_none() {
+            self.res.tls_params = slot.stream.as_ref().and_then(Link::describe);
+        }
         self.in_flight -= 1;
         self.res.logged_in += 1;
         self.res

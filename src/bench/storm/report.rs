@@ -35,9 +35,10 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
     };
     let _ = writeln!(
         o,
-        "a-chat bench: storm {} against {target} at {}: concurrency {}, {} source address{}",
+        "a-chat bench: storm {} against {target} at {}{}: concurrency {}, {} source address{}",
         plan.clients,
         plan.addr,
+        if plan.tls.is_some() { " over TLS" } else { "" },
         plan.concurrency,
         plan.source_ips.max(1),
         if plan.source_ips > 1 { "es" } else { "" }
@@ -57,6 +58,20 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
         res.failed,
         res.timed_out
     );
+    if let Some(r) = res.rate() {
+        let what = if plan.tls.is_some() {
+            "TLS handshakes plus logins"
+        } else {
+            "logins"
+        };
+        let _ = writeln!(
+            o,
+            "  rate        {r:.0} {what} per second (all of them / all in)"
+        );
+    }
+    if let Some(t) = &res.tls_params {
+        let _ = writeln!(o, "  tls         {t} (full handshakes, no resumption)");
+    }
     let h = &res.latency;
     let _ = writeln!(
         o,
@@ -92,7 +107,7 @@ pub fn json(plan: &StormPlan, res: &StormResult) -> String {
         o,
         "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"clients\":{},\"concurrency\":{},\
          \"source_ips\":{},\"logged_in\":{},\"failed\":{},\"timed_out\":{},\"all_logged_in_s\":{},\
-         \"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
+         \"tls\":{},\"logins_per_s\":{},\"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
         json_str(match plan.target {
             Target::Achat => "achat",
             Target::Redis => "redis",
@@ -106,6 +121,8 @@ pub fn json(plan: &StormPlan, res: &StormResult) -> String {
         res.timed_out,
         res.all_in
             .map_or("null".into(), |t| format!("{:.6}", t.as_secs_f64())),
+        res.tls_params.as_deref().map_or("null".into(), json_str),
+        res.rate().map_or("null".into(), |r| format!("{r:.1}")),
         res.elapsed.as_secs_f64(),
         h.quantile(0.5),
         h.quantile(0.99),

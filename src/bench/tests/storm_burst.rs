@@ -205,6 +205,7 @@ fn storm_report_says_n_a_without_kernel_counters() {
         latency,
         failures: [("connect: refused".to_string(), 1)].into_iter().collect(),
         kernel: storm::counter_deltas(None, None),
+        tls_params: None,
     };
     let t = storm::text(&plan, &res);
     assert!(
@@ -217,4 +218,53 @@ fn storm_report_says_n_a_without_kernel_counters() {
     assert_eq!(j["TcpExtListenDrops"], serde_json::Value::Null);
     assert_eq!(j["failures"]["connect: refused"], 1);
     assert_eq!(j["ok"], false);
+    assert_eq!(j["tls"], serde_json::Value::Null);
+    assert_eq!(j["logins_per_s"], serde_json::Value::Null);
+}
+
+#[test]
+fn storm_rate_is_logins_over_the_time_until_all_were_in() {
+    let plan = storm::StormPlan::new(&args("storm 4"), 4, 8).unwrap();
+    let res = storm::StormResult {
+        logged_in: 4,
+        failed: 0,
+        timed_out: 0,
+        all_in: Some(Duration::from_millis(500)),
+        elapsed: Duration::from_millis(600),
+        latency: histogram::Histogram::new(),
+        failures: Default::default(),
+        kernel: storm::counter_deltas(None, None),
+        tls_params: Some("TLSv1_3, TLS13_AES_256_GCM_SHA384".into()),
+    };
+    assert_eq!(res.rate(), Some(8.0));
+    let t = storm::text(&plan, &res);
+    assert!(t.contains("8 logins per second"), "{t}");
+    assert!(t.contains("tls         TLSv1_3"), "{t}");
+    let j: serde_json::Value = serde_json::from_str(&storm::json(&plan, &res)).unwrap();
+    assert_eq!(j["logins_per_s"], 8.0);
+    assert_eq!(j["tls"], "TLSv1_3, TLS13_AES_256_GCM_SHA384");
+}
+
+#[test]
+fn tls_options_are_global_and_checked() {
+    let a = args("--tls --ca /x/ca.pem --server-name chat.example --addr 127.0.0.1:8443 idle 3");
+    assert!(a.tls);
+    assert_eq!(a.ca.as_deref(), Some(std::path::Path::new("/x/ca.pem")));
+    assert_eq!(a.server_name.as_deref(), Some("chat.example"));
+    // Options after the workload are global too.
+    let a = args("direct --tls --ca /x/ca.pem --cert c.pem --key k.pem");
+    assert!(a.tls && a.cert.is_some() && a.key.is_some());
+    for bad in [
+        "--tls direct",
+        "--ca /x/ca.pem direct",
+        "--tls --ca /x/ca.pem --cert c.pem direct",
+        "--server-name x direct",
+    ] {
+        let r = Cli::try_parse_from(std::iter::once("bench").chain(bad.split_whitespace()));
+        assert!(r.is_err(), "{bad} was accepted");
+    }
+    // A missing CA file is an error before any connect, naming the option.
+    let e = plan::build_plan(&args("--tls --ca /nonexistent/ca.pem direct")).unwrap_err();
+    assert!(e.contains("--ca"), "{e}");
+    assert!(plan::build_plan(&args("direct")).unwrap().tls.is_none());
 }

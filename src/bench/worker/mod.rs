@@ -4,6 +4,9 @@
 //! complete line or RESP value of each read, checks sequences, records
 //! latencies, and hands window credits back to the senders through atomics.
 //!
+//! Each connection is a [`Link`]: a plain socket, or with `--tls` a rustls client
+//! whose handshake runs in the same loop before the login goes out.
+//!
 //! This file holds the worker's state and its connection setup (connect, log
 //! in); `send` runs the event loop and the senders, `receive` the readers and
 //! the checks.
@@ -12,13 +15,12 @@ mod receive;
 mod send;
 
 use std::io;
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::checker::SeqChecker;
+use super::link::Link;
 use super::plan::{Load, Plan, Target};
 use super::shared::{Shared, WorkerStats, DONE};
 use super::sys::{self, Epoll};
@@ -32,7 +34,7 @@ enum Role {
 }
 
 struct Conn {
-    stream: TcpStream,
+    link: Link,
     client: usize,
     role: Role,
     out: Vec<u8>,
@@ -193,11 +195,12 @@ impl Worker {
             self.plan.source(conn_no),
             self.plan.connect_timeout,
         )?;
+        let link = Link::new(stream, self.plan.tls.as_deref())?;
         let ci = self.conns.len();
-        self.epoll.add(stream.as_raw_fd(), ci as u64)?;
+        self.epoll.add(link.raw_fd(), ci as u64)?;
         self.shared.open_conns.fetch_add(1, SeqCst);
         self.conns.push(Conn {
-            stream,
+            link,
             client: cl,
             role,
             out: hello.into_bytes(),

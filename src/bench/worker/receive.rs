@@ -2,7 +2,7 @@
 //! RESP values, confirming logins, and checking every payload (sequence,
 //! route, latency) before crediting its sender.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering::*;
 
 use super::super::checker::Arrival;
@@ -28,7 +28,7 @@ impl Worker {
             }
             rbuf[..plen].copy_from_slice(&conn.partial);
             let room = rbuf.len() - plen;
-            match (&conn.stream).read(&mut rbuf[plen..]) {
+            match conn.link.read(&mut rbuf[plen..]) {
                 Ok(0) => {
                     self.lost_conn(ci, "closed by the server".into());
                     return;
