@@ -113,6 +113,11 @@ pub struct BenchArgs {
     #[arg(long, global = true)]
     pub prefix: Option<String>,
 
+    /// For a-chat with [auth] users_file: every client logs in with `NAME PASSWORD`
+    /// (every bench user shares this password; a wrong one makes a storm of failed logins)
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    pub password: Option<String>,
+
     /// Every connection makes a TLS handshake first (then logs in as usual); needs --ca
     #[arg(long, requires = "ca", global = true)]
     pub tls: bool,

@@ -45,6 +45,8 @@ pub struct Plan {
     pub connect_timeout: Duration,
     /// `--tls`: every connection makes a TLS handshake first.
     pub tls: Option<Arc<TlsSetup>>,
+    /// `--password`: logins are `NAME PASSWORD`.
+    pub password: Option<String>,
 }
 
 impl Plan {
@@ -134,6 +136,7 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
         threads: args.threads.clamp(1, clients),
         connect_timeout: args.connect_timeout,
         tls: args.tls_setup(addr)?,
+        password: args.password.clone(),
     })
 }
 

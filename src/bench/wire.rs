@@ -52,6 +52,15 @@ pub fn parse_chat_line(line: &[u8]) -> ChatLine<'_> {
 
 /// The client index in a bench login or channel name `<prefix><decimal index>`.
 #[inline]
+/// An a-chat client's first lines: the login (`NAME` or, with a password, `NAME
+/// PASSWORD`) and a message to itself that confirms the login.
+pub fn achat_hello(name: &str, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("{name} {password}\n{name}: ping\n"),
+        None => format!("{name}\n{name}: ping\n"),
+    }
+}
+
 pub fn client_index(name: &[u8], prefix: &[u8]) -> Option<u32> {
     let digits = name.strip_prefix(prefix)?;
     if digits.is_empty() || digits.len() > 9 {

@@ -46,6 +46,8 @@ pub struct BurstPlan {
     pub round_timeout: Duration,
     /// `--tls`: every connection makes a TLS handshake first.
     pub tls: Option<Arc<TlsSetup>>,
+    /// `--password`: logins are `NAME PASSWORD`.
+    pub password: Option<String>,
 }
 
 impl BurstPlan {
@@ -92,6 +94,7 @@ impl BurstPlan {
             connect_timeout: args.connect_timeout,
             round_timeout: args.duration,
             tls: args.tls_setup(addr)?,
+            password: args.password.clone(),
         })
     }
 
@@ -259,7 +262,7 @@ impl Burst<'_> {
                 .map_err(|e| format!("epoll: {e}"))?;
             let name = p.name(client);
             let hello = match (p.target, reader) {
-                (Target::Achat, _) => format!("{name}\n{name}: ping\n"),
+                (Target::Achat, _) => wire::achat_hello(&name, p.password.as_deref()),
                 (Target::Redis, true) => format!("SUBSCRIBE {name}\r\n"),
                 (Target::Redis, false) => String::new(),
             };

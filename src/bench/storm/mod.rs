@@ -46,6 +46,8 @@ pub struct StormPlan {
     pub timeout: Duration,
     /// `--tls`: each client's TLS handshake is part of its login.
     pub tls: Option<Arc<TlsSetup>>,
+    /// `--password`: logins are `NAME PASSWORD`.
+    pub password: Option<String>,
 }
 
 impl StormPlan {
@@ -66,6 +68,7 @@ impl StormPlan {
             prefix: login_prefix(args, clients)?,
             timeout: args.connect_timeout,
             tls: args.tls_setup(addr)?,
+            password: args.password.clone(),
         })
     }
 
@@ -327,7 +330,7 @@ impl Storm<'_> {
     fn connected(&mut self, i: usize) {
         let name = self.name(i);
         let hello = match self.plan.target {
-            Target::Achat => format!("{name}\n{name}: ping\n"),
+            Target::Achat => wire::achat_hello(&name, self.plan.password.as_deref()),
             Target::Redis => format!("SUBSCRIBE {name}\r\n"),
         };
         self.slots[i].state = State::LoggingIn;

@@ -162,7 +162,11 @@ impl Worker {
             });
             let name = plan.name(id);
             let opened = match plan.target {
-                Target::Achat => self.open(cl, Role::Chat, format!("{name}\n{name}: ping\n")),
+                Target::Achat => self.open(
+                    cl,
+                    Role::Chat,
+                    wire::achat_hello(&name, plan.password.as_deref()),
+                ),
                 Target::Redis => self
                     .open(cl, Role::Sub, format!("SUBSCRIBE {name}\r\n"))
                     .and_then(|sub| {
