@@ -3,6 +3,7 @@
 //!
 //! Where each part of the design lives:
 //! - `protocol`: the wire protocol as pure functions (DESIGN §1)
+//! - `names`: the login rule and the canonical form of a login (§1)
 //! - `config`: the configuration file (§3)
 //! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
 //! - `telemetry`, `metrics`: logs and counters (§6)
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod protocol;
 pub mod reload;

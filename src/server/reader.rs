@@ -15,7 +15,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol::{self, FrameError, LineFramer, LoginError};
+use crate::names::{self, LoginError};
+use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
 use crate::server::outbox::{BadLine, Out, Outbox};
@@ -190,14 +191,18 @@ impl Reader {
                 return Err(self.frame_error(e));
             }
         };
-        if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
+        let limits = &self.limits;
+        if let Err(e) = names::validate_login(&line, limits.max_login_bytes, limits.login_charset) {
             return Err(self.refuse_login(e));
         }
+        // Here, once per login, so that the router only compares.
+        let look = names::canonical(&line).into_boxed_str();
         let login: Arc<str> = line.into();
         let (reply, granted) = oneshot::channel();
         let asked = self.events.send(Event::Login {
             conn: self.conn,
             login: login.clone(),
+            look,
             outbox: self.outbox.clone(),
             reply,
         });
