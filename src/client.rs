@@ -1,18 +1,89 @@
 //! The interactive client: lines typed on stdin go to the server, lines from the server
 //! go to stdout, both at once. When stdin ends, the client stops sending and prints what
 //! the server still has for it; when the server closes, the client exits.
+//!
+//! On a terminal, what the server sends is shown through `screen` (control and bidi
+//! characters visible, invalid UTF-8 as U+FFFD, lines bounded), whatever the server is;
+//! piped, it is passed through byte for byte as it arrives, holding no line at all.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::io::Write as _;
+
 use futures::io::BufReader;
 use futures::{
-    select, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
+    select, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stream, StreamExt,
 };
 
+use crate::screen::{LineCutter, MAX_LINE};
 use crate::{runtime, tls};
+
+/// Bytes asked of one read from the server.
+const READ_SIZE: usize = 16 * 1024;
+
+/// What the server sends, read by read, until it closes.
+fn reads(
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+) -> impl Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buf = vec![0; READ_SIZE];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), Some(reader)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Where what the server sends goes: a terminal gets it rendered line by line, a pipe or
+/// file gets the bytes as they are.
+struct Screen {
+    /// On a terminal: the lines, cut at `MAX_LINE`. `None` when piped.
+    cutter: Option<LineCutter>,
+    /// Rendered text waiting to be written, reused between reads.
+    shown: String,
+}
+
+impl Screen {
+    fn new() -> Screen {
+        let terminal = std::io::stdout().is_terminal();
+        Screen {
+            cutter: terminal.then(|| LineCutter::new(MAX_LINE)),
+            shown: String::new(),
+        }
+    }
+
+    fn show(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match &mut self.cutter {
+            None => out.write_all(data)?,
+            Some(cutter) => {
+                self.shown.clear();
+                cutter.push(data, &mut self.shown);
+                out.write_all(self.shown.as_bytes())?;
+            }
+        }
+        out.flush()
+    }
+
+    /// The server closed: the last line, even without its `\n`.
+    fn finish(&mut self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if let Some(cutter) = &mut self.cutter {
+            self.shown.clear();
+            cutter.finish(&mut self.shown);
+            out.write_all(self.shown.as_bytes())?;
+        }
+        out.flush()
+    }
+}
 
 /// How a-chat's own clients speak TLS (`--tls`, `--ca`, `--cert`, `--key`).
 #[derive(Debug, Clone, Default)]
@@ -75,13 +146,14 @@ pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
                 if tls.is_some() { " (TLS)" } else { "" }
             );
         }
-        let mut from_server = BufReader::new(reader).lines().fuse();
+        let mut from_server = Box::pin(reads(reader)).fuse();
+        let mut screen = Screen::new();
         let mut from_stdin = BufReader::new(async_std::io::stdin()).lines().fuse();
         let mut stdin_open = true;
         loop {
             select! {
-                line = from_server.next() => match line {
-                    Some(line) => println!("{}", line?),
+                data = from_server.next() => match data {
+                    Some(data) => screen.show(&data?)?,
                     None => break,
                 },
                 line = from_stdin.next() => match line {
@@ -100,7 +172,7 @@ pub fn run(addr: SocketAddr, tls: Option<TlsOptions>) -> std::io::Result<()> {
                 },
             }
         }
-        Ok(())
+        screen.finish()
     })
 }
 

@@ -8,7 +8,7 @@
 //! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
-//! - `client`: the interactive client and the health probe (§2)
+//! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
 //! - `runtime`: the only module that names the async runtime
 
 pub mod admin;
@@ -20,6 +20,7 @@ pub mod notify;
 pub mod protocol;
 pub mod reload;
 pub mod runtime;
+pub mod screen;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
