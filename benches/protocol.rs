@@ -1,9 +1,11 @@
 //! Benchmarks of the hot pure functions: cutting a read buffer into lines, parsing
-//! messages, and formatting deliveries. `cargo bench --bench protocol`.
+//! messages (with the scan for terminal control), and formatting deliveries; and the
+//! login rule, which runs once per login. `cargo bench --bench protocol`.
 
 use std::hint::black_box;
 
-use a_chat::protocol::{format_delivery, parse_message, LineFramer};
+use a_chat::names::{canonical, validate_login, LoginCharset};
+use a_chat::protocol::{format_delivery, has_control, parse_message, LineFramer};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// A read buffer as a busy client sends it: many 64-byte messages to one or three names.
@@ -64,5 +66,31 @@ fn formatting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, framing_and_parsing, formatting);
+/// What a login costs: the RFC 8265 rule and the canonical form (TS #39 skeleton of the
+/// case-folded name), as the reader runs them once per login.
+fn logins(c: &mut Criterion) {
+    let mut group = c.benchmark_group("login rule + canonical form");
+    for name in [
+        "alice",
+        "Zo\u{eb}-\u{c5}ngstr\u{f6}m",
+        "\u{43f}\u{43e}\u{43b}\u{44c}\u{437}\u{43e}\u{432}\u{430}\u{442}\u{435}\u{43b}\u{44c}",
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let login = validate_login(black_box(name), 64, LoginCharset::Unicode).unwrap();
+                canonical(login)
+            })
+        });
+    }
+    group.finish();
+    c.bench_function("control scan of one 58-byte text", |b| {
+        b.iter(|| {
+            has_control(black_box(
+                "00000001 lorem ipsum dolor sit amet consectetur adipiscing",
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, framing_and_parsing, formatting, logins);
 criterion_main!(benches);

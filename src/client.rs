@@ -1,18 +1,89 @@
 //! The interactive client: lines typed on stdin go to the server, lines from the server
 //! go to stdout, both at once. When stdin ends, the client stops sending and prints what
 //! the server still has for it; when the server closes, the client exits.
+//!
+//! On a terminal, what the server sends is shown through `screen` (control and bidi
+//! characters visible, invalid UTF-8 as U+FFFD, lines bounded), whatever the server is;
+//! piped, it is passed through byte for byte as it arrives, holding no line at all.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::io::Write as _;
+
 use futures::io::BufReader;
 use futures::{
-    select, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
+    select, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stream, StreamExt,
 };
 
+use crate::screen::{LineCutter, MAX_LINE};
 use crate::{runtime, tls};
+
+/// Bytes asked of one read from the server.
+const READ_SIZE: usize = 16 * 1024;
+
+/// What the server sends, read by read, until it closes.
+fn reads(
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+) -> impl Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buf = vec![0; READ_SIZE];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), Some(reader)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Where what the server sends goes: a terminal gets it rendered line by line, a pipe or
+/// file gets the bytes as they are.
+struct Screen {
+    /// On a terminal: the lines, cut at `MAX_LINE`. `None` when piped.
+    cutter: Option<LineCutter>,
+    /// Rendered text waiting to be written, reused between reads.
+    shown: String,
+}
+
+impl Screen {
+    fn new() -> Screen {
+        let terminal = std::io::stdout().is_terminal();
+        Screen {
+            cutter: terminal.then(|| LineCutter::new(MAX_LINE)),
+            shown: String::new(),
+        }
+    }
+
+    fn show(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match &mut self.cutter {
+            None => out.write_all(data)?,
+            Some(cutter) => {
+                self.shown.clear();
+                cutter.push(data, &mut self.shown);
+                out.write_all(self.shown.as_bytes())?;
+            }
+        }
+        out.flush()
+    }
+
+    /// The server closed: the last line, even without its `\n`.
+    fn finish(&mut self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if let Some(cutter) = &mut self.cutter {
+            self.shown.clear();
+            cutter.finish(&mut self.shown);
+            out.write_all(self.shown.as_bytes())?;
+        }
+        out.flush()
+    }
+}
 
 /// How a-chat's own clients speak TLS (`--tls`, `--ca`, `--cert`, `--key`).
 #[derive(Debug, Clone, Default)]
@@ -114,19 +185,20 @@ pub fn run(
                 }
             );
         }
-        let mut from_server = BufReader::new(reader).lines().fuse();
+        let mut from_server = Box::pin(reads(reader)).fuse();
+        let mut screen = Screen::new();
         let mut from_stdin = BufReader::new(async_std::io::stdin()).lines().fuse();
         let mut stdin_open = true;
-        // Whether the server's last line was an `error:` line it closes the connection
-        // after (a login taken, a line too long, a login timeout...): the client failed.
-        let mut last_was_error = false;
+        // If the server's last line is an `error:` line it closes the connection after (a
+        // login taken, a line too long, a login timeout...), the client failed.
+        let mut last_line = LastLine::default();
         loop {
             select! {
-                line = from_server.next() => match line {
-                    Some(line) => {
-                        let line = line?;
-                        last_was_error = crate::protocol::error_closes_connection(&line);
-                        println!("{line}");
+                data = from_server.next() => match data {
+                    Some(data) => {
+                        let data = data?;
+                        last_line.push(&data);
+                        screen.show(&data)?;
                     }
                     None => break,
                 },
@@ -149,6 +221,10 @@ pub fn run(
                 },
             }
         }
+        screen.finish()?;
+        let last_was_error = last_line.last().is_some_and(|line| {
+            crate::protocol::error_closes_connection(&String::from_utf8_lossy(line))
+        });
         Ok(if last_was_error {
             Ended::AfterError
         } else {
@@ -221,4 +297,53 @@ pub fn probe(
             )),
         }
     })
+}
+
+/// The last complete line the server sent (its first 256 bytes), and whether anything
+/// came after it, to tell how the conversation ended.
+#[derive(Default)]
+struct LastLine {
+    /// The last complete line, cut at 256 bytes.
+    done: Vec<u8>,
+    /// The line being received (cut at 256 bytes); a non-empty one means the last
+    /// complete line was not the last thing sent.
+    partial: Vec<u8>,
+}
+
+impl LastLine {
+    const KEEP: usize = 256;
+
+    fn push(&mut self, data: &[u8]) {
+        for piece in data.split_inclusive(|&b| b == b'\n') {
+            let room = Self::KEEP.saturating_sub(self.partial.len());
+            let body = piece.strip_suffix(b"\n").unwrap_or(piece);
+            self.partial
+                .extend_from_slice(&body[..body.len().min(room)]);
+            if piece.ends_with(b"\n") {
+                self.done = std::mem::take(&mut self.partial);
+            }
+        }
+    }
+
+    /// The last line, if nothing but whole lines followed it.
+    fn last(&self) -> Option<&[u8]> {
+        self.partial.is_empty().then_some(self.done.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastLine;
+
+    #[test]
+    fn the_last_line_is_found_across_reads() {
+        let mut l = LastLine::default();
+        l.push(b"from a: hi\nerror: li");
+        assert_eq!(l.last(), None);
+        l.push(b"ne too long\n");
+        assert_eq!(l.last(), Some(&b"error: line too long"[..]));
+        l.push(&[b'x'; 1000]);
+        l.push(b"\n");
+        assert_eq!(l.last().map(<[u8]>::len), Some(256));
+    }
 }

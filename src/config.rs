@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::names::LoginCharset;
+
 /// The whole configuration. Every section and key is optional; unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +67,9 @@ pub struct Limits {
     pub max_login_bytes: usize,
     pub max_line_bytes: usize,
     pub max_recipients: usize,
+    /// Which letters a login may use: RFC 8265's (any script), or plain ASCII for
+    /// servers whose users' tools cannot tell scripts apart (src/names.rs).
+    pub login_charset: LoginCharset,
     #[serde(with = "duration")]
     pub login_timeout: Duration,
     /// Zero means connections never time out for being idle.
@@ -90,6 +95,7 @@ impl Default for Limits {
             max_login_bytes: 64,
             max_line_bytes: 8192,
             max_recipients: 64,
+            login_charset: LoginCharset::Unicode,
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::ZERO,
             outbound_queue_bytes: 1_048_576,
@@ -655,6 +661,10 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.admin.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.log.format, LogFormat::Json);
+        let c = Config::parse("[limits]\nlogin_charset = \"ascii\"\n").unwrap();
+        assert_eq!(c.limits.login_charset, LoginCharset::Ascii);
+        let e = Config::parse("[limits]\nlogin_charset = \"latin\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.login_charset"), "{e}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //!
 //! Where each part of the design lives:
 //! - `protocol`: the wire protocol as pure functions (DESIGN §1)
+//! - `names`: the login rule and the canonical form of a login (§1)
 //! - `config`: the configuration file (§3)
 //! - `auth`: authenticated logins: the users file, hash checks, `a-chat passwd` (§9)
 //! - `server`: accept loop (§4), router, readers, writers, and the drain (§5)
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
-//! - `client`: the interactive client and the health probe (§2)
+//! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
 //! - `runtime`: the only module that names the async runtime
 
 pub mod admin;
@@ -16,10 +17,12 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod protocol;
 pub mod reload;
 pub mod runtime;
+pub mod screen;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! The wire protocol (DESIGN §1) as pure functions: cutting a byte stream into lines,
-//! validating a login, parsing `name1, name2: text`, and formatting the lines the server
-//! sends. Nothing here does I/O, so all of it is unit-tested and fuzzed directly.
+//! parsing `name1, name2: text` (and refusing terminal control in the text), and
+//! formatting the lines the server sends. Logins are checked in `names`. Nothing here does I/O, so all of it is unit-tested and fuzzed directly.
 
 use std::fmt;
 
@@ -119,45 +119,6 @@ impl LineFramer {
     }
 }
 
-/// Why a login was refused. Each is answered with `error: <Display>` and a close.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginError {
-    Empty,
-    TooLong { max: usize },
-    BadCharacter,
-    Taken(String),
-}
-
-impl fmt::Display for LoginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoginError::Empty => f.write_str("login is empty: send your name as the first line"),
-            LoginError::TooLong { max } => write!(f, "login is longer than {max} bytes"),
-            LoginError::BadCharacter => {
-                f.write_str("login may not contain whitespace, ':', ',' or control characters")
-            }
-            LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
-        }
-    }
-}
-
-/// Checks a login line. A valid login is also a valid recipient name.
-pub fn validate_login(login: &str, max_bytes: usize) -> Result<&str, LoginError> {
-    if login.is_empty() {
-        return Err(LoginError::Empty);
-    }
-    if login.len() > max_bytes {
-        return Err(LoginError::TooLong { max: max_bytes });
-    }
-    if login
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',')
-    {
-        return Err(LoginError::BadCharacter);
-    }
-    Ok(login)
-}
-
 /// Why a line after the login is not a message. The connection stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageError {
@@ -167,6 +128,9 @@ pub enum MessageError {
     NoRecipients,
     /// More names than `max_recipients`.
     TooManyRecipients,
+    /// The text holds a C0 control other than TAB, DEL, or a C1 control: it could drive
+    /// the reader's terminal (colours, title, erasing what was shown).
+    ControlCharacter,
 }
 
 impl fmt::Display for MessageError {
@@ -175,6 +139,7 @@ impl fmt::Display for MessageError {
             MessageError::NoColon => "not a message: write \"name1, name2: text\"",
             MessageError::NoRecipients => "no recipients: write \"name1, name2: text\"",
             MessageError::TooManyRecipients => "too many recipients",
+            MessageError::ControlCharacter => "control characters are not allowed",
         })
     }
 }
@@ -297,9 +262,40 @@ pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, M
     if listed > max_recipients {
         return Err(MessageError::TooManyRecipients);
     }
-    Ok(Message {
-        dest,
-        text: text.trim(),
+    let text = text.trim();
+    if has_control(text) {
+        return Err(MessageError::ControlCharacter);
+    }
+    Ok(Message { dest, text })
+}
+
+/// Whether `text` holds a C0 control other than TAB, DEL, or a C1 control (U+0080 to
+/// U+009F, which UTF-8 writes as 0xC2 0x80..=0x9F). It runs on every message: a pass of
+/// 16-byte blocks without branches flags any byte that may start one (0xC2 is also the
+/// lead byte of ordinary characters such as `«` and `°`), and only a flagged block is
+/// looked at closely.
+pub fn has_control(text: &str) -> bool {
+    fn suspect(b: u8) -> bool {
+        (b < 0x20) & (b != b'\t') | (b == 0x7f) | (b == 0xc2)
+    }
+    let bytes = text.as_bytes();
+    let mut blocks = bytes.chunks_exact(16);
+    let mut at = 0;
+    for block in blocks.by_ref() {
+        if block.iter().fold(false, |any, &b| any | suspect(b)) {
+            return control_from(&bytes[at..]);
+        }
+        at += 16;
+    }
+    blocks.remainder().iter().any(|&b| suspect(b)) && control_from(&bytes[at..])
+}
+
+/// The close look of [`has_control`], from a flagged block to the end.
+fn control_from(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t')
+            || b == 0x7f
+            || (b == 0xc2 && matches!(bytes.get(i + 1), Some(0x80..=0x9f)))
     })
 }
 
@@ -442,24 +438,34 @@ mod tests {
     }
 
     #[test]
-    fn logins() {
-        assert_eq!(validate_login("alice", 64), Ok("alice"));
-        assert_eq!(validate_login("", 64), Err(LoginError::Empty));
-        assert_eq!(
-            validate_login("abcdef", 5),
-            Err(LoginError::TooLong { max: 5 })
-        );
-        for bad in ["a b", "a:b", "a,b", "a\tb", "a\u{7}b", "a\u{a0}b"] {
-            assert_eq!(
-                validate_login(bad, 64),
-                Err(LoginError::BadCharacter),
-                "{bad:?}"
-            );
+    fn terminal_control_in_text_is_refused() {
+        for bad in [
+            "\x1b[31m", "ring\x07", "a\x08", "\x00", "del\x7f", "\u{9b}2J", "x\u{85}",
+        ] {
+            assert!(has_control(bad), "{bad:?}");
+            let line = format!("bob: ok {bad} ok");
+            assert_eq!(parse_message(&line, 8), Err(MessageError::ControlCharacter));
         }
-        assert_eq!(validate_login("élodie", 64), Ok("élodie"));
+        let long = format!("{}\x1b{}", "a".repeat(40), "b".repeat(40));
+        assert!(has_control(&long), "found past the first blocks");
+        for fine in [
+            "a\tb",
+            "«ü» 30° ±1 ©",
+            "\u{202e}olleh \u{2067}x\u{2069}",
+            "",
+            "\u{a0}x\u{bf}",
+        ] {
+            assert!(!has_control(fine), "{fine:?}");
+            assert!(!has_control(&fine.repeat(9)), "{fine:?} in blocks");
+        }
         assert_eq!(
-            LoginError::Taken("bob".into()).to_string(),
-            "login \"bob\" is taken"
+            parse_message("bob: hi\t\x0c", 8).unwrap().text,
+            "hi",
+            "trimmed, never sent"
+        );
+        assert_eq!(
+            MessageError::ControlCharacter.to_string(),
+            "control characters are not allowed"
         );
     }
 

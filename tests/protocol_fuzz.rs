@@ -1,7 +1,9 @@
 //! Property-based fuzzing of the pure protocol code (DESIGN §1): the line framer, login
-//! validation, message parsing and delivery formatting, on generated inputs. Each
+//! validation and canonical forms, message parsing and delivery formatting, on generated
+//! inputs. Each
 //! property runs CASES inputs (set PROPTEST_CASES to run more).
 
+use a_chat::names::{canonical, same_look, validate_login, LoginCharset};
 use a_chat::protocol::*;
 use proptest::prelude::*;
 
@@ -132,16 +134,76 @@ proptest! {
         prop_assert_eq!(&got, &want);
     }
 
-    /// Any string is accepted as a login exactly when it is 1..=max bytes without
-    /// whitespace, `:`, `,` or control characters.
+    /// Any string passes a-chat's own part of the login rule exactly when it is 1..=max
+    /// bytes without whitespace, `:`, `,` or control characters, and the ASCII charset
+    /// exactly when it is made of ASCII letters, digits, `_`, `-` and `.` (which PRECIS
+    /// always allows); neither panics, and a refusal is never empty.
     #[test]
-    fn login_validation_matches_its_rule(login in ".{0,20}", max in 1usize..40) {
-        let ok = !login.is_empty()
+    fn login_validation_matches_its_rule(
+        login in prop_oneof![".{0,20}", "[a-zA-Z0-9_.\\-]{0,20}", "[a-c\u{430}\u{200b}\u{202e} :,.]{0,8}"],
+        max in 1usize..40,
+    ) {
+        let plain = !login.is_empty()
             && login.len() <= max
             && !login
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',');
-        prop_assert_eq!(validate_login(&login, max).is_ok(), ok, "{:?}", login);
+        let ascii_ok = plain
+            && login.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let unicode = validate_login(&login, max, LoginCharset::Unicode);
+        if !plain {
+            prop_assert!(unicode.is_err(), "{:?}", login);
+        }
+        if let Err(e) = &unicode {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        prop_assert_eq!(
+            validate_login(&login, max, LoginCharset::Ascii).is_ok(),
+            ascii_ok,
+            "{:?}",
+            login
+        );
+        if ascii_ok {
+            prop_assert_eq!(unicode, Ok(login.as_str()));
+        }
+        // No format (invisible, bidi) character ever makes a login.
+        if login.contains(['\u{200b}', '\u{202e}']) {
+            prop_assert!(validate_login(&login, max, LoginCharset::Unicode).is_err());
+        }
+    }
+
+    /// The canonical form never panics on any string, is its own canonical form, and
+    /// makes the same person of a name and its other cases.
+    #[test]
+    fn the_canonical_form_is_stable(
+        name in prop_oneof![any::<String>(), ".{0,12}", "[a-zA-Z0-9lI1O0]{1,12}"],
+    ) {
+        let c = canonical(&name);
+        prop_assert_eq!(canonical(&c), c.clone(), "{:?}", name);
+        // Case is no part of the look (for letters and digits: a combining mark after
+        // a letter that case mapping splits in two may change places, as Unicode's own
+        // canonical caseless match has it).
+        if name.chars().all(char::is_alphanumeric) {
+            prop_assert_eq!(
+                canonical(&name.to_uppercase()),
+                canonical(&name.to_lowercase()),
+                "{:?}",
+                name
+            );
+        }
+        if name.is_ascii() {
+            prop_assert!(same_look(&name, &name.to_ascii_lowercase()));
+        }
+    }
+
+    /// Skeleton collisions are symmetric, and agree with the canonical forms.
+    #[test]
+    fn look_alike_collisions_are_symmetric(
+        a in "[a-cAClI1O0\u{430}\u{441}\u{3bf}]{1,4}",
+        b in "[a-cAClI1O0\u{430}\u{441}\u{3bf}]{1,4}",
+    ) {
+        prop_assert_eq!(same_look(&a, &b), same_look(&b, &a));
+        prop_assert_eq!(same_look(&a, &b), canonical(&a) == canonical(&b));
     }
 
     /// A message from a valid login to valid recipients (repeats, odd spacing and
@@ -157,10 +219,10 @@ proptest! {
         seps in prop::collection::vec(
             prop::sample::select(vec![",", ", ", " ,", " , ", ",,", ",\t"]), 40),
         lead in prop::sample::select(vec!["", " ", "\t", " ,"]),
-        text in "[^\n]{0,80}",
+        text in "([^\\p{Cc}]|\t){0,80}",
         crlf in any::<bool>(),
     ) {
-        prop_assert_eq!(validate_login(&sender, 64), Ok(sender.as_str()));
+        prop_assert!(!login_chars_refused(&sender));
         let names: Vec<&str> = picks.iter().map(|i| pool[i.index(pool.len())].as_str()).collect();
         let mut line = String::from(lead);
         for (k, name) in names.iter().enumerate() {
@@ -191,6 +253,15 @@ proptest! {
         prop_assert!(framer.next_line().is_none());
     }
 
+    /// The fast scan for terminal control agrees with the plain one on any text, control
+    /// characters anywhere among multi-byte ones (0xC2 leads both C1 controls and `«`).
+    #[test]
+    fn the_control_scan_matches_its_reference(
+        text in prop_oneof![any::<String>(), "[a\t\x1b\x7f\u{80}\u{9f}\u{a0}\u{ab}\u{202e}]{0,70}"],
+    ) {
+        prop_assert_eq!(has_control(&text), has_control_reference(&text), "{:?}", text);
+    }
+
     /// parse_message never panics, and what it accepts is well formed.
     #[test]
     fn parse_message_never_panics(
@@ -199,10 +270,14 @@ proptest! {
     ) {
         match parse_message(&line, max) {
             Err(MessageError::NoColon) => prop_assert!(!line.contains(':')),
+            Err(MessageError::ControlCharacter) => {
+                prop_assert!(has_control_reference(line.split_once(':').unwrap().1.trim()));
+            }
             Err(_) => {}
             Ok(msg) => {
                 let (dest, rest) = line.split_once(':').unwrap();
                 prop_assert_eq!(msg.text, rest.trim());
+                prop_assert!(!has_control_reference(msg.text));
                 let recipients: Vec<&str> = msg.recipients().collect();
                 prop_assert!(!recipients.is_empty());
                 prop_assert!(recipients.len() <= max);
@@ -216,7 +291,20 @@ proptest! {
     }
 }
 
-/// Valid logins: 1 to 16 characters, none of them whitespace, `:`, `,` or control.
+/// What `has_control` must say, written the obvious way: a C0 control other than TAB,
+/// DEL, or a C1 control, by characters.
+fn has_control_reference(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c < ' ' && c != '\t') || ('\u{7f}'..='\u{9f}').contains(&c))
+}
+
+/// A-chat's own part of the login rule: the names a message can carry.
+fn login_chars_refused(name: &str) -> bool {
+    name.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',')
+}
+
+/// Recipient names: 1 to 16 characters, none of them whitespace, `:`, `,` or control.
 fn login_strategy() -> impl Strategy<Value = String> {
     "[^\\s:,\\p{Cc}]{1,16}"
 }

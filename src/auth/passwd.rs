@@ -5,12 +5,11 @@ use std::io::{self, BufRead, IsTerminal, Write};
 
 use crate::auth::hash;
 use crate::config::Limits;
-use crate::protocol;
 
 /// Makes the users-file line for `name`, reading the password from stdin.
 pub fn run(name: &str) -> Result<String, String> {
     let max = Limits::default().max_login_bytes;
-    protocol::validate_login(name, max)
+    crate::names::validate_login(name, max, crate::names::LoginCharset::Unicode)
         .map_err(|e| format!("\"{name}\" cannot be a login: {e}"))?;
     let password = if io::stdin().is_terminal() {
         let first = ask(&format!("Password for {name}: "))?;

@@ -16,7 +16,6 @@ use serde::Deserialize;
 
 use crate::auth::hash;
 use crate::config::{locate_key, toml_error};
-use crate::protocol;
 
 /// Longest name the file may hold: the largest `max_login_bytes` allowed. A name longer
 /// than the configured `max_login_bytes` is accepted here but can never log in.
@@ -75,7 +74,11 @@ impl Users {
         for (name, value) in parsed.users {
             let key = format!("users.{name}");
             let line = locate_key(text, &key);
-            if let Err(e) = protocol::validate_login(&name, MAX_NAME_BYTES) {
+            if let Err(e) = crate::names::validate_login(
+                &name,
+                MAX_NAME_BYTES,
+                crate::names::LoginCharset::Unicode,
+            ) {
                 return Err(at(
                     line,
                     Some(&key),

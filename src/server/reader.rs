@@ -16,7 +16,8 @@ use tracing::{debug, info, warn};
 use crate::auth::Auth;
 use crate::config::Limits;
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol::{self, FrameError, LineFramer, LoginError};
+use crate::names::{self, LoginError};
+use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
 use crate::server::outbox::{BadLine, Out, Outbox};
@@ -206,14 +207,18 @@ impl Reader {
         if let Some(auth) = self.auth.clone() {
             line = self.authenticate(&auth, line).await?;
         }
-        if let Err(e) = protocol::validate_login(&line, self.limits.max_login_bytes) {
+        let limits = &self.limits;
+        if let Err(e) = names::validate_login(&line, limits.max_login_bytes, limits.login_charset) {
             return Err(self.refuse_login(e));
         }
+        // Here, once per login, so that the router only compares.
+        let look = names::canonical(&line).into_boxed_str();
         let login: Arc<str> = line.into();
         let (reply, granted) = oneshot::channel();
         let asked = self.events.send(Event::Login {
             conn: self.conn,
             login: login.clone(),
+            look,
             outbox: self.outbox.clone(),
             reply,
         });

@@ -1,6 +1,14 @@
 //! The router: the one task that owns the login map. Readers hand it logins, batches
 //! of parsed messages and logouts; it puts each delivery into the recipients' queues.
 //! It never waits on a client: a full queue disconnects that client instead.
+//!
+//! Logins are keyed twice: by the name as its owner logged in (the exact map that every
+//! delivery looks up first, as fast as before), and by their canonical form
+//! (`names::canonical`, computed by the reader once per login), which allows one live
+//! login per look and finds a recipient written another way (`Alice` for `alice`). The
+//! canonical form of a recipient is computed only when the exact lookup misses, and
+//! nothing is cached per message. A cluster registry (DESIGN §10) must key logins on
+//! that same canonical form, so that a look is one person across the nodes too.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -12,7 +20,8 @@ use tracing::{debug, info};
 
 use crate::auth::Auth;
 use crate::metrics::Metrics;
-use crate::protocol::{self, LoginError};
+use crate::names::{self, LoginError};
+use crate::protocol;
 use crate::server::outbox::{Out, Outbox, Shared};
 
 /// Connection ids are unique for the life of the daemon.
@@ -23,7 +32,10 @@ pub enum Event {
     /// A connection asks for a login; the reply says whether it got it.
     Login {
         conn: ConnId,
+        /// The name as sent, which is how others see it.
         login: Arc<str>,
+        /// Its canonical form (`names::canonical`), taken by no other live login.
+        look: Box<str>,
         outbox: Outbox,
         reply: oneshot::Sender<Result<(), LoginError>>,
     },
@@ -63,30 +75,64 @@ pub enum Item {
 struct Peer {
     conn: ConnId,
     outbox: Outbox,
+    /// The key of this login in the map of looks, removed with it.
+    look: Box<str>,
+}
+
+/// Recipient names longer than this are never looked up by their canonical form: no
+/// login is longer than `max_login_bytes` (at most 1024), and its other spellings
+/// (other cases, look-alikes) take at most a few times as many bytes. It bounds what a
+/// line naming made-up recipients costs the router.
+const MAX_LOOK_UP_BYTES: usize = 4096;
+
+/// The router's view of who is online.
+struct Online {
+    /// Live logins by the name as sent: every delivery looks here first.
+    peers: HashMap<Arc<str>, Peer>,
+    /// Live logins by canonical form, to the name as sent.
+    looks: HashMap<Box<str>, Arc<str>>,
+    /// Live logins by connection, for the logout.
+    logins: HashMap<ConnId, Arc<str>>,
+}
+
+impl Online {
+    /// Forgets a login (logout, or its client is cut off).
+    fn remove(&mut self, login: &str) {
+        if let Some(peer) = self.peers.remove(login) {
+            self.logins.remove(&peer.conn);
+            self.looks.remove(&peer.look);
+        }
+    }
 }
 
 /// Runs until every reader (and the accept loop) has dropped its sender, then drops
 /// every queue, which lets each writer flush and close.
 pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
-    let mut peers: HashMap<Arc<str>, Peer> = HashMap::new();
-    let mut logins: HashMap<ConnId, Arc<str>> = HashMap::new();
+    let mut online = Online {
+        peers: HashMap::new(),
+        looks: HashMap::new(),
+        logins: HashMap::new(),
+    };
     while let Ok(event) = events.recv().await {
         match event {
             Event::Login {
                 conn,
                 login,
+                look,
                 outbox,
                 reply,
             } => {
-                if peers.contains_key(&login) {
+                // The same name has the same look: one lookup covers both.
+                if online.looks.contains_key(&look) {
                     let _ = reply.send(Err(LoginError::Taken(login.to_string())));
                     continue;
                 }
                 // The reader may have gone (drain) while waiting: then nothing is registered.
                 if reply.send(Ok(())).is_ok() {
-                    logins.insert(conn, login.clone());
-                    peers.insert(login, Peer { conn, outbox });
-                    metrics.logged_in.set(peers.len() as i64);
+                    online.logins.insert(conn, login.clone());
+                    online.looks.insert(look.clone(), login.clone());
+                    online.peers.insert(login, Peer { conn, outbox, look });
+                    metrics.logged_in.set(online.peers.len() as i64);
                 }
             }
             Event::Messages { from, batch } => {
@@ -97,17 +143,22 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                     match item {
                         Item::Message { line, names } => {
                             let line = Shared::new(batch.lines.clone(), line);
-                            for name in batch.names[names].split_terminator('\n') {
+                            let listed = &batch.names[names];
+                            // Logins reached by their look in this message: another
+                            // spelling of the same person gets the message once.
+                            let mut by_look = Vec::new();
+                            for name in listed.split_terminator('\n') {
                                 let to = Route {
                                     from: &from,
                                     name,
+                                    listed,
                                     line: &line,
                                 };
-                                to.route(&mut peers, &mut logins, &metrics, &mut unknown);
+                                to.route(&mut online, &metrics, &mut unknown, &mut by_look);
                             }
                         }
                         Item::Reply(line) => {
-                            if let Some(sender) = peers.get(&*from) {
+                            if let Some(sender) = online.peers.get(&*from) {
                                 let _ = sender.outbox.send(Out::Server(line));
                             }
                         }
@@ -115,14 +166,14 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                 }
             }
             Event::Revoke { users } => {
-                let removed: Vec<Arc<str>> = peers
+                let removed: Vec<Arc<str>> = online
+                    .peers
                     .keys()
                     .filter(|login| !users.contains(login))
                     .cloned()
                     .collect();
                 for login in removed {
-                    if let Some(peer) = peers.remove(&login) {
-                        logins.remove(&peer.conn);
+                    if let Some(peer) = online.peers.get(&login) {
                         // Told, then closed: the reader sees the end of input and the
                         // writer flushes what is queued, the notice last.
                         let _ = peer
@@ -131,19 +182,20 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                         peer.outbox.stop_reading();
                         info!(login = %login, "account removed from the users file: disconnected");
                     }
+                    online.remove(&login);
                 }
-                metrics.logged_in.set(peers.len() as i64);
+                metrics.logged_in.set(online.peers.len() as i64);
             }
             Event::Logout { conn } => {
-                if let Some(login) = logins.remove(&conn) {
-                    peers.remove(&login);
-                    metrics.logged_in.set(peers.len() as i64);
+                if let Some(login) = online.logins.remove(&conn) {
+                    online.remove(&login);
+                    metrics.logged_in.set(online.peers.len() as i64);
                 }
             }
         }
     }
     info!(
-        logged_in = peers.len(),
+        logged_in = online.peers.len(),
         "router finished: closing every queue"
     );
 }
@@ -153,46 +205,70 @@ struct Route<'n, 'l> {
     from: &'l Arc<str>,
     /// Borrowed from the batch, which outlives the set of unknown names.
     name: &'n str,
+    /// Every distinct name of the message, each followed by `\n`.
+    listed: &'n str,
     line: &'l Shared,
 }
 
 impl<'n> Route<'n, '_> {
     /// Puts the delivery into the recipient's queue, or tells the sender why not.
     ///
+    /// A name that is no login as written is looked up by its canonical form (`by_look`
+    /// holds the logins found that way for this message, so that each gets it once).
     /// An unknown recipient is answered once per read batch (`unknown` holds the names
     /// answered): a sender still sending to someone who just left is told without one
     /// answer per line in flight, and a flood of lines to a made-up name costs one answer
-    /// per read. It is not counted as a bad line: racing a logout is no fault.
+    /// (and one canonical form) per read. It is not counted as a bad line: racing a
+    /// logout is no fault.
     fn route(
         self,
-        peers: &mut HashMap<Arc<str>, Peer>,
-        logins: &mut HashMap<ConnId, Arc<str>>,
+        online: &mut Online,
         metrics: &Metrics,
         unknown: &mut HashSet<&'n str>,
+        by_look: &mut Vec<Arc<str>>,
     ) {
-        let result = match peers.get(self.name) {
-            Some(peer) => peer.outbox.send(Out::Delivery(self.line.clone())),
-            None => {
-                metrics.lines_rejected.inc();
-                if unknown.insert(self.name) {
-                    if let Some(sender) = peers.get(&**self.from) {
-                        let _ = sender
-                            .outbox
-                            .send(Out::Server(protocol::no_such_user(self.name)));
+        let (peer, found) = match online.peers.get(self.name) {
+            Some(peer) => (peer, None),
+            None => match self.look_up(online, unknown) {
+                Some(login) => {
+                    let listed_as_is = self.listed.split_terminator('\n').any(|n| n == &*login);
+                    if listed_as_is || by_look.contains(&login) {
+                        return;
                     }
+                    by_look.push(login.clone());
+                    (&online.peers[&login], Some(login))
                 }
-                return;
-            }
+                None => {
+                    metrics.lines_rejected.inc();
+                    if unknown.insert(self.name) {
+                        if let Some(sender) = online.peers.get(&**self.from) {
+                            let _ = sender
+                                .outbox
+                                .send(Out::Server(protocol::no_such_user(self.name)));
+                        }
+                    }
+                    return;
+                }
+            },
         };
+        let result = peer.outbox.send(Out::Delivery(self.line.clone()));
         metrics.deliveries_routed.inc();
         if let Err(reason) = result {
             metrics.dropped(reason, 1);
             // The recipient is being disconnected; its reader's logout will find nothing.
-            if let Some(peer) = peers.remove(self.name) {
-                logins.remove(&peer.conn);
-                metrics.logged_in.set(peers.len() as i64);
-                debug!(recipient = self.name, ?reason, "delivery dropped");
-            }
+            let login = found.unwrap_or_else(|| Arc::from(self.name));
+            debug!(recipient = &*login, ?reason, "delivery dropped");
+            online.remove(&login);
+            metrics.logged_in.set(online.peers.len() as i64);
         }
+    }
+
+    /// The login whose canonical form the name has, if one is online. Names already
+    /// answered as unknown in this batch, and names too long to be a login, cost nothing.
+    fn look_up(&self, online: &Online, unknown: &HashSet<&'n str>) -> Option<Arc<str>> {
+        if self.name.len() > MAX_LOOK_UP_BYTES || unknown.contains(self.name) {
+            return None;
+        }
+        online.looks.get(&*names::canonical(self.name)).cloned()
     }
 }
