@@ -28,6 +28,17 @@ pub fn init_workers(threads: usize) {
     async_global_executor::init_with_config(config);
 }
 
+/// Lowers the calling thread's CPU priority (nice 10 on Linux, for this thread only), for
+/// CPU-heavy work such as password hashing beside the threads that serve connections.
+pub fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority on the calling thread have no preconditions; a
+    // failure (e.g. a sandbox that forbids it) leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// Runs a future to completion on the current thread (the program's entry points).
 pub fn block_on<F: Future>(future: F) -> F::Output {
     async_std::task::block_on(future)
