@@ -1,0 +1,52 @@
+//! `--set section.key=value`: one key of the configuration given on the command line.
+
+use super::ConfigError;
+
+/// One `--set section.key=value` of the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub section: String,
+    pub key: String,
+    /// The value as TOML (`1024`, `"10s"`, `["a", "b"]`); a bare word that is not TOML is
+    /// taken as a string, so `--set log.level=debug` works without quotes.
+    pub value: toml::Value,
+    /// The flag as given, for error messages.
+    pub flag: String,
+}
+
+impl Setting {
+    /// Parses `section.key=value` (clap's value parser for `--set`).
+    pub fn parse(flag: &str) -> Result<Setting, String> {
+        let (path, value) = flag.split_once('=').ok_or_else(|| {
+            format!("{flag:?} is not section.key=value (e.g. limits.max_line_bytes=4096)")
+        })?;
+        let (section, key) = path
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| format!("{path:?} is not section.key (e.g. admin.listen)"))?;
+        let value = value.trim();
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        Ok(Setting {
+            section: section.trim().to_owned(),
+            key: key.trim().to_owned(),
+            value: parsed,
+            flag: flag.to_owned(),
+        })
+    }
+
+    pub(super) fn dotted(&self) -> String {
+        format!("{}.{}", self.section, self.key)
+    }
+
+    pub(super) fn error(&self, message: String) -> ConfigError {
+        ConfigError {
+            file: Some(format!("--set {}", self.flag)),
+            line: None,
+            key: Some(self.dotted()),
+            message,
+        }
+    }
+}

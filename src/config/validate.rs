@@ -1,0 +1,146 @@
+//! Checks of the configuration that the types alone cannot express: ranges, keys that
+//! must agree with each other, and log filters that would silence the daemon.
+
+use std::time::Duration;
+
+use super::Config;
+
+impl Config {
+    /// Range checks that the types alone cannot express.
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
+            if v < min {
+                return Err((key, format!("{v} is too small: the least allowed is {min}")));
+            }
+            Ok(())
+        }
+        fn at_most(key: &'static str, v: usize, max: usize) -> Result<(), (&'static str, String)> {
+            if v > max {
+                return Err((key, format!("{v} is too large: the most allowed is {max}")));
+            }
+            Ok(())
+        }
+        fn nonzero(key: &'static str, d: Duration) -> Result<(), (&'static str, String)> {
+            if d.is_zero() {
+                return Err((key, "must be longer than 0s".into()));
+            }
+            Ok(())
+        }
+        let (s, l) = (&self.server, &self.limits);
+        if s.listen.is_empty() && self.tls.listen.is_empty() {
+            return Err((
+                "server.listen",
+                "needs at least one address (or set tls.listen for TLS only)".into(),
+            ));
+        }
+        if !self.tls.listen.is_empty() {
+            if self.tls.cert.is_empty() {
+                return Err((
+                    "tls.cert",
+                    "a TLS listener needs a certificate (PEM file)".into(),
+                ));
+            }
+            if self.tls.key.is_empty() {
+                return Err((
+                    "tls.key",
+                    "a TLS listener needs a private key (PEM file)".into(),
+                ));
+            }
+        }
+        at_least(
+            "auth.max_failures_per_ip",
+            self.auth.max_failures_per_ip as usize,
+            1,
+        )?;
+        at_least("server.max_connections", s.max_connections, 1)?;
+        at_most("server.max_connections", s.max_connections, 1_000_000)?;
+        nonzero("server.accept_error_sleep", s.accept_error_sleep)?;
+        at_least("server.listen_backlog", s.listen_backlog as usize, 1)?;
+        at_most("server.listen_backlog", s.listen_backlog as usize, 65_535)?;
+        at_most("server.worker_threads", s.worker_threads, 1024)?;
+        at_least("limits.max_login_bytes", l.max_login_bytes, 1)?;
+        at_most("limits.max_login_bytes", l.max_login_bytes, 1024)?;
+        at_least("limits.max_line_bytes", l.max_line_bytes, 16)?;
+        at_most("limits.max_line_bytes", l.max_line_bytes, 16 << 20)?;
+        at_least("limits.max_recipients", l.max_recipients, 1)?;
+        at_most("limits.max_recipients", l.max_recipients, 10_000)?;
+        nonzero("limits.login_timeout", l.login_timeout)?;
+        nonzero("limits.write_timeout", l.write_timeout)?;
+        // A queue must hold at least one delivery of the longest line, and the longest
+        // line the server says itself (an error naming a login), or the server's own
+        // answers would cut the client off as a slow consumer instead of telling it.
+        let delivery = l.max_line_bytes + l.max_login_bytes + 16;
+        let answer = LONGEST_ANSWER + l.max_login_bytes;
+        at_least(
+            "limits.outbound_queue_bytes",
+            l.outbound_queue_bytes,
+            delivery.max(answer),
+        )?;
+        // And a burst of answers to bad lines (20 before the connection is closed) must
+        // fit under the hard bound.
+        at_least(
+            "limits.outbound_queue_hard_bytes",
+            l.outbound_queue_hard_bytes,
+            BAD_LINE_ANSWERS * answer,
+        )?;
+        if l.outbound_queue_hard_bytes < l.outbound_queue_bytes {
+            return Err((
+                "limits.outbound_queue_hard_bytes",
+                format!(
+                    "{} is below limits.outbound_queue_bytes ({}): the hard bound must be at least the soft one",
+                    l.outbound_queue_hard_bytes, l.outbound_queue_bytes
+                ),
+            ));
+        }
+        if l.outbound_total_bytes < l.outbound_queue_hard_bytes {
+            return Err((
+                "limits.outbound_total_bytes",
+                format!(
+                    "{} is below limits.outbound_queue_hard_bytes ({}): all queues together must hold at least one full queue",
+                    l.outbound_total_bytes, l.outbound_queue_hard_bytes
+                ),
+            ));
+        }
+        nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
+        nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        if let Err(e) = check_log_filter(&self.log.level) {
+            return Err(("log.level", e));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the longest line the server sends itself, without the login it may name
+/// (`error: not a message: write "name1, name2: text"`, `error: no such user "..."`).
+const LONGEST_ANSWER: usize = 64;
+/// Answers to bad lines a connection may be owed at once (the bad-line burst, and the one
+/// that closes it).
+const BAD_LINE_ANSWERS: usize = 21;
+
+/// Levels a log filter may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter (`[log] level` or `RUST_LOG`): comma-separated directives, each a
+/// level (`info`) or `target=level` (`a_chat=debug`). Stricter than the filter parser
+/// itself, which takes a lone word such as `verbose` for a target name and then shows
+/// nothing at all: a typo would silence the daemon.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let hint = "write a level (error, warn, info, debug, trace, off) or target=level, comma-separated, e.g. \"info\" or \"a_chat=debug,info\"";
+    if filter.trim().is_empty() {
+        return Err(format!("empty log filter: {hint}"));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return Err(format!("{directive:?} has no target before '=': {hint}")),
+            None => directive,
+        };
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} is not a log level: {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|e| format!("not a log filter: {e}"))
+}
