@@ -14,7 +14,7 @@ fn empty_file_gives_the_defaults() {
 
 #[test]
 fn the_shipped_file_is_valid_and_equals_the_defaults() {
-    let text = include_str!("../config/a-chat.toml");
+    let text = include_str!("../../config/a-chat.toml");
     assert_eq!(Config::parse(text).unwrap(), Config::default());
 }
 
