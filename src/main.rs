@@ -419,6 +419,9 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 return ExitCode::FAILURE;
             }
         };
+        // The chat listeners are bound: ready, before the admin endpoint says where it
+        // listens, so that whoever reads that line and asks /readyz gets 200.
+        health.set_ready();
         let addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|l| l.socket.local_addr().ok())
@@ -449,7 +452,6 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             };
             runtime::spawn(endpoint.run().instrument(span));
         }
-        health.set_ready();
         notify::ready(&addrs);
         let summary = server::run(
             listeners,
