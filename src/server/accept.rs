@@ -60,6 +60,10 @@ impl Acceptor {
     pub async fn run(mut self) {
         let server = &self.config.server;
         let (tokens, mut capacity) = backpressure::new(server.max_connections);
+        // Each connection that ends says so here, to cut short a pause after a resource
+        // shortage (EMFILE): its descriptor is free again.
+        let (freed, freed_rx) = async_channel::bounded::<()>(1);
+        let mut last_warning: Option<std::time::Instant> = None;
         let per_ip = PerIp::new(server.max_connections_per_ip);
         let mut incoming = stream::select_all(
             std::mem::take(&mut self.listeners)
@@ -106,11 +110,28 @@ impl Acceptor {
                 }
                 Err(e) => {
                     self.metrics.accept_errors_resource.inc();
-                    warn!(error = %e, hint = %error_hint(&e), pause = ?server.accept_error_sleep, "accept failed: pausing");
+                    // One warning per accept_error_sleep at most: retries after each
+                    // connection that ends can come by the hundred a second.
+                    let now = std::time::Instant::now();
+                    if last_warning.is_none_or(|at| now - at >= server.accept_error_sleep) {
+                        last_warning = Some(now);
+                        warn!(error = %e, hint = %error_hint(&e), pause = ?server.accept_error_sleep, "accept failed: pausing");
+                    } else {
+                        debug!(error = %e, "accept failed again: pausing");
+                    }
+                    let _ = freed_rx.try_recv();
                     let pause = async {
                         runtime::sleep(server.accept_error_sleep).await;
                         true
                     };
+                    // A connection that ends frees a descriptor: try again then, instead
+                    // of sleeping the whole pause while a storm's dead connections wait in
+                    // the backlog to be accepted and closed.
+                    let freed_one = async {
+                        let _ = freed_rx.recv().await;
+                        true
+                    };
+                    let pause = pause.or(freed_one);
                     if !pause.or(self.stopped()).await {
                         break;
                     }
@@ -127,7 +148,10 @@ impl Acceptor {
             }
             self.metrics.connections_accepted.inc();
             next_conn += 1;
-            let token = tokens.token();
+            let token = Ticket {
+                _token: tokens.token(),
+                freed: freed.clone(),
+            };
             let ip_slot = match per_ip.take(peer.ip()) {
                 Some(slot) => slot,
                 None => {
@@ -205,7 +229,7 @@ fn refuse_now(stream: TcpStream, metrics: &Metrics) {
 }
 
 /// Answers a connection over the per-address cap and closes it, without blocking the loop.
-async fn refuse(mut stream: TcpStream, token: backpressure::Token, metrics: Arc<Metrics>) {
+async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>) {
     let line = protocol::format_error("too many connections from your address");
     let sent = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
     if let Ok(Ok(())) = sent {
@@ -213,6 +237,20 @@ async fn refuse(mut stream: TcpStream, token: backpressure::Token, metrics: Arc<
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     drop(token);
+}
+
+/// A connection's token (accepting pauses while `max_connections` are out; never cloned,
+/// see the stack notes), which also tells the accept loop when it is given back.
+pub struct Ticket {
+    _token: backpressure::Token,
+    /// Woken when the connection ends (a full channel already holds the news).
+    freed: async_channel::Sender<()>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let _ = self.freed.try_send(());
+    }
 }
 
 /// Counts open connections per IP address when `max_connections_per_ip` is set.

@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_channel::Sender;
-use async_listen::backpressure::Token;
 use futures::FutureExt;
 use tracing::{debug, error, info, info_span, Instrument};
 
@@ -33,7 +32,7 @@ pub struct Connection {
     pub accepted: std::time::Instant,
     /// The connection token: accepting pauses while `max_connections` of these are out.
     /// Never cloned (a clone would corrupt the count).
-    pub token: Token,
+    pub token: crate::server::accept::Ticket,
     /// The per-address slot, when `max_connections_per_ip` is set.
     pub ip_slot: Option<crate::server::accept::IpSlot>,
     pub events: Sender<Event>,
@@ -55,7 +54,7 @@ struct Held {
     /// The writer task: the connection ends when it has flushed and closed.
     writer: runtime::JoinHandle<()>,
     metrics: Arc<Metrics>,
-    token: Token,
+    token: crate::server::accept::Ticket,
     ip_slot: Option<crate::server::accept::IpSlot>,
     alive: Sender<Void>,
 }
