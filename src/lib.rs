@@ -12,6 +12,7 @@
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
 //! - `runtime`: the only module that names the async runtime
 
+pub mod activation;
 pub mod admin;
 pub mod auth;
 pub mod client;

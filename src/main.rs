@@ -14,7 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{admin, auth, client, notify, reload, runtime, server, telemetry, tls};
+use a_chat::{activation, admin, auth, client, notify, reload, runtime, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -331,11 +331,44 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
     }));
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(admin::Health::new());
+    // Sockets passed by systemd (LISTEN_FDS): served instead of the configured addresses.
+    let passed = match activation::from_env() {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("a-chat: socket activation: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let take = |role: activation::Role| -> Result<Vec<runtime::TcpListener>, String> {
+        passed
+            .iter()
+            .flatten()
+            .filter(|p| p.role == role)
+            .map(|&p| {
+                activation::listener(p)
+                    .map(runtime::TcpListener::from)
+                    .map_err(|e| format!("descriptor {} is not a listening socket: {e}", p.fd))
+            })
+            .collect()
+    };
+    let (passed_chat, passed_tls, passed_admin) = match (
+        take(activation::Role::Chat),
+        take(activation::Role::Tls),
+        take(activation::Role::Admin),
+    ) {
+        (Ok(chat), Ok(tls), Ok(admin)) => (chat, tls, admin),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("a-chat: socket activation: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let activated = passed.is_some();
     let code = runtime::block_on(async {
         // The admin listener first: if it cannot be had, nothing starts.
-        let admin_listener = match config.admin.listen {
-            None => None,
-            Some(addr) => {
+        let admin_listener = match (passed_admin.into_iter().next(), config.admin.listen) {
+            (Some(listener), _) => Some(listener),
+            (None, None) => None,
+            (None, Some(addr)) => {
                 match runtime::bind(addr, ADMIN_BACKLOG).await {
                     Ok(listener) => Some(listener),
                     Err(e) => {
@@ -355,7 +388,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 "the kernel caps listen_backlog at net.core.somaxconn: raise it (sysctl net.core.somaxconn={backlog}) for the accept queue to hold {backlog} connections"
             );
         }
-        let tls = if config.tls.listen.is_empty() {
+        let tls = if config.tls.listen.is_empty() && passed_tls.is_empty() {
             None
         } else {
             match tls::Server::load(&config.tls) {
@@ -375,9 +408,27 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             );
             warn_passwords_in_clear(&config.server.listen);
         }
+        if activated {
+            // The manager's sockets, not the configured addresses; it keeps a copy of each,
+            // so closing ours at the drain leaves new connects waiting in its queue.
+            info!(
+                chat = passed_chat.len(),
+                tls = passed_tls.len(),
+                "serving the sockets passed by the service manager (LISTEN_FDS)"
+            );
+            for socket in passed_chat {
+                listeners.push(server::Listener { socket, tls: None });
+            }
+            for socket in passed_tls {
+                listeners.push(server::Listener {
+                    socket,
+                    tls: tls.clone(),
+                });
+            }
+        }
         let plain = config.server.listen.iter().map(|addr| (addr, None));
         let secure = config.tls.listen.iter().map(|addr| (addr, tls.clone()));
-        for (addr, tls) in plain.chain(secure) {
+        for (addr, tls) in plain.chain(secure).filter(|_| !activated) {
             match runtime::bind(*addr, backlog).await {
                 Ok(socket) => listeners.push(server::Listener { socket, tls }),
                 Err(e) => {
@@ -435,9 +486,12 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
         }
         // Logged after the chat addresses, so that whoever reads the first
         // `listening on` line gets a chat address.
-        if let (Some(listener), Some(configured)) = (admin_listener, config.admin.listen) {
+        if let Some(listener) = admin_listener {
             let dropped_lines = logging.dropped_lines.clone();
-            let addr = listener.local_addr().unwrap_or(configured);
+            let Ok(addr) = listener.local_addr() else {
+                eprintln!("a-chat: the admin socket has no address");
+                return ExitCode::FAILURE;
+            };
             let span = admin::span(addr);
             span.in_scope(|| info!("admin listening on {addr}"));
             let endpoint = admin::Admin {

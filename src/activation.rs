@@ -1,0 +1,142 @@
+//! systemd socket activation (DESIGN §11): when started with `LISTEN_FDS` (and
+//! `LISTEN_PID` naming this process), the daemon serves the listening sockets it was
+//! given, from descriptor 3 on, instead of binding its own. `LISTEN_FDNAMES` tells them
+//! apart: `tls` sockets get the TLS handshake, an `admin` socket serves the admin
+//! endpoint, and every other name (or none) is a plain chat socket.
+//!
+//! The manager (systemd, or any launcher) keeps its own copy of each socket, so the
+//! daemon closing its copy at the drain stops accepting without closing the socket:
+//! connects that arrive during a restart wait in the kernel's queue for the next process.
+
+use std::os::fd::{FromRawFd, RawFd};
+
+/// The first descriptor passed (SD_LISTEN_FDS_START).
+const FIRST_FD: RawFd = 3;
+
+/// What a passed socket is for, from its name in `LISTEN_FDNAMES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Chat,
+    Tls,
+    Admin,
+}
+
+/// One socket passed by the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    pub fd: RawFd,
+    pub role: Role,
+}
+
+/// Reads the passed sockets from the `LISTEN_*` variables, if they are meant for this
+/// process, and removes the variables so that nothing started later takes them too.
+pub fn from_env() -> Result<Option<Vec<Passed>>, String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let parsed = parse(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    );
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    parsed
+}
+
+/// The sockets the variables describe for process `me`; `None` when they are not set or
+/// are meant for another process.
+pub fn parse(
+    pid: Option<&str>,
+    fds: Option<&str>,
+    names: Option<&str>,
+    me: u32,
+) -> Result<Option<Vec<Passed>>, String> {
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(me) {
+        return Ok(None);
+    }
+    let count: RawFd = fds
+        .trim()
+        .parse()
+        .map_err(|_| format!("LISTEN_FDS={fds:?} is not a number of descriptors"))?;
+    if !(1..=64).contains(&count) {
+        return Err(format!("LISTEN_FDS={count}: expected 1 to 64 sockets"));
+    }
+    let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
+    Ok(Some(
+        (0..count)
+            .map(|i| Passed {
+                fd: FIRST_FD + i,
+                role: match names.get(i as usize).copied() {
+                    Some("tls") => Role::Tls,
+                    Some("admin") => Role::Admin,
+                    _ => Role::Chat,
+                },
+            })
+            .collect(),
+    ))
+}
+
+/// Takes over a passed listening socket.
+pub fn listener(passed: Passed) -> std::io::Result<std::net::TcpListener> {
+    // SAFETY: the manager passed this descriptor to this process (LISTEN_PID) for it to
+    // use, and nothing else in the process owns it: from_env removed the variables.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(passed.fd) };
+    listener.set_nonblocking(true)?;
+    // A descriptor that is not a listening TCP socket fails here, not later.
+    listener.local_addr()?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_for_this_process_are_numbered_from_3_and_named() {
+        let passed = parse(Some("42"), Some("3"), Some("chat:tls:admin"), 42)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            passed,
+            vec![
+                Passed {
+                    fd: 3,
+                    role: Role::Chat
+                },
+                Passed {
+                    fd: 4,
+                    role: Role::Tls
+                },
+                Passed {
+                    fd: 5,
+                    role: Role::Admin
+                },
+            ]
+        );
+        let unnamed = parse(Some("42"), Some("1"), None, 42).unwrap().unwrap();
+        assert_eq!(
+            unnamed,
+            vec![Passed {
+                fd: 3,
+                role: Role::Chat
+            }]
+        );
+    }
+
+    #[test]
+    fn sockets_for_another_process_or_none_are_ignored() {
+        assert_eq!(parse(Some("41"), Some("1"), None, 42), Ok(None));
+        assert_eq!(parse(None, Some("1"), None, 42), Ok(None));
+        assert_eq!(parse(Some("42"), None, None, 42), Ok(None));
+    }
+
+    #[test]
+    fn nonsense_counts_are_errors() {
+        assert!(parse(Some("42"), Some("many"), None, 42).is_err());
+        assert!(parse(Some("42"), Some("0"), None, 42).is_err());
+    }
+}
