@@ -623,3 +623,69 @@ fn metric_names_follow_the_prometheus_conventions() {
         "a login timeout is not a refusal"
     );
 }
+
+/// `GET /connections`: one JSON object per open connection, sorted and limited, and
+/// filtered by login; parsed as JSON, not grepped.
+#[test]
+fn connections_lists_every_open_connection_as_json() {
+    let (d, admin) = with_admin("");
+    let mut alice = d.login("alice");
+    let _bob = d.login("bob");
+    let _anonymous = d.connect();
+    alice.send(&format!("bob: {}", "x".repeat(500)));
+    let get = |query: &str| -> serde_json::Value {
+        let response = http_get(admin, &format!("/connections{query}"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        serde_json::from_str(&response.text()).expect("JSON")
+    };
+    // The anonymous connection may still be on its way through accept: wait for it.
+    let deadline = Instant::now() + WAIT;
+    let all = loop {
+        let all = get("");
+        if all["total"] == 3 || Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(all["total"], 3, "{all}");
+    let list = all["connections"].as_array().unwrap();
+    for c in list {
+        for key in [
+            "id",
+            "peer",
+            "since",
+            "bytes_in",
+            "bytes_out",
+            "messages_in",
+            "messages_out",
+            "queued_bytes",
+        ] {
+            assert!(c.get(key).is_some(), "{key} missing in {c}");
+        }
+    }
+    let alice_row = list.iter().find(|c| c["login"] == "alice").expect("alice");
+    assert!(alice_row["bytes_in"].as_u64().unwrap() > 500, "{alice_row}");
+    assert!(
+        alice_row["messages_in"].as_u64().unwrap() >= 2,
+        "{alice_row}"
+    );
+    assert!(
+        list.iter().any(|c| c["login"].is_null()),
+        "the anonymous one: {all}"
+    );
+    let one = get("?login=bob&limit=5");
+    assert_eq!(one["total"], 1);
+    assert_eq!(one["connections"][0]["login"], "bob");
+    let limited = get("?sort=since&limit=2");
+    assert_eq!(limited["connections"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        limited["connections"][0]["login"], "alice",
+        "oldest first: {limited}"
+    );
+    let by_out = get("?sort=bytes_out&limit=1");
+    assert_eq!(
+        by_out["connections"][0]["login"], "bob",
+        "bob got the most: {by_out}"
+    );
+}

@@ -306,3 +306,26 @@ fn connections_that_never_log_in_stay_out_of_the_info_log() {
     assert_eq!(lines.len(), 2, "{log}");
     assert!(!log.contains("connection opened"), "{log}");
 }
+
+/// The close line says why and how much: reason, duration, bytes and messages each way.
+#[test]
+fn the_close_line_says_why_and_how_much() {
+    let mut d = Daemon::start();
+    let mut alice = d.login("alice");
+    alice.send("alice: one");
+    alice.expect("from alice: one");
+    alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    let line = d
+        .wait_log(|l| l.contains("connection closed") && l.contains("login=\"alice\""))
+        .expect("alice's close line");
+    for field in [
+        "reason=\"client_closed\"",
+        "duration_ms=",
+        "messages_in=2",
+        "messages_out=2",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(common::log_number(&line, "bytes_in") >= 25, "{line}");
+    assert!(common::log_number(&line, "bytes_out") >= 30, "{line}");
+}

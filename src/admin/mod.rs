@@ -59,6 +59,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// `/metrics` for every other client (curl, `promtool check metrics`).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 /// Whether the daemon wants new chat connections, as `/readyz` reports it.
 #[derive(Debug, Default)]
@@ -110,6 +111,8 @@ pub struct Admin {
     pub on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// Pause after a resource-shortage accept error (EMFILE...), as for the chat listener.
     pub accept_error_sleep: Duration,
+    /// Answers `GET /connections` from its query string (JSON).
+    pub connections: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 /// The span every admin event carries.
@@ -127,11 +130,13 @@ impl Admin {
             health,
             on_scrape,
             accept_error_sleep,
+            connections,
         } = self;
         let shared = Arc::new(Shared {
             metrics,
             health,
             on_scrape,
+            connections,
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -180,6 +185,8 @@ struct Shared {
     health: Arc<Health>,
     /// Refreshes values kept outside the registry before each encoding.
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
+    /// `GET /connections` from its query string.
+    connections: Box<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 /// The parts of a request head the endpoint looks at.
@@ -189,6 +196,8 @@ struct Request {
     method: String,
     /// The path without its query string.
     path: String,
+    /// The query string (after `?`), empty when there is none.
+    query: String,
     /// The client asked to keep the connection open (HTTP/1.1 unless `Connection: close`;
     /// HTTP/1.0 only with `Connection: keep-alive`).
     keep_alive: bool,
@@ -346,10 +355,11 @@ fn parse(buf: &[u8]) -> Result<Option<Request>, httparse::Error> {
             openmetrics |= accepts_openmetrics(value);
         }
     }
-    let path = target.split('?').next().unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Some(Request {
         method: method.to_owned(),
         path: path.to_owned(),
+        query: query.to_owned(),
         keep_alive,
         has_body,
         openmetrics,
@@ -374,7 +384,10 @@ fn accepts_openmetrics(accept: &str) -> bool {
 fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
     let head_only = request.method == "HEAD";
     let readable = head_only || request.method == "GET";
-    let known = matches!(request.path.as_str(), "/metrics" | "/healthz" | "/readyz");
+    let known = matches!(
+        request.path.as_str(),
+        "/metrics" | "/healthz" | "/readyz" | "/connections"
+    );
     let (status, content_type, body): (u16, &str, Vec<u8>) = if !known {
         (404, TEXT, b"not found\n".to_vec())
     } else if !readable {
@@ -400,6 +413,7 @@ fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
                 }
             }
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
+            "/connections" => (200, JSON, (shared.connections)(&request.query).into_bytes()),
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
             _ => (503, TEXT, b"starting\n".to_vec()),

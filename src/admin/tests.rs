@@ -5,6 +5,7 @@ use super::*;
 
 fn shared() -> Shared {
     Shared {
+        connections: Box::new(|_| "{}".into()),
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
         on_scrape: Box::new(|m| {

@@ -53,6 +53,16 @@ impl SlowReason {
         })
     }
 
+    /// The close line's `reason` for a connection cut off for this.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            SlowReason::Grace => "slow_consumer_grace",
+            SlowReason::Hard => "slow_consumer_hard_limit",
+            SlowReason::WriteTimeout => "slow_consumer_write_timeout",
+            SlowReason::Total => "slow_consumer_total_limit",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             SlowReason::Grace => "grace",

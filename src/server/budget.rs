@@ -126,6 +126,12 @@ impl Budget {
         self.total.get().max(0) as usize
     }
 
+    /// Every open queue (for `GET /connections`): a look at the list, which is touched
+    /// once per connection opened or closed, never per line.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.lock().values().filter_map(Weak::upgrade).collect()
+    }
+
     /// Cuts off the connections holding the most until the rest fits within the bound.
     /// Runs only when a queued line took the total over it, so its cost (a look at every
     /// queue) is paid once per excess, not per line.

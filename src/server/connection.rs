@@ -57,6 +57,8 @@ struct Held {
     token: crate::server::accept::Ticket,
     ip_slot: Option<crate::server::accept::IpSlot>,
     alive: Sender<Void>,
+    /// The connection's queue, for the figures of its close line.
+    queue: Arc<crate::server::outbox::Queue>,
 }
 
 impl Connection {
@@ -114,7 +116,9 @@ impl Connection {
         debug!("connection opened");
         let metrics = self.metrics;
         metrics.connections_open.inc();
-        let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget);
+        let info = crate::server::conninfo::ConnInfo::new(self.conn, self.peer);
+        let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget, info);
+        let queue = inbox.queue.clone();
         let writer = Writer {
             stream: self.stream.clone(),
             inbox,
@@ -154,6 +158,7 @@ impl Connection {
             token: self.token,
             ip_slot: self.ip_slot,
             alive: self.alive,
+            queue,
         };
         (reader, held)
     }
@@ -177,10 +182,31 @@ impl Held {
         self.metrics.connections_open.dec();
         // At info for the connections that logged in; probes, scanners and refused
         // logins only at debug (their refusal, if any, was logged already).
+        let info = &self.queue.info;
+        if let Some(why) = self.queue.cut_reason() {
+            info.ending(why.close_reason());
+        }
+        if end == Some(reader::End::Drain) {
+            info.ending("drain");
+        }
+        use crate::server::conninfo::ConnInfo as C;
+        macro_rules! closed {
+            ($level:ident) => {
+                $level!(
+                    reason = info.reason(),
+                    duration_ms = info.started.elapsed().as_millis() as u64,
+                    bytes_in = C::get(&info.bytes_in),
+                    bytes_out = C::get(&info.bytes_out),
+                    messages_in = C::get(&info.messages_in),
+                    messages_out = C::get(&info.messages_out),
+                    "connection closed"
+                )
+            };
+        }
         if logged_in {
-            info!("connection closed");
+            closed!(info);
         } else {
-            debug!("connection closed");
+            closed!(debug);
         }
         drop(self.token);
         drop(self.ip_slot);

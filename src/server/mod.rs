@@ -10,6 +10,7 @@ mod accept;
 mod badlines;
 mod budget;
 mod connection;
+pub mod conninfo;
 pub mod drain;
 mod outbox;
 mod reader;
@@ -54,6 +55,48 @@ impl Live {
             budget: budget::Budget::new(limits, metrics),
             router: Mutex::new(None),
         })
+    }
+
+    /// `GET /connections?sort=queued|bytes_out|since&limit=N&login=NAME`: one JSON object
+    /// per open connection, the most first (oldest first for `since`), at most `limit`
+    /// (100 by default, 1000 at most), in `{"total": N, "connections": [...]}`.
+    pub fn connections_json(&self, query: &str) -> String {
+        let (mut sort, mut limit, mut login) = ("queued", 100usize, None::<String>);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sort" if matches!(value, "queued" | "bytes_out" | "since") => sort = value,
+                "limit" => limit = value.parse().unwrap_or(limit),
+                "login" => login = Some(percent_decoded(value)),
+                _ => {}
+            }
+        }
+        let limit = limit.min(1000);
+        let mut rows: Vec<_> = self
+            .budget
+            .queues()
+            .into_iter()
+            .filter(|q| match &login {
+                Some(name) => q.info.login.get().is_some_and(|l| **l == **name),
+                None => true,
+            })
+            .collect();
+        let total = rows.len();
+        use conninfo::ConnInfo as C;
+        match sort {
+            "bytes_out" => rows.sort_by_key(|q| std::cmp::Reverse(C::get(&q.info.bytes_out))),
+            "since" => rows.sort_by_key(|q| q.info.since),
+            _ => rows.sort_by_key(|q| std::cmp::Reverse(q.queued())),
+        }
+        let objects: Vec<String> = rows
+            .iter()
+            .take(limit)
+            .map(|q| q.info.json(q.queued()))
+            .collect();
+        format!(
+            "{{\"total\":{total},\"connections\":[{}]}}\n",
+            objects.join(",")
+        )
     }
 
     /// Disconnects the logged-in users that `users` no longer holds (after a reload of
@@ -150,4 +193,43 @@ pub async fn run(
     let summary = drain::summarize(&metrics, at_start, completed, started.elapsed());
     metrics.draining.set(0);
     summary
+}
+
+/// `%XX` escapes of a query value decoded (`+` is a space); invalid escapes stay as they are.
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decoded("al%69ce"), "alice");
+        assert_eq!(percent_decoded("%D0%B0lice"), "аlice");
+        assert_eq!(percent_decoded("a+b%zz%"), "a b%zz%");
+        assert_eq!(percent_decoded("%é"), "%é");
+    }
 }

@@ -20,6 +20,7 @@ use crate::metrics::{DropReason, SlowReason};
 use crate::runtime::Conn;
 use crate::server::badlines::BadLines;
 use crate::server::budget::Budget;
+use crate::server::conninfo::ConnInfo;
 
 /// One line queued for a client.
 pub enum Out {
@@ -110,6 +111,8 @@ pub struct Queue {
     id: u64,
     /// The socket, so that a slow consumer's blocked write fails at once.
     stream: Conn,
+    /// Who the connection is and what it did, for its close line and `/connections`.
+    pub info: ConnInfo,
 }
 
 /// The part of the queue behind its lock.
@@ -153,7 +156,7 @@ pub struct Inbox {
 }
 
 /// A new queue for `stream`, measured against `budget`.
-pub fn new(stream: Conn, budget: Arc<Budget>) -> (Outbox, Inbox) {
+pub fn new(stream: Conn, budget: Arc<Budget>, info: ConnInfo) -> (Outbox, Inbox) {
     let queue = Arc::new_cyclic(|me| Queue {
         lines: Mutex::default(),
         senders: AtomicUsize::new(1),
@@ -164,6 +167,7 @@ pub fn new(stream: Conn, budget: Arc<Budget>) -> (Outbox, Inbox) {
         id: budget.register(me.clone()),
         budget,
         stream,
+        info,
     });
     (
         Outbox {
@@ -270,6 +274,11 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// The connection's figures.
+    pub fn info(&self) -> &ConnInfo {
+        &self.queue.info
+    }
+
     /// Ends the connection's reading side: its reader sees the end of input and the
     /// connection closes once the writer has sent what is queued.
     pub fn stop_reading(&self) {

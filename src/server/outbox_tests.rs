@@ -25,7 +25,8 @@ fn queue_in(budget: &Arc<Budget>) -> (Outbox, Inbox, std::net::TcpStream) {
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (accepted, _) = listener.accept().unwrap();
     let conn = Conn::from_accepted(accepted.into()).unwrap();
-    let (outbox, inbox) = new(conn, budget.clone());
+    let peer = client.local_addr().unwrap();
+    let (outbox, inbox) = new(conn, budget.clone(), ConnInfo::new(1, peer));
     (outbox, inbox, client)
 }
 

@@ -20,6 +20,7 @@ use crate::names::{self, LoginError};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
+use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{BadLine, Out, Outbox};
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
@@ -148,14 +149,17 @@ impl Reader {
             match input {
                 Input::Read(Ok(0)) => {
                     debug!("client closed the connection");
+                    self.outbox.info().ending("client_closed");
                     return End::Closed;
                 }
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed");
+                    self.outbox.info().ending("reset");
                     return End::Closed;
                 }
                 Input::Timeout => {
+                    self.outbox.info().ending("idle_timeout");
                     info!(timeout = ?idle, "idle timeout");
                     self.say(protocol::format_notice("idle timeout"));
                     return End::Closed;
@@ -179,13 +183,18 @@ impl Reader {
             }
             let left = deadline.saturating_sub(started.elapsed());
             match self.read(framer, left.max(Duration::from_millis(1))).await {
-                Input::Read(Ok(0)) => return Err(End::Closed),
+                Input::Read(Ok(0)) => {
+                    self.outbox.info().ending("client_closed");
+                    return Err(End::Closed);
+                }
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed before login");
+                    self.outbox.info().ending("reset");
                     return Err(End::Closed);
                 }
                 Input::Timeout => {
+                    self.outbox.info().ending("login_timeout");
                     // Slowloris crowds and port probes do this by the hundred: counted, and
                     // logged at debug only.
                     debug!("refused: no login within login_timeout");
@@ -229,6 +238,7 @@ impl Reader {
             Ok(Ok(())) => {
                 // Recorded first, so that this event already carries the login.
                 self.span.record("login", &*login);
+                let _ = self.outbox.info().login.set(login.clone());
                 info!("logged in");
                 Ok(login)
             }
@@ -264,10 +274,12 @@ impl Reader {
         match checked.or(drain).or(timeout).await {
             Ok(Ok(name)) => Ok(name.to_owned()),
             Ok(Err(why)) => {
+                self.outbox.info().ending(why.label());
                 self.say(protocol::format_error(why.answer()));
                 Err(End::Closed)
             }
             Err(End::Closed) => {
+                self.outbox.info().ending("login_timeout");
                 info!("refused: login not checked within login_timeout");
                 self.metrics.refused(Refusal::LoginTimeout);
                 self.say(protocol::format_error("login timeout"));
@@ -282,6 +294,10 @@ impl Reader {
             LoginError::Taken(_) => Refusal::LoginTaken,
             _ => Refusal::InvalidLogin,
         };
+        self.outbox.info().ending(match why {
+            Refusal::LoginTaken => "login_taken",
+            _ => "invalid_login",
+        });
         if e == LoginError::Empty {
             // What `a-chat probe` sends: a health check every few seconds must not fill
             // the log.
@@ -315,6 +331,7 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
+                    ConnInfo::add(&self.outbox.info().messages_in, 1);
                     let (line_start, names_start) = (lines.len(), names.len());
                     protocol::write_delivery(&mut lines, login, msg.text);
                     for name in msg.recipients() {
@@ -367,6 +384,7 @@ impl Reader {
             }
         }
         if too_many_bad {
+            self.outbox.info().ending("too_many_bad_lines");
             return Err(End::Closed);
         }
         match failure {
@@ -376,6 +394,10 @@ impl Reader {
     }
 
     fn frame_error(&self, e: FrameError) -> End {
+        self.outbox.info().ending(match e {
+            FrameError::LineTooLong => "line_too_long",
+            _ => "invalid_utf8",
+        });
         warn!(error = %e, "closing connection");
         self.say(protocol::format_error(e));
         End::Closed
@@ -397,6 +419,7 @@ impl Reader {
             metrics,
             shutdown,
             emptied,
+            outbox,
             ..
         } = self;
         let drain = async move {
@@ -430,6 +453,7 @@ impl Reader {
             let n = *result.as_ref().unwrap_or(&0);
             if n > 0 {
                 metrics.bytes_in.inc_by(n as u64);
+                ConnInfo::add(&outbox.info().bytes_in, n as u64);
             }
             // A TLS session may hold decrypted bytes the socket no longer shows as
             // readable: only a plain socket is waited on after a short read.

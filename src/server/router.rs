@@ -179,6 +179,7 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
                         let _ = peer
                             .outbox
                             .send(Out::Server(protocol::format_notice("account removed")));
+                        peer.outbox.info().ending("account_removed");
                         peer.outbox.stop_reading();
                         info!(login = %login, "account removed from the users file: disconnected");
                     }

@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use crate::metrics::{DropReason, Metrics, SlowReason};
 use crate::protocol;
 use crate::runtime::{self, Conn};
+use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{Inbox, Out, Queue};
 use crate::server::shutdown::Shutdown;
 
@@ -118,6 +119,9 @@ impl Writer {
                 Ok(Ok(())) => {
                     self.metrics.messages_delivered.inc_by(deliveries);
                     self.metrics.bytes_out.inc_by(buf.len() as u64);
+                    let info = &self.inbox.queue.info;
+                    ConnInfo::add(&info.messages_out, deliveries);
+                    ConnInfo::add(&info.bytes_out, buf.len() as u64);
                     if buf.capacity() > WRITE_KEEP_BYTES {
                         // A burst is over: an idle connection keeps no large buffer.
                         buf = Vec::new();

@@ -1,0 +1,129 @@
+//! What a connection did, for its close line and for `GET /connections` (DESIGN §11): who
+//! it is, since when, bytes and messages each way, and why it ended. Kept in the
+//! connection's queue, which its reader, its writer and the budget's list all reach.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime};
+
+/// One connection's figures; counters are updated once per read or write, not per line.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The connection's id, as in its log lines.
+    pub conn: u64,
+    pub peer: SocketAddr,
+    /// When it was accepted, for `since` (wall clock) and the duration (monotonic).
+    pub since: SystemTime,
+    pub started: Instant,
+    /// Set once the login is granted.
+    pub login: OnceLock<std::sync::Arc<str>>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Message lines received from the client.
+    pub messages_in: AtomicU64,
+    /// Deliveries written to the client.
+    pub messages_out: AtomicU64,
+    /// Why it ended, set by whoever decides first (the close line says `closed` when no
+    /// one did).
+    pub reason: OnceLock<&'static str>,
+}
+
+impl ConnInfo {
+    pub fn new(conn: u64, peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            conn,
+            peer,
+            since: SystemTime::now(),
+            started: Instant::now(),
+            login: OnceLock::new(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            reason: OnceLock::new(),
+        }
+    }
+
+    /// Records why the connection ends, unless a reason was recorded already.
+    pub fn ending(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("closed")
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// One JSON object (no trailing newline), with `queued` bytes waiting now.
+    pub fn json(&self, queued: usize) -> String {
+        let since = self
+            .since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let login = match self.login.get() {
+            Some(login) => json_string(login),
+            None => "null".into(),
+        };
+        format!(
+            "{{\"id\":{},\"login\":{},\"peer\":\"{}\",\"since\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"messages_in\":{},\"messages_out\":{},\"queued_bytes\":{}}}",
+            self.conn,
+            login,
+            self.peer,
+            since,
+            Self::get(&self.bytes_in),
+            Self::get(&self.bytes_out),
+            Self::get(&self.messages_in),
+            Self::get(&self.messages_out),
+            queued
+        )
+    }
+}
+
+/// A JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_escapes_what_it_must() {
+        assert_eq!(json_string("a\"b\\c\u{1b}"), "\"a\\\"b\\\\c\\u001b\"");
+        let info = ConnInfo::new(7, "127.0.0.1:9".parse().unwrap());
+        let _ = info.login.set("бob".into());
+        ConnInfo::add(&info.bytes_in, 10);
+        let json = info.json(3);
+        assert!(
+            json.starts_with("{\"id\":7,\"login\":\"бob\",\"peer\":\"127.0.0.1:9\""),
+            "{json}"
+        );
+        assert!(json.ends_with("\"bytes_in\":10,\"bytes_out\":0,\"messages_in\":0,\"messages_out\":0,\"queued_bytes\":3}"), "{json}");
+        assert_eq!(info.reason(), "closed");
+        info.ending("idle_timeout");
+        info.ending("drain");
+        assert_eq!(info.reason(), "idle_timeout");
+    }
+}
