@@ -194,11 +194,11 @@ impl Held {
             ($level:ident) => {
                 $level!(
                     reason = info.reason(),
-                    duration_ms = info.started.elapsed().as_millis() as u64,
+                    duration_ms = info.duration().as_millis() as u64,
                     bytes_in = C::get(&info.bytes_in),
                     bytes_out = C::get(&info.bytes_out),
-                    messages_in = C::get(&info.messages_in),
-                    messages_out = C::get(&info.messages_out),
+                    messages_in = C::counted(&info.messages_in),
+                    messages_out = C::counted(&info.messages_out),
                     "connection closed"
                 )
             };

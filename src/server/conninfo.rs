@@ -3,9 +3,9 @@
 //! connection's queue, which its reader, its writer and the budget's list all reach.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// One connection's figures; counters are updated once per read or write, not per line.
 #[derive(Debug)]
@@ -13,45 +13,84 @@ pub struct ConnInfo {
     /// The connection's id, as in its log lines.
     pub conn: u64,
     pub peer: SocketAddr,
-    /// When it was accepted, for `since` (wall clock) and the duration (monotonic).
-    pub since: SystemTime,
-    pub started: Instant,
+    /// When it was accepted, in milliseconds since the Unix epoch (every idle connection
+    /// keeps these figures: they are kept small).
+    pub since_ms: u64,
     /// Set once the login is granted.
     pub login: OnceLock<std::sync::Arc<str>>,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Message lines received from the client.
-    pub messages_in: AtomicU64,
+    pub messages_in: AtomicU32,
     /// Deliveries written to the client.
-    pub messages_out: AtomicU64,
-    /// Why it ended, set by whoever decides first (the close line says `closed` when no
-    /// one did).
-    pub reason: OnceLock<&'static str>,
+    pub messages_out: AtomicU32,
+    /// Why it ended (an index into REASONS, 0 while undecided), set by whoever decides
+    /// first; the close line says `closed` when no one did.
+    reason: AtomicU8,
 }
+
+/// Every reason a connection's close line can give; index 0 is the default.
+const REASONS: [&str; 20] = [
+    "closed",
+    "client_closed",
+    "reset",
+    "login_taken",
+    "invalid_login",
+    "login_timeout",
+    "bad_credentials",
+    "rate_limited",
+    "idle_timeout",
+    "line_too_long",
+    "invalid_utf8",
+    "too_many_bad_lines",
+    "slow_consumer_grace",
+    "slow_consumer_hard_limit",
+    "slow_consumer_write_timeout",
+    "slow_consumer_total_limit",
+    "account_removed",
+    "drain",
+    "panic",
+    "other",
+];
 
 impl ConnInfo {
     pub fn new(conn: u64, peer: SocketAddr) -> ConnInfo {
         ConnInfo {
             conn,
             peer,
-            since: SystemTime::now(),
-            started: Instant::now(),
+            since_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             login: OnceLock::new(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            reason: OnceLock::new(),
+            messages_in: AtomicU32::new(0),
+            messages_out: AtomicU32::new(0),
+            reason: AtomicU8::new(0),
         }
     }
 
     /// Records why the connection ends, unless a reason was recorded already.
     pub fn ending(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
+        let at = REASONS
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(REASONS.len() - 1) as u8;
+        let _ = self
+            .reason
+            .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
     }
 
     pub fn reason(&self) -> &'static str {
-        self.reason.get().copied().unwrap_or("closed")
+        REASONS[self.reason.load(Ordering::Acquire) as usize]
+    }
+
+    /// How long the connection has been open.
+    pub fn duration(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Duration::from_millis(now.saturating_sub(self.since_ms))
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -62,12 +101,17 @@ impl ConnInfo {
         counter.load(Ordering::Relaxed)
     }
 
+    pub fn count(counter: &AtomicU32, n: u64) {
+        counter.fetch_add(n.min(u32::MAX as u64) as u32, Ordering::Relaxed);
+    }
+
+    pub fn counted(counter: &AtomicU32) -> u64 {
+        counter.load(Ordering::Relaxed) as u64
+    }
+
     /// One JSON object (no trailing newline), with `queued` bytes waiting now.
     pub fn json(&self, queued: usize) -> String {
-        let since = self
-            .since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let since = self.since_ms as f64 / 1000.0;
         let login = match self.login.get() {
             Some(login) => json_string(login),
             None => "null".into(),
@@ -80,8 +124,8 @@ impl ConnInfo {
             since,
             Self::get(&self.bytes_in),
             Self::get(&self.bytes_out),
-            Self::get(&self.messages_in),
-            Self::get(&self.messages_out),
+            Self::counted(&self.messages_in),
+            Self::counted(&self.messages_out),
             queued
         )
     }

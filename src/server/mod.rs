@@ -85,7 +85,7 @@ impl Live {
         use conninfo::ConnInfo as C;
         match sort {
             "bytes_out" => rows.sort_by_key(|q| std::cmp::Reverse(C::get(&q.info.bytes_out))),
-            "since" => rows.sort_by_key(|q| q.info.since),
+            "since" => rows.sort_by_key(|q| q.info.since_ms),
             _ => rows.sort_by_key(|q| std::cmp::Reverse(q.queued())),
         }
         let objects: Vec<String> = rows

@@ -331,7 +331,7 @@ impl Reader {
             match protocol::parse_message(line, self.limits.max_recipients) {
                 Ok(msg) => {
                     self.metrics.messages_received.inc();
-                    ConnInfo::add(&self.outbox.info().messages_in, 1);
+                    ConnInfo::count(&self.outbox.info().messages_in, 1);
                     let (line_start, names_start) = (lines.len(), names.len());
                     protocol::write_delivery(&mut lines, login, msg.text);
                     for name in msg.recipients() {

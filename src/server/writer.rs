@@ -120,7 +120,7 @@ impl Writer {
                     self.metrics.messages_delivered.inc_by(deliveries);
                     self.metrics.bytes_out.inc_by(buf.len() as u64);
                     let info = &self.inbox.queue.info;
-                    ConnInfo::add(&info.messages_out, deliveries);
+                    ConnInfo::count(&info.messages_out, deliveries);
                     ConnInfo::add(&info.bytes_out, buf.len() as u64);
                     if buf.capacity() > WRITE_KEEP_BYTES {
                         // A burst is over: an idle connection keeps no large buffer.
