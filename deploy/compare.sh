@@ -193,20 +193,11 @@ EOF
         >"$RESULTS/a-chat-$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    for ((i = 0; i < 100; i++)); do
-        port="$(grep -m1 -o 'listening on 127\.0\.0\.1:[0-9]*' "$RESULTS/a-chat-$name.log" 2>/dev/null |
-            cut -d: -f2)"
-        [ -n "$port" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    port="$(listening_port "$RESULTS/a-chat-$name.log" "$SERVER_PID")"
     [ -n "$port" ] || die "a-chat did not start; see $RESULTS/a-chat-$name.log"
     SERVER_ADDR="127.0.0.1:$port"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # start_redis NAME: a fresh redis-server on a free loopback port, no persistence.
 start_redis() {
