@@ -2,135 +2,20 @@
 //! hand over to the server, the client, or the configuration check.
 
 mod bench;
+mod cli;
 
+use cli::{Cli, Command};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
 use a_chat::{activation, admin, auth, client, notify, reload, runtime, server, telemetry, tls};
-
-#[derive(Parser)]
-#[command(
-    name = "a-chat",
-    version,
-    propagate_version = true,
-    about = "A hardened, observable line-protocol chat daemon"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the chat daemon (built-in defaults without --config).
-    Server {
-        /// TOML configuration file (see config/a-chat.toml).
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-        /// Address to listen on (IP:PORT), overriding [server] listen; repeat it for more.
-        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-        listen: Vec<SocketAddr>,
-        /// Set one key, as in the file: --set admin.listen=127.0.0.1:9100 (strings may go
-        /// without quotes). Repeatable; applied after the file, validated with it, and
-        /// again at each reload.
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = config::Setting::parse)]
-        sets: Vec<config::Setting>,
-    },
-    /// Chat interactively: stdin to the server, the server to stdout. Exits 0 when the
-    /// conversation ends, 1 when the server closed the connection right after an
-    /// `error:` line (a login taken or refused, a line too long, a timeout), 2 on a bad flag.
-    Client {
-        /// Server address.
-        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
-        addr: SocketAddr,
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// Log in as NAME on a server with authenticated logins: the password is asked
-        /// without echo, or read from the A_CHAT_PASSWORD environment variable.
-        #[arg(long, value_name = "NAME")]
-        user: Option<String>,
-    },
-    /// Validate a configuration file and print the effective settings.
-    CheckConfig {
-        /// The file to check.
-        path: PathBuf,
-        /// Print nothing when the file is valid (for ExecStartPre: the journal need not
-        /// get the whole configuration at every start); errors still go to stderr.
-        #[arg(long, short)]
-        quiet: bool,
-    },
-    /// Print the users-file line for NAME ([auth] users_file): reads the password without
-    /// echo on a terminal, or one line from stdin.
-    Passwd {
-        /// The login the password is for.
-        name: String,
-    },
-    /// Load-test a server: message rate, delivered messages/s, latency, loss check.
-    Bench(bench::BenchArgs),
-    /// Exit 0 if a daemon at ADDR completes a chat round trip in time, 1 otherwise (for
-    /// health checks).
-    Probe {
-        /// Address to connect to.
-        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
-        addr: SocketAddr,
-        /// How long the whole round trip (connect, log in, a line to itself) may take.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        timeout: Duration,
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// Log in as NAME on a server with authenticated logins (password from
-        /// A_CHAT_PASSWORD).
-        #[arg(long, value_name = "NAME")]
-        user: Option<String>,
-    },
-}
-
-/// How `client` and `probe` speak TLS.
-#[derive(clap::Args)]
-struct TlsArgs {
-    /// Connect with TLS (needs --ca).
-    #[arg(long, requires = "ca")]
-    tls: bool,
-    /// The CA certificate (PEM) that signed the server's certificate.
-    #[arg(long, value_name = "FILE", requires = "tls")]
-    ca: Option<PathBuf>,
-    /// A client certificate (PEM), for a server that requires mutual TLS (needs --key).
-    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
-    cert: Option<PathBuf>,
-    /// The private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
-    /// The name the server's certificate must carry [default: the address's IP].
-    #[arg(long, value_name = "NAME", requires = "tls")]
-    server_name: Option<String>,
-}
-
-impl TlsArgs {
-    fn options(self) -> Option<client::TlsOptions> {
-        let ca = self.ca.filter(|_| self.tls)?;
-        Some(client::TlsOptions {
-            ca,
-            cert_and_key: self.cert.zip(self.key),
-            server_name: self.server_name,
-        })
-    }
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    config::parse_addr(s)
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
