@@ -630,9 +630,11 @@ fn metric_names_follow_the_prometheus_conventions() {
 fn connections_lists_every_open_connection_as_json() {
     let (d, admin) = with_admin("");
     let mut alice = d.login("alice");
-    let _bob = d.login("bob");
+    let mut bob = d.login("bob");
     let _anonymous = d.connect();
     alice.send(&format!("bob: {}", "x".repeat(500)));
+    // Written to bob before anything is counted.
+    bob.expect(&format!("from alice: {}", "x".repeat(500)));
     let get = |query: &str| -> serde_json::Value {
         let response = http_get(admin, &format!("/connections{query}"));
         assert_eq!(response.status, 200, "{}", response.text());

@@ -85,7 +85,8 @@ impl Live {
         use conninfo::ConnInfo as C;
         match sort {
             "bytes_out" => rows.sort_by_key(|q| std::cmp::Reverse(C::get(&q.info.bytes_out))),
-            "since" => rows.sort_by_key(|q| q.info.since_ms),
+            // Ties (the same millisecond) in accept order.
+            "since" => rows.sort_by_key(|q| (q.info.since_ms, q.info.conn)),
             _ => rows.sort_by_key(|q| std::cmp::Reverse(q.queued())),
         }
         let objects: Vec<String> = rows
