@@ -62,19 +62,8 @@ TARGETS=(achat redis)
 say() { printf '[compare-tls %3ds] %s\n' $((SECONDS - STARTED)) "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 stop() { stop_pid INT "$1"; }
-# shellcheck disable=SC2317,SC2329  # called by the EXIT trap
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop "$pid"; done
-}
-forget() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-trap cleanup EXIT
+trap stop_tracked EXIT
 trap 'exit 130' INT TERM
-load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- 1. the binary
 if [ -n "${A_CHAT_BIN:-}" ]; then
@@ -188,7 +177,7 @@ start_redis() {
 start() { if [ "$1" = redis ]; then start_redis "$2"; else start_achat "$2"; fi; }
 stop_server() {
     stop "$SERVER_PID"
-    forget "$SERVER_PID"
+    forget_pid "$SERVER_PID"
     SERVER_PID=""
 }
 
@@ -252,7 +241,7 @@ for s in "${steps[@]}"; do
 done
 for t in "${TARGETS[@]}"; do
     stop "${PID[$t]}"
-    forget "${PID[$t]}"
+    forget_pid "${PID[$t]}"
 done
 
 say "step 4: RSS per idle TLS connection, $IDLE connections, a fresh server each run"

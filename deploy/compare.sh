@@ -80,24 +80,8 @@ die() { say "error: $*"; exit 2; }
 # Stops one process this script started: SIGINT (a-chat drains, Redis exits), then SIGKILL.
 stop() { stop_pid INT "$1"; }
 
-# shellcheck disable=SC2329  # called by the EXIT trap
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        stop "$pid"
-    done
-}
-
-# forget PID: a process stopped already leaves the list of those to clean up.
-forget() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-trap cleanup EXIT
+trap stop_tracked EXIT
 trap 'exit 130' INT TERM
-
-load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- 1. the binary
 if [ -n "${A_CHAT_BIN:-}" ]; then
@@ -229,7 +213,7 @@ start() {
 
 stop_server() {
     stop "$SERVER_PID"
-    forget "$SERVER_PID"
+    forget_pid "$SERVER_PID"
     SERVER_PID=""
 }
 
@@ -326,7 +310,7 @@ count_syscalls() {
         -n "$SYSCALL_MSGS" -d 30s
     # strace detaches and writes its summary on SIGTERM (a background job ignores SIGINT).
     stop_pid TERM "$cpid"
-    forget "$cpid"
+    forget_pid "$cpid"
 }
 
 # Runs `FN TARGET RUN ARGS...` RUNS times for every target, the targets taking turns.
@@ -374,7 +358,7 @@ each_run bench_on burst -d 10s burst --senders 30 --burst-bytes 1MiB --rounds "$
 
 for t in "${TARGETS[@]}"; do
     stop "${PID[$t]}"
-    forget "${PID[$t]}"
+    forget_pid "${PID[$t]}"
 done
 
 say "step 4f: RSS per idle logged-in connection, $IDLE connections, a fresh server each run"

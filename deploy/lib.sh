@@ -47,3 +47,20 @@ listening_port() {
     done
     printf '%s' "$port"
 }
+
+# Processes a script started, to stop on exit: it appends each PID to the array PIDS.
+# stop_tracked: stops every one of them (SIGINT, then SIGKILL after 15 s; see stop_pid).
+stop_tracked() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid INT "$pid"; done
+}
+
+# forget_pid PID: a process stopped already leaves PIDS.
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# load1: the 1-minute load average.
+load1() { cut -d' ' -f1 /proc/loadavg; }
