@@ -152,23 +152,23 @@ impl Remote {
         let _ = self.link.commands.try_send(Command::Release { look });
     }
 
-    /// Finds `name` among the other nodes' logins (as written, then by `look`, its
-    /// canonical form, computed only when needed) and adds it to the current message.
-    /// `false` when no other node holds it. A login already in this message (another
-    /// spelling of the same person) is not added twice.
+    /// Finds `name` among the other nodes' logins (as written, or with `look`, by its
+    /// canonical form) and adds it to the current message. `false` when no other node
+    /// holds it. A login already in this message (another spelling of the same person)
+    /// is not added twice.
     pub fn route(
         &mut self,
         name: &str,
-        look: impl FnOnce() -> Option<String>,
+        look: Option<&str>,
         sender: Option<&Outbox>,
         metrics: &Metrics,
     ) -> bool {
-        let entry = match self.directory.exact(name) {
-            Some(entry) => entry,
-            None => match look().and_then(|l| self.directory.by_look(&l)) {
-                Some(entry) => entry,
-                None => return false,
-            },
+        let found = match look {
+            None => self.directory.exact(name),
+            Some(look) => self.directory.by_look(look),
+        };
+        let Some(entry) = found else {
+            return false;
         };
         if self.message.iter().any(|(_, l)| *l == entry.login) {
             return true;
