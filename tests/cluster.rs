@@ -346,3 +346,132 @@ fn a_redis_outage_keeps_local_chat_and_recovers() {
     assert_eq!(taken.as_deref(), Some("error: login \"alice\" is taken"));
     assert!(nodes[0].metric("achat_cluster_connects_total{result=\"ok\"}") >= 2.0);
 }
+
+/// A client of Redis that publishes `payload` on `channel` as fast as Redis takes it,
+/// until `stop`, without reading the answers (they are drained on a thread).
+fn flood_publisher(
+    redis: SocketAddr,
+    channel: String,
+    payload: Vec<u8>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    use std::io::{Read, Write};
+    thread::spawn(move || {
+        let mut stream = TcpStream::connect(redis).unwrap();
+        let mut drain = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let mut command = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        command.extend_from_slice(&payload);
+        command.extend_from_slice(b"\r\n");
+        let many = command.repeat(64);
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if stream.write_all(&many).is_err() {
+                break;
+            }
+            sent += 64;
+        }
+        sent
+    })
+}
+
+/// Relay frames and directory events are input from the network too: anyone who can
+/// publish to Redis can send them. Garbage frames, frames with absurd counts, frames for
+/// logins that are not there and garbage events, published at full speed, cost the
+/// receiving node bounded memory and a bounded log, and cost it none of its logins.
+///
+/// They can delay and lose relays to that node while they last: Redis cuts a subscriber
+/// that cannot keep up, whatever a-chat does (docs/CLUSTER.md says so). Publishing to
+/// Redis is the cluster's own right: Redis belongs behind a password and a firewall.
+#[test]
+fn hostile_publishes_cost_bounded_memory_and_no_login() {
+    let _one = serial();
+    let redis = Redis::start();
+    let mut nodes = [node(&redis, "n1", "10s"), node(&redis, "n2", "10s")];
+    let mut alice = login(&nodes[0], "alice");
+    let mut bob = login(&nodes[1], "bob");
+    nodes[0].wait_remote(1);
+    let lines_before = nodes[1].daemon.log_text().lines().count();
+    let base = nodes[1].daemon.rss_kib();
+    let watch = common::RssWatch::start(nodes[1].daemon.pid());
+
+    // A frame for a login that is not there, with a 64 KiB line.
+    let mut ghost = b"A1".to_vec();
+    ghost.extend_from_slice(&5u16.to_le_bytes());
+    ghost.extend_from_slice(b"ghost");
+    ghost.extend_from_slice(&1u16.to_le_bytes());
+    ghost.extend_from_slice(&6u16.to_le_bytes());
+    ghost.extend_from_slice(b"nobody");
+    ghost.extend_from_slice(&(65536u32).to_le_bytes());
+    ghost.extend_from_slice(&vec![b'x'; 65536]);
+    let relay = "achat:to:n2".to_string();
+    let floods: Vec<(String, Vec<u8>)> = vec![
+        (relay.clone(), b"not a frame at all".to_vec()),
+        (relay.clone(), b"A1\x01\x00a\xff\xff".to_vec()),
+        (relay, ghost),
+        ("achat:directory".into(), b"X\ngarbage\n\xff".to_vec()),
+    ];
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = floods
+        .into_iter()
+        .map(|(channel, payload)| flood_publisher(redis.addr, channel, payload, stop.clone()))
+        .collect();
+    // Chat inside n2 goes on during the flood.
+    let mut carol = login(&nodes[1], "carol");
+    let flood = Instant::now();
+    let mut local = 0;
+    while flood.elapsed() < Duration::from_secs(3) {
+        carol.send(&format!("bob: {local}"));
+        bob.expect(&format!("from carol: {local}"));
+        local += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published: u64 = publishers.into_iter().map(|p| p.join().unwrap()).sum();
+    let max = watch.stop();
+    let malformed = nodes[1].metric("achat_cluster_dropped_total{reason=\"malformed\"}");
+    let gone = nodes[1].metric("achat_cluster_dropped_total{reason=\"recipient_gone\"}");
+    let reconnects = nodes[1].metric("achat_cluster_connects_total{result=\"ok\"}") - 1.0;
+    let logged = nodes[1].daemon.log_text().lines().count() - lines_before;
+
+    // After the flood, the pair chats across the nodes again, every line.
+    nodes[1].wait_ready(200, WAIT);
+    nodes[0].wait_remote(2);
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let sent = Instant::now();
+        alice.send(&format!("bob: {i}"));
+        bob.expect(&format!("from alice: {i}"));
+        bob.send(&format!("alice: {i}"));
+        alice.expect(&format!("from bob: {i}"));
+        worst = worst.max(sent.elapsed());
+    }
+    println!(
+        "{published} hostile publishes in 3 s; {local} local round trips meanwhile; n2 counted \
+         {malformed} malformed frames and {gone} deliveries for nobody, was cut by Redis \
+         {reconnects} times; RSS base {base} KiB, max {max} KiB; {logged} log lines; the \
+         pair's worst round trip after: {worst:?}"
+    );
+    assert!(
+        local >= 10,
+        "only {local} round trips inside n2 during the flood"
+    );
+    assert!(malformed >= 1.0 && gone >= 1.0, "the floods never arrived");
+    // The inbound bound is 16 MiB; the rest is the daemon's own.
+    assert!(max < base + 64 * 1024, "RSS grew from {base} to {max} KiB");
+    assert!(logged < 10, "{logged} log lines for the flood");
+    // bob kept his login on n2 throughout: nobody else can take it.
+    assert_eq!(
+        try_login(nodes[0].daemon.addr, "bob").err().as_deref(),
+        Some("error: login \"bob\" is taken")
+    );
+    nodes[1].daemon.signal(libc::SIGTERM);
+    assert!(nodes[1].daemon.wait_exit(WAIT).is_some());
+}

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use futures::channel::oneshot;
 use futures::stream::{FuturesOrdered, StreamExt as _};
 use futures_lite::future::FutureExt as _;
 use redis::aio::MultiplexedConnection;
@@ -36,6 +35,8 @@ const DIRECTORY: &str = "achat:directory";
 /// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The least time between two warnings that the connection was lost.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
 const BATCH: usize = 4096;
 /// Logins claimed again per script call after an outage.
@@ -67,13 +68,15 @@ pub fn random() -> u64 {
     h.finish()
 }
 
-/// A connection to Redis, joined and subscribed.
+/// Connections to Redis, joined and subscribed.
 struct Session {
     conn: MultiplexedConnection,
     /// The registry script's SHA1, loaded on this connection's server.
     sha: String,
-    /// Resolves when the connection's driver ends: Redis closed it, or it failed.
-    closed: oneshot::Receiver<()>,
+    /// Subscribed to the directory and this node's relays; nothing else is sent on it.
+    subscriber: MultiplexedConnection,
+    /// Gets a value when either connection's driver ends: Redis closed it, or it failed.
+    closed: async_channel::Receiver<()>,
 }
 
 /// Why the link left its connected loop.
@@ -98,6 +101,8 @@ pub struct Link {
     /// Lease length as the registry keeps it (two thirds of `lease`), in ms: renewed
     /// every third of `lease`, a dead node's logins are free within `lease`.
     expiry_ms: u64,
+    /// Whether this process has joined once: later joins keep the node's logins.
+    joined: bool,
 }
 
 impl Link {
@@ -117,6 +122,7 @@ impl Link {
             health,
             held: HashMap::new(),
             expiry_ms,
+            joined: false,
         }
     }
 
@@ -129,6 +135,9 @@ impl Link {
     pub async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0u32;
+        let mut lost_warned = None;
+        // Set while losses are logged at debug only: the rejoins that follow are too.
+        let mut quiet = false;
         loop {
             let connecting = connect(&self.settings, &self.shared, &self.inbound);
             let down = serve_down(&self.commands, &mut self.held, &self.shared, &self.inbound);
@@ -168,13 +177,21 @@ impl Link {
                 }
             };
             if let Err(e) = self.register(&mut session, true).await {
-                warn!(error = %e, "joining the cluster failed");
+                if quiet {
+                    debug!(error = %e, "joining the cluster failed");
+                } else {
+                    warn!(error = %e, "joining the cluster failed");
+                }
                 continue;
             }
             backoff = BACKOFF_MIN;
             failures = 0;
             self.set_up(true);
-            info!(logins = self.held.len(), "joined the cluster");
+            if quiet {
+                debug!(logins = self.held.len(), "joined the cluster again");
+            } else {
+                info!(logins = self.held.len(), "joined the cluster");
+            }
             match self.serve(&mut session).await {
                 Ended::Left => {
                     self.set_up(false);
@@ -188,7 +205,15 @@ impl Link {
                 }
                 Ended::Lost(e) => {
                     self.set_up(false);
-                    warn!(error = %e, "lost the cluster's Redis: reconnecting");
+                    // Redis cutting a node that cannot keep up does it again and again:
+                    // one warning a minute, the rest at debug.
+                    quiet = lost_warned.is_some_and(|at: Instant| at.elapsed() < WARN_EVERY);
+                    if quiet {
+                        debug!(error = %e, "lost the cluster's Redis again: reconnecting");
+                    } else {
+                        lost_warned = Some(Instant::now());
+                        warn!(error = %e, "lost the cluster's Redis: reconnecting");
+                    }
                 }
             }
         }
@@ -200,8 +225,8 @@ impl Link {
         self.shared.metrics.cluster.link_up.set(up as i64);
     }
 
-    /// Joins the registry (freeing what an earlier life of this node held), claims this
-    /// node's logins again (the ones another node took meanwhile are evicted), and, on a
+    /// Joins the registry (the first time, freeing what an earlier life of this node
+    /// held), claims this node's logins again (the ones another node took meanwhile are evicted), and, on a
     /// new connection, subscribes and sends the router a snapshot of the directory.
     async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), String> {
         if fresh {
@@ -209,13 +234,38 @@ impl Link {
             let _ = self.inbound.send(Inbound::Subscribed).await;
             let own = relay_channel(&self.settings.node_id);
             session
-                .conn
+                .subscriber
                 .subscribe(&[DIRECTORY, own.as_str()])
                 .await
                 .map_err(|e| e.to_string())?;
         }
         let expiry = self.expiry_ms.to_string();
-        self.call(session, &["join", &expiry]).await?;
+        if !self.joined {
+            // This process's first join frees what an earlier life of the node held.
+            self.call(session, &["join", &expiry]).await?;
+            self.joined = true;
+        } else {
+            // After an outage: the lease is extended (or taken anew if it ran out), and
+            // logins this node released meanwhile are released in Redis too; the rest
+            // stay held throughout, so a short outage frees nobody's login.
+            self.call(session, &["renew", &expiry]).await?;
+            let key = format!("achat:looks:{}", self.settings.node_id);
+            let listed: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&key)
+                .query_async(&mut session.conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let stale: Vec<&str> = listed
+                .iter()
+                .map(String::as_str)
+                .filter(|look| !self.held.contains_key(*look))
+                .collect();
+            for chunk in stale.chunks(CLAIM_CHUNK) {
+                let mut args = vec!["release"];
+                args.extend_from_slice(chunk);
+                self.call(session, &args).await?;
+            }
+        }
         let held: Vec<(Box<str>, Arc<str>)> = self
             .held
             .iter()
@@ -302,7 +352,7 @@ impl Link {
                 Wake::Renew
             };
             let closed = async {
-                let _ = (&mut session.closed).await;
+                let _ = session.closed.recv().await;
                 Wake::Closed
             };
             match answered.or(command).or(closed).or(renew).await {
@@ -409,6 +459,47 @@ async fn connect(
     inbound: &Sender<Inbound>,
 ) -> Result<Session, String> {
     let timeout = (settings.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let pushes = {
+        let shared = shared.clone();
+        let inbound = inbound.clone();
+        let own = relay_channel(&settings.node_id).into_bytes();
+        move |push: PushInfo| -> Result<(), ()> {
+            on_push(push, &own, &shared, &inbound);
+            Ok(())
+        }
+    };
+    // Two connections: what is published to this node (a flood of it too) queues on the
+    // second, never in front of a claim's or a renewal's answer on the first.
+    let (closing, closed) = async_channel::bounded(2);
+    let plain = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+    let mut conn = dial(settings, timeout, plain, closing.clone()).await?;
+    let with_pushes = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_push_sender(pushes);
+    let subscriber = dial(settings, timeout, with_pushes, closing).await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(REGISTRY)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.metrics.cluster.connects.inc();
+    Ok(Session {
+        conn,
+        subscriber,
+        sha,
+        closed,
+    })
+}
+
+/// One connection to Redis on the daemon's runtime, its driver a task of the runtime
+/// that says on `closing` when it ends.
+async fn dial(
+    settings: &Settings,
+    timeout: Duration,
+    config: AsyncConnectionConfig,
+    closing: async_channel::Sender<()>,
+) -> Result<MultiplexedConnection, String> {
     let stream = runtime::timeout(
         timeout,
         runtime::connect_host(&settings.host, settings.port),
@@ -421,38 +512,18 @@ async fn connect(
         )
     })?
     .map_err(|e| format!("{}:{}: {e}", settings.host, settings.port))?;
-    let pushes = {
-        let shared = shared.clone();
-        let inbound = inbound.clone();
-        let own = relay_channel(&settings.node_id).into_bytes();
-        move |push: PushInfo| -> Result<(), ()> {
-            on_push(push, &own, &shared, &inbound);
-            Ok(())
-        }
-    };
-    let config = AsyncConnectionConfig::new()
-        .set_response_timeout(Some(timeout))
-        .set_push_sender(pushes);
-    let (mut conn, driver) = runtime::timeout(
+    let (conn, driver) = runtime::timeout(
         timeout,
         MultiplexedConnection::new_with_config(&settings.redis, stream.compat(), config),
     )
     .await
     .map_err(|_| "Redis did not answer the handshake".to_string())?
     .map_err(|e| e.to_string())?;
-    let (closing, closed) = oneshot::channel();
     runtime::spawn(async move {
         driver.await;
-        let _ = closing.send(());
+        let _ = closing.try_send(());
     });
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(REGISTRY)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    shared.metrics.cluster.connects.inc();
-    Ok(Session { conn, sha, closed })
+    Ok(conn)
 }
 
 /// A message published to this node (in the connection's driver): a directory change,

@@ -36,7 +36,7 @@ use crate::runtime::{self, JoinHandle};
 /// senders are told `could not deliver`): Redis slower than the chat costs bounded memory.
 pub const OUTGOING_LIMIT: usize = 64 << 20;
 /// Relay frames received and not yet routed, in bytes, beyond which new ones are dropped.
-pub const INBOUND_LIMIT: usize = 64 << 20;
+pub const INBOUND_LIMIT: usize = 16 << 20;
 
 /// What the router asks of the link.
 pub enum Command {
