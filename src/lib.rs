@@ -16,6 +16,7 @@ pub mod activation;
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod names;

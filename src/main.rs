@@ -15,7 +15,9 @@ use tracing::{error, info, warn, Instrument};
 
 use a_chat::config::{self, Config};
 use a_chat::metrics::Metrics;
-use a_chat::{activation, admin, auth, client, notify, reload, runtime, server, telemetry, tls};
+use a_chat::{
+    activation, admin, auth, client, cluster, notify, reload, runtime, server, telemetry, tls,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -327,6 +329,22 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             .max_connections
             .set(config.server.max_connections as i64);
         let live = server::Live::new(&config.limits, &metrics);
+        // Not ready (/readyz) until the node has joined the cluster.
+        let cluster = match cluster::start(&config.cluster, metrics.clone(), health.clone()) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                eprintln!("a-chat: cannot join the cluster: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(node) = &cluster {
+            info!(
+                node = %node.router.shared.id,
+                redis = %redacted(&config.cluster.redis),
+                lease = ?config.cluster.lease,
+                "cluster node: logins are shared through Redis"
+            );
+        }
         let reload = reload::Targets {
             path: path.map(Path::to_path_buf),
             current: (*config).clone(),
@@ -401,6 +419,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             config.clone(),
             live,
             auth,
+            cluster,
             metrics.clone(),
             shutdown,
         )
@@ -422,4 +441,14 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
     metrics.log_lines_dropped(logging.dropped_lines.dropped_lines() as u64);
     drop(logging);
     code
+}
+
+/// A Redis URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

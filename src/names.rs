@@ -61,6 +61,8 @@ pub enum LoginError {
     Direction,
     /// Someone with this login, or one that looks the same, is online.
     Taken(String),
+    /// A cluster node cannot reach Redis, so it cannot know who is online elsewhere.
+    ClusterUnavailable,
 }
 
 impl fmt::Display for LoginError {
@@ -93,6 +95,7 @@ impl fmt::Display for LoginError {
                  could display it misleadingly",
             ),
             LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
+            LoginError::ClusterUnavailable => f.write_str("cluster unavailable, try again"),
         }
     }
 }

@@ -350,6 +350,11 @@ pub fn no_such_user(name: &str) -> Vec<u8> {
     format_error(format_args!("no such user \"{name}\""))
 }
 
+/// The answer when a recipient on another cluster node cannot be reached (DESIGN §10).
+pub fn could_not_deliver(name: &str) -> Vec<u8> {
+    format_error(format_args!("could not deliver to \"{name}\""))
+}
+
 #[cfg(test)]
 #[path = "protocol_tests.rs"]
 mod tests;

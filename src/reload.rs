@@ -94,6 +94,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         old.shutdown != new.shutdown,
         Change::Restart("shutdown.drain_timeout"),
     );
+    check(old.cluster != new.cluster, Change::Restart("cluster"));
     check(old.log.level != new.log.level, Change::Live("log.level"));
     check(
         old.log.format != new.log.format,

@@ -109,6 +109,13 @@ pub async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
     TcpStream::connect(addr).await
 }
 
+/// Connects to `host:port`, resolving the name first (the cluster's Redis).
+pub async fn connect_host(host: &str, port: u16) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// An accepted chat connection's socket, shared by its reader, its writer and its queue:
 /// plain, or TLS after a handshake (see [`Conn::into_tls`]).
 ///

@@ -454,7 +454,7 @@ fn a_flooding_client_does_not_hold_up_a_pair_on_the_same_thread() {
             if lines == 1 {
                 let _ = flowing.send(());
             }
-            if lines % BATCH == 0 {
+            if lines.is_multiple_of(BATCH) {
                 let _ = credit.send(());
             }
         }

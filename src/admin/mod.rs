@@ -66,6 +66,8 @@ const JSON: &str = "application/json";
 pub struct Health {
     /// One of `STARTING`, `READY`, `DRAINING`.
     state: AtomicU8,
+    /// Set while a cluster node cannot reach Redis (DESIGN §10): it cannot take logins.
+    cluster_down: std::sync::atomic::AtomicBool,
 }
 
 const STARTING: u8 = 0;
@@ -90,7 +92,16 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.state.load(Ordering::Acquire) == READY
+        self.state.load(Ordering::Acquire) == READY && !self.cluster_down.load(Ordering::Acquire)
+    }
+
+    pub fn is_cluster_down(&self) -> bool {
+        self.cluster_down.load(Ordering::Acquire)
+    }
+
+    /// Whether this cluster node is connected to Redis and registered.
+    pub fn set_cluster_up(&self, up: bool) {
+        self.cluster_down.store(!up, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -416,6 +427,7 @@ fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
             "/connections" => (200, JSON, (shared.connections)(&request.query).into_bytes()),
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
+            _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),
             _ => (503, TEXT, b"starting\n".to_vec()),
         }
     };

@@ -18,7 +18,8 @@ use super::plan::Target;
 #[command(after_help = "\
 In detail:
   direct       each client i sends to client (i+1) mod N, closed loop (--inflight)
-  fanout K     each message names K recipients: clients i+1..i+K mod N
+  fanout K     each message names K recipients: clients i+1..i+K mod N (with
+               --cross-node: the next K clients on other nodes, see below)
   rate R       open loop: R messages/s in total (e.g. 20000, 50k), on a fixed
                schedule; latency counts from the scheduled send time, so queueing
                in the server (or in the bench) is included
@@ -42,6 +43,18 @@ In detail:
                (an error:/notice: line or EOF fails the run). --duration bounds
                one round
 
+Several servers (the nodes of a cluster sharing one login namespace): repeat --addr,
+e.g. --addr 127.0.0.1:8081 --addr 127.0.0.1:8082 --addr 127.0.0.1:8083. Client i
+connects to the (i mod n)-th address, in every workload (for burst, readers and senders
+are numbered together). With n addresses, direct rounds --clients up to a multiple of n
+(the report says so), so that every message goes to a client on the next node;
+`fanout K --cross-node` sends each message to the next K clients on other nodes than the
+sender's (it rounds --clients up the same way, and refuses K above the clients on other
+nodes). The report gives the addresses and the share of deliveries that cross nodes.
+Give every --addr before the workload's name (or every one after it): a group after it
+replaces one before it. --target redis takes one address. Repeat --pid for each node's process to sum their
+CPU time and memory.
+
 With --tls (and --ca FILE; --cert/--key for mutual TLS; --server-name NAME if the
 certificate does not carry the IP of --addr), every connection of every workload makes a
 full TLS handshake (no session resumption) before it logs in; the workload then runs
@@ -54,9 +67,10 @@ pub struct BenchArgs {
     #[command(subcommand)]
     pub workload: Workload,
 
-    /// Server address [default: 127.0.0.1:8080 for achat, 127.0.0.1:6379 for redis]
-    #[arg(long, global = true)]
-    pub addr: Option<SocketAddr>,
+    /// Server address [default: 127.0.0.1:8080 for achat, 127.0.0.1:6379 for redis].
+    /// Repeat it for the nodes of a cluster: client i connects to the (i mod n)-th
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub addr: Vec<SocketAddr>,
 
     /// Protocol of the server under test
     #[arg(long, value_enum, default_value_t = Target::Achat, global = true)]
@@ -100,9 +114,10 @@ pub struct BenchArgs {
     pub threads: usize,
 
     /// PID of the server: report its CPU time per delivery (and, for `idle`, its memory
-    /// per connection from VmRSS before and after)
-    #[arg(long, global = true)]
-    pub pid: Option<u32>,
+    /// per connection from VmRSS before and after). Repeat it for the nodes of a
+    /// cluster (and Redis): their CPU times and memory are summed
+    #[arg(long, global = true, value_name = "PID")]
+    pub pid: Vec<u32>,
 
     /// Spread connections over 127.0.0.1..=127.0.0.N (bind before connect)
     /// [default: `idle` and `storm` use one address per 4000 connections; others don't bind]
@@ -155,6 +170,10 @@ pub enum Workload {
     Fanout {
         /// Recipients per message
         k: usize,
+        /// With several --addr: each message goes to the next K clients on other
+        /// nodes than the sender's, so every delivery crosses nodes
+        #[arg(long)]
+        cross_node: bool,
     },
     /// Open loop at R messages/s in total (e.g. 20000 or 20k)
     Rate {
@@ -209,10 +228,20 @@ impl BenchArgs {
         self.clients.unwrap_or(default)
     }
 
-    /// The TLS setup of `--tls` (for a server at `addr`), or `None` for plaintext.
-    pub fn tls_setup(&self, addr: SocketAddr) -> Result<Option<Arc<TlsSetup>>, String> {
+    /// The TLS setup of `--tls` (for the servers at `addrs`), or `None` for plaintext.
+    /// Every connection checks one server name: `--server-name`, or the IP the
+    /// addresses share.
+    pub fn tls_setup(&self, addrs: &[SocketAddr]) -> Result<Option<Arc<TlsSetup>>, String> {
         if !self.tls {
             return Ok(None);
+        }
+        let addr = addrs[0];
+        if self.server_name.is_none() && addrs.iter().any(|a| a.ip() != addr.ip()) {
+            return Err(
+                "--tls with --addr on different IPs needs --server-name: the name every \
+                 node's certificate carries"
+                    .into(),
+            );
         }
         let opts = TlsOptions {
             ca: self.ca.clone(),

@@ -11,8 +11,9 @@
 //! Where the rest lives: `args` (the command line), `plan` (what a run does),
 //! `shared` (coordinator/worker state), `worker` (the epoll loops), `report`
 //! (the summary), `storm` and `burst` (workloads with loops of their own),
-//! `link` (a connection's transport: plain TCP or TLS), and the pure helpers `wire`, `payload`, `checker`,
-//! `histogram`, `sys`.
+//! `link` (a connection's transport: plain TCP or TLS), `spread` (clients over
+//! several addresses, the nodes of a cluster), and the pure helpers `wire`,
+//! `payload`, `checker`, `histogram`, `sys`.
 
 mod args;
 mod burst;
@@ -23,6 +24,7 @@ mod payload;
 mod plan;
 mod report;
 mod shared;
+mod spread;
 mod storm;
 mod sys;
 mod wire;
@@ -72,6 +74,22 @@ fn nap(until: Instant, step: Duration) {
     }
 }
 
+/// The summed VmRSS of the `--pid` processes, if there are any and all are readable.
+fn servers_rss(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| sys::proc_rss_kib(p)).sum()
+}
+
+/// The summed CPU time of the `--pid` processes, if there are any and all are readable.
+fn servers_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| sys::proc_cpu(p)).sum()
+}
+
 fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     match args.workload {
         Workload::Storm { n, concurrency } => return storm::run(args, n, concurrency),
@@ -84,11 +102,11 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     }
     let plan = Arc::new(build_plan(args)?);
     ensure_descriptors(&plan)?;
-    let warnings = plan_warnings(&plan, args.pid);
+    let warnings = plan_warnings(&plan, &args.pid);
     for w in &warnings {
         eprintln!("a-chat bench: warning: {w}");
     }
-    if let Some(pid) = args.pid {
+    for &pid in &args.pid {
         if sys::proc_rss_kib(pid).is_none() {
             return Err(format!("--pid {pid}: no such process readable in /proc"));
         }
@@ -97,7 +115,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     let quiet = args.quiet;
     let shared =
         Arc::new(Shared::new(plan.clients, plan.threads).map_err(|e| format!("setup: {e}"))?);
-    let rss_before = args.pid.and_then(sys::proc_rss_kib);
+    let rss_before = servers_rss(&args.pid);
 
     let handles: Vec<_> = (0..plan.threads)
         .map(|me| {
@@ -161,7 +179,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
         return Err(format!(
             "could not log in all {} clients at {} ({confirmed} confirmed): {}",
             plan.clients,
-            plan.addr,
+            spread::addrs_text(&plan.addrs),
             notes.join("; ")
         ));
     }
@@ -170,16 +188,16 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
         format_args!(
             "[{:5.1}s] {confirmed} clients logged in at {} ({} worker thread{})",
             login_time.as_secs_f64(),
-            plan.addr,
+            spread::addrs_text(&plan.addrs),
             plan.threads,
             if plan.threads == 1 { "" } else { "s" }
         ),
     );
-    let rss_loggedin = args.pid.and_then(sys::proc_rss_kib);
+    let rss_loggedin = servers_rss(&args.pid);
 
     // Phase 2: run (or hold, for idle).
     let cpu0 = sys::self_cpu();
-    let dcpu0 = args.pid.and_then(sys::proc_cpu);
+    let dcpu0 = servers_cpu(&args.pid);
     let run_start = Instant::now();
     shared.run_start_ns.store(shared.now_ns(), SeqCst);
     shared.set_phase(RUN);
@@ -228,7 +246,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     let send_time = run_start.elapsed();
     let delivered_at_stop = shared.delivered.load(SeqCst);
     let sent_at_stop = shared.sent_msgs.load(SeqCst);
-    let rss_end = args.pid.and_then(sys::proc_rss_kib);
+    let rss_end = servers_rss(&args.pid);
 
     // Phase 3: stop sending, wait for what is still in flight.
     shared.set_phase(DRAIN);
@@ -248,9 +266,7 @@ fn run_checked(args: &BenchArgs) -> Result<bool, String> {
     }
     let drain_time = drain_start.elapsed();
     let cpu = sys::self_cpu().saturating_sub(cpu0);
-    let dcpu = args
-        .pid
-        .and_then(sys::proc_cpu)
+    let dcpu = servers_cpu(&args.pid)
         .zip(dcpu0)
         .map(|(b, a)| b.saturating_sub(a));
     shared.set_phase(DONE);

@@ -1,6 +1,7 @@
 //! What a run does, fixed before any worker starts: the target protocol, the
-//! load shape, the clients and their names ([`Plan`]); how it is built from
-//! the command line and checked, and the warnings and descriptor limits it implies.
+//! load shape, the clients, their names, addresses and recipients ([`Plan`]); how
+//! it is built from the command line and checked, and the warnings and descriptor
+//! limits it implies. Spreading over several addresses is in `spread`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use super::args::{BenchArgs, Workload};
 use super::link::TlsSetup;
+use super::spread::{self, Route};
 use super::{payload, sys};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -34,11 +36,21 @@ pub struct Plan {
     pub target: Target,
     pub load: Load,
     pub clients: usize,
+    /// `--clients` (or the workload's count) before it was rounded up to a multiple
+    /// of the addresses, for the report to say so.
+    pub requested_clients: usize,
     pub fanout: usize,
+    /// Whom each client's messages go to (the next `fanout` clients, or with
+    /// `--cross-node` the next ones on other nodes).
+    pub route: Route,
     pub size: usize,
     pub messages: Option<u64>,
     pub prefix: String,
-    pub addr: SocketAddr,
+    /// The servers; client i connects to `addrs[i % addrs.len()]`.
+    pub addrs: Vec<SocketAddr>,
+    /// Of the planned deliveries, the share whose sender and recipient use different
+    /// addresses (0 with one address).
+    pub cross_share: f64,
     /// Spread connections over 127.0.0.1..=127.0.0.N by binding first (0: don't).
     pub source_ips: u32,
     pub threads: usize,
@@ -54,9 +66,14 @@ impl Plan {
         format!("{}{}", self.prefix, i)
     }
 
-    /// Client `i` sends every message to the `fanout` clients after it.
+    /// The `fanout` recipients of every message of client `i`.
     pub fn recipients(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        (1..=self.fanout).map(move |k| (i + k) % self.clients)
+        self.route.recipients(i, self.clients)
+    }
+
+    /// The server client `client` connects to.
+    pub fn addr_of(&self, client: usize) -> SocketAddr {
+        self.addrs[spread::node_of(client, self.addrs.len())]
     }
 
     pub fn source(&self, conn_no: usize) -> Option<Ipv4Addr> {
@@ -70,8 +87,16 @@ impl Plan {
 }
 
 pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
-    let addr = target_addr(args)?;
-    let (clients, fanout, load) = match args.workload {
+    let addrs = target_addrs(args)?;
+    let nodes = addrs.len();
+    let cross_node = matches!(
+        args.workload,
+        Workload::Fanout {
+            cross_node: true,
+            ..
+        }
+    );
+    let (requested_clients, fanout, load) = match args.workload {
         Workload::Direct => (
             args.clients_or(100),
             1,
@@ -79,7 +104,7 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
                 inflight: args.inflight,
             },
         ),
-        Workload::Fanout { k } => (
+        Workload::Fanout { k, .. } => (
             args.clients_or(100),
             k,
             Load::Closed {
@@ -99,14 +124,37 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
         }
     };
     let size = args.size_or(64);
-    if clients == 0 {
+    if requested_clients == 0 {
         return Err("need at least one client".into());
     }
+    if cross_node && nodes < 2 {
+        return Err("fanout --cross-node needs several --addr (the nodes to cross between)".into());
+    }
+    // direct and cross-node fan-out: as many clients on every node, so that every
+    // delivery crosses nodes.
+    let clients = if nodes > 1 && (cross_node || matches!(args.workload, Workload::Direct)) {
+        spread::round_up_clients(requested_clients, nodes)
+    } else {
+        requested_clients
+    };
     if fanout == 0 || fanout > clients {
         return Err(format!(
             "fanout K must be between 1 and the number of clients ({clients})"
         ));
     }
+    let route = if cross_node {
+        let elsewhere = spread::clients_elsewhere(clients, nodes);
+        if fanout > elsewhere {
+            return Err(format!(
+                "fanout {fanout} --cross-node: each client has only {elsewhere} clients on \
+                 other nodes ({clients} clients over {nodes} addresses); use K <= {elsewhere} \
+                 or more --clients"
+            ));
+        }
+        Route::cross_node(fanout, nodes)
+    } else {
+        Route::next(fanout)
+    };
     if args.inflight == 0 {
         return Err("--inflight must be at least 1".into());
     }
@@ -122,36 +170,55 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
     }
     let prefix = login_prefix(args, clients)?;
     let idle = matches!(load, Load::Idle);
-    let source_ips = source_ips(args, addr, idle.then_some(clients))?;
+    let source_ips = source_ips(args, &addrs, idle.then_some(clients))?;
+    let cross_share = if idle {
+        0.0
+    } else {
+        spread::cross_share(&addrs, clients, &route)
+    };
     Ok(Plan {
         target: args.target,
         load,
         clients,
+        requested_clients,
         fanout,
+        route,
         size,
         messages: args.messages,
         prefix,
-        addr,
+        tls: args.tls_setup(&addrs)?,
+        addrs,
+        cross_share,
         source_ips,
         threads: args.threads.clamp(1, clients),
         connect_timeout: args.connect_timeout,
-        tls: args.tls_setup(addr)?,
         password: args.password.clone(),
     })
 }
 
-/// The server address: `--addr` or the target's default; loopback only.
-pub fn target_addr(args: &BenchArgs) -> Result<SocketAddr, String> {
-    let addr = args.addr.unwrap_or_else(|| match args.target {
-        Target::Achat => "127.0.0.1:8080".parse().unwrap(),
-        Target::Redis => "127.0.0.1:6379".parse().unwrap(),
-    });
-    if !addr.ip().is_loopback() {
+/// The server addresses: every `--addr`, or the target's default; loopback only,
+/// and one for Redis.
+pub fn target_addrs(args: &BenchArgs) -> Result<Vec<SocketAddr>, String> {
+    if args.target == Target::Redis && args.addr.len() > 1 {
+        return Err(format!(
+            "--target redis takes one --addr, not {}: the comparison runs against one Redis",
+            args.addr.len()
+        ));
+    }
+    let addrs = if args.addr.is_empty() {
+        vec![match args.target {
+            Target::Achat => "127.0.0.1:8080".parse().unwrap(),
+            Target::Redis => "127.0.0.1:6379".parse().unwrap(),
+        }]
+    } else {
+        args.addr.clone()
+    };
+    if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         return Err(format!(
             "{addr} is not a loopback address: the bench only targets 127.0.0.0/8 or ::1"
         ));
     }
-    Ok(addr)
+    Ok(addrs)
 }
 
 /// The login prefix (`--prefix` or `b<pid>-`), checked against the longest
@@ -179,22 +246,32 @@ pub fn login_prefix(args: &BenchArgs, clients: usize) -> Result<String, String> 
 /// with `spread` connections one address per 4000 of them (IPv4 only), or 0.
 pub fn source_ips(
     args: &BenchArgs,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     spread: Option<usize>,
 ) -> Result<u32, String> {
-    Ok(match (args.source_ips, addr, spread) {
-        (Some(_), SocketAddr::V6(_), _) => {
-            return Err("--source-ips needs an IPv4 loopback --addr".into())
+    let v4 = addrs.iter().all(SocketAddr::is_ipv4);
+    Ok(match (args.source_ips, v4, spread) {
+        (Some(_), false, _) => {
+            return Err("--source-ips needs IPv4 loopback addresses (--addr)".into())
         }
         (Some(n), _, _) => n,
-        (None, SocketAddr::V4(_), Some(conns)) => conns.div_ceil(4000).clamp(1, 254) as u32,
+        (None, true, Some(conns)) => conns.div_ceil(4000).clamp(1, 254) as u32,
         (None, _, _) => 0,
     })
 }
 
 /// Warnings about limits of the server under test that the plan goes past.
-pub fn plan_warnings(plan: &Plan, pid: Option<u32>) -> Vec<String> {
+pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
     let mut w = Vec::new();
+    if plan.clients != plan.requested_clients {
+        w.push(format!(
+            "{} clients rounded up to {}, a multiple of the {} addresses, so that every \
+             delivery crosses nodes",
+            plan.requested_clients,
+            plan.clients,
+            plan.addrs.len()
+        ));
+    }
     if plan.target == Target::Achat {
         if plan.fanout > 64 {
             w.push(format!(
@@ -211,20 +288,24 @@ pub fn plan_warnings(plan: &Plan, pid: Option<u32>) -> Vec<String> {
                 names + plan.size
             ));
         }
-        if matches!(plan.load, Load::Idle) && plan.clients > 10_000 {
+        let per_node = plan.clients.div_ceil(plan.addrs.len());
+        if matches!(plan.load, Load::Idle) && per_node > 10_000 {
             w.push(format!(
-                "{} connections exceed the server's default max_connections (10000): the rest wait in the backlog",
-                plan.clients
+                "{per_node} connections{} exceed the server's default max_connections (10000): the rest wait in the backlog",
+                if plan.addrs.len() > 1 { " per server" } else { "" }
             ));
         }
     }
-    if let Some(limit) = pid.and_then(sys::proc_nofile) {
-        let conns = plan.clients * conns_per_client(plan) as usize;
-        if conns as u64 + 16 > limit {
-            w.push(format!(
-                "the server (pid {}) may open only {limit} files (RLIMIT_NOFILE), fewer than the {conns} connections planned",
-                pid.unwrap_or(0)
-            ));
+    // Each server takes its share of the connections.
+    let conns = (plan.clients * conns_per_client(plan) as usize).div_ceil(plan.addrs.len());
+    for &pid in pids {
+        if let Some(limit) = sys::proc_nofile(pid) {
+            if conns as u64 + 16 > limit {
+                w.push(format!(
+                    "the server (pid {pid}) may open only {limit} files (RLIMIT_NOFILE), fewer than the {conns} connections planned{}",
+                    if plan.addrs.len() > 1 { " for it" } else { "" }
+                ));
+            }
         }
     }
     w

@@ -9,6 +9,7 @@ use super::args::{BenchArgs, Workload};
 use super::histogram::Histogram;
 use super::plan::{Load, Plan, Target};
 use super::shared::{Shared, WorkerStats};
+use super::spread::addrs_text;
 
 /// Everything the run measured, for the text and the JSON summary.
 pub struct Summary<'a> {
@@ -138,10 +139,25 @@ impl<'a> Summary<'a> {
         (self.confirmed > 0).then(|| (after as f64 - before as f64) / self.confirmed as f64)
     }
 
+    /// With several `--pid`: says that the server figures are their sum.
+    fn pids_note(&self) -> String {
+        match self.args.pid.len() {
+            0 | 1 => String::new(),
+            n => format!(" (sum of {n} processes)"),
+        }
+    }
+
     fn workload(&self) -> String {
         match self.args.workload {
             Workload::Direct => "direct".into(),
-            Workload::Fanout { k } => format!("fanout {k}"),
+            Workload::Fanout {
+                k,
+                cross_node: false,
+            } => format!("fanout {k}"),
+            Workload::Fanout {
+                k,
+                cross_node: true,
+            } => format!("fanout {k} --cross-node"),
             Workload::Rate { rate } => format!("rate {rate}/s"),
             Workload::Idle { connections } => format!("idle {connections}"),
             ref other => other.name().into(),
@@ -163,7 +179,7 @@ impl<'a> Summary<'a> {
             "a-chat bench: {} against {} at {}{}: {} clients, {}-byte payloads{}, {} thread{}",
             self.workload(),
             self.target(),
-            p.addr,
+            addrs_text(&p.addrs),
             if p.tls.is_some() { " over TLS" } else { "" },
             p.clients,
             p.size,
@@ -174,6 +190,27 @@ impl<'a> Summary<'a> {
             p.threads,
             if p.threads == 1 { "" } else { "s" }
         );
+        if p.addrs.len() > 1 {
+            let _ = writeln!(
+                o,
+                "  nodes       {} addresses (client i on address i mod {}){}{}",
+                p.addrs.len(),
+                p.addrs.len(),
+                if self.idle() {
+                    String::new()
+                } else {
+                    format!("; {:.1}% of deliveries cross nodes", p.cross_share * 100.0)
+                },
+                if p.clients != p.requested_clients {
+                    format!(
+                        " ({} clients rounded up to {})",
+                        p.requested_clients, p.clients
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = writeln!(
             o,
             "  login       {} of {} confirmed in {:.2} s",
@@ -184,13 +221,14 @@ impl<'a> Summary<'a> {
         if self.idle() {
             let _ = writeln!(o, "  held        {:.2} s", self.send_time.as_secs_f64());
             let kib = |v: Option<u64>| v.map_or("?".to_string(), |v| format!("{v} KiB"));
-            if self.args.pid.is_some() {
+            if !self.args.pid.is_empty() {
                 let _ = writeln!(
                     o,
-                    "  server rss  {} before, {} logged in, {} at the end",
+                    "  server rss  {} before, {} logged in, {} at the end{}",
                     kib(self.rss[0]),
                     kib(self.rss[1]),
-                    kib(self.rss[2])
+                    kib(self.rss[2]),
+                    self.pids_note()
                 );
                 if let Some(per) = self.rss_per_conn_kib() {
                     let _ = writeln!(o, "  per conn    {per:.1} KiB of server RSS per connection");
@@ -262,7 +300,13 @@ impl<'a> Summary<'a> {
             per(self.cpu)
         );
         if let Some(d) = self.daemon_cpu {
-            let _ = writeln!(o, "  server cpu  {:.2} s{}", d.as_secs_f64(), per(d));
+            let _ = writeln!(
+                o,
+                "  server cpu  {:.2} s{}{}",
+                d.as_secs_f64(),
+                per(d),
+                self.pids_note()
+            );
         }
         for n in &self.notes {
             let _ = writeln!(o, "  note        {n}");
@@ -288,9 +332,21 @@ impl<'a> Summary<'a> {
         let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         field("workload", json_str(self.args.workload.name()));
         field("target", json_str(self.target()));
-        field("addr", json_str(&p.addr.to_string()));
+        field("addr", json_str(&p.addrs[0].to_string()));
+        field("addrs", addrs_json(&p.addrs));
+        field("addresses", p.addrs.len().to_string());
         field("clients", p.clients.to_string());
+        field("clients_requested", p.requested_clients.to_string());
         field("fanout", p.fanout.to_string());
+        field("cross_node", (p.route.skip_every > 0).to_string());
+        field(
+            "cross_node_share",
+            if self.idle() {
+                "null".into()
+            } else {
+                format!("{:.6}", p.cross_share)
+            },
+        );
         field("size", p.size.to_string());
         field("threads", p.threads.to_string());
         field("tls", p.tls.is_some().to_string());
@@ -393,6 +449,12 @@ impl<'a> Summary<'a> {
         o.push('}');
         o
     }
+}
+
+/// The addresses as a JSON array of strings.
+pub fn addrs_json(addrs: &[std::net::SocketAddr]) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| json_str(&a.to_string())).collect();
+    format!("[{}]", list.join(","))
 }
 
 pub fn json_str(s: &str) -> String {

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 
+mod spread;
 mod storm_burst;
 
 #[derive(Parser)]
@@ -272,20 +273,20 @@ fn refuses_bad_plans() {
     assert!(plan("--size 10 direct").contains("too small"));
     assert!(plan("-c 3 fanout 4").contains("fanout"));
     assert!(plan("--prefix a:b direct").contains("prefix"));
-    assert!(
-        build_plan(&args("--target redis direct"))
-            .unwrap()
-            .addr
-            .port()
-            == 6379
-    );
+    assert!(build_plan(&args("--target redis direct")).unwrap().addrs[0].port() == 6379);
     assert_eq!(build_plan(&args("idle 9000")).unwrap().source_ips, 3);
 }
 
 #[test]
 fn options_go_before_or_after_the_workload() {
     let a = args("fanout 3 --clients 7 --size 80 -d 2s");
-    assert!(matches!(a.workload, Workload::Fanout { k: 3 }));
+    assert!(matches!(
+        a.workload,
+        Workload::Fanout {
+            k: 3,
+            cross_node: false
+        }
+    ));
     assert_eq!(
         (a.clients, a.size, a.duration),
         (Some(7), Some(80), Duration::from_secs(2))

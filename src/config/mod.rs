@@ -26,6 +26,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -206,6 +207,36 @@ impl Default for AuthConfig {
             users_file: String::new(),
             max_failures_per_ip: 10,
         }
+    }
+}
+
+/// `[cluster]` (DESIGN §10): several nodes, one chat, over Redis; `redis = ""` means one node.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis every node of the cluster shares, as `redis://[user:password@]host:port/[db]`.
+    pub redis: String,
+    /// This node's name in Redis; `""` is the host name, the process id and a random suffix.
+    pub node_id: String,
+    /// How long a node that stops renewing keeps its logins: a killed node's logins are
+    /// free again within this.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            node_id: String::new(),
+            lease: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.redis.is_empty()
     }
 }
 

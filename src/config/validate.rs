@@ -106,6 +106,7 @@ impl Config {
         if let Err(e) = check_log_filter(&self.log.level) {
             return Err(("log.level", e));
         }
+        crate::cluster::check(&self.cluster)?;
         Ok(())
     }
 }

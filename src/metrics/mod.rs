@@ -24,6 +24,7 @@ pub struct Metrics {
     refused_server_full: Counter,
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
+    refused_cluster_unavailable: Counter,
     /// Connections closed for not logging in within `login_timeout` (not a refusal of
     /// anything they asked for).
     login_timeouts: Counter,
@@ -80,6 +81,8 @@ pub struct Metrics {
     pub max_connections: Gauge,
     /// The `process_*` metrics every Prometheus exporter has, refreshed at each scrape.
     process: Process,
+    /// `achat_cluster_*` (DESIGN §10); all 0 on a single node.
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 impl Default for Metrics {
@@ -259,6 +262,7 @@ impl Metrics {
             "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check)",
             auth_failed.clone(),
         );
+        let cluster = crate::cluster::ClusterMetrics::register(registry);
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -272,12 +276,14 @@ impl Metrics {
             .map(|why| label(&auth_failed, "reason", why.label()))
             .collect();
         Metrics {
+            cluster,
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),
             refused_server_full: label(&refused, "reason", "server_full"),
             refused_login_taken: label(&refused, "reason", "login_taken"),
             refused_invalid_login: label(&refused, "reason", "invalid_login"),
+            refused_cluster_unavailable: label(&refused, "reason", "cluster_unavailable"),
             login_timeouts,
             accept_paused_at_cap,
             accept_errors_per_connection: label(&accept_errors, "class", "per_connection"),
@@ -321,6 +327,7 @@ impl Metrics {
             Refusal::LoginTaken => &self.refused_login_taken,
             Refusal::InvalidLogin => &self.refused_invalid_login,
             Refusal::LoginTimeout => &self.login_timeouts,
+            Refusal::ClusterUnavailable => &self.refused_cluster_unavailable,
         }
         .inc();
     }

@@ -14,6 +14,8 @@ pub enum Refusal {
     LoginTaken,
     InvalidLogin,
     LoginTimeout,
+    /// A cluster node could not reach Redis to claim the login.
+    ClusterUnavailable,
 }
 
 /// Why a delivery (one message to one recipient) was not written to its recipient.

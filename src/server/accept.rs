@@ -192,7 +192,7 @@ impl Acceptor {
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
-            if next_conn % ACCEPT_BURST == 0 {
+            if next_conn.is_multiple_of(ACCEPT_BURST) {
                 futures_lite::future::yield_now().await;
             }
         }

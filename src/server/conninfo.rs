@@ -30,7 +30,7 @@ pub struct ConnInfo {
 }
 
 /// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 20] = [
+const REASONS: [&str; 22] = [
     "closed",
     "client_closed",
     "reset",
@@ -48,6 +48,8 @@ const REASONS: [&str; 20] = [
     "slow_consumer_write_timeout",
     "slow_consumer_total_limit",
     "account_removed",
+    "cluster_unavailable",
+    "login_lost",
     "drain",
     "panic",
     "other",

@@ -14,6 +14,7 @@ pub mod conninfo;
 pub mod drain;
 mod outbox;
 mod reader;
+mod remote;
 mod router;
 pub mod shutdown;
 mod writer;
@@ -139,15 +140,22 @@ pub struct Listener {
 
 /// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and
 /// returns the summary. Bounded by `[shutdown] drain_timeout` once the drain begins.
-/// With `auth`, every login line is `NAME PASSWORD` checked against its users.
+/// With `auth`, every login line is `NAME PASSWORD` checked against its users. With
+/// `cluster`, logins are claimed in the cluster's registry and messages reach the other
+/// nodes' logins; the node leaves the cluster when the drain ends.
 pub async fn run(
     listeners: Vec<Listener>,
     config: Arc<Config>,
     live: Arc<Live>,
     auth: Option<Arc<Auth>>,
+    cluster: Option<crate::cluster::Node>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
+    let (cluster_router, cluster_task) = match cluster {
+        Some(node) => (Some(node.router), Some(node.task)),
+        None => (None, None),
+    };
     let addrs: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.socket.local_addr().ok())
@@ -157,7 +165,8 @@ pub async fn run(
     let (events, router_events) = async_channel::bounded(ROUTER_QUEUE);
     *live.router.lock().unwrap_or_else(|e| e.into_inner()) = Some(events.downgrade());
     let router = runtime::spawn(
-        router::run(router_events, metrics.clone()).instrument(info_span!("router")),
+        router::run(router_events, metrics.clone(), cluster_router)
+            .instrument(info_span!("router")),
     );
     let acceptor = accept::Acceptor {
         listeners,
@@ -184,6 +193,10 @@ pub async fn run(
         accepting.await;
         shutdown::wait_all(all_closed).await;
         router.await;
+        // The router is gone with its commands: the link frees this node's logins.
+        if let Some(link) = cluster_task {
+            link.await;
+        }
         true
     };
     let deadline = async {

@@ -292,10 +292,12 @@ impl Reader {
     fn refuse_login(&self, e: LoginError) -> End {
         let why = match e {
             LoginError::Taken(_) => Refusal::LoginTaken,
+            LoginError::ClusterUnavailable => Refusal::ClusterUnavailable,
             _ => Refusal::InvalidLogin,
         };
         self.outbox.info().ending(match why {
             Refusal::LoginTaken => "login_taken",
+            Refusal::ClusterUnavailable => "cluster_unavailable",
             _ => "invalid_login",
         });
         if e == LoginError::Empty {

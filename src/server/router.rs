@@ -19,10 +19,12 @@ use futures::channel::oneshot;
 use tracing::{debug, info};
 
 use crate::auth::Auth;
+use crate::cluster::{Claim, Inbound};
 use crate::metrics::Metrics;
 use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::outbox::{Out, Outbox, Shared};
+use crate::server::remote::{self, Claiming, Next, Remote};
 
 /// Connection ids are unique for the life of the daemon.
 pub type ConnId = u64;
@@ -96,101 +98,82 @@ struct Online {
 }
 
 impl Online {
-    /// Forgets a login (logout, or its client is cut off).
-    fn remove(&mut self, login: &str) {
+    /// Forgets a login (logout, or its client is cut off); in a cluster, the registry
+    /// is told too.
+    fn remove(&mut self, login: &str, remote: Option<&Remote>) {
         if let Some(peer) = self.peers.remove(login) {
             self.logins.remove(&peer.conn);
             self.looks.remove(&peer.look);
+            if let Some(remote) = remote {
+                remote.release(peer.look);
+            }
         }
+    }
+
+    fn register(&mut self, conn: ConnId, login: Arc<str>, look: Box<str>, outbox: Outbox) {
+        self.logins.insert(conn, login.clone());
+        self.looks.insert(look.clone(), login.clone());
+        self.peers.insert(login, Peer { conn, outbox, look });
+    }
+
+    fn outbox(&self, login: &str) -> Option<Outbox> {
+        self.peers.get(login).map(|p| p.outbox.clone())
     }
 }
 
 /// Runs until every reader (and the accept loop) has dropped its sender, then drops
-/// every queue, which lets each writer flush and close.
-pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
+/// every queue, which lets each writer flush and close. In a cluster (`link`), it also
+/// hears from the cluster link, and dropping its command sender at the end makes the
+/// link free this node's logins.
+pub async fn run(
+    events: Receiver<Event>,
+    metrics: Arc<Metrics>,
+    link: Option<crate::cluster::Router>,
+) {
     let mut online = Online {
         peers: HashMap::new(),
         looks: HashMap::new(),
         logins: HashMap::new(),
     };
-    while let Ok(event) = events.recv().await {
-        match event {
-            Event::Login {
-                conn,
-                login,
-                look,
-                outbox,
-                reply,
-            } => {
-                // The same name has the same look: one lookup covers both.
-                if online.looks.contains_key(&look) {
-                    let _ = reply.send(Err(LoginError::Taken(login.to_string())));
-                    continue;
-                }
-                // The reader may have gone (drain) while waiting: then nothing is registered.
-                if reply.send(Ok(())).is_ok() {
-                    online.logins.insert(conn, login.clone());
-                    online.looks.insert(look.clone(), login.clone());
-                    online.peers.insert(login, Peer { conn, outbox, look });
-                    metrics.logged_in.set(online.peers.len() as i64);
+    let mut remote = link.map(Remote::new);
+    loop {
+        let next = match &mut remote {
+            None => match events.recv().await {
+                Ok(event) => Next::Event(event),
+                Err(_) => break,
+            },
+            Some(remote) => match remote.next(&events).await {
+                Some(next) => next,
+                None => break,
+            },
+        };
+        match next {
+            Next::Event(event) => handle(event, &mut online, &mut remote, &metrics),
+            Next::Inbound(message) => {
+                if let Some(r) = &mut remote {
+                    inbound(message, &mut online, r, &metrics);
                 }
             }
-            Event::Messages { from, batch } => {
-                // Unknown recipients already answered in this batch: one answer per name
-                // and read, however many lines of the read name it.
-                let mut unknown = HashSet::new();
-                for item in batch.items {
-                    match item {
-                        Item::Message { line, names } => {
-                            let line = Shared::new(batch.lines.clone(), line);
-                            let listed = &batch.names[names];
-                            // Logins reached by their look in this message: another
-                            // spelling of the same person gets the message once.
-                            let mut by_look = Vec::new();
-                            for name in listed.split_terminator('\n') {
-                                let to = Route {
-                                    from: &from,
-                                    name,
-                                    listed,
-                                    line: &line,
-                                };
-                                to.route(&mut online, &metrics, &mut unknown, &mut by_look);
-                            }
-                        }
-                        Item::Reply(line) => {
-                            if let Some(sender) = online.peers.get(&*from) {
-                                let _ = sender.outbox.send(Out::Server(line));
-                            }
+            Next::Claimed(c, answer) => {
+                if let Some(r) = &mut remote {
+                    r.claimed(&c.look);
+                }
+                match answer {
+                    Claim::Granted => {
+                        // The reader may have gone (drain, or its client left) meanwhile.
+                        if c.reply.send(Ok(())).is_ok() {
+                            online.register(c.conn, c.login, c.look, c.outbox);
+                            metrics.logged_in.set(online.peers.len() as i64);
+                        } else if let Some(r) = &remote {
+                            r.release(c.look);
                         }
                     }
-                }
-            }
-            Event::Revoke { users } => {
-                let removed: Vec<Arc<str>> = online
-                    .peers
-                    .keys()
-                    .filter(|login| !users.contains(login))
-                    .cloned()
-                    .collect();
-                for login in removed {
-                    if let Some(peer) = online.peers.get(&login) {
-                        // Told, then closed: the reader sees the end of input and the
-                        // writer flushes what is queued, the notice last.
-                        let _ = peer
-                            .outbox
-                            .send(Out::Server(protocol::format_notice("account removed")));
-                        peer.outbox.info().ending("account_removed");
-                        peer.outbox.stop_reading();
-                        info!(login = %login, "account removed from the users file: disconnected");
+                    Claim::Taken => {
+                        let _ = c.reply.send(Err(LoginError::Taken(c.login.to_string())));
                     }
-                    online.remove(&login);
-                }
-                metrics.logged_in.set(online.peers.len() as i64);
-            }
-            Event::Logout { conn } => {
-                if let Some(login) = online.logins.remove(&conn) {
-                    online.remove(&login);
-                    metrics.logged_in.set(online.peers.len() as i64);
+                    Claim::Unavailable => {
+                        let _ = c.reply.send(Err(LoginError::ClusterUnavailable));
+                    }
                 }
             }
         }
@@ -199,6 +182,149 @@ pub async fn run(events: Receiver<Event>, metrics: Arc<Metrics>) {
         logged_in = online.peers.len(),
         "router finished: closing every queue"
     );
+}
+
+/// One event from a reader.
+fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metrics: &Metrics) {
+    match event {
+        Event::Login {
+            conn,
+            login,
+            look,
+            outbox,
+            reply,
+        } => {
+            // The same name has the same look: one lookup covers both.
+            if online.looks.contains_key(&look)
+                || remote.as_ref().is_some_and(|r| r.is_claiming(&look))
+            {
+                let _ = reply.send(Err(LoginError::Taken(login.to_string())));
+                return;
+            }
+            if let Some(remote) = remote {
+                // Granted once the registry says so, in `run`.
+                let c = Claiming {
+                    conn,
+                    login,
+                    look,
+                    outbox,
+                    reply,
+                };
+                remote.claim(c, metrics);
+                return;
+            }
+            // The reader may have gone (drain) while waiting: then nothing is registered.
+            if reply.send(Ok(())).is_ok() {
+                online.register(conn, login, look, outbox);
+                metrics.logged_in.set(online.peers.len() as i64);
+            }
+        }
+        Event::Messages { from, batch } => {
+            // Unknown recipients already answered in this batch: one answer per name
+            // and read, however many lines of the read name it.
+            let mut unknown = HashSet::new();
+            for item in batch.items {
+                match item {
+                    Item::Message { line, names } => {
+                        let line = Shared::new(batch.lines.clone(), line);
+                        let listed = &batch.names[names];
+                        // Logins reached by their look in this message: another
+                        // spelling of the same person gets the message once.
+                        let mut by_look = Vec::new();
+                        for name in listed.split_terminator('\n') {
+                            let to = Route {
+                                from: &from,
+                                name,
+                                listed,
+                                line: &line,
+                            };
+                            to.route(online, remote, metrics, &mut unknown, &mut by_look);
+                        }
+                        if let Some(remote) = remote {
+                            remote.end_message(&from, line.bytes());
+                        }
+                    }
+                    Item::Reply(line) => {
+                        if let Some(sender) = online.peers.get(&*from) {
+                            let _ = sender.outbox.send(Out::Server(line));
+                        }
+                    }
+                }
+            }
+            if let Some(remote) = remote {
+                let sender = online.outbox(&from);
+                remote.end_batch(sender.as_ref(), metrics);
+            }
+        }
+        Event::Revoke { users } => {
+            let removed: Vec<Arc<str>> = online
+                .peers
+                .keys()
+                .filter(|login| !users.contains(login))
+                .cloned()
+                .collect();
+            for login in removed {
+                if let Some(peer) = online.peers.get(&login) {
+                    // Told, then closed: the reader sees the end of input and the
+                    // writer flushes what is queued, the notice last.
+                    let _ = peer
+                        .outbox
+                        .send(Out::Server(protocol::format_notice("account removed")));
+                    peer.outbox.info().ending("account_removed");
+                    peer.outbox.stop_reading();
+                    info!(login = %login, "account removed from the users file: disconnected");
+                }
+                online.remove(&login, remote.as_ref());
+            }
+            metrics.logged_in.set(online.peers.len() as i64);
+        }
+        Event::Logout { conn } => {
+            if let Some(login) = online.logins.get(&conn).cloned() {
+                online.remove(&login, remote.as_ref());
+                metrics.logged_in.set(online.peers.len() as i64);
+            }
+        }
+    }
+}
+
+/// What the cluster link sends: relays for this node's logins, directory changes, and
+/// what it could not do.
+fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: &Metrics) {
+    match message {
+        Inbound::Relay(frame) => {
+            let len = frame.len();
+            let cut = remote::deliver_relay(frame, metrics, |name| online.outbox(name));
+            remote.relay_done(len);
+            for login in cut {
+                debug!(
+                    recipient = &*login,
+                    "relayed delivery dropped: recipient cut off"
+                );
+                online.remove(&login, Some(&*remote));
+            }
+        }
+        Inbound::Undelivered(frame, why) => {
+            remote::tell_each(&frame, why, metrics, |sender| online.outbox(sender));
+        }
+        Inbound::Subscribed => remote.directory.subscribed(),
+        Inbound::Snapshot(entries) => remote.directory.snapshot(entries),
+        Inbound::Event(event) => remote.directory.apply(event),
+        Inbound::Evicted { look } => {
+            if let Some(login) = online.looks.get(&look).cloned() {
+                if let Some(peer) = online.peers.get(&login) {
+                    let _ = peer.outbox.send(Out::Server(protocol::format_notice(
+                        "another node took this login while the cluster was unavailable",
+                    )));
+                    peer.outbox.info().ending("login_lost");
+                    peer.outbox.stop_reading();
+                }
+                // Not released: the registry gave it to the other node.
+                online.remove(&login, None);
+            }
+        }
+    }
+    remote.update_gauge(metrics);
+    metrics.logged_in.set(online.peers.len() as i64);
 }
 
 /// One delivery: one message line to one recipient.
@@ -224,6 +350,7 @@ impl<'n> Route<'n, '_> {
     fn route(
         self,
         online: &mut Online,
+        remote: &mut Option<Remote>,
         metrics: &Metrics,
         unknown: &mut HashSet<&'n str>,
         by_look: &mut Vec<Arc<str>>,
@@ -240,6 +367,17 @@ impl<'n> Route<'n, '_> {
                     (&online.peers[&login], Some(login))
                 }
                 None => {
+                    if let Some(remote) = remote {
+                        let name = self.name;
+                        let look = || {
+                            (name.len() <= MAX_LOOK_UP_BYTES && !unknown.contains(name))
+                                .then(|| names::canonical(name))
+                        };
+                        let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
+                        if remote.route(name, look, sender, metrics) {
+                            return;
+                        }
+                    }
                     metrics.lines_rejected.inc();
                     if unknown.insert(self.name) {
                         if let Some(sender) = online.peers.get(&**self.from) {
@@ -259,7 +397,7 @@ impl<'n> Route<'n, '_> {
             // The recipient is being disconnected; its reader's logout will find nothing.
             let login = found.unwrap_or_else(|| Arc::from(self.name));
             debug!(recipient = &*login, ?reason, "delivery dropped");
-            online.remove(&login);
+            online.remove(&login, remote.as_ref());
             metrics.logged_in.set(online.peers.len() as i64);
         }
     }

@@ -23,8 +23,9 @@ use super::args::BenchArgs;
 use super::checker::SeqChecker;
 use super::link::{Link, TlsSetup};
 use super::payload;
-use super::plan::{ensure_fds, login_prefix, source_ips, target_addr, Target};
+use super::plan::{ensure_fds, login_prefix, source_ips, target_addrs, Target};
 use super::report::fmt_ns;
+use super::spread;
 use super::sys::{self, Epoll};
 use super::wire::{self, Template};
 
@@ -32,7 +33,8 @@ use super::wire::{self, Template};
 #[derive(Debug)]
 pub struct BurstPlan {
     pub target: Target,
-    pub addr: SocketAddr,
+    /// The servers; client i (readers first, then senders) connects to the (i mod n)-th.
+    pub addrs: Vec<SocketAddr>,
     pub readers: usize,
     pub senders: usize,
     pub size: usize,
@@ -79,10 +81,9 @@ impl BurstPlan {
         if lines.saturating_mul(u64::from(rounds)) > payload::MAX_SEQ {
             return Err("--burst-bytes / --size × --rounds must stay below 2^48".into());
         }
-        let addr = target_addr(args)?;
+        let addrs = target_addrs(args)?;
         Ok(BurstPlan {
             target: args.target,
-            addr,
             readers,
             senders,
             size,
@@ -90,12 +91,18 @@ impl BurstPlan {
             lines,
             rounds,
             prefix: login_prefix(args, readers + senders)?,
-            source_ips: source_ips(args, addr, None)?,
+            source_ips: source_ips(args, &addrs, None)?,
             connect_timeout: args.connect_timeout,
             round_timeout: args.duration,
-            tls: args.tls_setup(addr)?,
+            tls: args.tls_setup(&addrs)?,
+            addrs,
             password: args.password.clone(),
         })
+    }
+
+    /// The server client `client` connects to.
+    pub fn addr_of(&self, client: usize) -> SocketAddr {
+        self.addrs[spread::node_of(client, self.addrs.len())]
     }
 
     pub fn name(&self, client: usize) -> String {
@@ -212,7 +219,9 @@ pub fn run(
     };
     progress(format!(
         "{} readers and {} senders logged in at {}",
-        plan.readers, plan.senders, plan.addr
+        plan.readers,
+        plan.senders,
+        spread::addrs_text(&plan.addrs)
     ));
     let mut times: Vec<Option<Duration>> = Vec::new();
     for r in 0..plan.rounds {
@@ -254,8 +263,9 @@ impl Burst<'_> {
             let source = (p.source_ips > 0).then(|| {
                 std::net::Ipv4Addr::new(127, 0, 0, 1 + (client % p.source_ips as usize) as u8)
             });
-            let stream = sys::connect(p.addr, source, p.connect_timeout)
-                .map_err(|e| format!("connect {}: {e}", p.addr))?;
+            let addr = p.addr_of(client);
+            let stream = sys::connect(addr, source, p.connect_timeout)
+                .map_err(|e| format!("connect {addr}: {e}"))?;
             let link = Link::new(stream, p.tls.as_deref()).map_err(|e| format!("TLS: {e}"))?;
             self.epoll
                 .add(link.raw_fd(), client as u64)

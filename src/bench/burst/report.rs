@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::super::plan::Target;
-use super::super::report::{fmt_ns, json_str};
+use super::super::report::{addrs_json, fmt_ns, json_str};
+use super::super::spread::addrs_text;
 use super::{min_median_max, BurstPlan};
 
 /// What the bursts measured.
@@ -51,7 +52,7 @@ impl Outcome {
             o,
             "a-chat bench: burst against {} at {}: {} readers, {} senders × {} bytes ({} lines of {} bytes) to every reader, {} round{}",
             if p.target == Target::Achat { "achat" } else { "redis" },
-            p.addr, p.readers, p.senders, p.burst_bytes, p.lines, p.size, p.rounds,
+            addrs_text(&p.addrs), p.readers, p.senders, p.burst_bytes, p.lines, p.size, p.rounds,
             if p.rounds == 1 { "" } else { "s" }
         );
         let rounds: Vec<String> = self
@@ -117,14 +118,15 @@ impl Outcome {
         let list = |v: &[String]| v.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(",");
         let rounds: Vec<String> = self.rounds.iter().map(|t| f(*t)).collect();
         format!(
-            "{{\"workload\":\"burst\",\"target\":{},\"addr\":{},\"readers\":{},\"senders\":{},\"size\":{},\
+            "{{\"workload\":\"burst\",\"target\":{},\"addr\":{},\"addrs\":{},\"readers\":{},\"senders\":{},\"size\":{},\
              \"burst_bytes\":{},\"lines_per_burst\":{},\"rounds\":{},\"round_s\":[{}],\"burst_s_min\":{},\
              \"burst_s_median\":{},\"burst_s_max\":{},\"lines_per_reader_per_round\":{},\
              \"bytes_per_reader\":{},\"lost\":{},\"duplicates\":{},\"reordered\":{},\"misrouted\":{},\
              \"malformed\":{},\"server_lines\":{},\"unheard_publishes\":{},\"readers_disconnected\":{},\
              \"senders_closed\":{},\"notes\":[{}],\"warnings\":[{}],\"ok\":{}}}",
             json_str(if p.target == Target::Achat { "achat" } else { "redis" }),
-            json_str(&p.addr.to_string()),
+            json_str(&p.addrs[0].to_string()),
+            addrs_json(&p.addrs),
             p.readers, p.senders, p.size, p.burst_bytes, p.lines, p.rounds,
             rounds.join(","),
             f(mmm.map(|m| m.0)), f(mmm.map(|m| m.1)), f(mmm.map(|m| m.2)),

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use super::args::BenchArgs;
 use super::histogram::Histogram;
 use super::link::{Link, TlsSetup};
-use super::plan::{ensure_fds, login_prefix, source_ips, target_addr, Target};
+use super::plan::{ensure_fds, login_prefix, source_ips, target_addrs, Target};
+use super::spread;
 use super::sys::{self, Epoll};
 use super::wire::{self, ChatLine, Resp};
 
@@ -38,7 +39,8 @@ pub const KERNEL_COUNTERS: [&str; 3] = [
 #[derive(Debug)]
 pub struct StormPlan {
     pub target: Target,
-    pub addr: SocketAddr,
+    /// The servers; client i connects to the (i mod n)-th.
+    pub addrs: Vec<SocketAddr>,
     pub clients: usize,
     pub concurrency: usize,
     pub source_ips: u32,
@@ -58,18 +60,23 @@ impl StormPlan {
         if concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
-        let addr = target_addr(args)?;
+        let addrs = target_addrs(args)?;
         Ok(StormPlan {
             target: args.target,
-            addr,
             clients,
             concurrency,
-            source_ips: source_ips(args, addr, Some(clients))?,
+            source_ips: source_ips(args, &addrs, Some(clients))?,
             prefix: login_prefix(args, clients)?,
             timeout: args.connect_timeout,
-            tls: args.tls_setup(addr)?,
+            tls: args.tls_setup(&addrs)?,
+            addrs,
             password: args.password.clone(),
         })
+    }
+
+    /// The server client `i` connects to.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        self.addrs[spread::node_of(i, self.addrs.len())]
     }
 
     fn source(&self, i: usize) -> Option<std::net::Ipv4Addr> {
@@ -281,7 +288,7 @@ impl Storm<'_> {
             buf: Vec::new(),
         });
         self.in_flight += 1;
-        match sys::connect_start(self.plan.addr, self.plan.source(i)) {
+        match sys::connect_start(self.plan.addr_of(i), self.plan.source(i)) {
             Ok((stream, connected)) => {
                 if let Err(e) = self.epoll.add(stream.as_raw_fd(), i as u64) {
                     return self.fail(i, format!("epoll: {e}"));

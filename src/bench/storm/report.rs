@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::super::plan::Target;
-use super::super::report::{fmt_ns, json_str};
+use super::super::report::{addrs_json, fmt_ns, json_str};
+use super::super::spread::addrs_text;
 use super::{StormPlan, StormResult};
 
 fn kernel_text(d: Option<u64>) -> String {
@@ -37,7 +38,7 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
         o,
         "a-chat bench: storm {} against {target} at {}{}: concurrency {}, {} source address{}",
         plan.clients,
-        plan.addr,
+        addrs_text(&plan.addrs),
         if plan.tls.is_some() { " over TLS" } else { "" },
         plan.concurrency,
         plan.source_ips.max(1),
@@ -105,14 +106,15 @@ pub fn json(plan: &StormPlan, res: &StormResult) -> String {
     let mut o = String::from("{");
     let _ = write!(
         o,
-        "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"clients\":{},\"concurrency\":{},\
+        "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"addrs\":{},\"clients\":{},\"concurrency\":{},\
          \"source_ips\":{},\"logged_in\":{},\"failed\":{},\"timed_out\":{},\"all_logged_in_s\":{},\
          \"tls\":{},\"logins_per_s\":{},\"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
         json_str(match plan.target {
             Target::Achat => "achat",
             Target::Redis => "redis",
         }),
-        json_str(&plan.addr.to_string()),
+        json_str(&plan.addrs[0].to_string()),
+        addrs_json(&plan.addrs),
         plan.clients,
         plan.concurrency,
         plan.source_ips.max(1),

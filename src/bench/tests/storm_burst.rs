@@ -27,7 +27,7 @@ fn storm_and_burst_arguments() {
         }
     ));
     let p = storm::StormPlan::new(&a, 5000, 2048).unwrap();
-    assert_eq!((p.source_ips, p.addr.port()), (2, 8080));
+    assert_eq!((p.source_ips, p.addrs[0].port()), (2, 8080));
     let p = storm::StormPlan::new(&args("--source-ips 9 storm 10"), 10, 1).unwrap();
     assert_eq!(p.source_ips, 9);
     assert!(storm::StormPlan::new(&a, 0, 1).is_err());

@@ -184,7 +184,7 @@ impl Worker {
                     self.clients[cl].failed = true;
                     self.shared.connect_failed.fetch_add(1, SeqCst);
                     self.shared
-                        .note(|| format!("connect {} for client {id}: {e}", plan.addr));
+                        .note(|| format!("connect {} for client {id}: {e}", plan.addr_of(id)));
                     return;
                 }
             }
@@ -195,7 +195,7 @@ impl Worker {
     fn open(&mut self, cl: usize, role: Role, hello: String) -> io::Result<usize> {
         let conn_no = self.conns.len() * self.plan.threads + self.me;
         let stream = sys::connect(
-            self.plan.addr,
+            self.plan.addr_of(self.clients[cl].id),
             self.plan.source(conn_no),
             self.plan.connect_timeout,
         )?;

@@ -192,12 +192,15 @@ impl Worker {
         };
         let c = &mut self.clients[cl];
         let sender = d.sender as usize;
-        let k = (c.id + n - sender - 1) % n;
-        if from.is_some_and(|f| f != d.sender) || k >= c.checkers.len() {
-            self.stats.misrouted += 1;
-            self.trouble(cl, "misrouted message", line);
-            return;
-        }
+        let slot = self.plan.route.slot((c.id + n - sender - 1) % n);
+        let k = match slot {
+            Some(k) if k < c.checkers.len() && from.is_none_or(|f| f == d.sender) => k,
+            _ => {
+                self.stats.misrouted += 1;
+                self.trouble(cl, "misrouted message", line);
+                return;
+            }
+        };
         match c.checkers[k].observe(d.seq) {
             Arrival::Duplicate => {
                 self.stats.duplicates += 1;
@@ -221,7 +224,7 @@ impl Worker {
             if got == 0 {
                 continue;
             }
-            let sender = (id + n - 1 - k) % n;
+            let sender = self.plan.route.sender(id, k, n);
             self.shared.acked[sender].fetch_add(got, SeqCst);
             let owner = self.plan.owner(sender);
             if owner != self.me {
@@ -239,7 +242,9 @@ impl Worker {
         let n = self.plan.clients;
         for c in &mut self.clients {
             for (k, ch) in c.checkers.drain(..).enumerate() {
-                self.stats.pairs.push(((c.id + n - 1 - k) % n, ch));
+                self.stats
+                    .pairs
+                    .push((self.plan.route.sender(c.id, k, n), ch));
             }
         }
         self.stats

@@ -1,0 +1,321 @@
+//! What travels between nodes, as bytes, with no I/O: the relay frame that carries one
+//! node's deliveries to another, and the directory events that tell every node who
+//! logged in where. Decoding never panics and never trusts a length: a frame is input
+//! from the network like any client line.
+//!
+//! A relay frame is `A1` followed by records, so that two frames for the same node are
+//! merged by dropping the second one's header. A record is one message line and the
+//! logins on the destination node it goes to:
+//!
+//! ```text
+//! u16 sender length, sender, u16 recipient count, (u16 length, login)*, u32 line length, line
+//! ```
+//!
+//! all lengths little-endian. The line is the delivery line as the recipient reads it
+//! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself.
+
+use std::ops::Range;
+
+/// The first bytes of every relay frame: the format and its version.
+pub const MAGIC: &[u8; 2] = b"A1";
+
+/// A relay frame under construction, for one destination node.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    buf: Vec<u8>,
+}
+
+impl FrameWriter {
+    pub fn new() -> FrameWriter {
+        FrameWriter {
+            buf: MAGIC.to_vec(),
+        }
+    }
+
+    /// Adds one message line for `recipients` (logins as they logged in). A sender,
+    /// recipient or line too long for its length field cannot come from a client whose
+    /// limits passed validation; such a record is left out and `false` returned.
+    pub fn push(&mut self, sender: &str, recipients: &[&str], line: &[u8]) -> bool {
+        let fits = sender.len() <= u16::MAX as usize
+            && recipients.len() <= u16::MAX as usize
+            && recipients.iter().all(|r| r.len() <= u16::MAX as usize)
+            && line.len() <= u32::MAX as usize;
+        if !fits {
+            return false;
+        }
+        self.buf
+            .extend_from_slice(&(sender.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(sender.as_bytes());
+        self.buf
+            .extend_from_slice(&(recipients.len() as u16).to_le_bytes());
+        for r in recipients {
+            self.buf.extend_from_slice(&(r.len() as u16).to_le_bytes());
+            self.buf.extend_from_slice(r.as_bytes());
+        }
+        self.buf
+            .extend_from_slice(&(line.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(line);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() == MAGIC.len()
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Appends the records of frame `next` to frame `into` (both for the same node).
+pub fn merge(into: &mut Vec<u8>, next: &[u8]) {
+    into.extend_from_slice(next.get(MAGIC.len()..).unwrap_or_default());
+}
+
+/// One record of a relay frame, borrowed from it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record<'f> {
+    pub sender: &'f str,
+    pub recipients: Vec<&'f str>,
+    /// Where the delivery line lies in the frame.
+    pub line: Range<usize>,
+}
+
+/// Why a relay frame was not read to its end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// It does not start with [`MAGIC`]: another format, or another program's message.
+    NotAFrame,
+    /// A length points past the end, or a name is not UTF-8.
+    Malformed,
+}
+
+/// The records of a relay frame, in the order they were written. Stops at the first
+/// malformed record: the records before it are good.
+pub fn records(frame: &[u8]) -> Result<Records<'_>, FrameError> {
+    if !frame.starts_with(MAGIC) {
+        return Err(FrameError::NotAFrame);
+    }
+    Ok(Records {
+        frame,
+        at: MAGIC.len(),
+    })
+}
+
+/// The iterator [`records`] gives.
+pub struct Records<'f> {
+    frame: &'f [u8],
+    at: usize,
+}
+
+impl<'f> Records<'f> {
+    fn take(&mut self, n: usize) -> Result<Range<usize>, FrameError> {
+        let end = self.at.checked_add(n).ok_or(FrameError::Malformed)?;
+        if end > self.frame.len() {
+            return Err(FrameError::Malformed);
+        }
+        let range = self.at..end;
+        self.at = end;
+        Ok(range)
+    }
+
+    fn u16(&mut self) -> Result<usize, FrameError> {
+        let r = self.take(2)?;
+        Ok(u16::from_le_bytes([self.frame[r.start], self.frame[r.start + 1]]) as usize)
+    }
+
+    fn u32(&mut self) -> Result<usize, FrameError> {
+        let r = self.take(4)?;
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.frame[r]);
+        Ok(u32::from_le_bytes(b) as usize)
+    }
+
+    fn str(&mut self, n: usize) -> Result<&'f str, FrameError> {
+        let r = self.take(n)?;
+        std::str::from_utf8(&self.frame[r]).map_err(|_| FrameError::Malformed)
+    }
+
+    fn record(&mut self) -> Result<Record<'f>, FrameError> {
+        let n = self.u16()?;
+        let sender = self.str(n)?;
+        let count = self.u16()?;
+        // Each recipient takes at least its two length bytes: a count the rest of the
+        // frame cannot hold allocates nothing.
+        if count > (self.frame.len() - self.at) / 2 {
+            return Err(FrameError::Malformed);
+        }
+        let mut recipients = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = self.u16()?;
+            recipients.push(self.str(n)?);
+        }
+        let n = self.u32()?;
+        let line = self.take(n)?;
+        Ok(Record {
+            sender,
+            recipients,
+            line,
+        })
+    }
+}
+
+impl<'f> Iterator for Records<'f> {
+    type Item = Result<Record<'f>, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.frame.len() {
+            return None;
+        }
+        let record = self.record();
+        if record.is_err() {
+            // Nothing after a malformed record can be trusted.
+            self.at = self.frame.len();
+        }
+        Some(record)
+    }
+}
+
+/// A change to the cluster's login directory, as published on the directory channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirEvent {
+    /// `node` now holds `login`, whose canonical form is `look`.
+    Login {
+        node: String,
+        look: String,
+        login: String,
+    },
+    /// `node` no longer holds the login with canonical form `look`.
+    Logout { node: String, look: String },
+    /// `node` is gone (it left, or its lease ran out): none of its logins are held.
+    NodeGone { node: String },
+}
+
+/// Parses a directory event (`L\nnode\nlook\nlogin`, `U\nnode\nlook`, `D\nnode`). The
+/// scripts in `registry.lua` write them; anything else is `None`.
+pub fn parse_event(payload: &[u8]) -> Option<DirEvent> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.split('\n');
+    let kind = parts.next()?;
+    let node = parts.next()?.to_owned();
+    let event = match kind {
+        "L" => DirEvent::Login {
+            node,
+            look: parts.next()?.to_owned(),
+            login: parts.next()?.to_owned(),
+        },
+        "U" => DirEvent::Logout {
+            node,
+            look: parts.next()?.to_owned(),
+        },
+        "D" => DirEvent::NodeGone { node },
+        _ => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(event)
+}
+
+/// Parses a directory entry as the registry stores it (`node\nlogin`, by look).
+pub fn parse_entry(value: &[u8]) -> Option<(&str, &str)> {
+    std::str::from_utf8(value).ok()?.split_once('\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_as_written() {
+        let mut w = FrameWriter::new();
+        assert!(w.is_empty());
+        assert!(w.push("alice", &["bob", "carol"], b"from alice: hi\n"));
+        assert!(w.push("dave", &["bob"], b"from dave: yo\n"));
+        let frame = w.finish();
+        let got: Vec<_> = records(&frame).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].sender, "alice");
+        assert_eq!(got[0].recipients, vec!["bob", "carol"]);
+        assert_eq!(&frame[got[0].line.clone()], b"from alice: hi\n");
+        assert_eq!(got[1].sender, "dave");
+        assert_eq!(&frame[got[1].line.clone()], b"from dave: yo\n");
+    }
+
+    #[test]
+    fn merged_frames_read_as_one() {
+        let mut a = FrameWriter::new();
+        a.push("alice", &["bob"], b"from alice: 1\n");
+        let mut b = FrameWriter::new();
+        b.push("alice", &["bob"], b"from alice: 2\n");
+        let mut frame = a.finish();
+        merge(&mut frame, &b.finish());
+        let lines: Vec<_> = records(&frame)
+            .unwrap()
+            .map(|r| frame[r.unwrap().line].to_vec())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![b"from alice: 1\n".to_vec(), b"from alice: 2\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panic() {
+        assert_eq!(records(b"hello").err(), Some(FrameError::NotAFrame));
+        let mut w = FrameWriter::new();
+        w.push("alice", &["bob"], b"from alice: hi\n");
+        let frame = w.finish();
+        // Every truncation ends in an error, never a panic or a record past the end.
+        for cut in MAGIC.len() + 1..frame.len() {
+            let got: Vec<_> = records(&frame[..cut]).unwrap().collect();
+            assert_eq!(
+                got.last(),
+                Some(&Err(FrameError::Malformed)),
+                "cut at {cut}"
+            );
+        }
+        // A recipient count far beyond the frame allocates nothing.
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&[1, 0, b'a', 0xff, 0xff]);
+        assert_eq!(
+            records(&huge).unwrap().next(),
+            Some(Err(FrameError::Malformed))
+        );
+        // A name that is not UTF-8.
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&[1, 0, 0xff, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            records(&bad).unwrap().next(),
+            Some(Err(FrameError::Malformed))
+        );
+    }
+
+    #[test]
+    fn events_parse_and_refuse_the_rest() {
+        assert_eq!(
+            parse_event(b"L\nn1\nalice\nAlice"),
+            Some(DirEvent::Login {
+                node: "n1".into(),
+                look: "alice".into(),
+                login: "Alice".into()
+            })
+        );
+        assert_eq!(
+            parse_event(b"U\nn1\nalice"),
+            Some(DirEvent::Logout {
+                node: "n1".into(),
+                look: "alice".into()
+            })
+        );
+        assert_eq!(
+            parse_event(b"D\nn2"),
+            Some(DirEvent::NodeGone { node: "n2".into() })
+        );
+        for bad in [&b"X\nn1"[..], b"L\nn1\nalice", b"D\nn1\nmore", b"", b"\xff"] {
+            assert_eq!(parse_event(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_entry(b"n1\nAlice"), Some(("n1", "Alice")));
+        assert_eq!(parse_entry(b"n1"), None);
+    }
+}

@@ -1,0 +1,594 @@
+//! The link: the one task that talks to the cluster's Redis. It connects (with backoff
+//! while Redis is away), joins the registry, subscribes to the directory and to this
+//! node's relay channel, then runs the router's commands in order, as many to a round
+//! trip as have queued up, and renews the node's lease every third of it.
+//!
+//! The connection is redis-rs's multiplexed connection over RESP3 on a socket of the
+//! daemon's own runtime; its driver runs as a task of that runtime, and published
+//! messages reach [`on_push`] inside it, which hands them to the router directly.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use futures::channel::oneshot;
+use futures_lite::future::FutureExt as _;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+use tracing::{debug, info, warn};
+
+use super::frame::{self, parse_entry, parse_event};
+use super::metrics::CrossDrop;
+use super::{Claim, Command, Inbound, Settings, Shared};
+use crate::admin::Health;
+use crate::runtime;
+
+/// The registry's operations, one script (`registry.lua`).
+const REGISTRY: &str = include_str!("registry.lua");
+/// Where the directory's changes are published (the script writes it too).
+const DIRECTORY: &str = "achat:directory";
+/// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Commands taken from the router's queue for one round trip at most.
+const BATCH: usize = 4096;
+/// Logins claimed again per script call after an outage.
+const CLAIM_CHUNK: usize = 500;
+
+/// The channel a node's relay frames are published on.
+pub fn relay_channel(node: &str) -> String {
+    format!("achat:to:{node}")
+}
+
+/// A cheap random number (jitter, node names): not for secrets.
+pub fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// A connection to Redis, joined and subscribed.
+struct Session {
+    conn: MultiplexedConnection,
+    /// The registry script's SHA1, loaded on this connection's server.
+    sha: String,
+    /// Resolves when the connection's driver ends: Redis closed it, or it failed.
+    closed: oneshot::Receiver<()>,
+}
+
+/// Why the link left its connected loop.
+enum Ended {
+    /// The router is gone (the drain ended): this node has left the cluster.
+    Left,
+    /// The connection failed.
+    Lost(String),
+}
+
+pub struct Link {
+    settings: Settings,
+    shared: Arc<Shared>,
+    /// The router's commands, in the order it sent them.
+    commands: Receiver<Command>,
+    /// To the router: relays, directory changes, what could not be done.
+    inbound: Sender<Inbound>,
+    /// `/readyz`: not ready while Redis cannot be reached.
+    health: Arc<Health>,
+    /// The logins this node holds, by look: claimed again after an outage.
+    held: HashMap<Box<str>, Arc<str>>,
+    /// Lease length as the registry keeps it (two thirds of `lease`), in ms: renewed
+    /// every third of `lease`, a dead node's logins are free within `lease`.
+    expiry_ms: u64,
+}
+
+impl Link {
+    pub fn new(
+        settings: Settings,
+        shared: Arc<Shared>,
+        commands: Receiver<Command>,
+        inbound: Sender<Inbound>,
+        health: Arc<Health>,
+    ) -> Link {
+        let expiry_ms = (settings.lease.as_millis() as u64 * 2 / 3).max(1);
+        Link {
+            settings,
+            shared,
+            commands,
+            inbound,
+            health,
+            held: HashMap::new(),
+            expiry_ms,
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.settings.lease / 3
+    }
+
+    /// Runs until the router's commands end (after the drain), then frees this node's
+    /// logins in Redis.
+    pub async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failures = 0u32;
+        loop {
+            let connecting = connect(&self.settings, &self.shared, &self.inbound);
+            let down = serve_down(&self.commands, &mut self.held, &self.shared, &self.inbound);
+            let attempt = async { Some(connecting.await) }.or(async {
+                down.await;
+                None
+            });
+            let mut session = match attempt.await {
+                None => return,
+                Some(Ok(session)) => session,
+                Some(Err(e)) => {
+                    failures += 1;
+                    self.shared.metrics.cluster.connect_failures.inc();
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        warn!(error = %e, failures, retry_in = ?backoff, "cannot reach the cluster's Redis: new logins are refused, other nodes are out of reach");
+                    } else {
+                        debug!(error = %e, failures, "cannot reach the cluster's Redis");
+                    }
+                    let jitter = backoff.mul_f64(0.8 + (random() % 400) as f64 / 1000.0);
+                    let wait = async {
+                        runtime::sleep(jitter).await;
+                        true
+                    };
+                    let down =
+                        serve_down(&self.commands, &mut self.held, &self.shared, &self.inbound);
+                    if !wait
+                        .or(async {
+                            down.await;
+                            false
+                        })
+                        .await
+                    {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if let Err(e) = self.register(&mut session, true).await {
+                warn!(error = %e, "joining the cluster failed");
+                continue;
+            }
+            backoff = BACKOFF_MIN;
+            failures = 0;
+            self.set_up(true);
+            info!(logins = self.held.len(), "joined the cluster");
+            match self.serve(&mut session).await {
+                Ended::Left => {
+                    self.set_up(false);
+                    match self.call(&mut session, &["leave"]).await {
+                        Ok(_) => info!("left the cluster: this node's logins are free"),
+                        Err(e) => {
+                            warn!(error = %e, "could not leave the cluster: this node's logins are free when its lease ends")
+                        }
+                    }
+                    return;
+                }
+                Ended::Lost(e) => {
+                    self.set_up(false);
+                    warn!(error = %e, "lost the cluster's Redis: reconnecting");
+                }
+            }
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.shared.up.store(up, Ordering::Release);
+        self.health.set_cluster_up(up);
+        self.shared.metrics.cluster.link_up.set(up as i64);
+    }
+
+    /// Joins the registry (freeing what an earlier life of this node held), claims this
+    /// node's logins again (the ones another node took meanwhile are evicted), and, on a
+    /// new connection, subscribes and sends the router a snapshot of the directory.
+    async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), String> {
+        if fresh {
+            // Before subscribing: every event from here on is kept for the snapshot.
+            let _ = self.inbound.send(Inbound::Subscribed).await;
+            let own = relay_channel(&self.settings.node_id);
+            session
+                .conn
+                .subscribe(&[DIRECTORY, own.as_str()])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let expiry = self.expiry_ms.to_string();
+        self.call(session, &["join", &expiry]).await?;
+        let held: Vec<(Box<str>, Arc<str>)> = self
+            .held
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for chunk in held.chunks(CLAIM_CHUNK) {
+            let mut args = vec!["claim"];
+            for (look, login) in chunk {
+                args.push(look);
+                args.push(login);
+            }
+            let granted = claim_answers(self.call(session, &args).await?);
+            for (i, (look, login)) in chunk.iter().enumerate() {
+                if granted.get(i) != Some(&true) {
+                    self.held.remove(look);
+                    info!(login = &**login, "another node took this login while the cluster was unavailable: its client is disconnected");
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Evicted { look: look.clone() })
+                        .await;
+                }
+            }
+        }
+        if fresh {
+            let flat = self.call(session, &["snapshot"]).await?;
+            let _ = self.inbound.send(Inbound::Snapshot(snapshot(flat))).await;
+        }
+        Ok(())
+    }
+
+    /// Runs the registry script with `args` after the operation's caller.
+    async fn call(&self, session: &mut Session, args: &[&str]) -> Result<Value, String> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&session.sha)
+            .arg(0)
+            .arg(args[0])
+            .arg(&*self.settings.node_id);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut session.conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Connected: the router's commands, the lease, until the router or the connection
+    /// ends.
+    async fn serve(&mut self, session: &mut Session) -> Ended {
+        let mut next_renewal = Instant::now() + self.renew_every();
+        loop {
+            if Instant::now() >= next_renewal {
+                if let Err(e) = self.renew(session).await {
+                    return Ended::Lost(e);
+                }
+                next_renewal = Instant::now() + self.renew_every();
+                continue;
+            }
+            enum Wake {
+                Command(Option<Command>),
+                Renew,
+                Closed,
+            }
+            let left = next_renewal.saturating_duration_since(Instant::now());
+            let command = async { Wake::Command(self.commands.recv().await.ok()) };
+            let renew = async {
+                runtime::sleep(left).await;
+                Wake::Renew
+            };
+            let closed = async {
+                let _ = (&mut session.closed).await;
+                Wake::Closed
+            };
+            match command.or(closed).or(renew).await {
+                Wake::Command(None) => return Ended::Left,
+                Wake::Command(Some(first)) => {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH {
+                        match self.commands.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.execute(session, batch).await {
+                        return Ended::Lost(e);
+                    }
+                }
+                Wake::Renew => {}
+                Wake::Closed => return Ended::Lost("the connection closed".into()),
+            }
+        }
+    }
+
+    async fn renew(&mut self, session: &mut Session) -> Result<(), String> {
+        let expiry = self.expiry_ms.to_string();
+        let m = &self.shared.metrics.cluster;
+        match self.call(session, &["renew", &expiry]).await {
+            Ok(Value::Int(1)) => {
+                m.renewals_ok.inc();
+                Ok(())
+            }
+            Ok(_) => {
+                m.renewals_expired.inc();
+                warn!("this node's lease had run out (Redis was too slow or away): claiming its logins again");
+                self.register(session, false).await
+            }
+            Err(e) => {
+                m.renewals_failed.inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a batch of commands in one round trip: claims and releases in the order they
+    /// came (consecutive ones of a kind in one script call), then one PUBLISH per node
+    /// with every frame for it merged.
+    async fn execute(&mut self, session: &mut Session, batch: Vec<Command>) -> Result<(), String> {
+        enum Step {
+            Claims(Vec<(Box<str>, Arc<str>, oneshot::Sender<Claim>)>),
+            Releases(Vec<Box<str>>),
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        let mut frames: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+        for command in batch {
+            match command {
+                Command::Claim { look, login, reply } => match steps.last_mut() {
+                    Some(Step::Claims(claims)) if claims.len() < CLAIM_CHUNK => {
+                        claims.push((look, login, reply))
+                    }
+                    _ => steps.push(Step::Claims(vec![(look, login, reply)])),
+                },
+                Command::Release { look } => {
+                    self.held.remove(&look);
+                    match steps.last_mut() {
+                        Some(Step::Releases(looks)) => looks.push(look),
+                        _ => steps.push(Step::Releases(vec![look])),
+                    }
+                }
+                Command::Publish { node, frame } => {
+                    self.shared
+                        .outgoing
+                        .fetch_sub(frame.len(), Ordering::AcqRel);
+                    match frames.iter_mut().find(|(n, _)| *n == node) {
+                        Some((_, into)) => frame::merge(into, &frame),
+                        None => frames.push((node, frame)),
+                    }
+                }
+            }
+        }
+        let mut pipe = redis::pipe();
+        let node = &*self.settings.node_id;
+        for step in &steps {
+            let cmd = pipe.cmd("EVALSHA").arg(&session.sha).arg(0);
+            match step {
+                Step::Claims(claims) => {
+                    cmd.arg("claim").arg(node);
+                    for (look, login, _) in claims {
+                        cmd.arg(&**look).arg(&**login);
+                    }
+                }
+                Step::Releases(looks) => {
+                    cmd.arg("release").arg(node);
+                    for look in looks {
+                        cmd.arg(&**look);
+                    }
+                }
+            }
+        }
+        for (node, frame) in &frames {
+            pipe.cmd("PUBLISH").arg(relay_channel(node)).arg(&frame[..]);
+        }
+        let m = &self.shared.metrics.cluster;
+        let answers: Result<Vec<Value>, _> = pipe.query_async(&mut session.conn).await;
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(e) => {
+                for step in steps {
+                    if let Step::Claims(claims) = step {
+                        for (_, _, reply) in claims {
+                            m.claims_unavailable.inc();
+                            let _ = reply.send(Claim::Unavailable);
+                        }
+                    }
+                }
+                for (_, frame) in frames {
+                    let _ = self
+                        .inbound
+                        .try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
+                }
+                return Err(e.to_string());
+            }
+        };
+        let mut answers = answers.into_iter();
+        let mut rejoin = false;
+        for step in steps {
+            let answer = answers.next();
+            if let Step::Claims(claims) = step {
+                let alive =
+                    matches!(&answer, Some(Value::Array(a)) if a.first() == Some(&Value::Int(1)));
+                let granted = answer.map(claim_answers).unwrap_or_default();
+                rejoin |= !alive;
+                for (i, (look, login, reply)) in claims.into_iter().enumerate() {
+                    let answer = match granted.get(i) {
+                        _ if !alive => Claim::Unavailable,
+                        Some(true) => Claim::Granted,
+                        _ => Claim::Taken,
+                    };
+                    match answer {
+                        Claim::Granted => {
+                            m.claims_granted.inc();
+                            let _ = self.held.insert(look, login);
+                        }
+                        Claim::Taken => {
+                            m.claims_taken.inc();
+                        }
+                        Claim::Unavailable => {
+                            m.claims_unavailable.inc();
+                        }
+                    }
+                    // A reader gone meanwhile: the router releases the login.
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        for ((_, frame), answer) in frames.into_iter().zip(answers) {
+            m.publishes.inc();
+            if answer == Value::Int(0) {
+                let _ = self
+                    .inbound
+                    .try_send(Inbound::Undelivered(frame, CrossDrop::NoReceiver));
+            }
+        }
+        if rejoin {
+            warn!("this node's lease had run out: claiming its logins again");
+            self.register(session, false).await?;
+        }
+        Ok(())
+    }
+}
+
+/// While Redis cannot be reached: claims are answered `Unavailable`, releases are
+/// remembered (so that the logins are not claimed again), relays go back undelivered.
+/// Returns when the router's commands end.
+async fn serve_down(
+    commands: &Receiver<Command>,
+    held: &mut HashMap<Box<str>, Arc<str>>,
+    shared: &Shared,
+    inbound: &Sender<Inbound>,
+) {
+    while let Ok(command) = commands.recv().await {
+        match command {
+            Command::Claim { reply, .. } => {
+                shared.metrics.cluster.claims_unavailable.inc();
+                let _ = reply.send(Claim::Unavailable);
+            }
+            Command::Release { look } => {
+                held.remove(&look);
+            }
+            Command::Publish { frame, .. } => {
+                shared.outgoing.fetch_sub(frame.len(), Ordering::AcqRel);
+                let _ = inbound.try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
+            }
+        }
+    }
+}
+
+/// Connects to Redis on the daemon's runtime, loads the registry script, and routes
+/// what is published to this node into the router's inbound queue.
+async fn connect(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    inbound: &Sender<Inbound>,
+) -> Result<Session, String> {
+    let timeout = (settings.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let stream = runtime::timeout(
+        timeout,
+        runtime::connect_host(&settings.host, settings.port),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no connection to {}:{} within {timeout:?}",
+            settings.host, settings.port
+        )
+    })?
+    .map_err(|e| format!("{}:{}: {e}", settings.host, settings.port))?;
+    let pushes = {
+        let shared = shared.clone();
+        let inbound = inbound.clone();
+        let own = relay_channel(&settings.node_id).into_bytes();
+        move |push: PushInfo| -> Result<(), ()> {
+            on_push(push, &own, &shared, &inbound);
+            Ok(())
+        }
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_push_sender(pushes);
+    let (mut conn, driver) = runtime::timeout(
+        timeout,
+        MultiplexedConnection::new_with_config(&settings.redis, stream.compat(), config),
+    )
+    .await
+    .map_err(|_| "Redis did not answer the handshake".to_string())?
+    .map_err(|e| e.to_string())?;
+    let (closing, closed) = oneshot::channel();
+    runtime::spawn(async move {
+        driver.await;
+        let _ = closing.send(());
+    });
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(REGISTRY)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.metrics.cluster.connects.inc();
+    Ok(Session { conn, sha, closed })
+}
+
+/// A message published to this node (in the connection's driver): a directory change,
+/// or a relay frame, handed to the router as it is.
+fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound>) {
+    if push.kind != PushKind::Message {
+        return;
+    }
+    let mut data = push.data.into_iter();
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        return;
+    };
+    if channel == own {
+        let m = &shared.metrics.cluster;
+        m.batches_received.inc();
+        let queued = shared.inbound.fetch_add(payload.len(), Ordering::AcqRel);
+        if queued + payload.len() > super::INBOUND_LIMIT {
+            shared.inbound.fetch_sub(payload.len(), Ordering::AcqRel);
+            let count = frame::records(&payload)
+                .map(|r| {
+                    r.filter_map(Result::ok)
+                        .map(|r| r.recipients.len() as u64)
+                        .sum()
+                })
+                .unwrap_or(0);
+            m.dropped(CrossDrop::InboundFull, count);
+            return;
+        }
+        let _ = inbound.try_send(Inbound::Relay(payload.into()));
+    } else if channel == DIRECTORY.as_bytes() {
+        if let Some(event) = parse_event(&payload) {
+            let _ = inbound.try_send(Inbound::Event(event));
+        }
+    }
+}
+
+/// The per-pair answers of a `claim` call (`{alive, granted...}`).
+fn claim_answers(value: Value) -> Vec<bool> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .skip(1)
+            .map(|v| v == Value::Int(1))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `snapshot` call's flat list as `(look, node, login)`.
+fn snapshot(value: Value) -> Vec<(String, String, String)> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(Value::BulkString(look)), Some(Value::BulkString(entry))) =
+        (it.next(), it.next())
+    {
+        if let (Ok(look), Some((node, login))) =
+            (String::from_utf8(look.clone()), parse_entry(&entry))
+        {
+            out.push((look, node.to_owned(), login.to_owned()));
+        }
+    }
+    out
+}

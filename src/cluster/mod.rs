@@ -1,0 +1,235 @@
+//! Several nodes, one chat (DESIGN §10): the interface the server sees. The link task
+//! (`link.rs`) holds the one connection to Redis; the router talks to it through two
+//! channels and never waits on Redis:
+//!
+//! - router → link, [`Command`]: claim a login, release one, publish a relay frame to a
+//!   node. The link runs them in order, many to a round trip.
+//! - link → router, [`Inbound`]: frames other nodes relayed here, changes to the login
+//!   directory, and what the link could not do.
+//!
+//! The router holds the only sender of commands: when it ends (the drain), the link
+//! frees this node's logins in Redis and ends too. With `[cluster] redis = ""` none of
+//! this is started and the router's paths are the single-node ones.
+
+mod directory;
+pub mod frame;
+mod link;
+mod metrics;
+
+pub use directory::{Directory, Entry};
+pub use metrics::{ClusterMetrics, CrossDrop};
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use tracing::{info_span, Instrument};
+
+use crate::admin::Health;
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::runtime::{self, JoinHandle};
+
+/// Relay frames queued for Redis, in bytes, beyond which new ones are refused (their
+/// senders are told `could not deliver`): Redis slower than the chat costs bounded memory.
+pub const OUTGOING_LIMIT: usize = 64 << 20;
+/// Relay frames received and not yet routed, in bytes, beyond which new ones are dropped.
+pub const INBOUND_LIMIT: usize = 64 << 20;
+
+/// What the router asks of the link.
+pub enum Command {
+    /// Claim `look` (a canonical form) for this node, as `login`.
+    Claim {
+        look: Box<str>,
+        login: Arc<str>,
+        reply: oneshot::Sender<Claim>,
+    },
+    /// This node no longer holds `look`.
+    Release { look: Box<str> },
+    /// Deliveries for logins on `node`, as a relay frame (`frame.rs`).
+    Publish { node: Arc<str>, frame: Vec<u8> },
+}
+
+/// The registry's answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Granted,
+    /// Another node holds that login (or one that looks the same).
+    Taken,
+    /// Redis cannot be reached: `error: cluster unavailable, try again`.
+    Unavailable,
+}
+
+/// What the link tells the router.
+pub enum Inbound {
+    /// The link is subscribing to the directory: keep its events until the snapshot.
+    Subscribed,
+    /// Every login in the registry, as `(look, node, login)`.
+    Snapshot(Vec<(String, String, String)>),
+    /// A change to the directory.
+    Event(frame::DirEvent),
+    /// Deliveries relayed to this node by another.
+    Relay(Arc<[u8]>),
+    /// A relay frame that did not reach its node, and why: tell its senders.
+    Undelivered(Vec<u8>, CrossDrop),
+    /// After an outage, another node holds this login of ours: its client must go.
+    Evicted { look: Box<str> },
+}
+
+/// What the link and the router share.
+pub struct Shared {
+    /// This node's name in Redis.
+    pub id: Arc<str>,
+    /// True while the link is connected and registered: logins and relays can go through.
+    pub up: AtomicBool,
+    /// Bytes of relay frames queued for Redis (see [`OUTGOING_LIMIT`]).
+    pub outgoing: AtomicUsize,
+    /// Bytes of relay frames received and not yet routed (see [`INBOUND_LIMIT`]).
+    pub inbound: AtomicUsize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+}
+
+/// The router's end of a running cluster link.
+pub struct Router {
+    pub shared: Arc<Shared>,
+    pub commands: async_channel::Sender<Command>,
+    pub inbound: async_channel::Receiver<Inbound>,
+}
+
+/// A started cluster link: the router's end, and the task to wait for at the drain.
+pub struct Node {
+    pub router: Router,
+    pub task: JoinHandle<()>,
+}
+
+/// The settings the link runs with, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub redis: redis::RedisConnectionInfo,
+    pub node_id: Arc<str>,
+    pub lease: Duration,
+}
+
+/// Checks `[cluster]` for `check-config` and the start: the key at fault and why.
+pub fn check(config: &ClusterConfig) -> Result<(), (&'static str, String)> {
+    if !config.enabled() {
+        return Ok(());
+    }
+    settings(config).map(|_| ())
+}
+
+fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
+    use redis::IntoConnectionInfo;
+    let info = config.redis.as_str().into_connection_info().map_err(|e| {
+        (
+            "cluster.redis",
+            format!("{:?} is not a Redis URL: {e}", config.redis),
+        )
+    })?;
+    let (host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+        _ => {
+            return Err((
+                "cluster.redis",
+                format!(
+                    "{:?}: only redis://host:port/ is supported (for TLS to Redis, run a TLS tunnel on this host)",
+                    config.redis
+                ),
+            ))
+        }
+    };
+    if config.lease < Duration::from_secs(1) || config.lease > Duration::from_secs(3600) {
+        return Err((
+            "cluster.lease",
+            format!(
+                "{} is out of range: a lease is at least 1s (it is renewed every third of it) and at most 1h",
+                humantime::format_duration(config.lease)
+            ),
+        ));
+    }
+    let node_id = if config.node_id.is_empty() {
+        default_node_id()
+    } else {
+        config.node_id.clone()
+    };
+    if node_id.len() > 128
+        || !node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err((
+            "cluster.node_id",
+            format!("{node_id:?}: use at most 128 letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    Ok(Settings {
+        host,
+        port,
+        redis: info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3),
+        node_id: node_id.into(),
+        lease: config.lease,
+    })
+}
+
+/// The host name, the process id and a random suffix: unique for each start.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect::<String>();
+    let host = if host.is_empty() { "node".into() } else { host };
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        link::random() & 0xffff
+    )
+}
+
+/// Starts the link to Redis when `[cluster] redis` is set. `/readyz` says 503 until the
+/// node has joined, and whenever Redis cannot be reached.
+pub fn start(
+    config: &ClusterConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<Option<Node>, String> {
+    if !config.enabled() {
+        return Ok(None);
+    }
+    let settings = settings(config).map_err(|(key, why)| format!("{key}: {why}"))?;
+    health.set_cluster_up(false);
+    let shared = Arc::new(Shared {
+        id: settings.node_id.clone(),
+        up: AtomicBool::new(false),
+        outgoing: AtomicUsize::new(0),
+        inbound: AtomicUsize::new(0),
+        metrics,
+    });
+    let (commands, commands_rx) = async_channel::unbounded();
+    let (inbound_tx, inbound) = async_channel::unbounded();
+    let span = info_span!("cluster", node = %settings.node_id);
+    let link = link::Link::new(settings, shared.clone(), commands_rx, inbound_tx, health);
+    let task = runtime::spawn(link.run().instrument(span));
+    Ok(Some(Node {
+        router: Router {
+            shared,
+            commands,
+            inbound,
+        },
+        task,
+    }))
+}

@@ -1,0 +1,349 @@
+//! The router's half of the cluster (DESIGN §10): claims of logins waiting for the
+//! registry, the copy of who is logged in on the other nodes, this batch's deliveries
+//! for them (one relay frame per node, published when the batch ends), and what the link
+//! sends back. The router calls it only when `[cluster]` is on; a single node has none.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::channel::oneshot;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tracing::{debug, info};
+
+use crate::cluster::frame::{self, FrameWriter};
+use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Inbound};
+use crate::metrics::Metrics;
+use crate::names::LoginError;
+use crate::protocol;
+use crate::server::outbox::{Out, Outbox, Shared};
+use crate::server::router::{ConnId, Event};
+
+/// A login waiting for the registry's answer.
+pub struct Claiming {
+    pub conn: ConnId,
+    pub login: Arc<str>,
+    pub look: Box<str>,
+    pub outbox: Outbox,
+    pub reply: oneshot::Sender<Result<(), LoginError>>,
+}
+
+type Answer = Pin<Box<dyn Future<Output = (Claiming, Claim)> + Send>>;
+
+/// What the router handles next.
+pub enum Next {
+    Event(Event),
+    Inbound(Inbound),
+    Claimed(Claiming, Claim),
+}
+
+/// The router's cluster state.
+pub struct Remote {
+    link: cluster::Router,
+    /// Who is logged in on the other nodes.
+    pub directory: Directory,
+    /// Claims sent to the registry, resolved in whatever order the answers come.
+    answers: FuturesUnordered<Answer>,
+    /// Looks being claimed: a second login with one of them here is refused at once.
+    claiming: HashSet<Box<str>>,
+    /// Set once the link has ended (it ends after the router, so only on a bug).
+    link_gone: bool,
+    /// The current message's recipients on other nodes: (node, login).
+    message: Vec<(Arc<str>, Arc<str>)>,
+    /// The current batch's relay frame for each node it reaches.
+    outgoing: Vec<(Arc<str>, FrameWriter)>,
+    /// Which source is polled first next time, so that none starves the others.
+    turn: u8,
+}
+
+impl Remote {
+    pub fn new(link: cluster::Router) -> Remote {
+        let directory = Directory::new(link.shared.id.clone());
+        Remote {
+            link,
+            directory,
+            answers: FuturesUnordered::new(),
+            claiming: HashSet::new(),
+            link_gone: false,
+            message: Vec::new(),
+            outgoing: Vec::new(),
+            turn: 0,
+        }
+    }
+
+    /// The next event, link message or registry answer; `None` when every reader is gone.
+    pub async fn next(&mut self, events: &async_channel::Receiver<Event>) -> Option<Next> {
+        self.turn = self.turn.wrapping_add(1);
+        let first = self.turn % 3;
+        let Remote {
+            link,
+            answers,
+            link_gone,
+            ..
+        } = self;
+        // Receiving is cancel-safe: a future not polled to its end takes nothing.
+        let mut event = std::pin::pin!(events.recv());
+        let mut message = std::pin::pin!(link.inbound.recv());
+        std::future::poll_fn(|cx| {
+            for i in 0..3 {
+                match (first + i) % 3 {
+                    0 => match event.as_mut().poll(cx) {
+                        Poll::Ready(Ok(e)) => return Poll::Ready(Some(Next::Event(e))),
+                        Poll::Ready(Err(_)) => return Poll::Ready(None),
+                        Poll::Pending => {}
+                    },
+                    1 if !*link_gone => match message.as_mut().poll(cx) {
+                        Poll::Ready(Ok(m)) => return Poll::Ready(Some(Next::Inbound(m))),
+                        Poll::Ready(Err(_)) => *link_gone = true,
+                        Poll::Pending => {}
+                    },
+                    2 if !answers.is_empty() => {
+                        if let Poll::Ready(Some((c, a))) = answers.poll_next_unpin(cx) {
+                            return Poll::Ready(Some(Next::Claimed(c, a)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether `look` is being claimed here.
+    pub fn is_claiming(&self, look: &str) -> bool {
+        self.claiming.contains(look)
+    }
+
+    /// Asks the registry for a login; the answer comes back through [`Remote::next`].
+    pub fn claim(&mut self, c: Claiming, metrics: &Metrics) {
+        if !self.link.shared.is_up() {
+            metrics.cluster.claims_unavailable.inc();
+            let _ = c.reply.send(Err(LoginError::ClusterUnavailable));
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Claim {
+            look: c.look.clone(),
+            login: c.login.clone(),
+            reply,
+        };
+        if self.link.commands.try_send(command).is_err() {
+            let _ = c.reply.send(Err(LoginError::ClusterUnavailable));
+            return;
+        }
+        self.claiming.insert(c.look.clone());
+        self.answers.push(Box::pin(async move {
+            let answer = answer.await.unwrap_or(Claim::Unavailable);
+            (c, answer)
+        }));
+    }
+
+    /// The registry answered: the claim is no longer pending.
+    pub fn claimed(&mut self, look: &str) {
+        self.claiming.remove(look);
+    }
+
+    /// This node no longer holds `look`.
+    pub fn release(&self, look: Box<str>) {
+        let _ = self.link.commands.try_send(Command::Release { look });
+    }
+
+    /// Finds `name` among the other nodes' logins (as written, then by `look`, its
+    /// canonical form, computed only when needed) and adds it to the current message.
+    /// `false` when no other node holds it. A login already in this message (another
+    /// spelling of the same person) is not added twice.
+    pub fn route(
+        &mut self,
+        name: &str,
+        look: impl FnOnce() -> Option<String>,
+        sender: Option<&Outbox>,
+        metrics: &Metrics,
+    ) -> bool {
+        let entry = match self.directory.exact(name) {
+            Some(entry) => entry,
+            None => match look().and_then(|l| self.directory.by_look(&l)) {
+                Some(entry) => entry,
+                None => return false,
+            },
+        };
+        if self.message.iter().any(|(_, l)| *l == entry.login) {
+            return true;
+        }
+        if !self.link.shared.is_up() {
+            metrics.cluster.dropped(CrossDrop::LinkDown, 1);
+            if let Some(sender) = sender {
+                let _ = sender.send(Out::Server(protocol::could_not_deliver(name)));
+            }
+            return true;
+        }
+        self.message.push((entry.node.clone(), entry.login.clone()));
+        true
+    }
+
+    /// The current message is complete: its line goes into each node's frame once, with
+    /// that node's recipients.
+    pub fn end_message(&mut self, from: &str, line: &[u8]) {
+        if self.message.is_empty() {
+            return;
+        }
+        let mut message = std::mem::take(&mut self.message);
+        message.sort_by(|a, b| a.0.cmp(&b.0));
+        for group in message.chunk_by(|a, b| a.0 == b.0) {
+            let node = &group[0].0;
+            let logins: Vec<&str> = group.iter().map(|(_, l)| &**l).collect();
+            let at = match self.outgoing.iter().position(|(n, _)| n == node) {
+                Some(at) => at,
+                None => {
+                    self.outgoing.push((node.clone(), FrameWriter::new()));
+                    self.outgoing.len() - 1
+                }
+            };
+            self.outgoing[at].1.push(from, &logins, line);
+        }
+        message.clear();
+        self.message = message;
+    }
+
+    /// The batch is complete: one publish per node it reaches. Past the outgoing budget
+    /// (Redis slower than the chat), the frame is not sent and its sender is told.
+    pub fn end_batch(&mut self, sender: Option<&Outbox>, metrics: &Metrics) {
+        for (node, writer) in self.outgoing.drain(..) {
+            if writer.is_empty() {
+                continue;
+            }
+            let frame = writer.finish();
+            let deliveries = count_deliveries(&frame);
+            let queued = self
+                .link
+                .shared
+                .outgoing
+                .fetch_add(frame.len(), Ordering::AcqRel);
+            if queued + frame.len() > cluster::OUTGOING_LIMIT || !self.link.shared.is_up() {
+                self.link
+                    .shared
+                    .outgoing
+                    .fetch_sub(frame.len(), Ordering::AcqRel);
+                let why = if self.link.shared.is_up() {
+                    CrossDrop::OutgoingFull
+                } else {
+                    CrossDrop::LinkDown
+                };
+                tell_undelivered(&frame, sender, why, metrics);
+                continue;
+            }
+            let len = frame.len();
+            if self
+                .link
+                .commands
+                .try_send(Command::Publish { node, frame })
+                .is_err()
+            {
+                self.link.shared.outgoing.fetch_sub(len, Ordering::AcqRel);
+                metrics.cluster.dropped(CrossDrop::LinkDown, deliveries);
+                continue;
+            }
+            metrics.cluster.deliveries_out.inc_by(deliveries);
+        }
+    }
+
+    /// A relay frame arrived: its bytes leave the inbound budget.
+    pub fn relay_done(&self, len: usize) {
+        self.link.shared.inbound.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    pub fn update_gauge(&self, metrics: &Metrics) {
+        metrics
+            .cluster
+            .remote_logins
+            .set(self.directory.len() as i64);
+    }
+}
+
+fn count_deliveries(frame: &[u8]) -> u64 {
+    frame::records(frame)
+        .map(|records| {
+            records
+                .filter_map(Result::ok)
+                .map(|r| r.recipients.len() as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Tells the sender of each record of an undelivered frame which recipients it missed.
+/// `sender` is the one sender of a batch the router is building; for a frame the link
+/// gave back, the router looks each sender up (`find`).
+pub fn tell_undelivered(frame: &[u8], sender: Option<&Outbox>, why: CrossDrop, metrics: &Metrics) {
+    tell_each(frame, why, metrics, |_| sender.cloned());
+}
+
+/// As [`tell_undelivered`], with each record's sender found by `find`.
+pub fn tell_each(
+    frame: &[u8],
+    why: CrossDrop,
+    metrics: &Metrics,
+    mut find: impl FnMut(&str) -> Option<Outbox>,
+) {
+    let Ok(records) = frame::records(frame) else {
+        return;
+    };
+    for record in records.filter_map(Result::ok) {
+        metrics.cluster.dropped(why, record.recipients.len() as u64);
+        debug!(
+            sender = record.sender,
+            recipients = record.recipients.len(),
+            ?why,
+            "cross-node delivery lost"
+        );
+        if let Some(outbox) = find(record.sender) {
+            for name in &record.recipients {
+                let _ = outbox.send(Out::Server(protocol::could_not_deliver(name)));
+            }
+        }
+    }
+}
+
+/// Delivers a relay frame to this node's logins; `find` gives a login's queue. Returns
+/// the logins whose queue refused (they are being cut off), for the router to forget.
+pub fn deliver_relay(
+    frame: Arc<[u8]>,
+    metrics: &Metrics,
+    mut find: impl FnMut(&str) -> Option<Outbox>,
+) -> Vec<Arc<str>> {
+    let mut cut = Vec::new();
+    let records = match frame::records(&frame) {
+        Ok(records) => records,
+        Err(e) => {
+            info!(error = ?e, bytes = frame.len(), "a relay frame that is not a-chat's was ignored");
+            return cut;
+        }
+    };
+    for record in records {
+        let record = match record {
+            Ok(record) => record,
+            Err(_) => {
+                metrics.cluster.dropped(CrossDrop::Malformed, 1);
+                break;
+            }
+        };
+        let line = Shared::new(frame.clone(), record.line.clone());
+        for name in record.recipients {
+            match find(name) {
+                Some(outbox) => {
+                    metrics.cluster.deliveries_in.inc();
+                    metrics.deliveries_routed.inc();
+                    if let Err(reason) = outbox.send(Out::Delivery(line.clone())) {
+                        metrics.dropped(reason, 1);
+                        cut.push(Arc::from(name));
+                    }
+                }
+                None => metrics.cluster.dropped(CrossDrop::RecipientGone, 1),
+            }
+        }
+    }
+    cut
+}

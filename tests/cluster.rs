@@ -1,0 +1,340 @@
+//! DESIGN §10 against real processes: a `redis-server` and two or three a-chat nodes on
+//! loopback ports, started by each test, talking over TCP like users. One login
+//! namespace, messages across nodes in order, a killed node's logins free within its
+//! lease, a drained node's logins free at once, a Redis outage survived, and a race for
+//! one login won by exactly one client.
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::http::{http_get, sample, scrape};
+use common::{free_addr, Client, Daemon, WAIT};
+
+/// Several processes each: one test at a time on a small machine.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `redis-server` of the test's own, with nothing saved to disk.
+struct Redis {
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut redis = Redis {
+            addr: free_addr(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts it (again) on the same port, and waits until it accepts connections.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.addr.port().to_string())
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node of the cluster, joined.
+struct Node {
+    daemon: Daemon,
+    admin: SocketAddr,
+}
+
+fn node(redis: &Redis, id: &str, lease: &str) -> Node {
+    let mut daemon = Daemon::with_toml(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"5s\"\n\
+         [cluster]\nredis = \"redis://{}/\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n",
+        redis.addr
+    ));
+    daemon
+        .wait_log(|l| l.contains("joined the cluster"))
+        .unwrap_or_else(|| panic!("{id} did not join:\n{}", daemon.log_text()));
+    let admin = daemon.admin_addr();
+    Node { daemon, admin }
+}
+
+impl Node {
+    fn metric(&self, name: &str) -> f64 {
+        sample(&scrape(self.admin), name)
+    }
+
+    /// Waits until this node knows `n` logins on other nodes.
+    fn wait_remote(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.metric("achat_cluster_remote_logins") as usize != n {
+            assert!(Instant::now() < deadline, "never saw {n} remote logins");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ready(&self) -> u16 {
+        http_get(self.admin, "/readyz").status
+    }
+
+    fn wait_ready(&self, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.ready() != status {
+            assert!(Instant::now() < deadline, "/readyz never said {status}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Logs in as `name` and proves it with a message to self; the error line otherwise.
+fn try_login(addr: SocketAddr, name: &str) -> Result<Client, String> {
+    let mut c = Client::connect(addr);
+    c.send(name);
+    c.send(&format!("{name}: ready?"));
+    match c.line() {
+        Some(l) if l == format!("from {name}: ready?") => Ok(c),
+        other => Err(other.unwrap_or_else(|| "closed".into())),
+    }
+}
+
+fn login(node: &Node, name: &str) -> Client {
+    try_login(node.daemon.addr, name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn one_namespace_and_messages_across_nodes_in_order() {
+    let _one = serial();
+    let redis = Redis::start();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, "10s"))
+        .collect();
+    let mut alice = login(&nodes[0], "alice");
+    let mut bob = login(&nodes[1], "bob");
+    let mut carol = login(&nodes[2], "carol");
+    for n in &nodes {
+        n.wait_remote(2);
+    }
+    // Unique across nodes, for the same name and for one that looks the same.
+    for (n, name) in [(1, "alice"), (2, "Alice"), (0, "bob"), (0, "саrol")] {
+        let refused = try_login(nodes[n].daemon.addr, name).err();
+        assert_eq!(
+            refused.as_deref(),
+            Some(format!("error: login \"{name}\" is taken").as_str()),
+            "{name} on n{}",
+            n + 1
+        );
+    }
+    alice.send("bob, carol: hi");
+    bob.expect("from alice: hi");
+    carol.expect("from alice: hi");
+    // Another spelling reaches the same person, once.
+    bob.send("Alice, alice: hello");
+    alice.expect("from bob: hello");
+    // No such user, cluster-wide.
+    carol.send("nobody, bob: anyone?");
+    carol.expect("error: no such user \"nobody\"");
+    bob.expect("from carol: anyone?");
+    // In order and exactly once across nodes, many at a time.
+    const LINES: usize = 2000;
+    let mut batch = String::new();
+    for i in 0..LINES {
+        batch.push_str(&format!("bob: {i}\n"));
+    }
+    alice.send_raw(batch.as_bytes()).unwrap();
+    for i in 0..LINES {
+        bob.expect(&format!("from alice: {i}"));
+    }
+    assert_eq!(bob.line_within(Duration::from_millis(200)), None);
+    let published = nodes[0].metric("achat_cluster_publishes_total");
+    assert!(
+        published < LINES as f64 / 4.0,
+        "{published} publishes for {LINES} lines: deliveries are not batched"
+    );
+    assert_eq!(
+        nodes[1].metric("achat_cluster_deliveries_total{direction=\"in\"}"),
+        LINES as f64 + 2.0
+    );
+}
+
+#[test]
+fn two_clients_racing_for_one_login_on_two_nodes_one_wins() {
+    let _one = serial();
+    let redis = Redis::start();
+    let nodes = [node(&redis, "n1", "10s"), node(&redis, "n2", "10s")];
+    let addrs = [nodes[0].daemon.addr, nodes[1].daemon.addr];
+    for round in 0..30 {
+        let name = format!("racer{round}");
+        let start = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = addrs
+            .iter()
+            .map(|&addr| {
+                let (start, name) = (start.clone(), name.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    try_login(addr, &name)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {:?}", results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>());
+        let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert_eq!(lost, &format!("error: login \"{name}\" is taken"));
+    }
+}
+
+/// Lines `from` sends to `to` while `running`, each read back before the next: every one
+/// must arrive. Returns how many went through.
+fn chat_pair(mut from: Client, mut to: Client, rounds: usize) -> usize {
+    for i in 0..rounds {
+        from.send(&format!("bob: {i}"));
+        to.expect(&format!("from alice: {i}"));
+    }
+    rounds
+}
+
+#[test]
+fn a_killed_node_frees_its_logins_within_the_lease() {
+    let _one = serial();
+    let redis = Redis::start();
+    let lease = Duration::from_secs(2);
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, "2s"))
+        .collect();
+    let alice = login(&nodes[0], "alice");
+    let bob = login(&nodes[1], "bob");
+    let _dave = login(&nodes[2], "dave");
+    nodes[0].wait_remote(2);
+    nodes[1].wait_remote(2);
+    // The pair keeps chatting across the kill.
+    let pair = thread::spawn(move || chat_pair(alice, bob, 3000));
+    thread::sleep(Duration::from_millis(100));
+    let killed = Instant::now();
+    nodes[2].daemon.signal(libc::SIGKILL);
+    let _ = nodes[2].daemon.wait_exit(WAIT);
+    let mut tries = 0;
+    let dave = loop {
+        tries += 1;
+        match try_login(nodes[0].daemon.addr, "dave") {
+            Ok(c) => break c,
+            Err(e) => {
+                assert_eq!(e, "error: login \"dave\" is taken");
+                assert!(killed.elapsed() < lease * 3, "dave never freed");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let freed = killed.elapsed();
+    println!("dave free again {freed:?} after the kill ({tries} tries)");
+    assert!(
+        freed <= lease + Duration::from_millis(500),
+        "freed after {freed:?}, lease {lease:?}"
+    );
+    assert_eq!(pair.join().unwrap(), 3000, "the pair lost lines");
+    drop(dave);
+    nodes.pop();
+}
+
+#[test]
+fn a_drained_node_delivers_then_frees_its_logins() {
+    let _one = serial();
+    let redis = Redis::start();
+    // A long lease: the logins must be freed by the drain, not by the lease.
+    let mut nodes = [node(&redis, "n1", "60s"), node(&redis, "n2", "60s")];
+    let mut alice = login(&nodes[0], "alice");
+    let mut erin = login(&nodes[1], "erin");
+    nodes[0].wait_remote(1);
+    for i in 0..100 {
+        alice.send(&format!("erin: {i}"));
+    }
+    for i in 0..100 {
+        erin.expect(&format!("from alice: {i}"));
+    }
+    nodes[1].daemon.signal(libc::SIGTERM);
+    erin.expect("notice: server shutting down");
+    erin.expect_closed();
+    let status = nodes[1].daemon.wait_exit(WAIT).expect("n2 exited");
+    assert!(status.success());
+    let released = nodes[1].daemon.log_text().contains("left the cluster");
+    assert!(released, "{}", nodes[1].daemon.log_text());
+    // Free at once on the other node, 60 s before the lease would have freed it.
+    let erin_again = try_login(nodes[0].daemon.addr, "erin");
+    assert!(erin_again.is_ok(), "{:?}", erin_again.err());
+    nodes[0].wait_remote(0);
+}
+
+#[test]
+fn a_redis_outage_keeps_local_chat_and_recovers() {
+    let _one = serial();
+    let mut redis = Redis::start();
+    let nodes = [node(&redis, "n1", "3s"), node(&redis, "n2", "3s")];
+    let mut alice = login(&nodes[0], "alice");
+    let mut bob = login(&nodes[0], "bob");
+    let mut carol = login(&nodes[1], "carol");
+    nodes[0].wait_remote(1);
+    nodes[1].wait_remote(2);
+    assert_eq!(nodes[0].ready(), 200);
+
+    redis.stop();
+    nodes[0].wait_ready(503, WAIT);
+    // Chat inside one node goes on.
+    alice.send("bob: still here?");
+    bob.expect("from alice: still here?");
+    // New logins are refused and closed.
+    let mut newcomer = Client::connect(nodes[0].daemon.addr);
+    newcomer.send("dave");
+    newcomer.expect("error: cluster unavailable, try again");
+    newcomer.expect_closed();
+    // Another node's client cannot be reached, and the sender is told.
+    alice.send("carol, bob: across?");
+    alice.expect("error: could not deliver to \"carol\"");
+    bob.expect("from alice: across?");
+    assert!(nodes[0].metric("achat_cluster_dropped_total{reason=\"link_down\"}") >= 1.0);
+    assert_eq!(nodes[0].metric("achat_cluster_link_up"), 0.0);
+
+    // Redis comes back (empty): each node reconnects and claims its logins again.
+    let back = Instant::now();
+    redis.restart();
+    nodes[0].wait_ready(200, Duration::from_secs(20));
+    nodes[1].wait_ready(200, Duration::from_secs(20));
+    println!("both nodes ready again {:?} after Redis came back", back.elapsed());
+    nodes[0].wait_remote(1);
+    nodes[1].wait_remote(2);
+    alice.send("carol: back?");
+    carol.expect("from alice: back?");
+    carol.send("bob: yes");
+    bob.expect("from carol: yes");
+    let taken = try_login(nodes[1].daemon.addr, "alice").err();
+    assert_eq!(taken.as_deref(), Some("error: login \"alice\" is taken"));
+    assert!(nodes[0].metric("achat_cluster_connects_total{result=\"ok\"}") >= 2.0);
+}
