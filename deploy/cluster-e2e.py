@@ -8,13 +8,14 @@ only, asyncio).
 
 It plays the users of a-chat cluster that sits behind a load balancer (ADDR, HAProxy), all on
 loopback:
-  1. every client connects through the balancer and logs in with its own name (c000, c001,
-     ...), then sends itself `hello N` and waits for it to come back: that is how a client
-     knows its login was granted. GET /connections on each node's admin port then says which
-     node holds which login.
+  1. one after the other, every client connects through the balancer and logs in with its
+     own name (c000, c001, ...), then sends itself `hello N` and waits for it to come back:
+     that is how a client knows its login was granted. GET /connections on each node's
+     admin port then says which node holds which login.
   2. sending: client i writes one line every 100 ms, `c(i+1), c(i+7): s SEQ`, SEQ counting
      up from 0 per client; every client records the SEQs it receives from each sender.
-     With round-robin balancing every one of those lines crosses nodes.
+     With round-robin balancing over three nodes, client i is on node i mod 3 and every
+     one of those lines crosses nodes (the pairs line of the verdict counts them).
   3. KILL_AFTER seconds into the sending, the driver writes DIR/kill-request; the script
      SIGKILLs one node and writes DIR/killed (`NODE EPOCH-SECONDS`, the time just before the
      signal). Clients whose connection ends log in again through the balancer with the
@@ -394,7 +395,7 @@ def verdict(run, reasons):
             reasons.append(f"{run.reconnected} clients lost their connection, and no node was killed")
 
     # Every pair.
-    exact = loose = 0
+    exact = loose = crossing = 0
     expected = lost = extra = 0
     bad_exact, bad_loose = [], []
     loose_delivered = loose_sent = 0
@@ -403,6 +404,8 @@ def verdict(run, reasons):
             got = r.recv.get(s.name, [])
             if s.name in stable and r.name in stable:
                 exact += 1
+                if s.node is not None and r.node is not None and s.node != r.node:
+                    crossing += 1
                 expected += s.seq
                 if got != list(range(s.seq)):
                     have = set(got)
@@ -448,7 +451,8 @@ def verdict(run, reasons):
 
     run.pairs_exact, run.pairs_loose = exact, loose
     say(
-        f"pairs: {exact} between clients that stayed connected ({expected} lines expected, "
+        f"pairs: {exact} between clients that stayed connected ({crossing} of them across nodes; "
+        f"{expected} lines expected, "
         f"{lost} lost, {extra} duplicated or out of order); {loose} with a reconnected side "
         f"({loose_delivered} of {loose_sent} lines arrived, order and uniqueness checked); "
         f"{undeliverable_total} `no such user`/`could not deliver` answers"
@@ -484,10 +488,15 @@ async def run_main(args):
         f"{args.send_seconds:g}s in all; lease {args.lease:g}s + slack {args.slack:g}s"
     )
     progress = asyncio.create_task(progress_loop(run))
-    sessions = [asyncio.create_task(session(run, c)) for c in run.clients]
 
-    # 1. Every client logs in.
+    # 1. Every client logs in, one after the other: the balancer's round robin then puts
+    # client i on node i mod 3, and both of its recipients on the other two nodes.
+    sessions = []
     deadline = time.monotonic() + LOGIN_TIMEOUT
+    for c in run.clients:
+        sessions.append(asyncio.create_task(session(run, c)))
+        while c.first_login is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
     while time.monotonic() < deadline and not all(c.first_login for c in run.clients):
         await asyncio.sleep(0.05)
     missing = [c for c in run.clients if c.first_login is None]
