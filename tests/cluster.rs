@@ -206,7 +206,12 @@ fn two_clients_racing_for_one_login_on_two_nodes_one_wins() {
             .collect();
         let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
         let won = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(won, 1, "round {round}: {:?}", results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>());
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {:?}",
+            results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        );
         let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
         assert_eq!(lost, &format!("error: login \"{name}\" is taken"));
     }
@@ -327,7 +332,10 @@ fn a_redis_outage_keeps_local_chat_and_recovers() {
     redis.restart();
     nodes[0].wait_ready(200, Duration::from_secs(20));
     nodes[1].wait_ready(200, Duration::from_secs(20));
-    println!("both nodes ready again {:?} after Redis came back", back.elapsed());
+    println!(
+        "both nodes ready again {:?} after Redis came back",
+        back.elapsed()
+    );
     nodes[0].wait_remote(1);
     nodes[1].wait_remote(2);
     alice.send("carol: back?");

@@ -79,7 +79,7 @@ impl Route {
             0 => distance,
             n => {
                 let j = distance + 1;
-                if j % n == 0 {
+                if j.is_multiple_of(n) {
                     return None;
                 }
                 j - 1 - j / n

@@ -129,6 +129,15 @@ pub fn check(config: &ClusterConfig) -> Result<(), (&'static str, String)> {
 
 fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
     use redis::IntoConnectionInfo;
+    if config.redis.starts_with("rediss://") || config.redis.starts_with("unix:") {
+        return Err((
+            "cluster.redis",
+            format!(
+                "{:?}: only redis://host:port/ is supported (for TLS to Redis, run a TLS tunnel on this host)",
+                config.redis
+            ),
+        ));
+    }
     let info = config.redis.as_str().into_connection_info().map_err(|e| {
         (
             "cluster.redis",

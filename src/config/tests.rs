@@ -153,3 +153,41 @@ fn effective_settings_round_trip() {
     let c = Config::default();
     assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
 }
+
+#[test]
+fn cluster_settings_that_cannot_work_are_refused_by_key() {
+    let ok = Config::parse(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379/\"\nnode_id = \"n1\"\nlease = \"2s\"\n",
+    )
+    .unwrap();
+    assert!(ok.cluster.enabled());
+    assert_eq!(ok.cluster.lease, Duration::from_secs(2));
+    for (toml, key, says) in [
+        (
+            "redis = \"localhost:6379\"",
+            "cluster.redis",
+            "not a Redis URL",
+        ),
+        (
+            "redis = \"rediss://127.0.0.1:6379/\"",
+            "cluster.redis",
+            "TLS tunnel",
+        ),
+        (
+            "redis = \"redis://h/\"\nnode_id = \"a b\"",
+            "cluster.node_id",
+            "letters",
+        ),
+        (
+            "redis = \"redis://h/\"\nlease = \"500ms\"",
+            "cluster.lease",
+            "at least 1s",
+        ),
+    ] {
+        let e = Config::parse(&format!("[cluster]\n{toml}\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");
+        assert!(e.message.contains(says), "{toml}: {e}");
+    }
+    // Off: nothing is checked.
+    assert!(Config::parse("[cluster]\nnode_id = \"a b\"\n").is_ok());
+}

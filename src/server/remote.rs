@@ -12,7 +12,7 @@ use std::task::Poll;
 
 use futures::channel::oneshot;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::cluster::frame::{self, FrameWriter};
 use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Inbound};
@@ -318,7 +318,9 @@ pub fn deliver_relay(
     let records = match frame::records(&frame) {
         Ok(records) => records,
         Err(e) => {
-            info!(error = ?e, bytes = frame.len(), "a relay frame that is not a-chat's was ignored");
+            // Anyone who can publish to Redis can send this: counted, not logged per frame.
+            metrics.cluster.dropped(CrossDrop::Malformed, 1);
+            debug!(error = ?e, bytes = frame.len(), "a relay frame that is not a-chat's was ignored");
             return cut;
         }
     };
