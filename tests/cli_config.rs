@@ -240,7 +240,12 @@ fn check_config_passes_on_the_example_cluster_nodes() {
     for node in ["n1", "n2", "n3"] {
         let path = dir.join(format!("{node}.toml"));
         let (status, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
-        assert_eq!(status.code(), Some(0), "check-config {}: {err}", path.display());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "check-config {}: {err}",
+            path.display()
+        );
         assert!(
             out.contains(&format!("\"{node}\"")),
             "node_id {node:?} missing from the effective settings of {}:\n{out}",
