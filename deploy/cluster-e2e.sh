@@ -52,7 +52,8 @@ SLACK=2                 # seconds a dead node's client may take beyond the lease
 SEND_SECONDS=14         # how long the clients send
 KILL_AFTER=5            # seconds into the sending when the node is killed
 DRIVER_TIMEOUT=70       # seconds cluster-e2e.py may run in all before it is killed
-START_TIMEOUT=10        # seconds for each process to be ready
+DRAIN_WAIT=8            # seconds for a surviving node to drain and exit (drain_timeout 5s)
+START_TIMEOUT=5         # seconds for each process to be ready (they need well under one)
 WORK="$(mktemp -d /tmp/a-chat-cluster-e2e.XXXXXX)"
 PIDS=()                 # every process started here (lib.sh's stop_tracked stops them)
 declare -A NODE_PID=() CHAT_PORT=() ADMIN_PORT=()
@@ -72,7 +73,7 @@ cleanup() {
     remove_work "$WORK"
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+trap 'say "interrupted: stopping what it started"; exit 1' INT TERM
 
 if ! [[ "$CLIENTS" =~ ^[0-9]+$ ]] || [ "$CLIENTS" -lt 2 ]; then
     say "E2E_CLIENTS must be a number of at least 2"; exit 2
@@ -284,9 +285,9 @@ for node in "${NAMES[@]}"; do
     fi
     kill -TERM "$pid"
     status=0
-    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for ((i = 0; i < DRAIN_WAIT * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-        REASONS+=("node $node did not exit within 15 s of SIGTERM")
+        REASONS+=("node $node did not exit within $DRAIN_WAIT s of SIGTERM")
         continue
     fi
     wait "$pid" 2>/dev/null || status=$?
