@@ -23,13 +23,20 @@ pub const MAGIC: &[u8; 2] = b"A1";
 #[derive(Debug, Default)]
 pub struct FrameWriter {
     buf: Vec<u8>,
+    /// Deliveries written so far (recipients over all records), for the metrics.
+    deliveries: u64,
 }
 
 impl FrameWriter {
     pub fn new() -> FrameWriter {
         FrameWriter {
             buf: MAGIC.to_vec(),
+            deliveries: 0,
         }
+    }
+
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
     }
 
     /// Adds one message line for `recipients` (logins as they logged in). A sender,
@@ -55,6 +62,7 @@ impl FrameWriter {
         self.buf
             .extend_from_slice(&(line.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(line);
+        self.deliveries += recipients.len() as u64;
         true
     }
 
@@ -232,6 +240,7 @@ mod tests {
         assert!(w.is_empty());
         assert!(w.push("alice", &["bob", "carol"], b"from alice: hi\n"));
         assert!(w.push("dave", &["bob"], b"from dave: yo\n"));
+        assert_eq!(w.deliveries(), 3);
         let frame = w.finish();
         let got: Vec<_> = records(&frame).unwrap().map(Result::unwrap).collect();
         assert_eq!(got.len(), 2);

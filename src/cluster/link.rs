@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
+use futures::stream::{FuturesOrdered, StreamExt as _};
 use futures_lite::future::FutureExt as _;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use std::task::Poll;
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tracing::{debug, info, warn};
 
+use super::batch::Batch;
 use super::frame::{self, parse_entry, parse_event};
 use super::metrics::CrossDrop;
 use super::{Claim, Command, Inbound, Settings, Shared};
@@ -36,7 +39,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Commands taken from the router's queue for one round trip at most.
 const BATCH: usize = 4096;
 /// Logins claimed again per script call after an outage.
-const CLAIM_CHUNK: usize = 500;
+const CLAIM_CHUNK: usize = super::batch::CLAIM_CHUNK;
+/// Batches sent to Redis and not yet answered, at most: a batch is sent while the one
+/// before waits for its answer, so the wait adds no latency under load.
+const IN_FLIGHT: usize = 4;
+
+/// A batch on its way to Redis, with its answers when they come.
+type Sending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Batch, redis::RedisResult<Vec<Value>>)> + Send>,
+>;
 
 /// The channel a node's relay frames are published on.
 pub fn relay_channel(node: &str) -> String {
@@ -216,7 +227,7 @@ impl Link {
                 args.push(look);
                 args.push(login);
             }
-            let granted = claim_answers(self.call(session, &args).await?);
+            let granted = super::batch::claim_answers(self.call(session, &args).await?);
             for (i, (look, login)) in chunk.iter().enumerate() {
                 if granted.get(i) != Some(&true) {
                     self.held.remove(look);
@@ -251,24 +262,41 @@ impl Link {
     }
 
     /// Connected: the router's commands, the lease, until the router or the connection
-    /// ends.
+    /// ends. Up to [`IN_FLIGHT`] batches wait for Redis's answers at once; they are sent
+    /// and answered in order on the one connection.
     async fn serve(&mut self, session: &mut Session) -> Ended {
         let mut next_renewal = Instant::now() + self.renew_every();
-        loop {
+        let mut in_flight: FuturesOrdered<Sending> = FuturesOrdered::new();
+        let ended = loop {
             if Instant::now() >= next_renewal {
                 if let Err(e) = self.renew(session).await {
-                    return Ended::Lost(e);
+                    break Ended::Lost(e);
                 }
                 next_renewal = Instant::now() + self.renew_every();
                 continue;
             }
             enum Wake {
                 Command(Option<Command>),
+                Answered(Option<(Batch, redis::RedisResult<Vec<Value>>)>),
                 Renew,
                 Closed,
             }
             let left = next_renewal.saturating_duration_since(Instant::now());
-            let command = async { Wake::Command(self.commands.recv().await.ok()) };
+            let room = in_flight.len() < IN_FLIGHT;
+            let command = async {
+                if room {
+                    Wake::Command(self.commands.recv().await.ok())
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let answered = async {
+                if in_flight.is_empty() {
+                    std::future::pending().await
+                } else {
+                    Wake::Answered(in_flight.next().await)
+                }
+            };
             let renew = async {
                 runtime::sleep(left).await;
                 Wake::Renew
@@ -277,24 +305,53 @@ impl Link {
                 let _ = (&mut session.closed).await;
                 Wake::Closed
             };
-            match command.or(closed).or(renew).await {
-                Wake::Command(None) => return Ended::Left,
+            match answered.or(command).or(closed).or(renew).await {
+                Wake::Command(None) => break Ended::Left,
                 Wake::Command(Some(first)) => {
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH {
+                    let mut commands = vec![first];
+                    while commands.len() < BATCH {
                         match self.commands.try_recv() {
-                            Ok(c) => batch.push(c),
+                            Ok(c) => commands.push(c),
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = self.execute(session, batch).await {
-                        return Ended::Lost(e);
+                    let (pipe, batch) =
+                        Batch::prepare(commands, &mut self.held, &self.shared, &session.sha);
+                    let mut conn = session.conn.clone();
+                    let mut sending: Sending = Box::pin(async move {
+                        let answers = pipe.query_async(&mut conn).await;
+                        (batch, answers)
+                    });
+                    // Polled once here, so that it joins the connection's queue now, in
+                    // the order the batches were made.
+                    match futures::poll!(sending.as_mut()) {
+                        Poll::Ready(done) => in_flight.push_back(Box::pin(async { done })),
+                        Poll::Pending => in_flight.push_back(sending),
+                    }
+                }
+                Wake::Answered(None) => {}
+                Wake::Answered(Some((batch, answers))) => {
+                    match batch.finish(answers, &mut self.held, &self.shared, &self.inbound) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            warn!("this node's lease had run out: claiming its logins again");
+                            if let Err(e) = self.register(session, false).await {
+                                break Ended::Lost(e);
+                            }
+                        }
+                        Err(e) => break Ended::Lost(e),
                     }
                 }
                 Wake::Renew => {}
-                Wake::Closed => return Ended::Lost("the connection closed".into()),
+                Wake::Closed => break Ended::Lost("the connection closed".into()),
             }
+        };
+        // What was sent is answered, or fails with the connection: either way its claims
+        // and relays get their answer.
+        while let Some((batch, answers)) = in_flight.next().await {
+            let _ = batch.finish(answers, &mut self.held, &self.shared, &self.inbound);
         }
+        ended
     }
 
     async fn renew(&mut self, session: &mut Session) -> Result<(), String> {
@@ -315,132 +372,6 @@ impl Link {
                 Err(e)
             }
         }
-    }
-
-    /// Runs a batch of commands in one round trip: claims and releases in the order they
-    /// came (consecutive ones of a kind in one script call), then one PUBLISH per node
-    /// with every frame for it merged.
-    async fn execute(&mut self, session: &mut Session, batch: Vec<Command>) -> Result<(), String> {
-        enum Step {
-            Claims(Vec<(Box<str>, Arc<str>, oneshot::Sender<Claim>)>),
-            Releases(Vec<Box<str>>),
-        }
-        let mut steps: Vec<Step> = Vec::new();
-        let mut frames: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
-        for command in batch {
-            match command {
-                Command::Claim { look, login, reply } => match steps.last_mut() {
-                    Some(Step::Claims(claims)) if claims.len() < CLAIM_CHUNK => {
-                        claims.push((look, login, reply))
-                    }
-                    _ => steps.push(Step::Claims(vec![(look, login, reply)])),
-                },
-                Command::Release { look } => {
-                    self.held.remove(&look);
-                    match steps.last_mut() {
-                        Some(Step::Releases(looks)) => looks.push(look),
-                        _ => steps.push(Step::Releases(vec![look])),
-                    }
-                }
-                Command::Publish { node, frame } => {
-                    self.shared
-                        .outgoing
-                        .fetch_sub(frame.len(), Ordering::AcqRel);
-                    match frames.iter_mut().find(|(n, _)| *n == node) {
-                        Some((_, into)) => frame::merge(into, &frame),
-                        None => frames.push((node, frame)),
-                    }
-                }
-            }
-        }
-        let mut pipe = redis::pipe();
-        let node = &*self.settings.node_id;
-        for step in &steps {
-            let cmd = pipe.cmd("EVALSHA").arg(&session.sha).arg(0);
-            match step {
-                Step::Claims(claims) => {
-                    cmd.arg("claim").arg(node);
-                    for (look, login, _) in claims {
-                        cmd.arg(&**look).arg(&**login);
-                    }
-                }
-                Step::Releases(looks) => {
-                    cmd.arg("release").arg(node);
-                    for look in looks {
-                        cmd.arg(&**look);
-                    }
-                }
-            }
-        }
-        for (node, frame) in &frames {
-            pipe.cmd("PUBLISH").arg(relay_channel(node)).arg(&frame[..]);
-        }
-        let m = &self.shared.metrics.cluster;
-        let answers: Result<Vec<Value>, _> = pipe.query_async(&mut session.conn).await;
-        let answers = match answers {
-            Ok(answers) => answers,
-            Err(e) => {
-                for step in steps {
-                    if let Step::Claims(claims) = step {
-                        for (_, _, reply) in claims {
-                            m.claims_unavailable.inc();
-                            let _ = reply.send(Claim::Unavailable);
-                        }
-                    }
-                }
-                for (_, frame) in frames {
-                    let _ = self
-                        .inbound
-                        .try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
-                }
-                return Err(e.to_string());
-            }
-        };
-        let mut answers = answers.into_iter();
-        let mut rejoin = false;
-        for step in steps {
-            let answer = answers.next();
-            if let Step::Claims(claims) = step {
-                let alive =
-                    matches!(&answer, Some(Value::Array(a)) if a.first() == Some(&Value::Int(1)));
-                let granted = answer.map(claim_answers).unwrap_or_default();
-                rejoin |= !alive;
-                for (i, (look, login, reply)) in claims.into_iter().enumerate() {
-                    let answer = match granted.get(i) {
-                        _ if !alive => Claim::Unavailable,
-                        Some(true) => Claim::Granted,
-                        _ => Claim::Taken,
-                    };
-                    match answer {
-                        Claim::Granted => {
-                            m.claims_granted.inc();
-                            let _ = self.held.insert(look, login);
-                        }
-                        Claim::Taken => {
-                            m.claims_taken.inc();
-                        }
-                        Claim::Unavailable => {
-                            m.claims_unavailable.inc();
-                        }
-                    }
-                    // A reader gone meanwhile: the router releases the login.
-                    let _ = reply.send(answer);
-                }
-            }
-        }
-        for ((_, frame), answer) in frames.into_iter().zip(answers) {
-            m.publishes.inc();
-            if answer == Value::Int(0) {
-                let _ = self
-                    .inbound
-                    .try_send(Inbound::Undelivered(frame, CrossDrop::NoReceiver));
-            }
-        }
-        if rejoin {
-            warn!("this node's lease had run out: claiming its logins again");
-            self.register(session, false).await?;
-        }
-        Ok(())
     }
 }
 
@@ -557,18 +488,6 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
         if let Some(event) = parse_event(&payload) {
             let _ = inbound.try_send(Inbound::Event(event));
         }
-    }
-}
-
-/// The per-pair answers of a `claim` call (`{alive, granted...}`).
-fn claim_answers(value: Value) -> Vec<bool> {
-    match value {
-        Value::Array(items) => items
-            .into_iter()
-            .skip(1)
-            .map(|v| v == Value::Int(1))
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

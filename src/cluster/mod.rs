@@ -11,6 +11,7 @@
 //! frees this node's logins in Redis and ends too. With `[cluster] redis = ""` none of
 //! this is started and the router's paths are the single-node ones.
 
+mod batch;
 mod directory;
 pub mod frame;
 mod link;

@@ -152,23 +152,23 @@ impl Remote {
         let _ = self.link.commands.try_send(Command::Release { look });
     }
 
-    /// Finds `name` among the other nodes' logins (as written, then by `look`, its
-    /// canonical form, computed only when needed) and adds it to the current message.
-    /// `false` when no other node holds it. A login already in this message (another
-    /// spelling of the same person) is not added twice.
+    /// Finds `name` among the other nodes' logins (as written, or with `look`, by its
+    /// canonical form) and adds it to the current message. `false` when no other node
+    /// holds it. A login already in this message (another spelling of the same person)
+    /// is not added twice.
     pub fn route(
         &mut self,
         name: &str,
-        look: impl FnOnce() -> Option<String>,
+        look: Option<&str>,
         sender: Option<&Outbox>,
         metrics: &Metrics,
     ) -> bool {
-        let entry = match self.directory.exact(name) {
-            Some(entry) => entry,
-            None => match look().and_then(|l| self.directory.by_look(&l)) {
-                Some(entry) => entry,
-                None => return false,
-            },
+        let found = match look {
+            None => self.directory.exact(name),
+            Some(look) => self.directory.by_look(look),
+        };
+        let Some(entry) = found else {
+            return false;
         };
         if self.message.iter().any(|(_, l)| *l == entry.login) {
             return true;
@@ -190,22 +190,34 @@ impl Remote {
         if self.message.is_empty() {
             return;
         }
+        if self.message.len() == 1 {
+            // The common case: one recipient on another node.
+            let (node, login) = self.message.pop().expect("one recipient");
+            let at = self.frame_for(&node);
+            self.outgoing[at].1.push(from, &[&login], line);
+            return;
+        }
         let mut message = std::mem::take(&mut self.message);
         message.sort_by(|a, b| a.0.cmp(&b.0));
         for group in message.chunk_by(|a, b| a.0 == b.0) {
             let node = &group[0].0;
             let logins: Vec<&str> = group.iter().map(|(_, l)| &**l).collect();
-            let at = match self.outgoing.iter().position(|(n, _)| n == node) {
-                Some(at) => at,
-                None => {
-                    self.outgoing.push((node.clone(), FrameWriter::new()));
-                    self.outgoing.len() - 1
-                }
-            };
+            let at = self.frame_for(node);
             self.outgoing[at].1.push(from, &logins, line);
         }
         message.clear();
         self.message = message;
+    }
+
+    /// Where this batch's frame for `node` is in `outgoing` (made when missing).
+    fn frame_for(&mut self, node: &Arc<str>) -> usize {
+        match self.outgoing.iter().position(|(n, _)| n == node) {
+            Some(at) => at,
+            None => {
+                self.outgoing.push((node.clone(), FrameWriter::new()));
+                self.outgoing.len() - 1
+            }
+        }
     }
 
     /// The batch is complete: one publish per node it reaches. Past the outgoing budget
@@ -215,8 +227,8 @@ impl Remote {
             if writer.is_empty() {
                 continue;
             }
+            let deliveries = writer.deliveries();
             let frame = writer.finish();
-            let deliveries = count_deliveries(&frame);
             let queued = self
                 .link
                 .shared
@@ -261,17 +273,6 @@ impl Remote {
             .remote_logins
             .set(self.directory.len() as i64);
     }
-}
-
-fn count_deliveries(frame: &[u8]) -> u64 {
-    frame::records(frame)
-        .map(|records| {
-            records
-                .filter_map(Result::ok)
-                .map(|r| r.recipients.len() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Tells the sender of each record of an undelivered frame which recipients it missed.

@@ -355,9 +355,20 @@ impl<'n> Route<'n, '_> {
         unknown: &mut HashSet<&'n str>,
         by_look: &mut Vec<Arc<str>>,
     ) {
+        // In a cluster, a login on another node by its exact name comes before any
+        // canonical form is computed: routing to another node costs two map lookups.
+        if !online.peers.contains_key(self.name) {
+            if let Some(r) = remote.as_mut() {
+                let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
+                if r.route(self.name, None, sender, metrics) {
+                    return;
+                }
+            }
+        }
+        let mut look = None;
         let (peer, found) = match online.peers.get(self.name) {
             Some(peer) => (peer, None),
-            None => match self.look_up(online, unknown) {
+            None => match self.look_up(online, unknown, &mut look) {
                 Some(login) => {
                     let listed_as_is = self.listed.split_terminator('\n').any(|n| n == &*login);
                     if listed_as_is || by_look.contains(&login) {
@@ -367,14 +378,9 @@ impl<'n> Route<'n, '_> {
                     (&online.peers[&login], Some(login))
                 }
                 None => {
-                    if let Some(remote) = remote {
-                        let name = self.name;
-                        let look = || {
-                            (name.len() <= MAX_LOOK_UP_BYTES && !unknown.contains(name))
-                                .then(|| names::canonical(name))
-                        };
+                    if let (Some(r), Some(look)) = (remote.as_mut(), look.as_deref()) {
                         let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
-                        if remote.route(name, look, sender, metrics) {
+                        if r.route(self.name, Some(look), sender, metrics) {
                             return;
                         }
                     }
@@ -404,10 +410,17 @@ impl<'n> Route<'n, '_> {
 
     /// The login whose canonical form the name has, if one is online. Names already
     /// answered as unknown in this batch, and names too long to be a login, cost nothing.
-    fn look_up(&self, online: &Online, unknown: &HashSet<&'n str>) -> Option<Arc<str>> {
+    /// The canonical form computed is left in `look`, for the other nodes' logins.
+    fn look_up(
+        &self,
+        online: &Online,
+        unknown: &HashSet<&'n str>,
+        look: &mut Option<String>,
+    ) -> Option<Arc<str>> {
         if self.name.len() > MAX_LOOK_UP_BYTES || unknown.contains(self.name) {
             return None;
         }
-        online.looks.get(&*names::canonical(self.name)).cloned()
+        let canonical = look.insert(names::canonical(self.name));
+        online.looks.get(&**canonical).cloned()
     }
 }
