@@ -231,6 +231,29 @@ fn check_config_on_the_shipped_file_prints_the_effective_settings() {
     assert_eq!(settings(&out), settings(&out2));
 }
 
+/// The example cluster node configs (deploy/cluster/n1.toml ..., installed by operators as
+/// /etc/a-chat/nN.toml for deploy/a-chat@.service) are valid, each with its own node id.
+/// (deploy/verify-deploy.sh checks the units and the HAProxy example around them.)
+#[test]
+fn check_config_passes_on_the_example_cluster_nodes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster");
+    for node in ["n1", "n2", "n3"] {
+        let path = dir.join(format!("{node}.toml"));
+        let (status, out, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "check-config {}: {err}",
+            path.display()
+        );
+        assert!(
+            out.contains(&format!("\"{node}\"")),
+            "node_id {node:?} missing from the effective settings of {}:\n{out}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn check_config_shows_the_values_of_the_file_over_the_defaults() {
     let dir = tempfile::tempdir().unwrap();

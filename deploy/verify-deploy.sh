@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# deploy/verify-deploy.sh: checks the deployment files an operator copies onto a machine,
+# without installing anything:
+#   1. `systemd-analyze verify` on deploy/a-chat.service (with deploy/a-chat.socket) and on
+#      the cluster template deploy/a-chat@.service (as its instance a-chat@n1.service), in a
+#      scratch root that holds stand-ins for the programs the units run (/usr/local/bin/a-chat,
+#      /bin/kill), so that a missing binary on this machine does not hide a real mistake
+#   2. `systemd-analyze security --offline=true` on both units: exposure 1.0 or lower
+#      (docs/OPERATIONS.md, "Measured exposure")
+#   3. `a-chat check-config` on each example cluster node config, deploy/cluster/n*.toml
+#   4. `haproxy -c` on deploy/cluster/haproxy.cfg, and that its servers are the nodes'
+#      chat ports, each checked on that node's admin port (/readyz)
+# One line per check; exit 0 when all pass, 1 otherwise. A tool that is missing (systemd,
+# haproxy) fails its checks: CI installs both.
+#
+# Environment:
+#   A_CHAT_BIN=PATH   the a-chat binary (default target/release/a-chat, else target/debug/a-chat)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
+WORK="$(mktemp -d /tmp/a-chat-verify-deploy.XXXXXX)"
+FAILED=0
+
+say() { printf '[verify-deploy] %s\n' "$*"; }
+pass() { say "ok: $*"; }
+fail() { say "FAIL: $*"; FAILED=1; }
+
+# shellcheck disable=SC2317,SC2329  # called by the EXIT trap
+cleanup() { remove_work "$WORK"; }
+trap cleanup EXIT
+
+BIN="${A_CHAT_BIN:-}"
+if [ -z "$BIN" ]; then
+    BIN="$ROOT/target/release/a-chat"
+    [ -x "$BIN" ] || BIN="$ROOT/target/debug/a-chat"
+fi
+
+# 1, 2. The systemd units.
+if command -v systemd-analyze >/dev/null; then
+    R="$WORK/root"
+    mkdir -p "$R/etc/systemd/system" "$R/usr/lib/systemd"
+    cp -a /usr/lib/systemd/system "$R/usr/lib/systemd/"   # the targets the units refer to
+    cp "$ROOT/deploy/a-chat.service" "$ROOT/deploy/a-chat.socket" "$ROOT/deploy/a-chat@.service" \
+        "$R/etc/systemd/system/"
+    # A stand-in for every program an Exec line names (the first word after `=` and any `-@:+!` prefixes).
+    while IFS= read -r prog; do
+        mkdir -p "$R$(dirname "$prog")"
+        printf '#!/bin/sh\nexit 0\n' >"$R$prog"
+        chmod 0755 "$R$prog"
+    done < <(sed -n -e 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$ROOT"/deploy/a-chat*.service | sort -u)
+    for unit in a-chat.service a-chat@n1.service; do
+        if out="$(systemd-analyze verify --root="$R" "$unit" 2>&1)" && [ -z "$out" ]; then
+            pass "systemd-analyze verify $unit: clean"
+        else
+            fail "systemd-analyze verify $unit:"
+            printf '%s\n' "$out" | sed -e 's/^/    | /'
+        fi
+    done
+    cp "$ROOT/deploy/a-chat@.service" "$WORK/a-chat@n1.service"
+    for unit in "$ROOT/deploy/a-chat.service" "$WORK/a-chat@n1.service"; do
+        name="$(basename "$unit")"
+        out="$(systemd-analyze security --offline=true --threshold=10 "$unit" 2>&1)" && status=0 || status=$?
+        level="$(printf '%s\n' "$out" | grep -o 'Overall exposure level for [^:]*: [0-9.]*' | sed 's/.*: //')"
+        if [ "$status" -eq 0 ] && [ -n "$level" ]; then
+            pass "systemd-analyze security $name: exposure $level (at most 1.0)"
+        else
+            fail "systemd-analyze security $name: exposure ${level:-unknown}, over 1.0 (status $status)"
+        fi
+    done
+else
+    fail "systemd-analyze is missing (Debian package systemd): the units were not checked"
+fi
+
+# 3. The example node configs.
+CONFIGS=("$ROOT"/deploy/cluster/n*.toml)
+if [ ! -x "$BIN" ]; then
+    fail "no a-chat binary at $BIN (cargo build, or set A_CHAT_BIN): the node configs were not checked"
+else
+    for conf in "${CONFIGS[@]}"; do
+        if out="$("$BIN" check-config --quiet "$conf" 2>&1)"; then
+            pass "a-chat check-config deploy/cluster/$(basename "$conf")"
+        else
+            fail "a-chat check-config deploy/cluster/$(basename "$conf"):"
+            printf '%s\n' "$out" | sed -e 's/^/    | /'
+        fi
+    done
+fi
+
+# 4. The HAProxy example, and that it points at the nodes.
+CFG="$ROOT/deploy/cluster/haproxy.cfg"
+if command -v haproxy >/dev/null; then
+    if out="$(haproxy -c -f "$CFG" 2>&1)"; then
+        pass "haproxy -c deploy/cluster/haproxy.cfg"
+    else
+        fail "haproxy -c deploy/cluster/haproxy.cfg:"
+        printf '%s\n' "$out" | sed -e 's/^/    | /'
+    fi
+else
+    fail "haproxy is missing (Debian package haproxy): deploy/cluster/haproxy.cfg was not checked"
+fi
+# value FILE SECTION KEY: the quoted value of KEY in [SECTION] of a TOML file.
+value() {
+    sed -n -e "/^\[$2\]/,/^\[/{s/^$3 *= *\"\([^\"]*\)\".*/\1/p}" "$1" | head -n1
+}
+for conf in "${CONFIGS[@]}"; do
+    node="$(value "$conf" cluster node_id)"
+    chat="$(value "$conf" server listen)"
+    admin_port="$(value "$conf" admin listen | sed 's/.*://')"
+    if [ "$node" != "$(basename "$conf" .toml)" ]; then
+        fail "deploy/cluster/$(basename "$conf"): node_id \"$node\" is not the file's name (the unit's instance)"
+    elif grep -Eq "^ *server $node $chat check port $admin_port\$" "$CFG"; then
+        pass "haproxy.cfg: server $node $chat, checked on its admin port $admin_port"
+    else
+        fail "haproxy.cfg has no line \`server $node $chat check port $admin_port\` for deploy/cluster/$(basename "$conf")"
+    fi
+done
+
+if [ "$FAILED" -eq 0 ]; then
+    echo "verify-deploy: PASS"
+    exit 0
+fi
+echo "verify-deploy: FAIL"
+exit 1
