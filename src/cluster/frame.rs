@@ -87,6 +87,8 @@ pub struct Record<'f> {
     pub recipients: Vec<&'f str>,
     /// Where the delivery line lies in the frame.
     pub line: Range<usize>,
+    /// Where the whole record lies in the frame.
+    pub raw: Range<usize>,
 }
 
 /// Why a relay frame was not read to its end.
@@ -145,6 +147,7 @@ impl<'f> Records<'f> {
     }
 
     fn record(&mut self) -> Result<Record<'f>, FrameError> {
+        let start = self.at;
         let n = self.u16()?;
         let sender = self.str(n)?;
         let count = self.u16()?;
@@ -163,6 +166,7 @@ impl<'f> Records<'f> {
         Ok(Record {
             sender,
             recipients,
+            raw: start..line.end,
             line,
         })
     }
@@ -182,6 +186,35 @@ impl<'f> Iterator for Records<'f> {
         }
         Some(record)
     }
+}
+
+/// The frame with only the records of senders that have at most `light` bytes of
+/// records in it, and how many deliveries were left out: when a node falls behind, a
+/// sender flooding it loses its lines before one that sends a few. `None` when the frame
+/// cannot be read.
+pub fn keep_light(frame: &[u8], light: usize) -> Option<(Vec<u8>, u64)> {
+    let mut by_sender: Vec<(&str, usize)> = Vec::new();
+    for record in records(frame).ok()? {
+        let record = record.ok()?;
+        match by_sender.iter_mut().find(|(s, _)| *s == record.sender) {
+            Some((_, bytes)) => *bytes += record.raw.len(),
+            None => by_sender.push((record.sender, record.raw.len())),
+        }
+    }
+    let mut kept = MAGIC.to_vec();
+    let mut dropped = 0;
+    for record in records(frame).ok()?.flatten() {
+        let bytes = by_sender
+            .iter()
+            .find(|(s, _)| *s == record.sender)
+            .map_or(0, |(_, b)| *b);
+        if bytes <= light {
+            kept.extend_from_slice(&frame[record.raw]);
+        } else {
+            dropped += record.recipients.len() as u64;
+        }
+    }
+    Some((kept, dropped))
 }
 
 /// A change to the cluster's login directory, as published on the directory channel.
@@ -298,6 +331,28 @@ mod tests {
             records(&bad).unwrap().next(),
             Some(Err(FrameError::Malformed))
         );
+    }
+
+    #[test]
+    fn a_heavy_sender_is_left_out_and_a_light_one_kept() {
+        let mut w = FrameWriter::new();
+        for i in 0..100 {
+            w.push(
+                "flood",
+                &["a", "b"],
+                format!("from flood: {i}\n").as_bytes(),
+            );
+            if i == 50 {
+                w.push("alice", &["bob"], b"from alice: hi\n");
+            }
+        }
+        let (kept, dropped) = keep_light(&w.finish(), 1024).unwrap();
+        assert_eq!(dropped, 200);
+        let got: Vec<_> = records(&kept).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].sender, "alice");
+        assert_eq!(&kept[got[0].line.clone()], b"from alice: hi\n");
+        assert_eq!(keep_light(b"junk", 1024), None);
     }
 
     #[test]

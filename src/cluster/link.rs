@@ -19,7 +19,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::task::Poll;
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument as _};
 
 use super::batch::Batch;
 use super::frame::{self, parse_entry, parse_event};
@@ -35,6 +35,9 @@ const DIRECTORY: &str = "achat:directory";
 /// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Bytes of one sender's records in a relay frame up to which they still get through
+/// when the node is behind (see `INBOUND_SOFT`): a few lines of chat.
+const LIGHT_SENDER: usize = 4096;
 /// The least time between two warnings that the connection was lost.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
@@ -519,10 +522,13 @@ async fn dial(
     .await
     .map_err(|_| "Redis did not answer the handshake".to_string())?
     .map_err(|e| e.to_string())?;
-    runtime::spawn(async move {
-        driver.await;
-        let _ = closing.try_send(());
-    });
+    runtime::spawn(
+        async move {
+            driver.await;
+            let _ = closing.try_send(());
+        }
+        .in_current_span(),
+    );
     Ok(conn)
 }
 
@@ -541,6 +547,21 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
     if channel == own {
         let m = &shared.metrics.cluster;
         m.batches_received.inc();
+        let mut payload = payload;
+        // Behind: only senders with a few lines in this frame get through, so a flood
+        // from another node's client costs its own lines, not everyone's.
+        if shared.inbound.load(Ordering::Acquire) > super::INBOUND_SOFT {
+            match frame::keep_light(&payload, LIGHT_SENDER) {
+                Some((kept, dropped)) => {
+                    m.dropped(CrossDrop::InboundFull, dropped);
+                    payload = kept;
+                }
+                None => {
+                    m.dropped(CrossDrop::Malformed, 1);
+                    return;
+                }
+            }
+        }
         let queued = shared.inbound.fetch_add(payload.len(), Ordering::AcqRel);
         if queued + payload.len() > super::INBOUND_LIMIT {
             shared.inbound.fetch_sub(payload.len(), Ordering::AcqRel);

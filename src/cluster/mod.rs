@@ -35,6 +35,9 @@ use crate::runtime::{self, JoinHandle};
 /// Relay frames queued for Redis, in bytes, beyond which new ones are refused (their
 /// senders are told `could not deliver`): Redis slower than the chat costs bounded memory.
 pub const OUTGOING_LIMIT: usize = 64 << 20;
+/// Relay frames received and not yet routed, in bytes, beyond which only the records of
+/// senders with a few lines in a frame are taken (the rest are dropped and counted).
+pub const INBOUND_SOFT: usize = 1 << 20;
 /// Relay frames received and not yet routed, in bytes, beyond which new ones are dropped.
 pub const INBOUND_LIMIT: usize = 16 << 20;
 

@@ -80,6 +80,10 @@ pub struct Reader {
 /// ordinary messages holds far fewer; a read of `a:` lines holds over 20 000, and routing
 /// them all at once would keep every other connection on the thread waiting.
 const LINES_PER_TURN: usize = 1024;
+/// Most deliveries (a line times its recipients) one connection routes in one turn: a
+/// read of lines naming 64 recipients each costs the router (and, in a cluster, the
+/// other nodes) 64 times a plain one, and is cut into turns by this instead.
+const DELIVERIES_PER_TURN: usize = 2048;
 
 /// Whether the framer still held complete lines when a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +323,7 @@ impl Reader {
         let mut lines = Vec::new();
         let mut names = String::new();
         let mut items = Vec::new();
+        let mut deliveries = 0usize;
         let mut failure = None;
         let mut too_many_bad = false;
         let mut turn = Turn::Done;
@@ -339,12 +344,13 @@ impl Reader {
                     for name in msg.recipients() {
                         names.push_str(name);
                         names.push('\n');
+                        deliveries += 1;
                     }
                     items.push(Item::Message {
                         line: line_start..lines.len(),
                         names: names_start..names.len(),
                     });
-                    if items.len() == LINES_PER_TURN {
+                    if items.len() == LINES_PER_TURN || deliveries >= DELIVERIES_PER_TURN {
                         turn = Turn::More;
                         break;
                     }

@@ -3,6 +3,7 @@
 //! so a bug fails the test instead of hanging CI.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod pki;
 pub mod tlsclient;

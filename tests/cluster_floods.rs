@@ -1,0 +1,321 @@
+//! DESIGN §10 under hostile input: what a cluster node receives from Redis (relay frames,
+//! directory events), and what clients send across the nodes, at full speed, while a pair
+//! chats across the nodes.
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::cluster::{login, node, serial, try_login, Redis};
+use common::WAIT;
+
+/// A client of Redis that publishes `payload` on `channel` as fast as Redis takes it,
+/// until `stop`, without reading the answers (they are drained on a thread).
+fn flood_publisher(
+    redis: SocketAddr,
+    channel: String,
+    payload: Vec<u8>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    use std::io::{Read, Write};
+    thread::spawn(move || {
+        let mut stream = TcpStream::connect(redis).unwrap();
+        let mut drain = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let mut command = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        command.extend_from_slice(&payload);
+        command.extend_from_slice(b"\r\n");
+        let many = command.repeat(64);
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if stream.write_all(&many).is_err() {
+                break;
+            }
+            sent += 64;
+        }
+        sent
+    })
+}
+
+/// Relay frames and directory events are input from the network too: anyone who can
+/// publish to Redis can send them. Garbage frames, frames with absurd counts, frames for
+/// logins that are not there and garbage events, published at full speed, cost the
+/// receiving node bounded memory and a bounded log, and cost it none of its logins.
+///
+/// They can delay and lose relays to that node while they last: Redis cuts a subscriber
+/// that cannot keep up, whatever a-chat does (docs/CLUSTER.md says so). Publishing to
+/// Redis is the cluster's own right: Redis belongs behind a password and a firewall.
+#[test]
+fn hostile_publishes_cost_bounded_memory_and_no_login() {
+    let _one = serial();
+    let redis = Redis::start();
+    let mut nodes = [node(&redis, "n1", "10s"), node(&redis, "n2", "10s")];
+    let mut alice = login(&nodes[0], "alice");
+    let mut bob = login(&nodes[1], "bob");
+    nodes[0].wait_remote(1);
+    let lines_before = nodes[1].daemon.log_text().lines().count();
+    let base = nodes[1].daemon.rss_kib();
+    let watch = common::RssWatch::start(nodes[1].daemon.pid());
+
+    // A frame for a login that is not there, with a 64 KiB line.
+    let mut ghost = b"A1".to_vec();
+    ghost.extend_from_slice(&5u16.to_le_bytes());
+    ghost.extend_from_slice(b"ghost");
+    ghost.extend_from_slice(&1u16.to_le_bytes());
+    ghost.extend_from_slice(&6u16.to_le_bytes());
+    ghost.extend_from_slice(b"nobody");
+    ghost.extend_from_slice(&(65536u32).to_le_bytes());
+    ghost.extend_from_slice(&vec![b'x'; 65536]);
+    let relay = "achat:to:n2".to_string();
+    let floods: Vec<(String, Vec<u8>)> = vec![
+        (relay.clone(), b"not a frame at all".to_vec()),
+        (relay.clone(), b"A1\x01\x00a\xff\xff".to_vec()),
+        (relay, ghost),
+        ("achat:directory".into(), b"X\ngarbage\n\xff".to_vec()),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = floods
+        .into_iter()
+        .map(|(channel, payload)| flood_publisher(redis.addr, channel, payload, stop.clone()))
+        .collect();
+    // Chat inside n2 goes on during the flood.
+    let mut carol = login(&nodes[1], "carol");
+    let flood = Instant::now();
+    let mut local = 0;
+    while flood.elapsed() < Duration::from_secs(3) {
+        carol.send(&format!("bob: {local}"));
+        bob.expect(&format!("from carol: {local}"));
+        local += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published: u64 = publishers.into_iter().map(|p| p.join().unwrap()).sum();
+    let max = watch.stop();
+    let malformed = nodes[1].metric("achat_cluster_dropped_total{reason=\"malformed\"}");
+    let gone = nodes[1].metric("achat_cluster_dropped_total{reason=\"recipient_gone\"}");
+    let reconnects = nodes[1].metric("achat_cluster_connects_total{result=\"ok\"}") - 1.0;
+    let logged = nodes[1].daemon.log_text().lines().count() - lines_before;
+
+    // After the flood, the pair chats across the nodes again, every line.
+    nodes[1].wait_ready(200, WAIT);
+    nodes[0].wait_remote(2);
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let sent = Instant::now();
+        alice.send(&format!("bob: {i}"));
+        bob.expect(&format!("from alice: {i}"));
+        bob.send(&format!("alice: {i}"));
+        alice.expect(&format!("from bob: {i}"));
+        worst = worst.max(sent.elapsed());
+    }
+    println!(
+        "{published} hostile publishes in 3 s; {local} local round trips meanwhile; n2 counted \
+         {malformed} malformed frames and {gone} deliveries for nobody, was cut by Redis \
+         {reconnects} times; RSS base {base} KiB, max {max} KiB; {logged} log lines; the \
+         pair's worst round trip after: {worst:?}"
+    );
+    assert!(
+        local >= 10,
+        "only {local} round trips inside n2 during the flood"
+    );
+    assert!(malformed >= 1.0 && gone >= 1.0, "the floods never arrived");
+    // The inbound bound is 16 MiB; the rest is the daemon's own.
+    assert!(max < base + 64 * 1024, "RSS grew from {base} to {max} KiB");
+    assert!(logged < 10, "{logged} log lines for the flood");
+    // bob kept his login on n2 throughout: nobody else can take it.
+    assert_eq!(
+        try_login(nodes[0].daemon.addr, "bob").err().as_deref(),
+        Some("error: login \"bob\" is taken")
+    );
+    nodes[1].daemon.signal(libc::SIGTERM);
+    assert!(nodes[1].daemon.wait_exit(WAIT).is_some());
+}
+
+/// What one flooding client on the first node sends, over and over, without reading.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Messages to a login on the other node that never reads: a slow consumer there.
+    ToRemoteNonReader,
+    /// Each line names 64 logins on the other node (all reading): the most one line
+    /// asks of the relay.
+    RemoteFanOut,
+    /// Messages to a login no node has.
+    Unknown,
+    /// Empty lines: bad lines.
+    EmptyLines,
+    /// Garbage before any login.
+    NoLogin,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::ToRemoteNonReader,
+    Kind::RemoteFanOut,
+    Kind::Unknown,
+    Kind::EmptyLines,
+    Kind::NoLogin,
+];
+
+fn payload(kind: Kind, name: &str, fan: &str) -> (Vec<u8>, Vec<u8>) {
+    const SIZE: usize = 64 * 1024;
+    let login = format!("{name}\n").into_bytes();
+    let fill = |unit: &[u8]| unit.repeat(SIZE / unit.len());
+    match kind {
+        Kind::ToRemoteNonReader => (
+            login,
+            fill(format!("sink: {}\n", "x".repeat(100)).as_bytes()),
+        ),
+        Kind::RemoteFanOut => (
+            login,
+            fill(format!("{fan}: {}\n", "y".repeat(60)).as_bytes()),
+        ),
+        Kind::Unknown => (login, fill(b"nobody-anywhere: hi\n")),
+        Kind::EmptyLines => (login, fill(b"\n")),
+        Kind::NoLogin => (Vec::new(), fill(b"\x00\x01garbage")),
+    }
+}
+
+/// One flooding connection after another until `stop`, as in tests/floods.rs.
+fn flooder(kind: Kind, addr: SocketAddr, id: usize, fan: &str, stop: &AtomicBool) -> u64 {
+    let mut sent = 0u64;
+    let mut round = 0;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            continue;
+        };
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (login, body) = payload(kind, &format!("f{id}r{round}"), fan);
+        if stream.write_all(&login).is_err() {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            match stream.write(&body) {
+                Ok(n) => sent += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+    }
+    sent
+}
+
+/// Clients on one node flood the other node's logins (a non-reader, a fan-out of 64 to
+/// each line), unknown names and bad input at full speed, while a pair chats across the
+/// nodes: both nodes' memory stays bounded, the pair gets every line, and its worst round
+/// trip is reported.
+#[test]
+fn hostile_clients_across_nodes_do_not_disturb_a_pair() {
+    const FLOODERS: usize = 40;
+    const FLOOD_FOR: Duration = Duration::from_secs(6);
+    let _one = serial();
+    let redis = Redis::start();
+    let limits = "[limits]\noutbound_queue_bytes = 262144\noutbound_queue_hard_bytes = 1048576\n\
+                  outbound_total_bytes = 8388608\nslow_consumer_grace = \"1s\"\n";
+    let nodes = [
+        common::cluster::node_with(&redis, "n1", "10s", limits),
+        common::cluster::node_with(&redis, "n2", "10s", limits),
+    ];
+    let mut alice = login(&nodes[0], "alice");
+    let mut bob = login(&nodes[1], "bob");
+    // The non-reader, and 64 readers for the fan-out, on the second node.
+    let mut sink = common::Client::connect_small_rcvbuf(nodes[1].daemon.addr, 4096);
+    sink.send("sink");
+    let readers: Vec<_> = (0..64)
+        .map(|i| {
+            let c = login(&nodes[1], &format!("r{i}"));
+            let (_, mut reader) = c.split();
+            thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+            })
+        })
+        .collect();
+    nodes[0].wait_remote(66);
+    let fan: String = (0..64)
+        .map(|i| format!("r{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..20 {
+        alice.send(&format!("bob: warm {i}"));
+        bob.expect(&format!("from alice: warm {i}"));
+    }
+    let bases = [nodes[0].daemon.rss_kib(), nodes[1].daemon.rss_kib()];
+    let watches = [
+        common::RssWatch::start(nodes[0].daemon.pid()),
+        common::RssWatch::start(nodes[1].daemon.pid()),
+    ];
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooded = Arc::new(AtomicU64::new(0));
+    let addr = nodes[0].daemon.addr;
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|i| {
+            let (stop, flooded, fan) = (stop.clone(), flooded.clone(), fan.clone());
+            let kind = KINDS[i % KINDS.len()];
+            thread::spawn(move || {
+                flooded.fetch_add(flooder(kind, addr, i, &fan, &stop), Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut done = 0;
+    while started.elapsed() < FLOOD_FOR {
+        let sent = Instant::now();
+        alice.send(&format!("bob: ping {done}"));
+        bob.expect(&format!("from alice: ping {done}"));
+        bob.send(&format!("alice: pong {done}"));
+        alice.expect(&format!("from bob: pong {done}"));
+        worst = worst.max(sent.elapsed());
+        done += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let maxes = watches.map(|w| w.stop());
+    let crossed = nodes[1].metric("achat_cluster_deliveries_total{direction=\"in\"}");
+    let publishes = nodes[0].metric("achat_cluster_publishes_total");
+    let refused_out = nodes[0].metric("achat_cluster_dropped_total{reason=\"outgoing_full\"}");
+    let refused_in = nodes[1].metric("achat_cluster_dropped_total{reason=\"inbound_full\"}");
+    println!("refused at n1 (outgoing): {refused_out}; dropped at n2 (inbound): {refused_in}");
+    let cut = nodes[1].metric("achat_slow_consumers_total{reason=\"hard_limit\"}")
+        + nodes[1].metric("achat_slow_consumers_total{reason=\"grace\"}")
+        + nodes[1].metric("achat_slow_consumers_total{reason=\"total_limit\"}");
+    println!(
+        "{FLOODERS} flooders sent {} MiB to n1; {crossed} deliveries crossed to n2 in \
+         {publishes} publishes; {cut} slow consumers cut on n2; the pair's {done} round trips: \
+         worst {worst:?}; RSS n1 {} -> {} KiB, n2 {} -> {} KiB",
+        flooded.load(Ordering::Relaxed) >> 20,
+        bases[0],
+        maxes[0],
+        bases[1],
+        maxes[1]
+    );
+    assert!(done >= 10, "only {done} round trips");
+    assert!(worst < Duration::from_secs(2), "worst round trip {worst:?}");
+    assert!(cut >= 1.0, "the non-reader was never cut");
+    assert!(crossed > 1000.0, "the fan-out never crossed");
+    // Queues (8 MiB), relays waiting on either side (16 MiB in, 64 MiB out at most) and
+    // slack: far below what the flood would take without the bounds.
+    for (base, max) in bases.iter().zip(maxes) {
+        assert!(max < base + 120 * 1024, "RSS {base} -> {max} KiB");
+    }
+    drop(readers);
+    let mut carol = login(&nodes[1], "carol");
+    carol.send("alice: after the flood");
+    alice.expect("from carol: after the flood");
+}

@@ -1,0 +1,131 @@
+//! A cluster for tests (DESIGN §10): a `redis-server` of the test's own and a-chat nodes
+//! joined to it, on loopback ports.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::http::{http_get, sample, scrape};
+use super::{free_addr, Client, Daemon, WAIT};
+
+/// Several processes each: one test at a time on a small machine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `redis-server` of the test's own, with nothing saved to disk.
+pub struct Redis {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut redis = Redis {
+            addr: free_addr(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts it (again) on the same port, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.addr.port().to_string())
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node of the cluster, joined.
+pub struct Node {
+    pub daemon: Daemon,
+    pub admin: SocketAddr,
+}
+
+pub fn node(redis: &Redis, id: &str, lease: &str) -> Node {
+    node_with(redis, id, lease, "")
+}
+
+/// A node with `extra` TOML (other sections) in its config.
+pub fn node_with(redis: &Redis, id: &str, lease: &str, extra: &str) -> Node {
+    let mut daemon = Daemon::with_toml(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"5s\"\n\
+         [cluster]\nredis = \"redis://{}/\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n{extra}",
+        redis.addr
+    ));
+    daemon
+        .wait_log(|l| l.contains("joined the cluster"))
+        .unwrap_or_else(|| panic!("{id} did not join:\n{}", daemon.log_text()));
+    let admin = daemon.admin_addr();
+    Node { daemon, admin }
+}
+
+impl Node {
+    pub fn metric(&self, name: &str) -> f64 {
+        sample(&scrape(self.admin), name)
+    }
+
+    /// Waits until this node knows `n` logins on other nodes.
+    pub fn wait_remote(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.metric("achat_cluster_remote_logins") as usize != n {
+            assert!(Instant::now() < deadline, "never saw {n} remote logins");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn ready(&self) -> u16 {
+        http_get(self.admin, "/readyz").status
+    }
+
+    pub fn wait_ready(&self, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.ready() != status {
+            assert!(Instant::now() < deadline, "/readyz never said {status}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Logs in as `name` and proves it with a message to self; the error line otherwise.
+pub fn try_login(addr: SocketAddr, name: &str) -> Result<Client, String> {
+    let mut c = Client::connect(addr);
+    c.send(name);
+    c.send(&format!("{name}: ready?"));
+    match c.line() {
+        Some(l) if l == format!("from {name}: ready?") => Ok(c),
+        other => Err(other.unwrap_or_else(|| "closed".into())),
+    }
+}
+
+pub fn login(node: &Node, name: &str) -> Client {
+    try_login(node.daemon.addr, name).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
