@@ -110,6 +110,12 @@ HARD_NOFILE="$(ulimit -Hn)"
 CLK_TCK="$(getconf CLK_TCK)"
 
 # ---------------------------------------------------------------- 3. a quiet machine
+# busiest N: the N processes using the most CPU over the last half second (top's second
+# frame; its first, and ps, give averages over each process's life).
+busiest() {
+    top -bn2 -d0.5 -o %CPU 2>/dev/null |
+        awk -v n="$1" 'f == 2 && n-- > 0 { printf "%s (%s%%) ", $12, $9 } /^ *PID/ { f++ }'
+}
 say "step 3: waiting (at most ${LOAD_WAIT} s) for the 1-minute load average to fall below $LOAD_MAX"
 WAIT_START=$SECONDS
 while :; do
@@ -120,11 +126,11 @@ while :; do
     fi
     if [ $((SECONDS - WAIT_START)) -ge "$LOAD_WAIT" ]; then
         say "step 3: load average still $load after $LOAD_WAIT s: the sitting runs anyway; its figures share the cores with whatever else runs"
-        say "    the busiest processes now: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s (%s%%) ", $2, $1}')"
+        say "    the busiest processes now: $(busiest 3)"
         break
     fi
     if [ $(((SECONDS - WAIT_START) % 30)) -lt 5 ]; then
-        say "    load average $load after $((SECONDS - WAIT_START)) s; busiest: $(ps -eo pcpu=,comm= --sort=-pcpu | head -2 | awk '{printf "%s (%s%%) ", $2, $1}')"
+        say "    load average $load after $((SECONDS - WAIT_START)) s; busiest now: $(busiest 2)"
     fi
     sleep 5
 done
