@@ -34,7 +34,7 @@
 # grace at most). Every process the script starts is stopped on exit (by its PID). Raw
 # results (one JSON object per run, the cluster counters of each run, server logs, the
 # load average before each run) go to the results folder. The whole script takes about
-# 2 minutes once the binary is built and the machine is quiet.
+# 90 s once the binary is built and the machine is quiet.
 #
 # Everything shares this machine's cores: on 2 cores, the three nodes, their Redis and the
 # bench compete for the same two, so the cluster's figures are what the cluster's whole
