@@ -229,3 +229,44 @@ fn a_redis_outage_keeps_local_chat_and_recovers() {
     assert_eq!(taken.as_deref(), Some("error: login \"alice\" is taken"));
     assert!(nodes[0].metric("achat_cluster_connects_total{result=\"ok\"}") >= 2.0);
 }
+
+/// A node that joins a registry larger than one page of its snapshot (`HSCAN`) knows
+/// every login in it: 5000 logins of a live node that exists only in Redis.
+#[test]
+fn a_joining_node_reads_the_whole_registry_in_pages() {
+    let _one = serial();
+    let redis = Redis::start();
+    const LOGINS: usize = 5000;
+    let far = "99999999999999".as_bytes();
+    assert_eq!(
+        redis.command(&[b"ZADD", b"achat:nodes", far, b"elsewhere"]),
+        ":1"
+    );
+    // Keyed as the nodes key them: by canonical form.
+    let entries: Vec<(String, String)> = (0..LOGINS)
+        .map(|i| {
+            let name = format!("user{i}");
+            (
+                a_chat::names::canonical(&name),
+                format!("elsewhere\n{name}"),
+            )
+        })
+        .collect();
+    let mut args: Vec<&[u8]> = vec![b"HSET", b"achat:logins"];
+    for (look, entry) in &entries {
+        args.push(look.as_bytes());
+        args.push(entry.as_bytes());
+    }
+    assert_eq!(redis.command(&args), format!(":{LOGINS}"));
+    let n1 = node(&redis, "n1", "10s");
+    n1.wait_remote(LOGINS);
+    // Held elsewhere: taken here; a message to one goes to that node (nobody listens).
+    let refused = try_login(n1.daemon.addr, "user4321").err();
+    assert_eq!(
+        refused.as_deref(),
+        Some("error: login \"user4321\" is taken")
+    );
+    let mut alice = login(&n1, "alice");
+    alice.send("user4999: hello?");
+    alice.expect("error: could not deliver to \"user4999\"");
+}

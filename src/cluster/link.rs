@@ -38,6 +38,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Bytes of one sender's records in a relay frame up to which they still get through
 /// when the node is behind (see `INBOUND_SOFT`): a few lines of chat.
 const LIGHT_SENDER: usize = 4096;
+/// Registry entries asked for per page of the snapshot.
+const SNAPSHOT_PAGE: usize = 2000;
 /// The least time between two warnings that the connection was lost.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
@@ -293,8 +295,27 @@ impl Link {
             }
         }
         if fresh {
-            let flat = self.call(session, &["snapshot"]).await?;
-            let _ = self.inbound.send(Inbound::Snapshot(snapshot(flat))).await;
+            // In pages (HSCAN), so that a large registry never blocks Redis for long; a
+            // page may repeat an entry, and changes during the scan reach the copy as
+            // events anyway.
+            let mut entries = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, page): (u64, Value) = redis::cmd("HSCAN")
+                    .arg("achat:logins")
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SNAPSHOT_PAGE)
+                    .query_async(&mut session.conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                entries.extend(snapshot(page));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let _ = self.inbound.send(Inbound::Snapshot(entries)).await;
         }
         Ok(())
     }
@@ -583,7 +604,7 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
     }
 }
 
-/// The `snapshot` call's flat list as `(look, node, login)`.
+/// A page of the registry (a flat list of look, `node\nlogin`) as `(look, node, login)`.
 fn snapshot(value: Value) -> Vec<(String, String, String)> {
     let items = match value {
         Value::Array(items) => items,

@@ -88,8 +88,5 @@ elseif op == 'release' then
 elseif op == 'leave' then
   forget(me)
   return 1
-elseif op == 'snapshot' then
-  -- Every live login, as a flat list of look, "node\nlogin".
-  return redis.call('HGETALL', LOGINS)
 end
 return redis.error_reply('a-chat registry: unknown operation ' .. tostring(op))

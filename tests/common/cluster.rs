@@ -50,6 +50,23 @@ impl Redis {
         }
     }
 
+    /// Runs one command (RESP) and returns its reply's first line.
+    pub fn command(&self, args: &[&[u8]]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        let stream = TcpStream::connect(self.addr).expect("connect to redis");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        (&stream).write_all(&out).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        reply.trim_end().to_owned()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
