@@ -11,8 +11,8 @@ use async_channel::Sender;
 use futures::channel::oneshot;
 use redis::Value;
 
+use super::connection::relay_channel;
 use super::frame;
-use super::link::relay_channel;
 use super::metrics::CrossDrop;
 use super::{Claim, Command, Inbound, Shared};
 

@@ -12,6 +12,7 @@
 //! this is started and the router's paths are the single-node ones.
 
 mod batch;
+mod connection;
 mod directory;
 pub mod frame;
 mod link;

@@ -357,8 +357,8 @@ impl<'n> Route<'n, '_> {
     ) {
         // In a cluster, a login on another node by its exact name comes before any
         // canonical form is computed: routing to another node costs two map lookups.
-        if !online.peers.contains_key(self.name) {
-            if let Some(r) = remote.as_mut() {
+        if let Some(r) = remote.as_mut() {
+            if !online.peers.contains_key(self.name) {
                 let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
                 if r.route(self.name, None, sender, metrics) {
                     return;

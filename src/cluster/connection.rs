@@ -1,0 +1,194 @@
+//! The link's connections to Redis: redis-rs's multiplexed connection over RESP3 on
+//! sockets of the daemon's own runtime, each driver a task of that runtime. One
+//! connection carries the registry calls and the publishes; the other is subscribed,
+//! and what is published to this node reaches [`on_push`] in its driver, which hands it
+//! to the router directly.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::Sender;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+use tracing::Instrument as _;
+
+use super::frame::{self, parse_entry, parse_event};
+use super::metrics::CrossDrop;
+use super::{Inbound, Settings, Shared};
+use crate::runtime;
+
+/// The registry's operations, one script (`registry.lua`).
+const REGISTRY: &str = include_str!("registry.lua");
+/// Where the directory's changes are published (the script writes it too).
+pub const DIRECTORY: &str = "achat:directory";
+/// Bytes of one sender's records in a relay frame up to which they still get through
+/// when the node is behind (see `INBOUND_SOFT`): a few lines of chat.
+const LIGHT_SENDER: usize = 4096;
+
+/// The channel a node's relay frames are published on.
+pub fn relay_channel(node: &str) -> String {
+    format!("achat:to:{node}")
+}
+
+/// Connections to Redis, joined and subscribed.
+pub struct Session {
+    pub conn: MultiplexedConnection,
+    /// The registry script's SHA1, loaded on this connection's server.
+    pub sha: String,
+    /// Subscribed to the directory and this node's relays; nothing else is sent on it.
+    pub subscriber: MultiplexedConnection,
+    /// Gets a value when either connection's driver ends: Redis closed it, or it failed.
+    pub closed: async_channel::Receiver<()>,
+}
+
+/// Connects to Redis on the daemon's runtime, loads the registry script, and routes
+/// what is published to this node into the router's inbound queue.
+pub async fn connect(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    inbound: &Sender<Inbound>,
+) -> Result<Session, String> {
+    let timeout = (settings.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
+    let pushes = {
+        let shared = shared.clone();
+        let inbound = inbound.clone();
+        let own = relay_channel(&settings.node_id).into_bytes();
+        move |push: PushInfo| -> Result<(), ()> {
+            on_push(push, &own, &shared, &inbound);
+            Ok(())
+        }
+    };
+    // Two connections: what is published to this node (a flood of it too) queues on the
+    // second, never in front of a claim's or a renewal's answer on the first.
+    let (closing, closed) = async_channel::bounded(2);
+    let plain = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+    let mut conn = dial(settings, timeout, plain, closing.clone()).await?;
+    let with_pushes = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_push_sender(pushes);
+    let subscriber = dial(settings, timeout, with_pushes, closing).await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(REGISTRY)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.metrics.cluster.connects.inc();
+    Ok(Session {
+        conn,
+        subscriber,
+        sha,
+        closed,
+    })
+}
+
+/// One connection to Redis on the daemon's runtime, its driver a task of the runtime
+/// that says on `closing` when it ends.
+async fn dial(
+    settings: &Settings,
+    timeout: Duration,
+    config: AsyncConnectionConfig,
+    closing: async_channel::Sender<()>,
+) -> Result<MultiplexedConnection, String> {
+    let stream = runtime::timeout(
+        timeout,
+        runtime::connect_host(&settings.host, settings.port),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no connection to {}:{} within {timeout:?}",
+            settings.host, settings.port
+        )
+    })?
+    .map_err(|e| format!("{}:{}: {e}", settings.host, settings.port))?;
+    let (conn, driver) = runtime::timeout(
+        timeout,
+        MultiplexedConnection::new_with_config(&settings.redis, stream.compat(), config),
+    )
+    .await
+    .map_err(|_| "Redis did not answer the handshake".to_string())?
+    .map_err(|e| e.to_string())?;
+    runtime::spawn(
+        async move {
+            driver.await;
+            let _ = closing.try_send(());
+        }
+        .in_current_span(),
+    );
+    Ok(conn)
+}
+
+/// A message published to this node (in the connection's driver): a directory change,
+/// or a relay frame, handed to the router as it is.
+fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound>) {
+    if push.kind != PushKind::Message {
+        return;
+    }
+    let mut data = push.data.into_iter();
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        return;
+    };
+    if channel == own {
+        let m = &shared.metrics.cluster;
+        m.batches_received.inc();
+        let mut payload = payload;
+        // Behind: only senders with a few lines in this frame get through, so a flood
+        // from another node's client costs its own lines, not everyone's.
+        if shared.inbound.load(Ordering::Acquire) > super::INBOUND_SOFT {
+            match frame::keep_light(&payload, LIGHT_SENDER) {
+                Some((kept, dropped)) => {
+                    m.dropped(CrossDrop::InboundFull, dropped);
+                    payload = kept;
+                }
+                None => {
+                    m.dropped(CrossDrop::Malformed, 1);
+                    return;
+                }
+            }
+        }
+        let queued = shared.inbound.fetch_add(payload.len(), Ordering::AcqRel);
+        if queued + payload.len() > super::INBOUND_LIMIT {
+            shared.inbound.fetch_sub(payload.len(), Ordering::AcqRel);
+            let count = frame::records(&payload)
+                .map(|r| {
+                    r.filter_map(Result::ok)
+                        .map(|r| r.recipients.len() as u64)
+                        .sum()
+                })
+                .unwrap_or(0);
+            m.dropped(CrossDrop::InboundFull, count);
+            return;
+        }
+        let _ = inbound.try_send(Inbound::Relay(payload.into()));
+    } else if channel == DIRECTORY.as_bytes() {
+        if let Some(event) = parse_event(&payload) {
+            let _ = inbound.try_send(Inbound::Event(event));
+        }
+    }
+}
+
+/// A page of the registry (a flat list of look, `node\nlogin`) as `(look, node, login)`.
+pub fn snapshot(value: Value) -> Vec<(String, String, String)> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(Value::BulkString(look)), Some(Value::BulkString(entry))) =
+        (it.next(), it.next())
+    {
+        if let (Ok(look), Some((node, login))) =
+            (String::from_utf8(look.clone()), parse_entry(&entry))
+        {
+            out.push((look, node.to_owned(), login.to_owned()));
+        }
+    }
+    out
+}
