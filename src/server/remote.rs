@@ -33,6 +33,16 @@ pub struct Claiming {
 
 type Answer = Pin<Box<dyn Future<Output = (Claiming, Claim)> + Send>>;
 
+/// Where [`Remote::route`] sent a recipient.
+pub enum Routed {
+    /// No other node holds that login.
+    NotHere,
+    /// In this batch's frame for its node.
+    Queued,
+    /// Another node holds it, and Redis cannot be reached: the sender is to be told.
+    LinkDown,
+}
+
 /// What the router handles next.
 pub enum Next {
     Event(Event),
@@ -153,35 +163,25 @@ impl Remote {
     }
 
     /// Finds `name` among the other nodes' logins (as written, or with `look`, by its
-    /// canonical form) and adds it to the current message. `false` when no other node
-    /// holds it. A login already in this message (another spelling of the same person)
-    /// is not added twice.
-    pub fn route(
-        &mut self,
-        name: &str,
-        look: Option<&str>,
-        sender: Option<&Outbox>,
-        metrics: &Metrics,
-    ) -> bool {
+    /// canonical form) and adds it to the current message. A login already in this
+    /// message (another spelling of the same person) is not added twice.
+    pub fn route(&mut self, name: &str, look: Option<&str>, metrics: &Metrics) -> Routed {
         let found = match look {
             None => self.directory.exact(name),
             Some(look) => self.directory.by_look(look),
         };
         let Some(entry) = found else {
-            return false;
+            return Routed::NotHere;
         };
         if self.message.iter().any(|(_, l)| *l == entry.login) {
-            return true;
+            return Routed::Queued;
         }
         if !self.link.shared.is_up() {
             metrics.cluster.dropped(CrossDrop::LinkDown, 1);
-            if let Some(sender) = sender {
-                let _ = sender.send(Out::Server(protocol::could_not_deliver(name)));
-            }
-            return true;
+            return Routed::LinkDown;
         }
         self.message.push((entry.node.clone(), entry.login.clone()));
-        true
+        Routed::Queued
     }
 
     /// The current message is complete: its line goes into each node's frame once, with

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::outbox::{Out, Outbox, Shared};
-use crate::server::remote::{self, Claiming, Next, Remote};
+use crate::server::remote::{self, Claiming, Next, Remote, Routed};
 
 /// Connection ids are unique for the life of the daemon.
 pub type ConnId = u64;
@@ -359,8 +359,8 @@ impl<'n> Route<'n, '_> {
         // canonical form is computed: routing to another node costs two map lookups.
         if let Some(r) = remote.as_mut() {
             if !online.peers.contains_key(self.name) {
-                let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
-                if r.route(self.name, None, sender, metrics) {
+                let routed = r.route(self.name, None, metrics);
+                if self.routed_elsewhere(routed, online, unknown) {
                     return;
                 }
             }
@@ -379,8 +379,8 @@ impl<'n> Route<'n, '_> {
                 }
                 None => {
                     if let (Some(r), Some(look)) = (remote.as_mut(), look.as_deref()) {
-                        let sender = online.peers.get(&**self.from).map(|p| &p.outbox);
-                        if r.route(self.name, Some(look), sender, metrics) {
+                        let routed = r.route(self.name, Some(look), metrics);
+                        if self.routed_elsewhere(routed, online, unknown) {
                             return;
                         }
                     }
@@ -410,6 +410,30 @@ impl<'n> Route<'n, '_> {
 
     /// The login whose canonical form the name has, if one is online. Names already
     /// answered as unknown in this batch, and names too long to be a login, cost nothing.
+    /// Whether another node's login took the delivery; when Redis cannot be reached, the
+    /// sender is told once per name and read, like an unknown recipient.
+    fn routed_elsewhere(
+        &self,
+        routed: Routed,
+        online: &Online,
+        answered: &mut HashSet<&'n str>,
+    ) -> bool {
+        match routed {
+            Routed::NotHere => false,
+            Routed::Queued => true,
+            Routed::LinkDown => {
+                if answered.insert(self.name) {
+                    if let Some(sender) = online.peers.get(&**self.from) {
+                        let _ = sender
+                            .outbox
+                            .send(Out::Server(protocol::could_not_deliver(self.name)));
+                    }
+                }
+                true
+            }
+        }
+    }
+
     /// The canonical form computed is left in `look`, for the other nodes' logins.
     fn look_up(
         &self,
