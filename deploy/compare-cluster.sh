@@ -77,27 +77,14 @@ trap stop_tracked EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- 1. the binary
-if [ -n "${A_CHAT_BIN:-}" ]; then
-    BIN="$A_CHAT_BIN"
-else
-    say "step 1: cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-    BIN="$ROOT/target/release/a-chat"
-fi
-[ -x "$BIN" ] || die "no a-chat binary at $BIN"
+release_binary
 
 # ---------------------------------------------------------------- 2. the tools
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
-    [ -n "${SKIP_INSTALL:-}" ] && die "missing: ${missing[*]} (and SKIP_INSTALL is set)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    say "step 2: apt-get install ${missing[*]}"
-    $SUDO apt-get update -qq >/dev/null || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+    install_missing "${missing[@]}"
 else
     say "step 2: redis-server and python3 are installed"
 fi

@@ -66,25 +66,8 @@ trap stop_tracked EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- 1. the binary
-if [ -n "${A_CHAT_BIN:-}" ]; then
-    BIN="$A_CHAT_BIN"
-else
-    say "step 1: cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-    BIN="$ROOT/target/release/a-chat"
-fi
-[ -x "$BIN" ] || die "no a-chat binary at $BIN"
-if ! command -v redis-server >/dev/null; then
-    [ -n "${SKIP_INSTALL:-}" ] && die "redis-server is missing (and SKIP_INSTALL is set)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    say "apt-get install redis-server"
-    if ! $SUDO apt-get update -qq >/dev/null ||
-        ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-            redis-server >/dev/null; then
-        die "apt-get install redis-server failed"
-    fi
-fi
+release_binary
+command -v redis-server >/dev/null || install_missing redis-server
 for tool in openssl python3; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done

@@ -64,3 +64,29 @@ forget_pid() {
 
 # load1: the 1-minute load average.
 load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# release_binary: sets BIN to the a-chat binary to run: $A_CHAT_BIN, or a release build
+# of this tree, made now. Dies (the script's `die`) when there is none.
+release_binary() {
+    if [ -n "${A_CHAT_BIN:-}" ]; then
+        BIN="$A_CHAT_BIN"
+    else
+        say "step 1: cargo build --release"
+        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+        BIN="$ROOT/target/release/a-chat"
+    fi
+    [ -x "$BIN" ] || die "no a-chat binary at $BIN"
+}
+
+# install_missing PACKAGE...: apt-get installs the Debian packages named (the caller has
+# found them missing); dies when SKIP_INSTALL is set or apt-get fails.
+install_missing() {
+    [ $# -gt 0 ] || return 0
+    [ -n "${SKIP_INSTALL:-}" ] && die "missing: $* (and SKIP_INSTALL is set)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    say "apt-get install $*"
+    $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "$@" >/dev/null || die "apt-get install $* failed"
+}

@@ -3,8 +3,7 @@
 //! stays bounded, the pair gets every line, and its worst round trip is reported.
 mod common;
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -75,42 +74,17 @@ fn payload(kind: Kind, name: &str) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-/// One flooding connection after another until `stop`: connect, log in where the kind
-/// does, then send its input at full speed without ever reading; reconnect when the
-/// daemon closes the connection. Returns how many bytes it got in.
+/// Floods as `kind` until `stop` (see `common::flood_until`); returns the bytes sent.
 fn flooder(kind: Kind, chat: SocketAddr, admin: SocketAddr, id: usize, stop: &AtomicBool) -> u64 {
     let addr = match kind {
         Kind::AdminGarbage => admin,
         _ => chat,
     };
-    let mut sent = 0u64;
-    let mut round = 0;
-    while !stop.load(Ordering::Relaxed) {
-        round += 1;
-        let Ok(mut stream) = TcpStream::connect(addr) else {
-            continue;
-        };
-        stream
-            .set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let (login, body) = payload(kind, &format!("f{id}r{round}"));
-        if stream.write_all(&login).is_err() {
-            continue;
-        }
-        while !stop.load(Ordering::Relaxed) {
-            match stream.write(&body) {
-                Ok(n) => sent += n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break,
-            }
-            if let Kind::Partial = kind {
-                // A trickle: the line grows towards the limit, slowly.
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    sent
+    // A trickle: the partial line grows towards the limit, slowly.
+    let trickle = matches!(kind, Kind::Partial).then_some(Duration::from_millis(50));
+    common::flood_until(addr, stop, trickle, |round| {
+        payload(kind, &format!("f{id}r{round}"))
+    })
 }
 
 #[test]

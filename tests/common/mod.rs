@@ -659,3 +659,43 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 }
+
+/// One flooding connection after another to `addr` until `stop`: connect, send the login
+/// part of `make(round)`, then its body over and over at full speed without ever
+/// reading (with `trickle`, a pause after each write); reconnect when the daemon closes
+/// the connection. Returns how many bytes went out.
+pub fn flood_until(
+    addr: SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+    trickle: Option<Duration>,
+    make: impl Fn(usize) -> (Vec<u8>, Vec<u8>),
+) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut sent = 0u64;
+    let mut round = 0;
+    while !stop.load(Ordering::Relaxed) {
+        round += 1;
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            continue;
+        };
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (login, body) = make(round);
+        if stream.write_all(&login).is_err() {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            match stream.write(&body) {
+                Ok(n) => sent += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+            if let Some(pause) = trickle {
+                std::thread::sleep(pause);
+            }
+        }
+    }
+    sent
+}
