@@ -304,9 +304,10 @@ impl Reader {
             Refusal::ClusterUnavailable => "cluster_unavailable",
             _ => "invalid_login",
         });
-        if e == LoginError::Empty {
+        if matches!(e, LoginError::Empty | LoginError::ClusterUnavailable) {
             // What `a-chat probe` sends: a health check every few seconds must not fill
-            // the log.
+            // the log; nor must every client retrying while Redis is away (the cluster
+            // link warns about that once, and the refusals are counted).
             debug!(reason = %e, "login refused");
         } else {
             info!(reason = %e, "login refused");

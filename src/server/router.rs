@@ -408,8 +408,6 @@ impl<'n> Route<'n, '_> {
         }
     }
 
-    /// The login whose canonical form the name has, if one is online. Names already
-    /// answered as unknown in this batch, and names too long to be a login, cost nothing.
     /// Whether another node's login took the delivery; when Redis cannot be reached, the
     /// sender is told once per name and read, like an unknown recipient.
     fn routed_elsewhere(
@@ -434,6 +432,8 @@ impl<'n> Route<'n, '_> {
         }
     }
 
+    /// The login whose canonical form the name has, if one is online. Names already
+    /// answered as unknown in this batch, and names too long to be a login, cost nothing.
     /// The canonical form computed is left in `look`, for the other nodes' logins.
     fn look_up(
         &self,
