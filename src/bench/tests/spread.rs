@@ -160,7 +160,16 @@ fn refuses_plans_that_cannot_spread() {
 #[test]
 fn runs_spread_over_one_server_given_twice_are_clean() {
     let addr = chat_server(Fault::None);
-    let run = |l: &str| run_checked(&args(&format!("--addr {addr} --addr {addr} -q {l}")));
+    // Each run logs in under names of its own: the server frees the previous run's names
+    // only when it has seen those connections close.
+    let runs = std::cell::Cell::new(0);
+    let run = |l: &str| {
+        runs.set(runs.get() + 1);
+        let prefix = format!("twice{}-", runs.get());
+        run_checked(&args(&format!(
+            "--addr {addr} --addr {addr} --prefix {prefix} -q {l}"
+        )))
+    };
     assert_eq!(run("-c 5 -n 200 -d 10s direct"), Ok(true));
     assert_eq!(
         run("-c 6 -n 200 -d 10s --threads 2 --inflight 8 fanout 2 --cross-node"),
