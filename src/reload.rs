@@ -272,4 +272,13 @@ mod tests {
             vec![Change::Restart("tls.listen"), Change::Live("tls files")]
         );
     }
+
+    #[test]
+    fn the_cluster_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.cluster.redis = "redis://127.0.0.1:6379/".into();
+        new.cluster.lease = Duration::from_secs(3);
+        assert_eq!(diff(&old, &new), vec![Change::Restart("cluster")]);
+    }
 }
