@@ -270,3 +270,48 @@ fn a_joining_node_reads_the_whole_registry_in_pages() {
     alice.send("user4999: hello?");
     alice.expect("error: could not deliver to \"user4999\"");
 }
+
+/// A node whose lease ran out while someone else took one of its logins (the registry
+/// says so) gives that login up: its client is told and disconnected, and the node
+/// claims its other logins again.
+#[test]
+fn a_login_taken_elsewhere_while_the_lease_was_out_is_given_up() {
+    let _one = serial();
+    let redis = Redis::start();
+    let n1 = node(&redis, "n1", "1s");
+    let mut alice = login(&n1, "alice");
+    let mut bob = login(&n1, "bob");
+    // What Redis would hold had n1's lease run out and another node taken alice: n1
+    // gone from the leases, alice held by a live node.
+    let far = "99999999999999".as_bytes();
+    let look = a_chat::names::canonical("alice");
+    assert_eq!(redis.command(&[b"ZREM", b"achat:nodes", b"n1"]), ":1");
+    assert_eq!(
+        redis.command(&[b"ZADD", b"achat:nodes", far, b"elsewhere"]),
+        ":1"
+    );
+    assert_eq!(
+        redis.command(&[
+            b"HSET",
+            b"achat:logins",
+            look.as_bytes(),
+            b"elsewhere\nalice"
+        ]),
+        ":0"
+    );
+    // n1's next renewal (a third of a second away) finds out.
+    alice.expect("notice: another node took this login while the cluster was unavailable");
+    alice.expect_closed();
+    assert!(n1.metric("achat_cluster_lease_renewals_total{result=\"expired\"}") >= 1.0);
+    // bob was claimed again in Redis (a bulk reply, not the nil `$-1`), and still chats.
+    let bob_look = a_chat::names::canonical("bob");
+    let held = redis.command(&[b"HGET", b"achat:logins", bob_look.as_bytes()]);
+    assert!(held.starts_with('$') && held != "$-1", "{held}");
+    assert_ne!(
+        redis.command(&[b"ZSCORE", b"achat:nodes", b"n1"]),
+        "$-1",
+        "n1 holds no lease"
+    );
+    bob.send("bob: still here");
+    bob.expect("from bob: still here");
+}

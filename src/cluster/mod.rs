@@ -134,14 +134,17 @@ pub fn check(config: &ClusterConfig) -> Result<(), (&'static str, String)> {
 
 fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
     use redis::IntoConnectionInfo;
-    if config.redis.starts_with("rediss://") || config.redis.starts_with("unix:") {
-        return Err((
+    let unsupported = || {
+        (
             "cluster.redis",
             format!(
                 "{:?}: only redis://host:port/ is supported (for TLS to Redis, run a TLS tunnel on this host)",
                 config.redis
             ),
-        ));
+        )
+    };
+    if config.redis.starts_with("rediss://") || config.redis.starts_with("unix:") {
+        return Err(unsupported());
     }
     let info = config.redis.as_str().into_connection_info().map_err(|e| {
         (
@@ -151,15 +154,7 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
     })?;
     let (host, port) = match info.addr() {
         redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-        _ => {
-            return Err((
-                "cluster.redis",
-                format!(
-                    "{:?}: only redis://host:port/ is supported (for TLS to Redis, run a TLS tunnel on this host)",
-                    config.redis
-                ),
-            ))
-        }
+        _ => return Err(unsupported()),
     };
     if config.lease < Duration::from_secs(1) || config.lease > Duration::from_secs(3600) {
         return Err((
