@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod protocol;
+pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod screen;
