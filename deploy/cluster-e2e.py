@@ -93,6 +93,8 @@ class Client:
         self.undeliverable = {}  # recipient -> count of no such user / could not deliver
         self.undeliverable_times = []  # (wall time, recipient)
         self.unexpected = []  # lines that fit nothing above (the first few)
+        self.local = None  # "127.0.0.1:PORT" of its current connection, as it sees it
+        self.peer_seen = None  # the peer its node's GET /connections names, at the end
 
 
 class Run:
@@ -151,6 +153,8 @@ async def connect_and_login(run, c):
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host, port = writer.get_extra_info("sockname")[:2]
+        c.local = f"{host}:{port}"
         writer.write(f"{c.name}\n{c.name}: {tag}\n".encode())
         deadline = time.monotonic() + 3.0
         while True:
@@ -255,6 +259,7 @@ async def map_logins(run, field):
             c = run.by_name.get(conn.get("login"))
             if c is not None:
                 setattr(c, field, node)
+                c.peer_seen = conn.get("peer")
 
 
 async def haproxy_state(path):
@@ -338,6 +343,18 @@ def is_increasing(seqs):
 def verdict(run, reasons):
     a = run.args
     clients = run.clients
+
+    # The balancer's PROXY header (send-proxy-v2): each node knows its clients by their own
+    # address and port, not by the balancer's.
+    seen = [c for c in clients if c.peer_seen is not None and c.local is not None]
+    own = [c for c in seen if c.peer_seen == c.local]
+    say(f"client addresses: {len(own)} of the {len(seen)} clients the nodes list are known by their own address and port")
+    if not seen or len(own) != len(seen):
+        odd = next((c for c in seen if c.peer_seen != c.local), None)
+        reasons.append(
+            f"the nodes list {len(seen) - len(own)} of {len(seen)} clients under another address"
+            + (f" ({odd.name}: {odd.peer_seen}, its own {odd.local})" if odd else "")
+        )
     limit = a.lease + a.slack
     stable = {c.name for c in clients if c.first_login is not None and not c.drops}
 

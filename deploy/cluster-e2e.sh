@@ -153,6 +153,8 @@ for ((n = 1; n <= NODES; n++)); do
 [server]
 listen = "127.0.0.1:0"
 max_connections = 2000
+# HAProxy (send-proxy-v2) says whose each connection is.
+proxy_protocol_from = ["127.0.0.1"]
 
 [shutdown]
 drain_timeout = "5s"
@@ -219,7 +221,7 @@ backend nodes
     balance roundrobin
 EOF
     for node in "${NAMES[@]}"; do
-        printf '    server %s 127.0.0.1:%s check inter 200ms fall 1 rise 2\n' "$node" "${CHAT_PORT[$node]}"
+        printf '    server %s 127.0.0.1:%s send-proxy-v2 check inter 200ms fall 1 rise 2\n' "$node" "${CHAT_PORT[$node]}"
     done
 } >"$WORK/haproxy.cfg"
 if ! out="$(haproxy -c -f "$WORK/haproxy.cfg" 2>&1)"; then

@@ -60,14 +60,45 @@ pub enum Invalid {
     V2Truncated,
 }
 
-impl Invalid {
-    /// The label of `achat_proxy_headers_refused_total{reason}`.
+/// Why a connection that owed a header was closed: the `reason` label of
+/// `achat_proxy_headers_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    TooLong,
+    Malformed,
+    Unsupported,
+    /// No whole header within `login_timeout`.
+    Timeout,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Missing,
+        Refusal::TooLong,
+        Refusal::Malformed,
+        Refusal::Unsupported,
+        Refusal::Timeout,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
-            Invalid::NotProxy => "missing",
-            Invalid::V1TooLong | Invalid::V2TooLong => "too_long",
-            Invalid::V1Malformed | Invalid::V2Truncated => "malformed",
-            Invalid::V2Unsupported => "unsupported",
+            Refusal::Missing => "missing",
+            Refusal::TooLong => "too_long",
+            Refusal::Malformed => "malformed",
+            Refusal::Unsupported => "unsupported",
+            Refusal::Timeout => "timeout",
+        }
+    }
+}
+
+impl From<Invalid> for Refusal {
+    fn from(why: Invalid) -> Refusal {
+        match why {
+            Invalid::NotProxy => Refusal::Missing,
+            Invalid::V1TooLong | Invalid::V2TooLong => Refusal::TooLong,
+            Invalid::V1Malformed | Invalid::V2Truncated => Refusal::Malformed,
+            Invalid::V2Unsupported => Refusal::Unsupported,
         }
     }
 }
@@ -77,7 +108,9 @@ impl fmt::Display for Invalid {
         f.write_str(match self {
             Invalid::NotProxy => "the connection did not begin with a PROXY protocol header",
             Invalid::V1TooLong => "PROXY v1 header has no CRLF within 107 bytes",
-            Invalid::V1Malformed => "PROXY v1 header is not TCP4/TCP6 with two addresses and two ports, or UNKNOWN",
+            Invalid::V1Malformed => {
+                "PROXY v1 header is not TCP4/TCP6 with two addresses and two ports, or UNKNOWN"
+            }
             Invalid::V2Unsupported => "PROXY v2 header has an unknown version or command",
             Invalid::V2TooLong => "PROXY v2 header is longer than 1040 bytes",
             Invalid::V2Truncated => "PROXY v2 header is too short for its address family",
@@ -188,7 +221,10 @@ fn parse_v2(buf: &[u8]) -> Parse {
         // AF_INET: source, destination, source port, destination port.
         1 if body.len() >= 12 => {
             let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
-            Header::Proxied(SocketAddr::new(ip.into(), u16::from_be_bytes([body[8], body[9]])))
+            Header::Proxied(SocketAddr::new(
+                ip.into(),
+                u16::from_be_bytes([body[8], body[9]]),
+            ))
         }
         2 if body.len() >= 36 => {
             let mut octets = [0u8; 16];
@@ -202,6 +238,69 @@ fn parse_v2(buf: &[u8]) -> Parse {
         _ => Header::Local,
     };
     Parse::Complete { len, header }
+}
+
+/// An address or a network (`10.0.0.5`, `10.0.0.0/8`, `2001:db8::/32`) a connection may
+/// come from: an entry of `[server] proxy_protocol_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Source {
+    /// True when `ip` is inside; an IPv4 client seen on a dual-stack socket
+    /// (`::ffff:10.0.0.5`) counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Source, String> {
+        let bad = || {
+            format!(
+                "\"{text}\" is not an address or a network: write e.g. \"10.0.0.5\", \"10.0.0.0/8\" or \"2001:db8::/32\""
+            )
+        };
+        let (ip, prefix) = match text.split_once('/') {
+            None => (text, None),
+            Some((ip, prefix)) => (ip, Some(prefix)),
+        };
+        let net: IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(bad()),
+            },
+            Some(_) => return Err(bad()),
+        };
+        Ok(Source { net, prefix })
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
 }
 
 #[cfg(test)]

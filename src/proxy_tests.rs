@@ -70,7 +70,10 @@ fn malformed_v1_headers_are_refused_with_their_reason() {
     assert_eq!(parse(&long), Parse::Invalid(Invalid::V1TooLong));
     assert_eq!(parse(b"alice\n"), Parse::Invalid(Invalid::NotProxy));
     assert_eq!(parse(b"PROXYZ"), Parse::Invalid(Invalid::NotProxy));
-    assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parse::Invalid(Invalid::NotProxy));
+    assert_eq!(
+        parse(b"GET / HTTP/1.1\r\n"),
+        Parse::Invalid(Invalid::NotProxy)
+    );
 }
 
 #[test]
@@ -99,10 +102,22 @@ fn v2_headers_give_the_client_address_and_skip_their_tlvs() {
 fn unusable_v2_headers_are_refused_with_their_reason() {
     let mut wrong_version = v2_inet([192, 0, 2, 7], 1, &[]);
     wrong_version[12] = 0x11;
-    assert_eq!(parse(&wrong_version), Parse::Invalid(Invalid::V2Unsupported));
-    assert_eq!(parse(&v2(2, 1, &[0; 12])), Parse::Invalid(Invalid::V2Unsupported));
-    assert_eq!(parse(&v2(1, 1, &[0; 11])), Parse::Invalid(Invalid::V2Truncated));
-    assert_eq!(parse(&v2(1, 2, &[0; 35])), Parse::Invalid(Invalid::V2Truncated));
+    assert_eq!(
+        parse(&wrong_version),
+        Parse::Invalid(Invalid::V2Unsupported)
+    );
+    assert_eq!(
+        parse(&v2(2, 1, &[0; 12])),
+        Parse::Invalid(Invalid::V2Unsupported)
+    );
+    assert_eq!(
+        parse(&v2(1, 1, &[0; 11])),
+        Parse::Invalid(Invalid::V2Truncated)
+    );
+    assert_eq!(
+        parse(&v2(1, 2, &[0; 35])),
+        Parse::Invalid(Invalid::V2Truncated)
+    );
     // The length is read before the body arrives: too long is refused at once.
     let long = v2(1, 1, &[0; 1025]);
     assert_eq!(parse(&long[..16]), Parse::Invalid(Invalid::V2TooLong));
@@ -123,7 +138,10 @@ fn every_prefix_asks_for_no_more_than_the_header(header: &[u8]) {
                 "prefix {cut} of {}: at_least {at_least}",
                 header.len()
             ),
-            other => panic!("prefix {cut} of {:?}: {other:?}", String::from_utf8_lossy(header)),
+            other => panic!(
+                "prefix {cut} of {:?}: {other:?}",
+                String::from_utf8_lossy(header)
+            ),
         }
     }
 }
@@ -141,14 +159,24 @@ fn any_header() -> impl Strategy<Value = (Vec<u8>, Header)> {
     let v1_4 = (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| {
         let src = Ipv4Addr::from(ip);
         let line = format!("PROXY TCP4 {src} 10.0.0.1 {port} 8080\r\n");
-        (line.into_bytes(), Header::Proxied(SocketAddr::new(src.into(), port)))
+        (
+            line.into_bytes(),
+            Header::Proxied(SocketAddr::new(src.into(), port)),
+        )
     });
     let v1_6 = (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| {
         let src = Ipv6Addr::from(ip);
         let line = format!("PROXY TCP6 {src} ::1 {port} 8080\r\n");
-        (line.into_bytes(), Header::Proxied(SocketAddr::new(src.into(), port)))
+        (
+            line.into_bytes(),
+            Header::Proxied(SocketAddr::new(src.into(), port)),
+        )
     });
-    let v2_4 = (any::<[u8; 4]>(), any::<u16>(), prop::collection::vec(any::<u8>(), 0..64))
+    let v2_4 = (
+        any::<[u8; 4]>(),
+        any::<u16>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
         .prop_map(|(ip, port, tlvs)| {
             let header = Header::Proxied(SocketAddr::new(Ipv4Addr::from(ip).into(), port));
             (v2_inet(ip, port, &tlvs), header)
@@ -210,5 +238,40 @@ proptest! {
             Parse::Incomplete { at_least } => prop_assert!(at_least > input.len()),
             Parse::Invalid(_) => {}
         }
+    }
+}
+
+#[test]
+fn sources_are_addresses_or_networks() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let one: Source = "10.0.0.5".parse().unwrap();
+    assert!(one.contains(ip("10.0.0.5")) && !one.contains(ip("10.0.0.6")));
+    assert!(
+        one.contains(ip("::ffff:10.0.0.5")),
+        "a dual-stack socket's view of it"
+    );
+    let net: Source = "10.1.0.0/16".parse().unwrap();
+    assert!(net.contains(ip("10.1.255.3")) && !net.contains(ip("10.2.0.1")));
+    assert!(!net.contains(ip("2001:db8::1")));
+    let all: Source = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains(ip("192.0.2.1")));
+    let v6: Source = "2001:db8::/32".parse().unwrap();
+    assert!(v6.contains(ip("2001:db8:1::9")) && !v6.contains(ip("2001:db9::1")));
+    assert_eq!(v6.to_string(), "2001:db8::/32");
+    assert_eq!(one.to_string(), "10.0.0.5/32");
+    for bad in [
+        "10.0.0.0/33",
+        "10.0.0/8",
+        "::/129",
+        "10.0.0.0/+8",
+        "10.0.0.0/",
+        "host",
+        "",
+    ] {
+        let err = bad.parse::<Source>().unwrap_err();
+        assert!(
+            err.contains("is not an address or a network"),
+            "{bad}: {err}"
+        );
     }
 }

@@ -89,6 +89,10 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         o.at_capacity != n.at_capacity,
         Change::Restart("server.at_capacity"),
     );
+    check(
+        o.proxy_protocol_from != n.proxy_protocol_from,
+        Change::Restart("server.proxy_protocol_from"),
+    );
     check(old.limits != new.limits, Change::Live("limits"));
     check(
         old.shutdown != new.shutdown,

@@ -195,9 +195,10 @@ impl Conn {
         self.tls.is_some()
     }
 
-    /// The address of the client (a system call: for the rare paths that need it).
-    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.sock.get_ref().peer_addr()
+    /// Copies what has arrived into `buf` without taking it from the socket, waiting until
+    /// something has (0: the client closed). For a PROXY header, which comes before any TLS.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.peek(buf).await
     }
 
     /// Resolves once the socket has new data (or an end, or an error) to read.

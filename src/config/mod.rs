@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// Threads that run the connections' tasks; 0 means one per CPU core. One thread
     /// spares the wake-ups between threads that every hand-over would otherwise cost.
     pub worker_threads: usize,
+    /// Load balancers whose connections begin with a PROXY protocol header (v1 or v2):
+    /// the client address it carries is the one every per-address limit, log line and
+    /// `/connections` entry uses. Empty: no connection is asked for one.
+    #[serde(with = "sources")]
+    pub proxy_protocol_from: Vec<crate::proxy::Source>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             listen_backlog: 1024,
             at_capacity: AtCapacity::Wait,
             worker_threads: 1,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -452,6 +458,22 @@ mod duration {
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod sources {
+    use super::*;
+    use crate::proxy::Source;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(list: &[Source], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(Source::to_string))
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Metrics {
     reloads_error: Counter,
     /// TLS handshakes failed, by reason (in `tls::Failure::ALL` order).
     tls_failures: Vec<Counter>,
+    /// `achat_proxy_headers_refused_total`, one per `proxy::Refusal::ALL`.
+    proxy_refusals: Vec<Counter>,
     /// Password hash checks run (each about one core for tens of milliseconds).
     pub auth_checks: Counter,
     /// Logins refused by authentication, by reason (in `auth::Failure::ALL` order).
@@ -217,6 +219,12 @@ impl Metrics {
             "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; closed; timeout: not done within login_timeout)",
             tls_failed.clone(),
         );
+        let proxy_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_headers_refused",
+            "Connections from a [server] proxy_protocol_from address closed for their PROXY protocol header, by reason (missing: the connection began otherwise; too_long; malformed; unsupported: a version or command a-chat does not know; timeout: no whole header within login_timeout)",
+            proxy_refused.clone(),
+        );
         let reloads = Family::<Labels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -271,6 +279,10 @@ impl Metrics {
             .iter()
             .map(|why| label(&tls_failed, "reason", why.label()))
             .collect();
+        let proxy_refusals = crate::proxy::Refusal::ALL
+            .iter()
+            .map(|why| label(&proxy_refused, "reason", why.label()))
+            .collect();
         let auth_failures = crate::auth::Failure::ALL
             .iter()
             .map(|why| label(&auth_failed, "reason", why.label()))
@@ -305,6 +317,7 @@ impl Metrics {
             bad_line_disconnects,
             tls_handshakes,
             tls_failures,
+            proxy_refusals,
             reloads_ok: label(&reloads, "result", "ok"),
             reloads_error: label(&reloads, "result", "error"),
             auth_checks,
@@ -366,6 +379,13 @@ impl Metrics {
         let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
         at.and_then(|at| self.tls_failures.get(at))
             .map_or(0, Counter::get)
+    }
+
+    pub fn proxy_header_refused(&self, why: crate::proxy::Refusal) {
+        let at = crate::proxy::Refusal::ALL.iter().position(|&r| r == why);
+        if let Some(counter) = at.and_then(|at| self.proxy_refusals.get(at)) {
+            counter.inc();
+        }
     }
 
     pub fn auth_failed(&self, why: crate::auth::Failure) {

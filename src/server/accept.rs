@@ -152,7 +152,17 @@ impl Acceptor {
                 _token: tokens.token(),
                 freed: freed.clone(),
             };
-            let ip_slot = match per_ip.take(peer.ip()) {
+            // A balancer's connection owes a PROXY header, and the per-address cap applies
+            // to the client it names, once it is read (see `proxied`).
+            let proxied = server
+                .proxy_protocol_from
+                .iter()
+                .any(|s| s.contains(peer.ip()));
+            let ip_slot = match if proxied {
+                Some(None)
+            } else {
+                per_ip.take(peer.ip())
+            } {
                 Some(slot) => slot,
                 None => {
                     self.metrics.refused(Refusal::PerIp);
@@ -185,9 +195,12 @@ impl Acceptor {
                 shutdown: self.shutdown.clone(),
                 alive: self.alive.clone(),
             };
-            match tls {
-                None => drop(runtime::spawn(connection.serve())),
-                Some(tls) => drop(runtime::spawn(connection.serve_tls(tls))),
+            match (tls, proxied) {
+                (tls, true) => drop(runtime::spawn(
+                    connection.serve_proxied(tls, per_ip.clone()),
+                )),
+                (None, false) => drop(runtime::spawn(connection.serve())),
+                (Some(tls), false) => drop(runtime::spawn(connection.serve_tls(tls))),
             }
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
@@ -255,7 +268,7 @@ impl Drop for Ticket {
 
 /// Counts open connections per IP address when `max_connections_per_ip` is set.
 #[derive(Clone)]
-struct PerIp {
+pub struct PerIp {
     max: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
@@ -275,7 +288,7 @@ impl PerIp {
     }
 
     /// `Some(None)`: no cap configured; `Some(Some(slot))`: admitted; `None`: over the cap.
-    fn take(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
+    pub fn take(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
         if self.max == 0 {
             return Some(None);
         }

@@ -70,7 +70,11 @@ impl Connection {
     /// it back once the session is up.
     pub async fn serve_tls(mut self, tls: Arc<tls::Server>) {
         let span = info_span!("conn", conn = self.conn, peer = %self.peer);
-        let deadline = self.limits.login_timeout;
+        // What is left of login_timeout: a PROXY header may have taken some of it.
+        let deadline = self
+            .limits
+            .login_timeout
+            .saturating_sub(self.accepted.elapsed());
         let handshake = Box::pin(runtime::timeout(deadline, tls.accept(self.stream.sock())));
         let shaken = handshake
             .instrument(span.clone())

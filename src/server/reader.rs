@@ -255,13 +255,8 @@ impl Reader {
     /// `login_timeout`, and gives back the name to log in with; a refusal is answered and
     /// ends the connection. The line holds the password: it goes nowhere else.
     async fn authenticate(&self, auth: &Auth, line: String) -> Result<String, End> {
-        let peer = match self.stream.peer_addr() {
-            Ok(peer) => peer.ip(),
-            Err(e) => {
-                debug!(error = %e, "client gone before its login was checked");
-                return Err(End::Closed);
-            }
-        };
+        // The client's address as accepted, or as its balancer's PROXY header gave it.
+        let peer = self.outbox.info().peer.ip();
         let left = self
             .limits
             .login_timeout

@@ -30,7 +30,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// to a reset rather than keep the daemon reading its flood. During a drain only time
 /// bounds the linger: a client that was still sending when its reader stopped may have
 /// megabytes in flight, and must still get its deliveries and the notice.
-const LINGER_BYTES: usize = 64 * 1024;
+pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// Everything the writer needs.
 pub struct Writer {
@@ -186,27 +186,32 @@ impl Writer {
             }
         }
         let _ = self.stream.shutdown(SocketShutdown::Write);
-        // The reader has finished; read what the client still sends until it closes,
-        // so that our last lines are not lost to a reset.
-        // Allocated only now, so that an idle connection's writer stays small.
-        let mut sink = vec![0u8; 4096];
         let cap = if self.shutdown.is_draining() {
             usize::MAX
         } else {
             LINGER_BYTES
         };
-        let mut discarded = 0;
-        let linger = async {
-            while discarded < cap {
-                match self.stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        discarded += n;
-                        self.metrics.bytes_in.inc_by(n as u64);
-                    }
+        linger(&self.stream, cap, &self.metrics).await;
+    }
+}
+
+/// After the daemon's last line and its half-close: reads and discards what the client
+/// still sends (at most `cap` bytes, for at most [`LINGER`]) until it closes, so that our
+/// last lines are not lost to a reset.
+pub async fn linger(stream: &Conn, cap: usize, metrics: &Metrics) {
+    // Allocated only now, so that an idle connection's writer stays small.
+    let mut sink = vec![0u8; 4096];
+    let mut discarded = 0;
+    let linger = async {
+        while discarded < cap {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    discarded += n;
+                    metrics.bytes_in.inc_by(n as u64);
                 }
             }
-        };
-        let _ = runtime::timeout(LINGER, linger).await;
-    }
+        }
+    };
+    let _ = runtime::timeout(LINGER, linger).await;
 }

@@ -445,10 +445,35 @@ impl Client {
 /// Connects a blocking socket whose SO_RCVBUF is set before `connect`, so the window the
 /// client advertises stays small.
 pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: i32) -> std::io::Result<TcpStream> {
+    connect_v4(addr, Some(bytes), None)
+}
+
+/// Connects from the loopback address `source` (e.g. 127.0.0.2), so the daemon sees
+/// another client address than 127.0.0.1.
+pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_v4(addr, None, Some(source))
+}
+
+/// A blocking IPv4 connect, with SO_RCVBUF set and the source address bound first when
+/// asked.
+fn connect_v4(
+    addr: SocketAddr,
+    rcvbuf: Option<i32>,
+    source: Option<std::net::Ipv4Addr>,
+) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(v4) = addr else {
-        panic!("connect_with_rcvbuf supports IPv4 only, got {addr}")
+        panic!("connect_v4 supports IPv4 only, got {addr}")
     };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: plain socket calls on a descriptor this function owns; the descriptor is
     // handed to a TcpStream (which closes it) right after it is created.
     unsafe {
@@ -457,29 +482,34 @@ pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: i32) -> std::io::Result<TcpS
             return Err(std::io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
-        let size: libc::c_int = bytes;
-        let r = libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
+        if let Some(size) = rcvbuf {
+            let r = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        if let Some(ip) = source {
+            let from = sockaddr(ip, 0);
+            let r = libc::bind(
+                fd,
+                &from as *const libc::sockaddr_in as *const libc::sockaddr,
+                len,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let to = sockaddr(*v4.ip(), v4.port());
         let r = libc::connect(
             fd,
-            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            &to as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
         );
         if r != 0 {
             return Err(std::io::Error::last_os_error());

@@ -18,6 +18,17 @@ pub struct TlsClient {
 impl TlsClient {
     /// Connects and completes the handshake, presenting `cert` (e.g. "client") if given.
     pub fn connect(addr: SocketAddr, pki: &Pki, cert: Option<&str>) -> std::io::Result<TlsClient> {
+        TlsClient::connect_after(addr, pki, cert, b"")
+    }
+
+    /// Connects, sends `preamble` in the clear (a balancer's PROXY header), then completes
+    /// the handshake as [`TlsClient::connect`] does.
+    pub fn connect_after(
+        addr: SocketAddr,
+        pki: &Pki,
+        cert: Option<&str>,
+        preamble: &[u8],
+    ) -> std::io::Result<TlsClient> {
         let paths = cert.map(|c| (pki.path(&format!("{c}.pem")), pki.path(&format!("{c}.key"))));
         let config = tls::client_config(
             pki.path("ca.pem").as_ref(),
@@ -26,8 +37,9 @@ impl TlsClient {
         .expect("client config");
         let name = "127.0.0.1".try_into().unwrap();
         let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
-        let sock = TcpStream::connect(addr)?;
+        let mut sock = TcpStream::connect(addr)?;
         sock.set_read_timeout(Some(WAIT))?;
+        sock.write_all(preamble)?;
         let mut stream = StreamOwned::new(conn, sock);
         stream.conn.complete_io(&mut stream.sock)?;
         Ok(TlsClient {

@@ -1,0 +1,161 @@
+//! Connections from a load balancer listed in `[server] proxy_protocol_from`: the PROXY
+//! header is read first (exactly its bytes, see `crate::proxy`), its client address takes
+//! the balancer's place, and only then is the per-address cap applied and the connection
+//! served as any other. Connections from other addresses never come here.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, info_span, warn};
+
+use crate::metrics::{Metrics, Refusal};
+use crate::protocol;
+use crate::proxy::{self, Header, Parse};
+use crate::runtime::{self, Conn};
+use crate::server::accept::PerIp;
+use crate::server::connection::Connection;
+use crate::server::writer;
+use crate::tls;
+
+/// At most one warning about refused headers per this long; the rest are at debug, so a
+/// balancer set up without `send-proxy` does not flood the log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// When the last warning was given, in seconds since the process's first refusal + 1
+/// (0: never).
+static WARNED_AT: AtomicU64 = AtomicU64::new(0);
+
+impl Connection {
+    /// The life of a connection from a `proxy_protocol_from` address: its header within
+    /// `login_timeout` (which the TLS handshake and the login then share), the client's
+    /// place under `max_connections_per_ip`, then [`Connection::serve_tls`] or
+    /// [`Connection::serve`].
+    pub async fn serve_proxied(mut self, tls: Option<Arc<tls::Server>>, per_ip: PerIp) {
+        let balancer = self.peer;
+        let left = self
+            .limits
+            .login_timeout
+            .saturating_sub(self.accepted.elapsed());
+        let read = runtime::timeout(left, read_header(&self.stream)).await;
+        let refusal = match read {
+            Ok(Ok(Header::Proxied(client))) => {
+                self.peer = client;
+                None
+            }
+            Ok(Ok(Header::Local)) => None,
+            Ok(Err(HeaderError::Invalid(why))) => {
+                Some((proxy::Refusal::from(why), why.to_string()))
+            }
+            Ok(Err(HeaderError::Io(e))) => {
+                let span = info_span!("conn", conn = self.conn, peer = %balancer);
+                span.in_scope(|| debug!(error = %e, "connection ended before its PROXY header"));
+                return;
+            }
+            Err(_) => Some((
+                proxy::Refusal::Timeout,
+                "no whole PROXY header within login_timeout".into(),
+            )),
+        };
+        if let Some((why, detail)) = refusal {
+            self.metrics.proxy_header_refused(why);
+            let span = info_span!("conn", conn = self.conn, peer = %balancer);
+            span.in_scope(|| {
+                if warn_now() {
+                    warn!(reason = why.label(), %detail, "closed a connection from a proxy_protocol_from address: is the balancer sending PROXY headers (HAProxy: send-proxy-v2)? Further refusals within a minute are logged at debug");
+                } else {
+                    debug!(reason = why.label(), %detail, "closed a connection without a valid PROXY header");
+                }
+            });
+            close_with(&self.stream, "bad PROXY protocol header", &self.metrics).await;
+            return;
+        }
+        match per_ip.take(self.peer.ip()) {
+            Some(slot) => self.ip_slot = slot,
+            None => {
+                self.metrics.refused(Refusal::PerIp);
+                let span = info_span!("conn", conn = self.conn, peer = %self.peer);
+                span.in_scope(
+                    || info!(via = %balancer, "refused: too many connections from this address"),
+                );
+                close_with(
+                    &self.stream,
+                    "too many connections from your address",
+                    &self.metrics,
+                )
+                .await;
+                return;
+            }
+        }
+        match tls {
+            None => self.serve().await,
+            Some(tls) => self.serve_tls(tls).await,
+        }
+    }
+}
+
+enum HeaderError {
+    Invalid(proxy::Invalid),
+    Io(io::Error),
+}
+
+/// Reads the header and not one byte more. A header nearly always arrives whole in the
+/// balancer's first segment: one peek finds it, one read takes it. Otherwise the bytes
+/// are taken in the amounts [`proxy::parse`] knows the header still holds.
+async fn read_header(stream: &Conn) -> Result<Header, HeaderError> {
+    let mut buf = vec![0u8; proxy::MAX_V1 + 1];
+    let seen = stream.peek(&mut buf).await.map_err(HeaderError::Io)?;
+    if seen == 0 {
+        return Err(HeaderError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    let mut have = 0;
+    let mut next = match proxy::parse(&buf[..seen]) {
+        Parse::Complete { len, .. } => len,
+        Parse::Incomplete { at_least } => at_least.min(seen),
+        Parse::Invalid(why) => return Err(HeaderError::Invalid(why)),
+    };
+    loop {
+        if buf.len() < next {
+            buf.resize(next, 0);
+        }
+        while have < next {
+            match stream.read(&mut buf[have..next]).await {
+                Ok(0) => return Err(HeaderError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => have += n,
+                Err(e) => return Err(HeaderError::Io(e)),
+            }
+        }
+        match proxy::parse(&buf[..have]) {
+            Parse::Complete { header, .. } => return Ok(header),
+            Parse::Incomplete { at_least } => next = at_least,
+            Parse::Invalid(why) => return Err(HeaderError::Invalid(why)),
+        }
+    }
+}
+
+/// True when no warning was given within [`WARN_EVERY`].
+fn warn_now() -> bool {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
+        + 1;
+    let last = WARNED_AT.load(Ordering::Relaxed);
+    (last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_secs())
+        && WARNED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Answers with `error: <why>` (if the socket takes it within a second) and closes as
+/// the writer does after a broken rule: half-close, then at most 64 KiB discarded.
+async fn close_with(stream: &Conn, why: &str, metrics: &Metrics) {
+    let line = protocol::format_error(why);
+    if let Ok(Ok(())) = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await {
+        metrics.bytes_out.inc_by(line.len() as u64);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    writer::linger(stream, writer::LINGER_BYTES, metrics).await;
+}
