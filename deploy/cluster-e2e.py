@@ -34,7 +34,9 @@ reason per line (an empty file means everything passed):
     SEQs received are exactly the SEQs sent (nothing lost, nothing duplicated, in order);
   - for pairs where one side logged in again: no SEQ twice, in order, none never sent;
   - no `error:` line other than `no such user` / `could not deliver` about a recipient
-    that was logged out at the time.
+    that was logged out at the time;
+  - every client a node lists in GET /connections at the end has the peer address and
+    port the client itself connected from (the balancer's PROXY header reached the node).
 """
 
 import argparse

@@ -4,8 +4,9 @@
 # loopback; 300 clients chat through HAProxy while one node is killed with SIGKILL. The
 # verdict: every line between clients that stayed connected arrives exactly once and in
 # order, and the dead node's clients log in again through the balancer, with the same
-# names, within the lease (plus 2 s of slack). The clients are deploy/cluster-e2e.py
-# (Python 3, standard library only).
+# names, within the lease (plus 2 s of slack); and HAProxy's PROXY header (send-proxy-v2)
+# makes every node know its clients by their own address and port. The clients are
+# deploy/cluster-e2e.py (Python 3, standard library only).
 #
 # Steps:
 #   1. take the a-chat binary (A_CHAT_BIN, default target/release/a-chat, built by the
