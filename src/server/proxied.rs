@@ -31,7 +31,7 @@ impl Connection {
     /// The life of a connection from a `proxy_protocol_from` address: its header within
     /// `login_timeout` (which the TLS handshake and the login then share), the client's
     /// place under `max_connections_per_ip`, then [`Connection::serve_tls`] or
-    /// [`Connection::serve`].
+    /// [`Connection::serve`] as a task of their own.
     pub async fn serve_proxied(mut self, tls: Option<Arc<tls::Server>>, per_ip: PerIp) {
         let balancer = self.peer;
         let left = self
@@ -88,9 +88,12 @@ impl Connection {
                 return;
             }
         }
+        // A task of its own, the same as a connection that came directly: awaited here,
+        // it would keep this task's room for the header beside it for the connection's
+        // whole life (2.3 KiB more per idle connection, measured).
         match tls {
-            None => self.serve().await,
-            Some(tls) => self.serve_tls(tls).await,
+            None => drop(runtime::spawn(self.serve())),
+            Some(tls) => drop(runtime::spawn(self.serve_tls(tls))),
         }
     }
 }
