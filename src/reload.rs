@@ -253,12 +253,14 @@ mod tests {
         new.log.level = "debug".into();
         new.server.listen = vec!["127.0.0.1:9".parse().unwrap()];
         new.server.worker_threads = 4;
+        new.server.proxy_protocol_from = vec!["10.0.0.5".parse().unwrap()];
         let changes = diff(&old, &new);
         assert_eq!(
             changes,
             vec![
                 Change::Restart("server.listen"),
                 Change::Restart("server.worker_threads"),
+                Change::Restart("server.proxy_protocol_from"),
                 Change::Live("limits"),
                 Change::Live("log.level"),
             ]

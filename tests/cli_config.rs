@@ -123,6 +123,11 @@ fn server_with_a_bad_config_exits_2_with_one_line_and_listens_nowhere() {
             Some(3),
         ),
         (
+            format!("{listen}proxy_protocol_from = [\"10.0.0.0/33\"]\n"),
+            "server.proxy_protocol_from",
+            Some(3),
+        ),
+        (
             format!("{listen}[limits]\n\nmax_recipients = 99999999\n"),
             "limits.max_recipients",
             Some(5),
@@ -249,6 +254,11 @@ fn check_config_passes_on_the_example_cluster_nodes() {
         assert!(
             out.contains(&format!("\"{node}\"")),
             "node_id {node:?} missing from the effective settings of {}:\n{out}",
+            path.display()
+        );
+        assert!(
+            out.contains("proxy_protocol_from = [\"127.0.0.1/32\"]"),
+            "the balancer missing from the effective settings of {}:\n{out}",
             path.display()
         );
     }
