@@ -419,18 +419,23 @@ pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
     None
 }
 
-fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+/// One string or a list of strings: `"a"` or `["a", "b"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),
     }
-    let list = match OneOrMany::deserialize(d)? {
+    Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
-    };
-    list.iter()
+    })
+}
+
+fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    one_or_many(d)?
+        .iter()
         .map(|s| parse_addr(s).map_err(serde::de::Error::custom))
         .collect()
 }
@@ -465,8 +470,9 @@ mod sources {
     use super::*;
     use crate::proxy::Source;
 
+    /// One address or network, or a list, as `listen` takes them.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
-        Vec::<String>::deserialize(d)?
+        one_or_many(d)?
             .iter()
             .map(|s| s.parse().map_err(serde::de::Error::custom))
             .collect()
