@@ -61,7 +61,6 @@ TARGETS=(achat redis)
 
 say() { printf '[compare-tls %3ds] %s\n' $((SECONDS - STARTED)) "$*" >&2; }
 die() { say "error: $*"; exit 2; }
-stop() { stop_pid INT "$1"; }
 trap stop_tracked EXIT
 trap 'exit 130' INT TERM
 
@@ -91,29 +90,23 @@ mkdir -p "$C"
             -CAcreateserial -days 7 -extfile "$C/ext.cnf" -out "$C/server.pem"
 } >"$C/openssl.log" 2>&1 || die "openssl failed; see $C/openssl.log"
 
-{
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "kernel: $(uname -r)"
+# versions: what machine.txt lists after the machine (see machine_txt): the builds measured
+# and the settings of this sitting.
+# shellcheck disable=SC2317,SC2329  # run through machine_txt
+versions() {
     echo "a-chat: $("$BIN" --version) ($BIN)"
     echo "a-chat commit: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "redis: $(redis-server --version)"
     echo "openssl: $(openssl version)"
-    echo "nofile (servers): $NOFILE"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$RESULTS/machine.txt"
-sed 's/^/    /' "$RESULTS/machine.txt" >&2
-echo "step target run load1 rc" >"$RESULTS/runs.txt"
+}
+machine_txt versions
 
 # ---------------------------------------------------------------- 3. the servers
 SERVER_PID=""
 SERVER_ADDR=""
 
-
 # start_achat NAME: a fresh a-chat with one TLS listener on a free loopback port.
 start_achat() {
-    local name="$1" i port=""
     cat >"$RESULTS/a-chat.toml" <<EOF
 [server]
 listen = []
@@ -127,86 +120,46 @@ listen = ["127.0.0.1:0"]
 cert = "$C/server.pem"
 key = "$C/server.key"
 EOF
-    (ulimit -n "$NOFILE" && exec "$BIN" server --config "$RESULTS/a-chat.toml") \
-        >"$RESULTS/a-chat-$name.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    port="$(listening_port "$RESULTS/a-chat-$name.log" "$SERVER_PID")"
-    [ -n "$port" ] || die "a-chat did not start; see $RESULTS/a-chat-$name.log"
-    SERVER_ADDR="127.0.0.1:$port"
+    launch_achat "$BIN" "$1"
 }
 
 # start_redis NAME: a fresh redis-server with only a TLS port, no persistence.
 start_redis() {
-    local name="$1" i port
-    port="$(free_port)"
-    (ulimit -n "$NOFILE" && exec redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 \
+    launch_redis "$1" --tls-port --port 0 \
         --tls-cert-file "$C/server.pem" --tls-key-file "$C/server.key" \
-        --tls-ca-cert-file "$C/ca.pem" --tls-auth-clients no \
-        --protected-mode no --save '' --appendonly no --maxclients 19000) \
-        >"$RESULTS/redis-$name.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for ((i = 0; i < 100; i++)); do
-        grep -q 'Ready to accept connections' "$RESULTS/redis-$name.log" 2>/dev/null && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q 'Ready to accept connections' "$RESULTS/redis-$name.log" ||
-        die "redis-server did not start; see $RESULTS/redis-$name.log"
-    SERVER_ADDR="127.0.0.1:$port"
+        --tls-ca-cert-file "$C/ca.pem" --tls-auth-clients no
 }
 
+# shellcheck disable=SC2317,SC2329  # run through lib.sh's start_long_lived and bench_fresh
 start() { if [ "$1" = redis ]; then start_redis "$2"; else start_achat "$2"; fi; }
-stop_server() {
-    stop "$SERVER_PID"
-    forget_pid "$SERVER_PID"
-    SERVER_PID=""
-}
 
 # bench STEP TARGET RUN ADDR PID ARGS...: one run of a-chat bench --tls, its JSON kept.
+# shellcheck disable=SC2317,SC2329  # run through lib.sh's bench_on and bench_fresh
 bench() {
-    local step="$1" target="$2" run="$3" addr="$4" pid="$5" rc=0 load summary
+    local step="$1" target="$2" run="$3" addr="$4" pid="$5"
     shift 5
-    load="$(load1)"
-    local out="$RESULTS/$step-$target-$run.json"
-    "$BIN" bench --tls --ca "$C/ca.pem" --target "$target" --addr "$addr" --pid "$pid" \
-        --json -q "$@" >"$out" 2>"$RESULTS/$step-$target-$run.err" || rc=$?
-    echo "$step $target $run $load $rc" >>"$RESULTS/runs.txt"
-    [ "$rc" -eq 0 ] || FAILED=1
-    summary="$(python3 - "$out" <<'EOF'
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception:
-    print("no result"); sys.exit()
-l = d.get("latency_ns") or {}
+    bench_run "$step" "$target" "$run" "$BIN" bench --tls --ca "$C/ca.pem" --target "$target" \
+        --addr "$addr" --pid "$pid" --json -q "$@" || FAILED=1
+}
+
+# What a run's progress line says of it (see bench_run).
+SUMMARY_PY="$(cat <<'EOF'
 if d["workload"] == "storm":
     parts = [f'{d["logged_in"]}/{d["clients"]} in, {d.get("logins_per_s")} handshakes+logins/s',
              f'p99 {l.get("p99", 0)/1e6:.0f} ms', f'{d.get("tls")}']
 elif d["workload"] == "idle":
     parts = [f'{d["confirmed"]} logged in, {d.get("server_rss_kib_per_conn")} KiB/conn']
 else:
-    parts = [f'{d["delivered_per_s"]/1000:.0f}k deliveries/s',
-             f'p50 {l["p50"]/1e6:.2f} ms p99 {l["p99"]/1e6:.2f} ms']
+    parts = timed()
     if d.get("server_cpu_ns_per_delivery") is not None:
         parts.append(f'server {d["server_cpu_ns_per_delivery"]/1000:.2f} µs/delivery')
 parts.append("checks ok" if d["ok"] else "CHECKS FAILED")
 print(", ".join(parts))
 EOF
 )"
-    [ "$rc" -eq 0 ] || summary="$summary [bench exit $rc, see $RESULTS/$step-$target-$run.err]"
-    say "  $step $target run $run (load $load): $summary"
-}
 
 # ---------------------------------------------------------------- 4. the runs
-declare -A ADDR PID
-for t in "${TARGETS[@]}"; do
-    start "$t" main
-    ADDR[$t]="$SERVER_ADDR"
-    PID[$t]="$SERVER_PID"
-    say "step 3: $t: pid ${PID[$t]} on ${ADDR[$t]} (TLS only)"
-done
+start_long_lived "(TLS only)"
 for t in "${TARGETS[@]}"; do # warm-up, not counted
     "$BIN" bench --tls --ca "$C/ca.pem" --target "$t" --addr "${ADDR[$t]}" -q -d 1s direct \
         >/dev/null 2>&1
@@ -216,35 +169,15 @@ for s in "${steps[@]}"; do
     name="${s%%|*}"
     read -ra args <<<"${s#*|}"
     say "step 4: $name (${args[*]}), $RUNS runs each"
-    for ((r = 1; r <= RUNS; r++)); do
-        for t in "${TARGETS[@]}"; do
-            bench "$name" "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" "${args[@]}"
-        done
-    done
+    each_run bench_on "$name" "${args[@]}"
 done
-for t in "${TARGETS[@]}"; do
-    stop "${PID[$t]}"
-    forget_pid "${PID[$t]}"
-done
+stop_long_lived
 
 say "step 4: RSS per idle TLS connection, $IDLE connections, a fresh server each run"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        start "$t" "idle-$r"
-        bench idle "$t" "$r" "$SERVER_ADDR" "$SERVER_PID" -d 1s --connect-timeout 30s idle "$IDLE"
-        stop_server
-    done
-done
+each_run bench_fresh idle -d 1s --connect-timeout 30s idle "$IDLE"
 
 say "step 4: TLS storm, $STORM clients at once, a fresh server each run"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        start "$t" "storm-$r"
-        bench storm "$t" "$r" "$SERVER_ADDR" "$SERVER_PID" --connect-timeout "$STORM_TIMEOUT" \
-            storm "$STORM" --concurrency 2048
-        stop_server
-    done
-done
+each_run bench_fresh storm --connect-timeout "$STORM_TIMEOUT" storm "$STORM" --concurrency 2048
 
 # ---------------------------------------------------------------- 5. the table
 say "step 5: the table (raw results in $RESULTS)"

@@ -77,9 +77,6 @@ FAILED=0
 say() { printf '[compare %3ds] %s\n' $((SECONDS - STARTED)) "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-# Stops one process this script started: SIGINT (a-chat drains, Redis exits), then SIGKILL.
-stop() { stop_pid INT "$1"; }
-
 trap stop_tracked EXIT
 trap 'exit 130' INT TERM
 
@@ -123,11 +120,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 HARD_NOFILE="$(ulimit -Hn)"
 [ "$HARD_NOFILE" != unlimited ] && [ "$HARD_NOFILE" -lt "$NOFILE" ] && NOFILE="$HARD_NOFILE"
 
-{
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "kernel: $(uname -r)"
+# versions: what machine.txt lists after the kernel (see machine_txt): memory, OS, the builds
+# measured and the settings of this sitting.
+# shellcheck disable=SC2317,SC2329  # run through machine_txt
+versions() {
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
     grep -qw hypervisor /proc/cpuinfo && echo "virtual machine: yes (hypervisor flag)"
     # shellcheck disable=SC1091
@@ -139,11 +135,8 @@ HARD_NOFILE="$(ulimit -Hn)"
     echo "rustc: $(rustc --version 2>/dev/null || echo unknown)"
     echo "syscall counter: $COUNTER"
     echo "perf instructions: $(perf stat -x, -e instructions true 2>&1 | grep -o '<not supported>\|^[0-9]*' | head -1)"
-    echo "nofile (servers): $NOFILE"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$RESULTS/machine.txt"
-sed 's/^/    /' "$RESULTS/machine.txt" >&2
-echo "step target run load1 rc" >"$RESULTS/runs.txt"
+}
+machine_txt versions
 
 # ---------------------------------------------------------------- 3. the servers
 SERVER_PID=""
@@ -151,7 +144,6 @@ SERVER_ADDR=""
 
 # start_achat BIN NAME: a fresh a-chat on a free loopback port (port 0, read from its log).
 start_achat() {
-    local bin="$1" name="$2" i port=""
     cat >"$RESULTS/a-chat.toml" <<'EOF'
 [server]
 listen = "127.0.0.1:0"
@@ -160,34 +152,11 @@ max_connections = 19000
 [log]
 level = "info"
 EOF
-    (ulimit -n "$NOFILE" && exec "$bin" server --config "$RESULTS/a-chat.toml") \
-        >"$RESULTS/a-chat-$name.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    port="$(listening_port "$RESULTS/a-chat-$name.log" "$SERVER_PID")"
-    [ -n "$port" ] || die "a-chat did not start; see $RESULTS/a-chat-$name.log"
-    SERVER_ADDR="127.0.0.1:$port"
+    launch_achat "$1" "$2"
 }
-
 
 # start_redis NAME: a fresh redis-server on a free loopback port, no persistence.
-start_redis() {
-    local name="$1" i port
-    port="$(free_port)"
-    (ulimit -n "$NOFILE" && exec redis-server --port "$port" --bind 127.0.0.1 \
-        --protected-mode no --save '' --appendonly no --maxclients 19000) \
-        >"$RESULTS/redis-$name.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for ((i = 0; i < 100; i++)); do
-        grep -q 'Ready to accept connections' "$RESULTS/redis-$name.log" 2>/dev/null && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    grep -q 'Ready to accept connections' "$RESULTS/redis-$name.log" ||
-        die "redis-server did not start; see $RESULTS/redis-$name.log"
-    SERVER_ADDR="127.0.0.1:$port"
-}
+start_redis() { launch_redis "$1" --port; }
 
 # start TARGET NAME: a fresh server of that target.
 start() {
@@ -198,41 +167,17 @@ start() {
     fi
 }
 
-stop_server() {
-    stop "$SERVER_PID"
-    forget_pid "$SERVER_PID"
-    SERVER_PID=""
-}
-
-declare -A ADDR PID
-start_long_lived() {
-    local t
-    for t in "${TARGETS[@]}"; do
-        start "$t" main
-        ADDR[$t]="$SERVER_ADDR"
-        PID[$t]="$SERVER_PID"
-        say "step 3: $t: pid ${PID[$t]} on ${ADDR[$t]}"
-    done
-}
-
 # bench STEP TARGET RUN ADDR PID ARGS...: one run of a-chat bench, its JSON in the results.
 bench() {
-    local step="$1" target="$2" run="$3" addr="$4" pid="$5" rc=0 load summary
+    local step="$1" target="$2" run="$3" addr="$4" pid="$5"
     shift 5
-    load="$(load1)"
-    local out="$RESULTS/$step-$target-$run.json"
-    "${WRAP[@]}" "$BIN" bench --target "${PROTO[$target]}" --addr "$addr" --pid "$pid" --json -q "$@" \
-        >"$out" 2>"$RESULTS/$step-$target-$run.err" || rc=$?
-    echo "$step $target $run $load $rc" >>"$RESULTS/runs.txt"
-    [ "$rc" -eq 0 ] || [ "$target" = baseline ] || FAILED=1
-    summary="$(python3 - "$out" <<'EOF'
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception:
-    print("no result"); sys.exit()
+    bench_run "$step" "$target" "$run" "${WRAP[@]}" "$BIN" bench --target "${PROTO[$target]}" \
+        --addr "$addr" --pid "$pid" --json -q "$@" || [ "$target" = baseline ] || FAILED=1
+}
+
+# What a run's progress line says of it (see bench_run).
+SUMMARY_PY="$(cat <<'EOF'
 w = d["workload"]
-l = d.get("latency_ns") or {}
 ms = lambda v: "—" if v is None else f"{v * 1000:.0f} ms"
 if w == "storm":
     parts = [f'{d["logged_in"]}/{d["clients"]} logged in, all in {ms(d.get("all_logged_in_s"))}',
@@ -247,8 +192,7 @@ elif w == "burst":
 elif w == "idle":
     parts = [f'{d["confirmed"]} logged in']
 else:
-    parts = [f'{d["delivered_per_s"]/1000:.0f}k deliveries/s',
-             f'p50 {l["p50"]/1e6:.2f} ms p99 {l["p99"]/1e6:.2f} ms']
+    parts = timed()
 if d.get("server_cpu_ns_per_delivery") is not None:
     parts.append(f'server {d["server_cpu_ns_per_delivery"]/1000:.2f} µs/delivery')
 if d.get("server_rss_kib_per_conn") is not None:
@@ -262,9 +206,6 @@ else:
 print(", ".join(parts))
 EOF
 )"
-    [ "$rc" -eq 0 ] || summary="$summary [bench exit $rc, see $RESULTS/$step-$target-$run.err]"
-    say "  $step $target run $run (load $load): $summary"
-}
 
 # The system calls counted one by one besides the total (raw_syscalls:sys_enter). Each
 # tracepoint costs perf time to switch on and off (all 700 of syscalls:sys_enter_* take
@@ -300,26 +241,8 @@ count_syscalls() {
     forget_pid "$cpid"
 }
 
-# Runs `FN TARGET RUN ARGS...` RUNS times for every target, the targets taking turns.
-each_run() {
-    local fn="$1" r t
-    shift
-    for ((r = 1; r <= RUNS; r++)); do
-        for t in "${TARGETS[@]}"; do
-            "$fn" "$t" "$r" "$@"
-        done
-    done
-}
-
-# One bench run against a long-lived server: bench_on TARGET RUN NAME BENCH-ARGS...
-# shellcheck disable=SC2329  # run through each_run
-bench_on() {
-    local t="$1" r="$2" name="$3"
-    shift 3
-    bench "$name" "$t" "$r" "${ADDR[$t]}" "${PID[$t]}" "$@"
-}
-
 # ---------------------------------------------------------------- 4. the runs
+# shellcheck disable=SC2119  # no note after the addresses: both servers are plain TCP
 start_long_lived
 
 say "step 4a: direct, 100 clients, 64-byte messages, 64 in flight, $DURATION, $RUNS runs each"
@@ -343,31 +266,15 @@ say "step 4e: bursts, 2 readers, 30 senders x 1 MiB of 2048-byte lines, $BURST_R
 # test. -d bounds one round.
 each_run bench_on burst -d 10s burst --senders 30 --burst-bytes 1MiB --rounds "$BURST_ROUNDS"
 
-for t in "${TARGETS[@]}"; do
-    stop "${PID[$t]}"
-    forget_pid "${PID[$t]}"
-done
+stop_long_lived
 
 say "step 4f: RSS per idle logged-in connection, $IDLE connections, a fresh server each run"
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        start "$t" "idle-$r"
-        bench idle "$t" "$r" "$SERVER_ADDR" "$SERVER_PID" -d 1s idle "$IDLE"
-        stop_server
-    done
-done
+each_run bench_fresh idle -d 1s idle "$IDLE"
 
 say "step 4g: reconnect storm, $STORM clients at once, a fresh server each run, $RUNS runs each"
 # A fresh server each run, so that no earlier connection is still being closed or
 # counted. The bench's own file limit was raised above (ulimit -n), the servers' is NOFILE.
-for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
-        start "$t" "storm-$r"
-        bench storm "$t" "$r" "$SERVER_ADDR" "$SERVER_PID" --connect-timeout 10s \
-            storm "$STORM" --concurrency 2048
-        stop_server
-    done
-done
+each_run bench_fresh storm --connect-timeout 10s storm "$STORM" --concurrency 2048
 
 say "step 5: the largest connection count held: idle $MAX_CONNS (servers' RLIMIT_NOFILE $NOFILE)"
 for t in "${TARGETS[@]}"; do

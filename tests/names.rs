@@ -172,9 +172,10 @@ fn fake_server(bytes: &'static [u8]) -> (std::net::SocketAddr, std::thread::Join
     (addr, server)
 }
 
-#[test]
-fn the_client_shows_control_characters_visibly_on_a_terminal() {
-    let (addr, server) = fake_server(HOSTILE);
+/// Runs the client on a terminal (`script` gives it one) against a one-shot server that
+/// sends `bytes`: its exit status and all it showed.
+fn client_on_a_terminal(bytes: &'static [u8]) -> (std::process::ExitStatus, Vec<u8>) {
+    let (addr, server) = fake_server(bytes);
     let client = format!("{} client {addr}", common::bin().display());
     let mut child = Command::new("timeout")
         .args(["10", "script", "-q", "-e", "-c", &client, "/dev/null"])
@@ -189,6 +190,12 @@ fn the_client_shows_control_characters_visibly_on_a_terminal() {
     drop(stdin);
     let status = child.wait().unwrap();
     server.join().unwrap();
+    (status, out)
+}
+
+#[test]
+fn the_client_shows_control_characters_visibly_on_a_terminal() {
+    let (status, out) = client_on_a_terminal(HOSTILE);
     let text = String::from_utf8_lossy(&out);
     assert!(status.success(), "exit {status:?}: {text}");
     assert!(
@@ -222,20 +229,8 @@ fn the_client_holds_a_bounded_line() {
         v.extend_from_slice(b"\nfrom y: after\n");
         v
     });
-    let (addr, server) = fake_server(long);
-    let client = format!("{} client {addr}", common::bin().display());
-    let mut child = Command::new("timeout")
-        .args(["10", "script", "-q", "-e", "-c", &client, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run script (bsdutils)");
-    let stdin = child.stdin.take();
-    let mut out = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-    server.join().unwrap();
+    let (status, out) = client_on_a_terminal(long);
+    assert!(status.success());
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("[line cut:"), "{}", &text[text.len() - 200..]);
     assert!(text.contains("from y: after"));

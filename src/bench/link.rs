@@ -143,6 +143,31 @@ impl Link {
         }
     }
 
+    /// Writes `out[*pos..]`, then the TLS records still waiting, for as long as the
+    /// socket takes them: `*pos` moves past what went out, and `*writable` turns false
+    /// at `WouldBlock` (the next EPOLLOUT sets it again). `Interrupted` is retried; any
+    /// other error is returned, with `*pos` at what went out before it.
+    #[inline]
+    pub fn flush(&mut self, out: &[u8], pos: &mut usize, writable: &mut bool) -> io::Result<()> {
+        while *writable {
+            let r = if *pos < out.len() {
+                self.write(&out[*pos..])
+            } else if self.wants_write() {
+                // TLS records the socket could not take yet (never for plain sockets).
+                self.send_pending().map(|()| 0)
+            } else {
+                break;
+            };
+            match r {
+                Ok(n) => *pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The negotiated protocol version and cipher suite, once the handshake is done.
     pub fn describe(&self) -> Option<String> {
         match self {
@@ -267,5 +292,23 @@ mod tests {
         assert!(link.send_pending().is_ok());
         assert_eq!(link.write(b"hi\n").unwrap(), 3);
         assert!(link.describe().is_none());
+    }
+
+    #[test]
+    fn flush_writes_from_the_position_while_the_socket_is_writable() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        let mut link = Link::new(s, None).unwrap();
+        let (mut pos, mut writable) = (0, false);
+        link.flush(b"hi\nthere\n", &mut pos, &mut writable).unwrap();
+        assert_eq!(pos, 0, "nothing goes out until the socket is writable");
+        (pos, writable) = (3, true);
+        link.flush(b"hi\nthere\n", &mut pos, &mut writable).unwrap();
+        assert_eq!(pos, 9);
+        assert!(writable, "the socket took all of it");
+        let mut got = [0; 6];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"there\n");
     }
 }

@@ -14,7 +14,6 @@ mod report;
 
 pub use report::Outcome;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -399,19 +398,9 @@ impl Burst<'_> {
 
     fn flush(&mut self, ci: usize) {
         let c = &mut self.conns[ci];
-        while c.writable && c.closed.is_none() {
-            let r = if c.out_pos < c.out.len() {
-                c.link.write(&c.out[c.out_pos..])
-            } else if c.link.wants_write() {
-                c.link.send_pending().map(|()| 0)
-            } else {
-                break;
-            };
-            match r {
-                Ok(n) => c.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.lost(ci, format!("write: {e}")),
+        if c.closed.is_none() {
+            if let Err(e) = c.link.flush(&c.out, &mut c.out_pos, &mut c.writable) {
+                return self.lost(ci, format!("write: {e}"));
             }
         }
         if c.out_pos == c.out.len() {

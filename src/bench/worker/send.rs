@@ -1,7 +1,6 @@
 //! The worker's event loop and its sending side: the phases, epoll waits,
 //! topping up each sender (closed or open loop) and flushing its buffer.
 
-use std::io;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
@@ -161,24 +160,8 @@ impl Worker {
     pub(super) fn flush(&mut self, ci: usize) {
         let c = &mut self.conns[ci];
         let mut failed = None;
-        while c.writable && !c.closed {
-            let r = if c.out_pos < c.out.len() {
-                c.link.write(&c.out[c.out_pos..])
-            } else if c.link.wants_write() {
-                // TLS records the socket could not take yet (never for plain sockets).
-                c.link.send_pending().map(|()| 0)
-            } else {
-                break;
-            };
-            match r {
-                Ok(n) => c.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        if !c.closed {
+            failed = c.link.flush(&c.out, &mut c.out_pos, &mut c.writable).err();
         }
         if c.out_pos == c.out.len() {
             c.out.clear();
