@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -258,34 +258,13 @@ fn hostile_clients_across_nodes_do_not_disturb_a_pair() {
         common::RssWatch::start(nodes[0].daemon.pid()),
         common::RssWatch::start(nodes[1].daemon.pid()),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooded = Arc::new(AtomicU64::new(0));
     let addr = nodes[0].daemon.addr;
-    let flooders: Vec<_> = (0..FLOODERS)
-        .map(|i| {
-            let (stop, flooded, fan) = (stop.clone(), flooded.clone(), fan.clone());
-            let kind = KINDS[i % KINDS.len()];
-            thread::spawn(move || {
-                flooded.fetch_add(flooder(kind, addr, i, &fan, &stop), Ordering::Relaxed);
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut worst = Duration::ZERO;
-    let mut done = 0;
-    while started.elapsed() < FLOOD_FOR {
-        let sent = Instant::now();
-        alice.send(&format!("bob: ping {done}"));
-        bob.expect(&format!("from alice: ping {done}"));
-        bob.send(&format!("alice: pong {done}"));
-        alice.expect(&format!("from bob: pong {done}"));
-        worst = worst.max(sent.elapsed());
-        done += 1;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for f in flooders {
-        f.join().unwrap();
-    }
+    let flood = common::Flood::start(FLOODERS, move |i, stop| {
+        flooder(KINDS[i % KINDS.len()], addr, i, &fan, stop)
+    });
+    let common::RoundTrips { done, worst, .. } =
+        common::ping_pong(&mut alice, &mut bob, usize::MAX, FLOOD_FOR);
+    let flooded = flood.stop();
     let maxes = watches.map(|w| w.stop());
     let crossed = nodes[1].metric("achat_cluster_deliveries_total{direction=\"in\"}");
     let publishes = nodes[0].metric("achat_cluster_publishes_total");
@@ -299,7 +278,7 @@ fn hostile_clients_across_nodes_do_not_disturb_a_pair() {
         "{FLOODERS} flooders sent {} MiB to n1; {crossed} deliveries crossed to n2 in \
          {publishes} publishes; {cut} slow consumers cut on n2; the pair's {done} round trips: \
          worst {worst:?}; RSS n1 {} -> {} KiB, n2 {} -> {} KiB",
-        flooded.load(Ordering::Relaxed) >> 20,
+        flooded >> 20,
         bases[0],
         maxes[0],
         bases[1],

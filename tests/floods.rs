@@ -4,10 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use common::Daemon;
 
@@ -107,41 +105,20 @@ fn a_hundred_hostile_connections_of_every_kind_do_not_disturb_a_pair() {
     }
     let base = d.rss_kib();
     let watch = common::RssWatch::start(d.pid());
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooded = Arc::new(AtomicU64::new(0));
     let chat = d.addr;
-    let flooders: Vec<_> = (0..FLOODERS)
-        .map(|i| {
-            let (stop, flooded) = (stop.clone(), flooded.clone());
-            let kind = KINDS[i % KINDS.len()];
-            thread::spawn(move || {
-                let sent = flooder(kind, chat, admin, i, &stop);
-                flooded.fetch_add(sent, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    // The pair chats all through the flood; every line must arrive, in order.
-    let started = Instant::now();
-    let mut worst = Duration::ZERO;
-    let mut done = 0;
-    // Bounded in count and in time, whichever comes first (a debug build is slow).
-    while done < ROUND_TRIPS && started.elapsed() < FLOOD_FOR {
-        let i = done;
-        let sent = Instant::now();
-        alice.send(&format!("bob: ping {i}"));
-        bob.expect(&format!("from alice: ping {i}"));
-        bob.send(&format!("alice: pong {i}"));
-        alice.expect(&format!("from bob: pong {i}"));
-        worst = worst.max(sent.elapsed());
-        done += 1;
-    }
-    let chatted = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for f in flooders {
-        f.join().unwrap();
-    }
+    let flood = common::Flood::start(FLOODERS, move |i, stop| {
+        flooder(KINDS[i % KINDS.len()], chat, admin, i, stop)
+    });
+    // The pair chats all through the flood; every line must arrive, in order. Bounded in
+    // count and in time, whichever comes first (a debug build is slow).
+    let common::RoundTrips {
+        done,
+        worst,
+        took: chatted,
+    } = common::ping_pong(&mut alice, &mut bob, ROUND_TRIPS, FLOOD_FOR);
+    let flooded = flood.stop();
     let max = watch.stop();
-    let in_mib = flooded.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+    let in_mib = flooded as f64 / (1 << 20) as f64;
     eprintln!(
         "{FLOODERS} flooders sent {in_mib:.0} MiB in {chatted:?}; the pair's {done} round \
          trips: worst {worst:?}; RSS base {base} KiB, max {max} KiB (+{} KiB)",

@@ -8,9 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::http::http_get;
@@ -333,40 +330,18 @@ fn a_flood_of_every_kind_of_header_does_not_disturb_a_pair() {
     }
     let base = d.rss_kib();
     let watch = common::RssWatch::start(d.pid());
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooded = Arc::new(AtomicU64::new(0));
     let chat = d.addr;
-    let flooders: Vec<_> = (0..FLOODERS)
-        .map(|i| {
-            let (stop, flooded) = (stop.clone(), flooded.clone());
-            let kind = KINDS[i % KINDS.len()];
-            thread::spawn(move || {
-                let trickle =
-                    matches!(kind, Kind::PartialHeader).then_some(Duration::from_millis(50));
-                let sent = common::flood_until(chat, &stop, trickle, |round| {
-                    flood_payload(kind, i, round)
-                });
-                flooded.fetch_add(sent, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    let mut worst = Duration::ZERO;
-    let mut done = 0;
-    while done < ROUND_TRIPS && started.elapsed() < FLOOD_FOR {
-        let sent = Instant::now();
-        alice.send(&format!("bob: ping {done}"));
-        bob.expect(&format!("from alice: ping {done}"));
-        bob.send(&format!("alice: pong {done}"));
-        alice.expect(&format!("from bob: pong {done}"));
-        worst = worst.max(sent.elapsed());
-        done += 1;
-    }
-    let chatted = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for f in flooders {
-        f.join().unwrap();
-    }
+    let flood = common::Flood::start(FLOODERS, move |i, stop| {
+        let kind = KINDS[i % KINDS.len()];
+        let trickle = matches!(kind, Kind::PartialHeader).then_some(Duration::from_millis(50));
+        common::flood_until(chat, stop, trickle, |round| flood_payload(kind, i, round))
+    });
+    let common::RoundTrips {
+        done,
+        worst,
+        took: chatted,
+    } = common::ping_pong(&mut alice, &mut bob, ROUND_TRIPS, FLOOD_FOR);
+    let flooded = flood.stop();
     let max = watch.stop();
     let samples = scrape(admin);
     let refused: f64 = ["missing", "too_long", "malformed", "timeout"]
@@ -382,7 +357,7 @@ fn a_flood_of_every_kind_of_header_does_not_disturb_a_pair() {
         "{FLOODERS} balancer connections sent {:.0} MiB in {chatted:?} ({refused} headers refused, \
          {} connections); the pair's {done} round trips: worst {worst:?}; RSS base {base} KiB, \
          max {max} KiB (+{} KiB)",
-        flooded.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        flooded as f64 / (1 << 20) as f64,
         sample(&samples, "achat_connections_accepted_total"),
         max.saturating_sub(base)
     );

@@ -729,3 +729,69 @@ pub fn flood_until(
     }
     sent
 }
+
+/// Flooding threads, each running its flood until [`Flood::stop`].
+pub struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    /// Starts `n` threads; thread `i` runs `flood(i, stop)`, which returns the bytes it sent
+    /// once `stop` is set.
+    pub fn start(
+        n: usize,
+        flood: impl Fn(usize, &std::sync::atomic::AtomicBool) -> u64 + Send + Sync + 'static,
+    ) -> Flood {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = Arc::new(flood);
+        let threads = (0..n)
+            .map(|i| {
+                let (stop, flood) = (stop.clone(), flood.clone());
+                std::thread::spawn(move || flood(i, &stop))
+            })
+            .collect();
+        Flood { stop, threads }
+    }
+
+    /// Stops every flooder and returns the bytes they sent together.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
+    }
+}
+
+/// What a pair's round trips came to.
+pub struct RoundTrips {
+    pub done: usize,
+    pub worst: Duration,
+    pub took: Duration,
+}
+
+/// Round trips between `alice` and `bob` (logged in under those names): `bob: ping N` one
+/// way, `alice: pong N` back, each line checked as it arrives, until `rounds` are done or
+/// `within` has passed.
+pub fn ping_pong(
+    alice: &mut Client,
+    bob: &mut Client,
+    rounds: usize,
+    within: Duration,
+) -> RoundTrips {
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut done = 0;
+    while done < rounds && started.elapsed() < within {
+        let sent = Instant::now();
+        alice.send(&format!("bob: ping {done}"));
+        bob.expect(&format!("from alice: ping {done}"));
+        bob.send(&format!("alice: pong {done}"));
+        alice.expect(&format!("from bob: pong {done}"));
+        worst = worst.max(sent.elapsed());
+        done += 1;
+    }
+    RoundTrips {
+        done,
+        worst,
+        took: started.elapsed(),
+    }
+}
