@@ -9,7 +9,8 @@
 #      (docs/OPERATIONS.md, "Measured exposure")
 #   3. `a-chat check-config` on each example cluster node config, deploy/cluster/n*.toml
 #   4. `haproxy -c` on deploy/cluster/haproxy.cfg, and that its servers are the nodes'
-#      chat ports, each checked on that node's admin port (/readyz)
+#      chat ports, each sent PROXY headers (send-proxy-v2) that the node takes (its
+#      proxy_protocol_from lists the balancer) and checked on that node's admin port (/readyz)
 # One line per check; exit 0 when all pass, 1 otherwise. A tool that is missing (systemd,
 # haproxy) fails its checks: CI installs both.
 #
@@ -110,10 +111,13 @@ for conf in "${CONFIGS[@]}"; do
     admin_port="$(value "$conf" admin listen | sed 's/.*://')"
     if [ "$node" != "$(basename "$conf" .toml)" ]; then
         fail "deploy/cluster/$(basename "$conf"): node_id \"$node\" is not the file's name (the unit's instance)"
-    elif grep -Eq "^ *server $node $chat check port $admin_port\$" "$CFG"; then
-        pass "haproxy.cfg: server $node $chat, checked on its admin port $admin_port"
+    elif ! grep -Eq "^ *server $node $chat send-proxy-v2 check port $admin_port\$" "$CFG"; then
+        fail "haproxy.cfg has no line \`server $node $chat send-proxy-v2 check port $admin_port\` for deploy/cluster/$(basename "$conf")"
+    elif ! grep -Eq "^proxy_protocol_from *= *\[?\"${chat%:*}(/32)?\"" "$conf"; then
+        # The balancer runs beside the nodes in the example: its address is the nodes' own.
+        fail "deploy/cluster/$(basename "$conf"): proxy_protocol_from does not list the balancer (${chat%:*}), which sends PROXY headers"
     else
-        fail "haproxy.cfg has no line \`server $node $chat check port $admin_port\` for deploy/cluster/$(basename "$conf")"
+        pass "haproxy.cfg: server $node $chat with PROXY headers, which the node takes, checked on its admin port $admin_port"
     fi
 done
 
