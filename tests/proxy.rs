@@ -190,6 +190,28 @@ fn a_header_that_never_ends_is_cut_at_login_timeout() {
 }
 
 #[test]
+fn a_drain_does_not_wait_for_a_header() {
+    let mut d = daemon("[limits]\nlogin_timeout = \"30s\"");
+    let mut alice = login_via(&d, &v1("192.0.2.7:5000"), "alice");
+    let mut silent = d.connect();
+    silent.send_raw(b"PROXY TCP4 ").unwrap();
+    let started = Instant::now();
+    d.signal(libc::SIGTERM);
+    alice.expect("notice: server shutting down");
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .expect("the daemon exits");
+    assert!(status.success(), "{status}");
+    // Generous: waiting for the header would take login_timeout, 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    silent.expect_closed();
+}
+
+#[test]
 fn clients_not_from_a_listed_balancer_are_never_asked_for_a_header() {
     // The balancer is 127.0.0.2; clients from 127.0.0.1 speak the line protocol directly.
     let d = Daemon::with_toml("[server]\nproxy_protocol_from = [\"127.0.0.2/32\"]\n");

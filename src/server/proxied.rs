@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, info_span, warn};
 
 use crate::metrics::{Metrics, Refusal};
@@ -38,7 +39,15 @@ impl Connection {
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
-        let read = runtime::timeout(left, read_header(&self.stream)).await;
+        let header = async { Some(runtime::timeout(left, read_header(&self.stream)).await) };
+        let drain = async {
+            self.shutdown.wait().await;
+            None
+        };
+        // A drain does not wait out a balancer's silent connection: it holds no login.
+        let Some(read) = header.or(drain).await else {
+            return;
+        };
         let refusal = match read {
             Ok(Ok(Header::Proxied(client))) => {
                 self.peer = client;
