@@ -138,8 +138,19 @@ pub fn client_config(
     ca: &Path,
     cert_and_key: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, String> {
+    client_config_named(ca, cert_and_key, ["--ca", "--cert", "--key"])
+}
+
+/// [`client_config`], its errors naming the options or config keys `names` (CA,
+/// certificate, key) that gave the files.
+pub fn client_config_named(
+    ca: &Path,
+    cert_and_key: Option<(&Path, &Path)>,
+    names: [&str; 3],
+) -> Result<ClientConfig, String> {
+    let [ca_name, cert_name, key_name] = names;
     let ca = ca.to_string_lossy();
-    let roots = roots(&ca, "--ca")?;
+    let roots = roots(&ca, ca_name)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -148,11 +159,11 @@ pub fn client_config(
     match cert_and_key {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let certs = certificates(&cert.to_string_lossy(), "--cert")?;
-            let key = private_key(&key.to_string_lossy(), "--key")?;
+            let certs = certificates(&cert.to_string_lossy(), cert_name)?;
+            let key = private_key(&key.to_string_lossy(), key_name)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("--key does not fit --cert: {e}"))
+                .map_err(|e| format!("{key_name} does not fit {cert_name}: {e}"))
         }
     }
 }

@@ -649,3 +649,31 @@ fn probe_fails_when_the_daemon_cannot_take_a_client() {
         "a probe logged at info:\n{log}"
     );
 }
+
+#[test]
+fn check_config_names_the_cluster_tls_file_that_fails() {
+    let pki = common::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nredis = \"rediss://127.0.0.1:6380/\"\ntls_ca = \"{}\"\n\
+             tls_cert = \"/nonexistent/node.pem\"\ntls_key = \"{}\"\n",
+            pki.path("ca.pem"),
+            pki.path("client.key")
+        ),
+    )
+    .unwrap();
+    let (status, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("key `cluster.tls_cert`"), "{err}");
+    assert!(err.contains("/nonexistent/node.pem"), "{err}");
+    // With the right files it passes.
+    let good = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("/nonexistent/node.pem", &pki.path("client.pem"));
+    std::fs::write(&path, good).unwrap();
+    let (status, _, err) = run_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{err}");
+}

@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{login, node, serial, try_login, Node, Redis};
-use common::{Client, WAIT};
+use common::cluster::{login, node, node_with, serial, try_login, Node, Redis};
+use common::{Client, Daemon, WAIT};
 
 #[test]
 fn one_namespace_and_messages_across_nodes_in_order() {
@@ -314,4 +314,48 @@ fn a_login_taken_elsewhere_while_the_lease_was_out_is_given_up() {
     );
     bob.send("bob: still here");
     bob.expect("from bob: still here");
+}
+
+#[test]
+fn nodes_share_a_redis_that_speaks_only_tls() {
+    let _serial = serial();
+    let pki = common::Pki::new();
+    let redis = Redis::start_tls(&pki);
+    let keys = |ca: &str, cert: &str| {
+        format!(
+            "tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.path(&format!("{ca}.pem")),
+            pki.path(&format!("{cert}.pem")),
+            pki.path(&format!("{cert}.key"))
+        )
+    };
+    let n1 = node_with(&redis, "n1", "5s", &keys("ca", "client"));
+    let n2 = node_with(&redis, "n2", "5s", &keys("ca", "client"));
+    let mut alice = login(&n1, "alice");
+    n2.wait_remote(1);
+    let mut again = n2.daemon.connect();
+    again.send("alice");
+    again.expect("error: login \"alice\" is taken");
+    let mut bob = login(&n2, "bob");
+    n1.wait_remote(1);
+    alice.send("bob: over TLS to Redis");
+    bob.expect("from alice: over TLS to Redis");
+
+    // A node that trusts another CA never joins: it names the failed handshake, refuses
+    // logins, and its /readyz says why.
+    let mut stranger = Daemon::with_toml(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis = \"{}\"\nnode_id = \"n3\"\n{}",
+        redis.url(),
+        keys("other-ca", "client")
+    ));
+    let warned = stranger
+        .wait_log(|l| l.contains("cannot reach the cluster's Redis"))
+        .expect("a warning about Redis");
+    assert!(warned.contains("TLS handshake with Redis"), "{warned}");
+    let admin = stranger.admin_addr();
+    let ready = common::http_get(admin, "/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let mut refused = stranger.connect();
+    refused.send("carol");
+    refused.expect("error: cluster unavailable, try again");
 }

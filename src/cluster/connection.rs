@@ -104,6 +104,28 @@ async fn dial(
         )
     })?
     .map_err(|e| format!("{}:{}: {e}", settings.host, settings.port))?;
+    let Some(tls) = &settings.tls else {
+        return speak_resp(settings, stream, timeout, config, closing).await;
+    };
+    let stream = runtime::timeout(timeout, tls.connector.connect(tls.name.clone(), stream))
+        .await
+        .map_err(|_| format!("no TLS handshake with Redis within {timeout:?}"))?
+        .map_err(|e| format!("TLS handshake with Redis: {e}"))?;
+    speak_resp(settings, stream, timeout, config, closing).await
+}
+
+/// Redis's own handshake over `stream` (plain or TLS), and the connection's driver as a
+/// task of the runtime.
+async fn speak_resp<S>(
+    settings: &Settings,
+    stream: S,
+    timeout: Duration,
+    config: AsyncConnectionConfig,
+    closing: async_channel::Sender<()>,
+) -> Result<MultiplexedConnection, String>
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
+{
     let (conn, driver) = runtime::timeout(
         timeout,
         MultiplexedConnection::new_with_config(&settings.redis, stream.compat(), config),

@@ -122,6 +122,22 @@ pub struct Settings {
     pub redis: redis::RedisConnectionInfo,
     pub node_id: Arc<str>,
     pub lease: Duration,
+    /// With a `rediss://` URL: how each connection to Redis starts TLS.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS to Redis: the connector (CA, and this node's certificate when given) and the name
+/// Redis's certificate must carry (the URL's host).
+#[derive(Clone)]
+pub struct RedisTls {
+    pub connector: futures_rustls::TlsConnector,
+    pub name: futures_rustls::rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisTls({:?})", self.name)
+    }
 }
 
 /// Checks `[cluster]` for `check-config` and the start: the key at fault and why.
@@ -138,15 +154,21 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
         (
             "cluster.redis",
             format!(
-                "{:?}: only redis://host:port/ is supported (for TLS to Redis, run a TLS tunnel on this host)",
+                "{:?}: only redis://host:port/ and rediss://host:port/ (TLS) are supported",
                 config.redis
             ),
         )
     };
-    if config.redis.starts_with("rediss://") || config.redis.starts_with("unix:") {
+    if config.redis.starts_with("unix:") {
         return Err(unsupported());
     }
-    let info = config.redis.as_str().into_connection_info().map_err(|e| {
+    // redis-rs is built without TLS of its own: a-chat starts TLS on the socket itself, and
+    // the URL is read as its redis:// twin.
+    let (url, tls) = match config.redis.strip_prefix("rediss://") {
+        Some(rest) => (format!("redis://{rest}"), true),
+        None => (config.redis.clone(), false),
+    };
+    let info = url.as_str().into_connection_info().map_err(|e| {
         (
             "cluster.redis",
             format!("{:?} is not a Redis URL: {e}", config.redis),
@@ -156,6 +178,7 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
         redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
         _ => return Err(unsupported()),
     };
+    let tls = redis_tls(config, tls, &host)?;
     if config.lease < Duration::from_secs(1) || config.lease > Duration::from_secs(3600) {
         return Err((
             "cluster.lease",
@@ -189,7 +212,49 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
             .set_protocol(redis::ProtocolVersion::RESP3),
         node_id: node_id.into(),
         lease: config.lease,
+        tls,
     })
+}
+
+/// The TLS settings for a `rediss://` URL, from `tls_ca`, `tls_cert` and `tls_key`.
+fn redis_tls(
+    config: &ClusterConfig,
+    tls: bool,
+    host: &str,
+) -> Result<Option<RedisTls>, (&'static str, String)> {
+    let given = [&config.tls_ca, &config.tls_cert, &config.tls_key];
+    if !tls {
+        return match given.iter().any(|path| !path.is_empty()) {
+            true => Err((
+                "cluster.tls_ca",
+                "tls_ca, tls_cert and tls_key are for a rediss:// URL; cluster.redis is redis://"
+                    .into(),
+            )),
+            false => Ok(None),
+        };
+    }
+    if config.tls_ca.is_empty() {
+        return Err((
+            "cluster.tls_ca",
+            "a rediss:// URL needs the CA (PEM file) that signed Redis's certificate".into(),
+        ));
+    }
+    let cert_and_key = match (config.tls_cert.is_empty(), config.tls_key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((config.tls_cert.as_ref(), config.tls_key.as_ref())),
+        (false, true) => return Err(("cluster.tls_key", "tls_cert needs its key".into())),
+        (true, false) => return Err(("cluster.tls_cert", "tls_key needs its certificate".into())),
+    };
+    let names = ["cluster.tls_ca", "cluster.tls_cert", "cluster.tls_key"];
+    let client = crate::tls::client_config_named(config.tls_ca.as_ref(), cert_and_key, names)
+        .map_err(|e| {
+            // The message begins with the key whose file failed.
+            let key = names.into_iter().rev().find(|k| e.starts_with(k));
+            (key.unwrap_or("cluster.tls_ca"), e)
+        })?;
+    let (connector, name) =
+        crate::tls::connector(client, host).map_err(|e| ("cluster.redis", e))?;
+    Ok(Some(RedisTls { connector, name }))
 }
 
 /// The host name, the process id and a random suffix: unique for each start.

@@ -220,7 +220,8 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// The Redis every node of the cluster shares, as `redis://[user:password@]host:port/[db]`.
+    /// The Redis every node of the cluster shares, as `redis://[user:password@]host:port/[db]`,
+    /// or `rediss://…` for TLS.
     pub redis: String,
     /// This node's name in Redis; `""` is the host name, the process id and a random suffix.
     pub node_id: String,
@@ -228,6 +229,12 @@ pub struct ClusterConfig {
     /// free again within this.
     #[serde(with = "duration")]
     pub lease: Duration,
+    /// With a `rediss://` URL: the CA (PEM) that signed Redis's certificate.
+    pub tls_ca: String,
+    /// With a `rediss://` URL: this node's certificate and key (PEM), for a Redis that
+    /// asks for one (its default, `tls-auth-clients yes`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for ClusterConfig {
@@ -236,6 +243,9 @@ impl Default for ClusterConfig {
             redis: String::new(),
             node_id: String::new(),
             lease: Duration::from_secs(10),
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }

@@ -169,9 +169,29 @@ fn cluster_settings_that_cannot_work_are_refused_by_key() {
             "not a Redis URL",
         ),
         (
-            "redis = \"rediss://127.0.0.1:6379/\"",
+            "redis = \"unix:///run/redis.sock\"",
             "cluster.redis",
-            "TLS tunnel",
+            "rediss://host:port/ (TLS)",
+        ),
+        (
+            "redis = \"rediss://127.0.0.1:6379/\"",
+            "cluster.tls_ca",
+            "needs the CA",
+        ),
+        (
+            "redis = \"rediss://127.0.0.1:6379/\"\ntls_ca = \"/nonexistent/ca.pem\"",
+            "cluster.tls_ca",
+            "/nonexistent/ca.pem",
+        ),
+        (
+            "redis = \"rediss://127.0.0.1:6379/\"\ntls_ca = \"/x\"\ntls_cert = \"/y\"",
+            "cluster.tls_key",
+            "needs its key",
+        ),
+        (
+            "redis = \"redis://127.0.0.1:6379/\"\ntls_ca = \"/x\"",
+            "cluster.tls_ca",
+            "for a rediss:// URL",
         ),
         (
             "redis = \"redis://h/\"\nnode_id = \"a b\"",

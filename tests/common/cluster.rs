@@ -20,6 +20,9 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub struct Redis {
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// With TLS only (no plain port): its certificate, key, and the CA it checks clients
+    /// against.
+    tls: Option<[String; 3]>,
 }
 
 impl Redis {
@@ -27,16 +30,59 @@ impl Redis {
         let mut redis = Redis {
             addr: free_addr(),
             child: None,
+            tls: None,
         };
         redis.restart();
         redis
     }
 
+    /// A Redis that speaks only TLS, with `pki`'s server certificate, and asks clients for
+    /// a certificate from `pki`'s CA (Redis's default, `tls-auth-clients yes`).
+    pub fn start_tls(pki: &super::Pki) -> Redis {
+        let mut redis = Redis {
+            addr: free_addr(),
+            child: None,
+            tls: Some([
+                pki.path("server.pem"),
+                pki.path("server.key"),
+                pki.path("ca.pem"),
+            ]),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// The URL nodes reach it at.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}/", self.addr)
+    }
+
     /// Starts it (again) on the same port, and waits until it accepts connections.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
+        let port = self.addr.port().to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some([cert, key, ca]) => command.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                ca,
+            ]),
+        };
+        let child = command
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -91,12 +137,12 @@ pub fn node(redis: &Redis, id: &str, lease: &str) -> Node {
     node_with(redis, id, lease, "")
 }
 
-/// A node with `extra` TOML (other sections) in its config.
+/// A node with `extra` TOML in its config: keys of `[cluster]` first, then other sections.
 pub fn node_with(redis: &Redis, id: &str, lease: &str, extra: &str) -> Node {
     let mut daemon = Daemon::with_toml(&format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"5s\"\n\
-         [cluster]\nredis = \"redis://{}/\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n{extra}",
-        redis.addr
+         [cluster]\nredis = \"{}\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n{extra}",
+        redis.url()
     ));
     daemon
         .wait_log(|l| l.contains("joined the cluster"))
