@@ -158,11 +158,11 @@ impl Acceptor {
                 .proxy_protocol_from
                 .iter()
                 .any(|s| s.contains(peer.ip()));
-            let ip_slot = match if proxied {
-                Some(None)
-            } else {
-                per_ip.take(peer.ip())
-            } {
+            let admitted = match proxied {
+                true => Some(None),
+                false => per_ip.take(peer.ip()),
+            };
+            let ip_slot = match admitted {
                 Some(slot) => slot,
                 None => {
                     self.metrics.refused(Refusal::PerIp);
