@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+mod formats;
 mod setting;
 mod validate;
+pub use formats::parse_addr;
+use formats::{duration, one_or_many_addrs, optional_addr, sources};
 pub use setting::Setting;
 pub use validate::check_log_filter;
 
@@ -427,89 +430,6 @@ pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// One string or a list of strings: `"a"` or `["a", "b"]`.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    one_or_many(d)?
-        .iter()
-        .map(|s| parse_addr(s).map_err(serde::de::Error::custom))
-        .collect()
-}
-
-/// Parses `IP:PORT`. Names are not resolved: a daemon should not depend on DNS to start.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!(
-            "\"{s}\" is not an address: write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
-        )
-    })
-}
-
-mod duration {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "\"{s}\" is not a duration ({e}): write e.g. \"500ms\", \"10s\", \"1m\""
-            ))
-        })
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-}
-
-mod sources {
-    use super::*;
-    use crate::proxy::Source;
-
-    /// One address or network, or a list, as `listen` takes them.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
-        one_or_many(d)?
-            .iter()
-            .map(|s| s.parse().map_err(serde::de::Error::custom))
-            .collect()
-    }
-
-    pub fn serialize<S: Serializer>(list: &[Source], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(list.iter().map(Source::to_string))
-    }
-}
-
-mod optional_addr {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.is_empty() {
-            return Ok(None);
-        }
-        parse_addr(&s).map(Some).map_err(serde::de::Error::custom)
-    }
-
-    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match a {
-            Some(a) => s.serialize_str(&a.to_string()),
-            None => s.serialize_str(""),
-        }
-    }
 }
 
 impl Config {
