@@ -249,10 +249,7 @@ fn hostile_clients_across_nodes_do_not_disturb_a_pair() {
         .map(|i| format!("r{i}"))
         .collect::<Vec<_>>()
         .join(",");
-    for i in 0..20 {
-        alice.send(&format!("bob: warm {i}"));
-        bob.expect(&format!("from alice: warm {i}"));
-    }
+    common::warm_up(&mut alice, &mut bob);
     let bases = [nodes[0].daemon.rss_kib(), nodes[1].daemon.rss_kib()];
     let watches = [
         common::RssWatch::start(nodes[0].daemon.pid()),

@@ -98,11 +98,7 @@ fn a_hundred_hostile_connections_of_every_kind_do_not_disturb_a_pair() {
     let admin = d.admin_addr();
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
-    // Warm up the pair's buffers before the base is taken.
-    for i in 0..20 {
-        alice.send(&format!("bob: warm {i}"));
-        bob.expect(&format!("from alice: warm {i}"));
-    }
+    common::warm_up(&mut alice, &mut bob);
     let base = d.rss_kib();
     let watch = common::RssWatch::start(d.pid());
     let chat = d.addr;

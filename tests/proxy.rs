@@ -346,10 +346,7 @@ fn a_flood_of_every_kind_of_header_does_not_disturb_a_pair() {
     let admin = d.admin_addr();
     let mut alice = login_via(&d, &v2("192.0.2.1:1"), "alice");
     let mut bob = login_via(&d, &v1("192.0.2.2:2"), "bob");
-    for i in 0..20 {
-        alice.send(&format!("bob: warm {i}"));
-        bob.expect(&format!("from alice: warm {i}"));
-    }
+    common::warm_up(&mut alice, &mut bob);
     let base = d.rss_kib();
     let watch = common::RssWatch::start(d.pid());
     let chat = d.addr;

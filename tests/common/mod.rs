@@ -795,3 +795,12 @@ pub fn ping_pong(
         took: started.elapsed(),
     }
 }
+
+/// Twenty lines from `alice` to `bob` (logged in under those names), each checked: the
+/// pair's buffers are warm before a test takes its base RSS.
+pub fn warm_up(alice: &mut Client, bob: &mut Client) {
+    for i in 0..20 {
+        alice.send(&format!("bob: warm {i}"));
+        bob.expect(&format!("from alice: warm {i}"));
+    }
+}
