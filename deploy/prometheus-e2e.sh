@@ -144,7 +144,11 @@ CHAT_ADDR="$(grep -o ' listening on [0-9.:]*' "$WORK/a-chat.log" | grep -v admin
 ADMIN_ADDR="$(grep -o 'admin listening on [0-9.:]*' "$WORK/a-chat.log" | head -n 1 | awk '{print $4}')"
 CHAT_PORT="${CHAT_ADDR##*:}"
 say "a-chat: chat on $CHAT_ADDR, admin on $ADMIN_ADDR"
-if curl -fsS --max-time 5 "http://$ADMIN_ADDR/metrics" | grep -q '^achat_messages_received_total 0$'; then
+# The page is read whole before it is searched: `grep -q` stops at its first
+# match, and curl, still writing a page that has grown past a pipe's buffer,
+# would fail with "Failed writing body" and fail the pipeline with it.
+METRICS_PAGE="$(curl -fsS --max-time 5 "http://$ADMIN_ADDR/metrics")"
+if grep -q '^achat_messages_received_total 0$' <<<"$METRICS_PAGE"; then
     pass "a-chat serves /metrics"
 else
     fail "a-chat's /metrics is not what Prometheus expects"
