@@ -153,10 +153,13 @@ else
     fi
 fi
 [ -x "$BIN" ] || abort "no executable at $BIN"
-if ldd "$BIN" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
+# ldd's answer is taken whole first: it exits 1 on some static binaries, and
+# under pipefail that status, not grep's, would decide a piped test.
+LDD_OUT="$(ldd "$BIN" 2>&1)"
+if grep -qE 'not a dynamic executable|statically linked' <<<"$LDD_OUT"; then
     pass "binary is statically linked ($(du -h "$BIN" | cut -f1))"
 else
-    abort "binary is dynamically linked, it cannot run in a scratch image: $(ldd "$BIN" 2>&1 | head -3 | tr '\n' ' ')"
+    abort "binary is dynamically linked, it cannot run in a scratch image: $(head -3 <<<"$LDD_OUT" | tr '\n' ' ')"
 fi
 cp "$BIN" "$WORK/build/out/a-chat"
 
