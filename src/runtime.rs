@@ -116,6 +116,13 @@ pub async fn connect_host(host: &str, port: u16) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Connects to the unix socket at `path` (the cluster's Redis on this host).
+pub async fn connect_unix(
+    path: &std::path::Path,
+) -> io::Result<async_std::os::unix::net::UnixStream> {
+    async_std::os::unix::net::UnixStream::connect(path).await
+}
+
 /// An accepted chat connection's socket, shared by its reader, its writer and its queue:
 /// plain, or TLS after a handshake (see [`Conn::into_tls`]).
 ///

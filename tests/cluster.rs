@@ -317,6 +317,31 @@ fn a_login_taken_elsewhere_while_the_lease_was_out_is_given_up() {
 }
 
 #[test]
+fn nodes_share_a_redis_on_a_unix_socket() {
+    let _serial = serial();
+    let redis = Redis::start_unix();
+    assert!(redis.url().starts_with("unix:///"), "{}", redis.url());
+    let n1 = node(&redis, "n1", "5s");
+    let n2 = node(&redis, "n2", "5s");
+    let mut alice = login(&n1, "alice");
+    n2.wait_remote(1);
+    let mut again = n2.daemon.connect();
+    again.send("alice");
+    again.expect("error: login \"alice\" is taken");
+    let mut bob = login(&n2, "bob");
+    n1.wait_remote(1);
+    alice.send("bob: over a unix socket");
+    bob.expect("from alice: over a unix socket");
+    bob.send("alice: and back");
+    alice.expect("from bob: and back");
+    // Redis counts the nodes' connections on its unix socket: two per node. (Its TCP port
+    // is only ever given to this test.)
+    let list = redis.bulk(&[b"CLIENT", b"LIST"]);
+    let on_socket = list.lines().filter(|l| l.contains(" laddr=/")).count();
+    assert_eq!(on_socket, 4, "{list}");
+}
+
+#[test]
 fn nodes_share_a_redis_that_speaks_only_tls() {
     let _serial = serial();
     let pki = common::Pki::new();

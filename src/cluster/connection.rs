@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::frame::{self, parse_entry, parse_event};
 use super::metrics::CrossDrop;
-use super::{Inbound, Settings, Shared};
+use super::{Inbound, RedisAddr, Settings, Shared};
 use crate::runtime;
 
 /// The registry's operations, one script (`registry.lua`).
@@ -92,18 +92,20 @@ async fn dial(
     config: AsyncConnectionConfig,
     closing: async_channel::Sender<()>,
 ) -> Result<MultiplexedConnection, String> {
-    let stream = runtime::timeout(
-        timeout,
-        runtime::connect_host(&settings.host, settings.port),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "no connection to {}:{} within {timeout:?}",
-            settings.host, settings.port
-        )
-    })?
-    .map_err(|e| format!("{}:{}: {e}", settings.host, settings.port))?;
+    let (host, port) = match &settings.addr {
+        RedisAddr::Tcp { host, port } => (host, *port),
+        RedisAddr::Unix(path) => {
+            let stream = runtime::timeout(timeout, runtime::connect_unix(path))
+                .await
+                .map_err(|_| format!("no connection to {} within {timeout:?}", path.display()))?
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            return speak_resp(settings, stream, timeout, config, closing).await;
+        }
+    };
+    let stream = runtime::timeout(timeout, runtime::connect_host(host, port))
+        .await
+        .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
     let Some(tls) = &settings.tls else {
         return speak_resp(settings, stream, timeout, config, closing).await;
     };

@@ -117,13 +117,31 @@ pub struct Node {
 /// The settings the link runs with, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub host: String,
-    pub port: u16,
+    /// Where Redis listens: a host and port, or a unix socket on this host.
+    pub addr: RedisAddr,
     pub redis: redis::RedisConnectionInfo,
     pub node_id: Arc<str>,
     pub lease: Duration,
     /// With a `rediss://` URL: how each connection to Redis starts TLS.
     pub tls: Option<RedisTls>,
+}
+
+/// Where the cluster's Redis listens.
+#[derive(Debug, Clone)]
+pub enum RedisAddr {
+    /// `redis://host:port/` or `rediss://host:port/`.
+    Tcp { host: String, port: u16 },
+    /// `unix:///path` or `redis+unix:///path`: a Redis on this host, reached without TCP.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for RedisAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            RedisAddr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 /// TLS to Redis: the connector (CA, and this node's certificate when given) and the name
@@ -154,14 +172,11 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
         (
             "cluster.redis",
             format!(
-                "{:?}: only redis://host:port/ and rediss://host:port/ (TLS) are supported",
+                "{:?}: use redis://host:port/, rediss://host:port/ (TLS) or unix:///path/to/redis.sock",
                 config.redis
             ),
         )
     };
-    if config.redis.starts_with("unix:") {
-        return Err(unsupported());
-    }
     // redis-rs is built without TLS of its own: a-chat starts TLS on the socket itself, and
     // the URL is read as its redis:// twin.
     let (url, tls) = match config.redis.strip_prefix("rediss://") {
@@ -174,11 +189,18 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
             format!("{:?} is not a Redis URL: {e}", config.redis),
         )
     })?;
-    let (host, port) = match info.addr() {
-        redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+    let addr = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => RedisAddr::Tcp {
+            host: host.clone(),
+            port: *port,
+        },
+        redis::ConnectionAddr::Unix(path) if path.is_absolute() => RedisAddr::Unix(path.clone()),
         _ => return Err(unsupported()),
     };
-    let tls = redis_tls(config, tls, &host)?;
+    let tls = match &addr {
+        RedisAddr::Tcp { host, .. } => redis_tls(config, tls, host)?,
+        RedisAddr::Unix(_) => redis_tls(config, false, "")?,
+    };
     if config.lease < Duration::from_secs(1) || config.lease > Duration::from_secs(3600) {
         return Err((
             "cluster.lease",
@@ -204,8 +226,7 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
         ));
     }
     Ok(Settings {
-        host,
-        port,
+        addr,
         redis: info
             .redis_settings()
             .clone()
@@ -227,7 +248,7 @@ fn redis_tls(
         return match given.iter().any(|path| !path.is_empty()) {
             true => Err((
                 "cluster.tls_ca",
-                "tls_ca, tls_cert and tls_key are for a rediss:// URL; cluster.redis is redis://"
+                "tls_ca, tls_cert and tls_key are for a rediss:// URL; cluster.redis is not one"
                     .into(),
             )),
             false => Ok(None),

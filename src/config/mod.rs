@@ -224,7 +224,7 @@ impl Default for AuthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// The Redis every node of the cluster shares, as `redis://[user:password@]host:port/[db]`,
-    /// or `rediss://…` for TLS.
+    /// `rediss://…` for TLS, or `unix:///path/to/redis.sock` for a Redis on this host.
     pub redis: String,
     /// This node's name in Redis; `""` is the host name, the process id and a random suffix.
     pub node_id: String,

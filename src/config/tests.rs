@@ -162,6 +162,14 @@ fn cluster_settings_that_cannot_work_are_refused_by_key() {
     .unwrap();
     assert!(ok.cluster.enabled());
     assert_eq!(ok.cluster.lease, Duration::from_secs(2));
+    for unix in [
+        "unix:///run/redis/redis.sock",
+        "redis+unix:///run/redis.sock?db=2",
+    ] {
+        let toml = format!("[cluster]\nredis = \"{unix}\"\n");
+        let parsed = Config::parse(&toml);
+        assert!(parsed.is_ok(), "{unix}: {:?}", parsed.err());
+    }
     for (toml, key, says) in [
         (
             "redis = \"localhost:6379\"",
@@ -169,9 +177,14 @@ fn cluster_settings_that_cannot_work_are_refused_by_key() {
             "not a Redis URL",
         ),
         (
-            "redis = \"unix:///run/redis.sock\"",
+            "redis = \"redis+unix:///run/redis.sock\"\ntls_ca = \"/x\"",
+            "cluster.tls_ca",
+            "for a rediss:// URL",
+        ),
+        (
+            "redis = \"unix:run/redis.sock\"",
             "cluster.redis",
-            "rediss://host:port/ (TLS)",
+            "not a Redis URL",
         ),
         (
             "redis = \"rediss://127.0.0.1:6379/\"",

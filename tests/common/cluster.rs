@@ -23,6 +23,9 @@ pub struct Redis {
     /// With TLS only (no plain port): its certificate, key, and the CA it checks clients
     /// against.
     tls: Option<[String; 3]>,
+    /// Also listening on a unix socket here, the URL nodes are given (the TCP port stays
+    /// for the test's own commands).
+    unix: Option<(tempfile::TempDir, std::path::PathBuf)>,
 }
 
 impl Redis {
@@ -31,6 +34,7 @@ impl Redis {
             addr: free_addr(),
             child: None,
             tls: None,
+            unix: None,
         };
         redis.restart();
         redis
@@ -47,6 +51,21 @@ impl Redis {
                 pki.path("server.key"),
                 pki.path("ca.pem"),
             ]),
+            unix: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// A Redis that nodes reach on a unix socket in a directory of its own.
+    pub fn start_unix() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redis.sock");
+        let mut redis = Redis {
+            addr: free_addr(),
+            child: None,
+            tls: None,
+            unix: Some((dir, path)),
         };
         redis.restart();
         redis
@@ -54,6 +73,9 @@ impl Redis {
 
     /// The URL nodes reach it at.
     pub fn url(&self) -> String {
+        if let Some((_, path)) = &self.unix {
+            return format!("unix://{}", path.display());
+        }
         let scheme = if self.tls.is_some() {
             "rediss"
         } else {
@@ -82,6 +104,10 @@ impl Redis {
                 ca,
             ]),
         };
+        if let Some((_, path)) = &self.unix {
+            let path = path.to_str().expect("a UTF-8 temp path");
+            command.args(["--unixsocket", path, "--unixsocketperm", "700"]);
+        }
         let child = command
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -90,7 +116,14 @@ impl Redis {
             .expect("redis-server must be installed (.ci/run installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+        let listening = |redis: &Redis| {
+            let unix_ok = match &redis.unix {
+                Some((_, path)) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                None => true,
+            };
+            unix_ok && TcpStream::connect_timeout(&redis.addr, Duration::from_millis(200)).is_ok()
+        };
+        while !listening(self) {
             assert!(Instant::now() < deadline, "redis-server never listened");
             thread::sleep(Duration::from_millis(20));
         }
@@ -98,6 +131,15 @@ impl Redis {
 
     /// Runs one command (RESP) and returns its reply's first line.
     pub fn command(&self, args: &[&[u8]]) -> String {
+        self.reply(args, false)
+    }
+
+    /// Runs one command (RESP) whose reply is a bulk string, and returns the string.
+    pub fn bulk(&self, args: &[&[u8]]) -> String {
+        self.reply(args, true)
+    }
+
+    fn reply(&self, args: &[&[u8]], bulk: bool) -> String {
         use std::io::{BufRead, BufReader, Write};
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
@@ -108,9 +150,21 @@ impl Redis {
         let stream = TcpStream::connect(self.addr).expect("connect to redis");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         (&stream).write_all(&out).unwrap();
+        let mut reader = BufReader::new(&stream);
         let mut reply = String::new();
-        BufReader::new(&stream).read_line(&mut reply).unwrap();
-        reply.trim_end().to_owned()
+        reader.read_line(&mut reply).unwrap();
+        let reply = reply.trim_end().to_owned();
+        if !bulk {
+            return reply;
+        }
+        let len: usize = match reply.strip_prefix('$').map(str::parse) {
+            Some(Ok(len)) => len,
+            _ => panic!("not a bulk string: {reply}"),
+        };
+        let mut body = vec![0; len + 2];
+        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+        body.truncate(len);
+        String::from_utf8(body).expect("a UTF-8 reply")
     }
 
     pub fn stop(&mut self) {
