@@ -316,6 +316,21 @@ fn a_login_taken_elsewhere_while_the_lease_was_out_is_given_up() {
     bob.expect("from bob: still here");
 }
 
+/// `n1` and `n2`, two fresh nodes, share one login namespace and relay a line each way.
+fn one_namespace_and_a_relay(n1: &Node, n2: &Node, text: &str) {
+    let mut alice = login(n1, "alice");
+    n2.wait_remote(1);
+    let mut again = n2.daemon.connect();
+    again.send("alice");
+    again.expect("error: login \"alice\" is taken");
+    let mut bob = login(n2, "bob");
+    n1.wait_remote(1);
+    alice.send(&format!("bob: {text}"));
+    bob.expect(&format!("from alice: {text}"));
+    bob.send("alice: and back");
+    alice.expect("from bob: and back");
+}
+
 #[test]
 fn nodes_share_a_redis_on_a_unix_socket() {
     let _serial = serial();
@@ -323,17 +338,7 @@ fn nodes_share_a_redis_on_a_unix_socket() {
     assert!(redis.url().starts_with("unix:///"), "{}", redis.url());
     let n1 = node(&redis, "n1", "5s");
     let n2 = node(&redis, "n2", "5s");
-    let mut alice = login(&n1, "alice");
-    n2.wait_remote(1);
-    let mut again = n2.daemon.connect();
-    again.send("alice");
-    again.expect("error: login \"alice\" is taken");
-    let mut bob = login(&n2, "bob");
-    n1.wait_remote(1);
-    alice.send("bob: over a unix socket");
-    bob.expect("from alice: over a unix socket");
-    bob.send("alice: and back");
-    alice.expect("from bob: and back");
+    one_namespace_and_a_relay(&n1, &n2, "over a unix socket");
     // Redis counts the nodes' connections on its unix socket: two per node. (Its TCP port
     // is only ever given to this test.)
     let list = redis.bulk(&[b"CLIENT", b"LIST"]);
@@ -356,15 +361,7 @@ fn nodes_share_a_redis_that_speaks_only_tls() {
     };
     let n1 = node_with(&redis, "n1", "5s", &keys("ca", "client"));
     let n2 = node_with(&redis, "n2", "5s", &keys("ca", "client"));
-    let mut alice = login(&n1, "alice");
-    n2.wait_remote(1);
-    let mut again = n2.daemon.connect();
-    again.send("alice");
-    again.expect("error: login \"alice\" is taken");
-    let mut bob = login(&n2, "bob");
-    n1.wait_remote(1);
-    alice.send("bob: over TLS to Redis");
-    bob.expect("from alice: over TLS to Redis");
+    one_namespace_and_a_relay(&n1, &n2, "over TLS to Redis");
 
     // A node that trusts another CA never joins: it names the failed handshake, refuses
     // logins, and its /readyz says why.
