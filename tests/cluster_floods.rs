@@ -249,20 +249,20 @@ fn hostile_clients_across_nodes_do_not_disturb_a_pair() {
         .map(|i| format!("r{i}"))
         .collect::<Vec<_>>()
         .join(",");
-    common::warm_up(&mut alice, &mut bob);
-    let bases = [nodes[0].daemon.rss_kib(), nodes[1].daemon.rss_kib()];
-    let watches = [
-        common::RssWatch::start(nodes[0].daemon.pid()),
-        common::RssWatch::start(nodes[1].daemon.pid()),
-    ];
     let addr = nodes[0].daemon.addr;
-    let flood = common::Flood::start(FLOODERS, move |i, stop| {
-        flooder(KINDS[i % KINDS.len()], addr, i, &fan, stop)
-    });
-    let common::RoundTrips { done, worst, .. } =
-        common::ping_pong(&mut alice, &mut bob, usize::MAX, FLOOD_FOR);
-    let flooded = flood.stop();
-    let maxes = watches.map(|w| w.stop());
+    let common::flood::FloodRun {
+        bases,
+        maxes,
+        flooded,
+        trips: common::RoundTrips { done, worst, .. },
+    } = common::flood::chat_through_flood(
+        &[nodes[0].daemon.pid(), nodes[1].daemon.pid()],
+        &mut alice,
+        &mut bob,
+        (usize::MAX, FLOOD_FOR),
+        FLOODERS,
+        move |i, stop| flooder(KINDS[i % KINDS.len()], addr, i, &fan, stop),
+    );
     let crossed = nodes[1].metric("achat_cluster_deliveries_total{direction=\"in\"}");
     let publishes = nodes[0].metric("achat_cluster_publishes_total");
     let refused_out = nodes[0].metric("achat_cluster_dropped_total{reason=\"outgoing_full\"}");

@@ -98,22 +98,23 @@ fn a_hundred_hostile_connections_of_every_kind_do_not_disturb_a_pair() {
     let admin = d.admin_addr();
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
-    common::warm_up(&mut alice, &mut bob);
-    let base = d.rss_kib();
-    let watch = common::RssWatch::start(d.pid());
     let chat = d.addr;
-    let flood = common::Flood::start(FLOODERS, move |i, stop| {
-        flooder(KINDS[i % KINDS.len()], chat, admin, i, stop)
-    });
     // The pair chats all through the flood; every line must arrive, in order. Bounded in
     // count and in time, whichever comes first (a debug build is slow).
+    let run = common::flood::chat_through_flood(
+        &[d.pid()],
+        &mut alice,
+        &mut bob,
+        (ROUND_TRIPS, FLOOD_FOR),
+        FLOODERS,
+        move |i, stop| flooder(KINDS[i % KINDS.len()], chat, admin, i, stop),
+    );
+    let (base, max, flooded) = (run.bases[0], run.maxes[0], run.flooded);
     let common::RoundTrips {
         done,
         worst,
         took: chatted,
-    } = common::ping_pong(&mut alice, &mut bob, ROUND_TRIPS, FLOOD_FOR);
-    let flooded = flood.stop();
-    let max = watch.stop();
+    } = run.trips;
     let in_mib = flooded as f64 / (1 << 20) as f64;
     eprintln!(
         "{FLOODERS} flooders sent {in_mib:.0} MiB in {chatted:?}; the pair's {done} round \

@@ -346,22 +346,25 @@ fn a_flood_of_every_kind_of_header_does_not_disturb_a_pair() {
     let admin = d.admin_addr();
     let mut alice = login_via(&d, &v2("192.0.2.1:1"), "alice");
     let mut bob = login_via(&d, &v1("192.0.2.2:2"), "bob");
-    common::warm_up(&mut alice, &mut bob);
-    let base = d.rss_kib();
-    let watch = common::RssWatch::start(d.pid());
     let chat = d.addr;
-    let flood = common::Flood::start(FLOODERS, move |i, stop| {
-        let kind = KINDS[i % KINDS.len()];
-        let trickle = matches!(kind, Kind::PartialHeader).then_some(Duration::from_millis(50));
-        common::flood_until(chat, stop, trickle, |round| flood_payload(kind, i, round))
-    });
+    let run = common::flood::chat_through_flood(
+        &[d.pid()],
+        &mut alice,
+        &mut bob,
+        (ROUND_TRIPS, FLOOD_FOR),
+        FLOODERS,
+        move |i, stop| {
+            let kind = KINDS[i % KINDS.len()];
+            let trickle = matches!(kind, Kind::PartialHeader).then_some(Duration::from_millis(50));
+            common::flood_until(chat, stop, trickle, |round| flood_payload(kind, i, round))
+        },
+    );
+    let (base, max, flooded) = (run.bases[0], run.maxes[0], run.flooded);
     let common::RoundTrips {
         done,
         worst,
         took: chatted,
-    } = common::ping_pong(&mut alice, &mut bob, ROUND_TRIPS, FLOOD_FOR);
-    let flooded = flood.stop();
-    let max = watch.stop();
+    } = run.trips;
     let samples = scrape(admin);
     let refused: f64 = ["missing", "too_long", "malformed", "timeout"]
         .iter()

@@ -4,10 +4,13 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod flood;
 pub mod http;
 pub mod pki;
 pub mod tlsclient;
 
+#[allow(unused_imports)]
+pub use flood::{flood_until, ping_pong, warm_up, Flood, RoundTrips, RssWatch};
 #[allow(unused_imports)] // each test binary uses some of them
 pub use http::{http_get, http_raw, read_http_response, sample, scrape, HttpResponse};
 #[allow(unused_imports)]
@@ -613,35 +616,6 @@ pub fn run_cli_within(args: &[&str]) -> (ExitStatus, String, String) {
     run_cli_input(args, b"")
 }
 
-/// Samples the daemon's resident memory every few milliseconds until stopped.
-pub struct RssWatch {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<u64>,
-}
-
-impl RssWatch {
-    pub fn start(pid: u32) -> RssWatch {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut max = 0;
-            while !flag.load(Ordering::Relaxed) {
-                max = max.max(proc_status_kib(pid, "VmRSS:"));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            max
-        });
-        RssWatch { stop, handle }
-    }
-
-    /// The largest RSS seen, in KiB.
-    pub fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
 /// Raises this process's open-file limit to its hard limit (the clients of a test that
 /// holds many connections need two descriptors each).
 pub fn raise_open_file_limit() -> u64 {
@@ -687,120 +661,5 @@ impl Daemon {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
-    }
-}
-
-/// One flooding connection after another to `addr` until `stop`: connect, send the login
-/// part of `make(round)`, then its body over and over at full speed without ever
-/// reading (with `trickle`, a pause after each write); reconnect when the daemon closes
-/// the connection. Returns how many bytes went out.
-pub fn flood_until(
-    addr: SocketAddr,
-    stop: &std::sync::atomic::AtomicBool,
-    trickle: Option<Duration>,
-    make: impl Fn(usize) -> (Vec<u8>, Vec<u8>),
-) -> u64 {
-    use std::sync::atomic::Ordering;
-    let mut sent = 0u64;
-    let mut round = 0;
-    while !stop.load(Ordering::Relaxed) {
-        round += 1;
-        let Ok(mut stream) = TcpStream::connect(addr) else {
-            continue;
-        };
-        stream
-            .set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let (login, body) = make(round);
-        if stream.write_all(&login).is_err() {
-            continue;
-        }
-        while !stop.load(Ordering::Relaxed) {
-            match stream.write(&body) {
-                Ok(n) => sent += n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break,
-            }
-            if let Some(pause) = trickle {
-                std::thread::sleep(pause);
-            }
-        }
-    }
-    sent
-}
-
-/// Flooding threads, each running its flood until [`Flood::stop`].
-pub struct Flood {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<u64>>,
-}
-
-impl Flood {
-    /// Starts `n` threads; thread `i` runs `flood(i, stop)`, which returns the bytes it sent
-    /// once `stop` is set.
-    pub fn start(
-        n: usize,
-        flood: impl Fn(usize, &std::sync::atomic::AtomicBool) -> u64 + Send + Sync + 'static,
-    ) -> Flood {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flood = Arc::new(flood);
-        let threads = (0..n)
-            .map(|i| {
-                let (stop, flood) = (stop.clone(), flood.clone());
-                std::thread::spawn(move || flood(i, &stop))
-            })
-            .collect();
-        Flood { stop, threads }
-    }
-
-    /// Stops every flooder and returns the bytes they sent together.
-    pub fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.threads.into_iter().map(|t| t.join().unwrap()).sum()
-    }
-}
-
-/// What a pair's round trips came to.
-pub struct RoundTrips {
-    pub done: usize,
-    pub worst: Duration,
-    pub took: Duration,
-}
-
-/// Round trips between `alice` and `bob` (logged in under those names): `bob: ping N` one
-/// way, `alice: pong N` back, each line checked as it arrives, until `rounds` are done or
-/// `within` has passed.
-pub fn ping_pong(
-    alice: &mut Client,
-    bob: &mut Client,
-    rounds: usize,
-    within: Duration,
-) -> RoundTrips {
-    let started = Instant::now();
-    let mut worst = Duration::ZERO;
-    let mut done = 0;
-    while done < rounds && started.elapsed() < within {
-        let sent = Instant::now();
-        alice.send(&format!("bob: ping {done}"));
-        bob.expect(&format!("from alice: ping {done}"));
-        bob.send(&format!("alice: pong {done}"));
-        alice.expect(&format!("from bob: pong {done}"));
-        worst = worst.max(sent.elapsed());
-        done += 1;
-    }
-    RoundTrips {
-        done,
-        worst,
-        took: started.elapsed(),
-    }
-}
-
-/// Twenty lines from `alice` to `bob` (logged in under those names), each checked: the
-/// pair's buffers are warm before a test takes its base RSS.
-pub fn warm_up(alice: &mut Client, bob: &mut Client) {
-    for i in 0..20 {
-        alice.send(&format!("bob: warm {i}"));
-        bob.expect(&format!("from alice: warm {i}"));
     }
 }
