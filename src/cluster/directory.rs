@@ -6,18 +6,59 @@
 //! the snapshot are kept and replayed over the snapshot: each event is absolute (this
 //! node holds that login; this node no longer holds it), so replaying one the snapshot
 //! already holds changes nothing, and the copy ends where the registry is.
+//!
+//! Every node holds every other node's logins, so the copy is laid out for size: the
+//! entries in one dense `Vec`, each with its login and canonical form in one allocation
+//! (one string when they are the same) and its node's name shared with every entry of
+//! that node; two hash tables of indices into the `Vec` find an entry by login as written
+//! and by canonical form.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use super::frame::DirEvent;
 
-/// Where a login on another node lives.
+/// A login on another node, cheap to clone (two reference counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The node that holds the login; one allocation shared by all of its entries.
     pub node: Arc<str>,
-    /// The login as its owner logged in, which is how the other node knows it.
-    pub login: Arc<str>,
+    /// The login as its owner logged in (which is how the other node knows it), followed
+    /// by its canonical form unless the two are the same.
+    names: Arc<str>,
+    /// Where the login ends in `names`; the canonical form is the rest, or the login
+    /// itself when `names` ends there.
+    split: u32,
+}
+
+impl Entry {
+    fn new(node: Arc<str>, look: &str, login: &str) -> Entry {
+        let names: Arc<str> = match look == login {
+            true => login.into(),
+            false => [login, look].concat().into(),
+        };
+        Entry {
+            node,
+            names,
+            split: login.len() as u32,
+        }
+    }
+
+    /// The login as its owner logged in.
+    pub fn login(&self) -> &str {
+        &self.names[..self.split as usize]
+    }
+
+    /// Its canonical form (`names::canonical`), the registry's key.
+    pub fn look(&self) -> &str {
+        match &self.names[self.split as usize..] {
+            "" => self.login(),
+            look => look,
+        }
+    }
 }
 
 /// Logins held by other nodes.
@@ -25,10 +66,18 @@ pub struct Entry {
 pub struct Directory {
     /// This node: its own events come back on the channel and are skipped.
     me: Arc<str>,
-    /// By canonical form (`names::canonical`), the registry's key.
-    by_look: HashMap<Box<str>, Entry>,
-    /// Canonical forms by the login as sent, for the lookup every delivery makes first.
-    by_login: HashMap<Arc<str>, Box<str>>,
+    /// Every entry, dense: a removal moves the last one into the gap.
+    entries: Vec<Entry>,
+    /// Indices into `entries` by canonical form, the registry's key.
+    by_look: HashTable<u32>,
+    /// Indices into `entries` by the login as sent, for the lookup every delivery makes
+    /// first.
+    by_login: HashTable<u32>,
+    /// Hashes both tables' keys (keyed per process, as a `HashMap`'s are).
+    hasher: RandomState,
+    /// The names of the nodes that hold entries, each shared by its entries; a name goes
+    /// when its node is gone.
+    nodes: HashSet<Arc<str>>,
     /// Events since the link subscribed, kept until the snapshot they must follow.
     pending: Option<Vec<DirEvent>>,
 }
@@ -37,19 +86,22 @@ impl Directory {
     pub fn new(me: Arc<str>) -> Directory {
         Directory {
             me,
-            by_look: HashMap::new(),
-            by_login: HashMap::new(),
+            entries: Vec::new(),
+            by_look: HashTable::new(),
+            by_login: HashTable::new(),
+            hasher: RandomState::new(),
+            nodes: HashSet::new(),
             pending: None,
         }
     }
 
     /// How many logins other nodes hold.
     pub fn len(&self) -> usize {
-        self.by_look.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_look.is_empty()
+        self.entries.is_empty()
     }
 
     /// The link subscribed: keep events until the snapshot.
@@ -60,10 +112,12 @@ impl Directory {
     /// The registry's whole directory, as `(look, node, login)`; then the events kept
     /// since the subscription.
     pub fn snapshot(&mut self, entries: Vec<(String, String, String)>) {
-        self.by_look.clear();
-        self.by_login.clear();
+        self.entries = Vec::with_capacity(entries.len());
+        self.by_look = HashTable::with_capacity(entries.len());
+        self.by_login = HashTable::with_capacity(entries.len());
+        self.nodes.clear();
         for (look, node, login) in entries {
-            self.insert(look, node, login);
+            self.insert(&look, &node, &login);
         }
         for event in self.pending.take().unwrap_or_default() {
             self.apply_now(event);
@@ -80,57 +134,111 @@ impl Directory {
 
     fn apply_now(&mut self, event: DirEvent) {
         match event {
-            DirEvent::Login { node, look, login } => self.insert(look, node, login),
+            DirEvent::Login { node, look, login } => self.insert(&look, &node, &login),
             DirEvent::Logout { node, look } => {
-                if self.by_look.get(&*look).is_some_and(|e| *e.node == *node) {
-                    self.remove(&look);
+                if let Some(at) = self.find_look(&look) {
+                    if *self.entries[at].node == *node {
+                        self.remove(at);
+                    }
                 }
             }
             DirEvent::NodeGone { node } => {
-                let gone: Vec<Box<str>> = self
-                    .by_look
-                    .iter()
-                    .filter(|(_, e)| *e.node == *node)
-                    .map(|(look, _)| look.clone())
-                    .collect();
-                for look in gone {
-                    self.remove(&look);
+                // From the end, so that the entry moved into a gap was already looked at.
+                for at in (0..self.entries.len()).rev() {
+                    if *self.entries[at].node == *node {
+                        self.remove(at);
+                    }
                 }
+                self.nodes.remove(&*node);
             }
         }
     }
 
-    fn insert(&mut self, look: String, node: String, login: String) {
+    fn insert(&mut self, look: &str, node: &str, login: &str) {
         if *node == *self.me {
             return;
         }
-        self.remove(&look);
-        let login: Arc<str> = login.into();
-        let look: Box<str> = look.into();
-        self.by_login.insert(login.clone(), look.clone());
-        self.by_look.insert(
-            look,
-            Entry {
-                node: node.into(),
-                login,
-            },
-        );
+        if let Some(at) = self.find_look(look) {
+            self.remove(at);
+        }
+        // One login as written has one canonical form, so this finds nothing unless a
+        // node computed another (another Unicode version): the newer entry wins, and each
+        // table keeps one index per key.
+        if let Some(at) = self.find_login(login) {
+            self.remove(at);
+        }
+        let node = match self.nodes.get(node) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = node.into();
+                self.nodes.insert(shared.clone());
+                shared
+            }
+        };
+        let at = self.entries.len() as u32;
+        self.entries.push(Entry::new(node, look, login));
+        let hasher = &self.hasher;
+        let entries = &self.entries;
+        self.by_look.insert_unique(hasher.hash_one(look), at, |&i| {
+            hasher.hash_one(entries[i as usize].look())
+        });
+        self.by_login
+            .insert_unique(hasher.hash_one(login), at, |&i| {
+                hasher.hash_one(entries[i as usize].login())
+            });
     }
 
-    fn remove(&mut self, look: &str) {
-        if let Some(entry) = self.by_look.remove(look) {
-            self.by_login.remove(&entry.login);
+    /// Removes the entry at `at`; the last entry takes its place.
+    fn remove(&mut self, at: usize) {
+        let hasher = &self.hasher;
+        let last = self.entries.len() - 1;
+        let gone = &self.entries[at];
+        Self::forget(&mut self.by_look, hasher.hash_one(gone.look()), at);
+        Self::forget(&mut self.by_login, hasher.hash_one(gone.login()), at);
+        if at != last {
+            let moved = &self.entries[last];
+            Self::renumber(&mut self.by_look, hasher.hash_one(moved.look()), last, at);
+            Self::renumber(&mut self.by_login, hasher.hash_one(moved.login()), last, at);
         }
+        self.entries.swap_remove(at);
+    }
+
+    fn forget(table: &mut HashTable<u32>, hash: u64, at: usize) {
+        if let Ok(slot) = table.find_entry(hash, |&i| i as usize == at) {
+            slot.remove();
+        }
+    }
+
+    fn renumber(table: &mut HashTable<u32>, hash: u64, from: usize, to: usize) {
+        if let Some(i) = table.find_mut(hash, |&i| i as usize == from) {
+            *i = to as u32;
+        }
+    }
+
+    fn find_look(&self, look: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(look);
+        let at = self
+            .by_look
+            .find(hash, |&i| self.entries[i as usize].look() == look)?;
+        Some(*at as usize)
+    }
+
+    fn find_login(&self, login: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(login);
+        let at = self
+            .by_login
+            .find(hash, |&i| self.entries[i as usize].login() == login)?;
+        Some(*at as usize)
     }
 
     /// The other node's login `name` is, exactly as written.
     pub fn exact(&self, name: &str) -> Option<&Entry> {
-        self.by_look.get(self.by_login.get(name)?)
+        self.find_login(name).map(|at| &self.entries[at])
     }
 
     /// The other node's login whose canonical form is `look`.
     pub fn by_look(&self, look: &str) -> Option<&Entry> {
-        self.by_look.get(look)
+        self.find_look(look).map(|at| &self.entries[at])
     }
 }
 
@@ -163,7 +271,7 @@ mod tests {
         d.apply(login("n2", "alice", "Alice"));
         d.apply(login("me", "bob", "bob"));
         assert_eq!(owner(&d, "Alice"), Some("n2".into()));
-        assert_eq!(d.by_look("alice").map(|e| &*e.login), Some("Alice"));
+        assert_eq!(d.by_look("alice").map(Entry::login), Some("Alice"));
         assert_eq!(owner(&d, "bob"), None);
         // A logout by a node that does not hold the login changes nothing.
         d.apply(logout("n3", "alice"));
@@ -171,6 +279,28 @@ mod tests {
         d.apply(logout("n2", "alice"));
         assert_eq!(owner(&d, "Alice"), None);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn an_entry_keeps_its_login_and_its_canonical_form() {
+        let same = Entry::new("n2".into(), "bob", "bob");
+        assert_eq!((same.login(), same.look()), ("bob", "bob"));
+        assert_eq!(&*same.names, "bob", "one string when they are the same");
+        let apart = Entry::new("n2".into(), "alice", "Alice");
+        assert_eq!((apart.login(), apart.look()), ("Alice", "alice"));
+        let wide = Entry::new("n2".into(), "ɑlice", "Ɑlice");
+        assert_eq!((wide.login(), wide.look()), ("Ɑlice", "ɑlice"));
+    }
+
+    #[test]
+    fn entries_of_one_node_share_its_name() {
+        let mut d = Directory::new("me".into());
+        d.apply(login("n2", "a", "a"));
+        d.apply(login("n2", "b", "b"));
+        let (a, b) = (d.exact("a").unwrap(), d.exact("b").unwrap());
+        assert!(Arc::ptr_eq(&a.node, &b.node));
+        d.apply(DirEvent::NodeGone { node: "n2".into() });
+        assert!(d.nodes.is_empty(), "a gone node's name is not kept");
     }
 
     #[test]
@@ -208,5 +338,83 @@ mod tests {
         assert_eq!(owner(&d, "alice"), Some("n3".into()));
         assert_eq!(owner(&d, "carol"), None);
         assert_eq!(d.len(), 1);
+    }
+
+    /// What the copy must hold, kept the plain way: by canonical form, the node and the
+    /// login as sent.
+    #[derive(Default)]
+    struct Reference(std::collections::HashMap<String, (String, String)>);
+
+    impl Reference {
+        fn apply(&mut self, me: &str, event: &DirEvent) {
+            match event.clone() {
+                DirEvent::Login { node, look, login } if node != me => {
+                    self.0.retain(|_, (_, l)| *l != login);
+                    self.0.insert(look, (node, login));
+                }
+                DirEvent::Login { .. } => {}
+                DirEvent::Logout { node, look } => {
+                    if self.0.get(&look).is_some_and(|(n, _)| *n == node) {
+                        self.0.remove(&look);
+                    }
+                }
+                DirEvent::NodeGone { node } => self.0.retain(|_, (n, _)| *n != node),
+            }
+        }
+    }
+
+    /// Events over a few nodes and names; a login's canonical form is its lower case,
+    /// so that some differ from the login and some do not.
+    fn any_event() -> impl proptest::strategy::Strategy<Value = DirEvent> {
+        use proptest::prelude::*;
+        let node = prop::sample::select(vec!["me", "n2", "n3", "n4"]).prop_map(String::from);
+        let name = prop::sample::select(vec!["a", "A", "bob", "Bob", "carol", "dave", "Eve", "ɑ"]);
+        prop_oneof![
+            6 => (node.clone(), name.clone()).prop_map(|(node, login)| DirEvent::Login {
+                node,
+                look: login.to_lowercase(),
+                login: login.into(),
+            }),
+            3 => (node.clone(), name).prop_map(|(node, login)| DirEvent::Logout {
+                node,
+                look: login.to_lowercase(),
+            }),
+            1 => node.prop_map(|node| DirEvent::NodeGone { node }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 500,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// After every event, the copy finds exactly what the reference holds, by login
+        /// as sent and by canonical form, whatever was removed (and moved) before.
+        #[test]
+        fn the_copy_matches_a_plain_reference(
+            events in proptest::collection::vec(any_event(), 0..200),
+        ) {
+            let mut d = Directory::new("me".into());
+            let mut model = Reference::default();
+            for event in &events {
+                d.apply(event.clone());
+                model.apply("me", event);
+                proptest::prop_assert_eq!(d.len(), model.0.len());
+                for (look, (node, login)) in &model.0 {
+                    let found = d.by_look(look).map(|e| (&*e.node, e.login(), e.look()));
+                    proptest::prop_assert_eq!(found, Some((node.as_str(), login.as_str(), look.as_str())));
+                    let exact = d.exact(login).map(|e| e.look());
+                    proptest::prop_assert_eq!(exact, Some(look.as_str()));
+                }
+                for name in ["a", "A", "bob", "Bob", "carol", "dave", "Eve", "eve", "ɑ", "x"] {
+                    let held = model.0.values().any(|(_, l)| l == name);
+                    proptest::prop_assert_eq!(d.exact(name).is_some(), held, "{}", name);
+                    let look = name.to_lowercase();
+                    proptest::prop_assert_eq!(d.by_look(&look).is_some(), model.0.contains_key(&look));
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::debug;
 
 use crate::cluster::frame::{self, FrameWriter};
-use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Inbound};
+use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Entry, Inbound};
 use crate::metrics::Metrics;
 use crate::names::LoginError;
 use crate::protocol;
@@ -61,8 +61,8 @@ pub struct Remote {
     claiming: HashSet<Box<str>>,
     /// Set once the link has ended (it ends after the router, so only on a bug).
     link_gone: bool,
-    /// The current message's recipients on other nodes: (node, login).
-    message: Vec<(Arc<str>, Arc<str>)>,
+    /// The current message's recipients on other nodes.
+    message: Vec<Entry>,
     /// The current batch's relay frame for each node it reaches.
     outgoing: Vec<(Arc<str>, FrameWriter)>,
     /// Which source is polled first next time, so that none starves the others.
@@ -173,14 +173,14 @@ impl Remote {
         let Some(entry) = found else {
             return Routed::NotHere;
         };
-        if self.message.iter().any(|(_, l)| *l == entry.login) {
+        if self.message.iter().any(|e| e.login() == entry.login()) {
             return Routed::Queued;
         }
         if !self.link.shared.is_up() {
             metrics.cluster.dropped(CrossDrop::LinkDown, 1);
             return Routed::LinkDown;
         }
-        self.message.push((entry.node.clone(), entry.login.clone()));
+        self.message.push(entry.clone());
         Routed::Queued
     }
 
@@ -192,16 +192,16 @@ impl Remote {
         }
         if self.message.len() == 1 {
             // The common case: one recipient on another node.
-            let (node, login) = self.message.pop().expect("one recipient");
-            let at = self.frame_for(&node);
-            self.outgoing[at].1.push(from, &[&login], line);
+            let to = self.message.pop().expect("one recipient");
+            let at = self.frame_for(&to.node);
+            self.outgoing[at].1.push(from, &[to.login()], line);
             return;
         }
         let mut message = std::mem::take(&mut self.message);
-        message.sort_by(|a, b| a.0.cmp(&b.0));
-        for group in message.chunk_by(|a, b| a.0 == b.0) {
-            let node = &group[0].0;
-            let logins: Vec<&str> = group.iter().map(|(_, l)| &**l).collect();
+        message.sort_by(|a, b| a.node.cmp(&b.node));
+        for group in message.chunk_by(|a, b| a.node == b.node) {
+            let node = &group[0].node;
+            let logins: Vec<&str> = group.iter().map(Entry::login).collect();
             let at = self.frame_for(node);
             self.outgoing[at].1.push(from, &logins, line);
         }
