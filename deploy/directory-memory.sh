@@ -23,7 +23,9 @@
 #   6. start node n2 the same way and time it from its start until its
 #      achat_cluster_remote_logins gauge (GET /metrics on its admin port) equals LOGINS,
 #      a progress line every second, JOIN_WAIT seconds at most; also when its /readyz
-#      first answers 200 (a cluster node is ready once joined, its snapshot read)
+#      first answers 200 (a cluster node is ready once joined, its snapshot read), and
+#      when n2 logged "joined the cluster" (its timestamp: the polls above can be held
+#      up while the node applies the snapshot)
 #   7. read VmRSS and VmHWM of both nodes (/proc/PID/status, after SETTLE seconds), and
 #      print: n1's RSS (a node with an empty directory), n2's RSS, (n2 - n1) / LOGINS
 #      bytes per remote login, n2's peak (VmHWM) and (HWM - RSS) / LOGINS transient bytes
@@ -53,9 +55,10 @@ LOGINS="${LOGINS:-1000000}"
 JOIN_WAIT="${JOIN_WAIT:-60}"
 SETTLE="${SETTLE:-1}"
 CHUNK=100000
-NOFILE=1024
+NOFILE=20000
 WORK="$(mktemp -d /tmp/a-chat-directory-memory.XXXXXX)"
-# launch_redis writes its log into $RESULTS.
+# launch_redis (lib.sh) writes its log into $RESULTS.
+# shellcheck disable=SC2034
 RESULTS="$WORK"
 STARTED=$SECONDS
 PIDS=()
@@ -91,6 +94,11 @@ fi
 for tool in redis-server redis-cli curl; do
     command -v "$tool" >/dev/null || die "$tool is still missing"
 done
+# The nodes' file limit: 20000, or the hard limit when lower (a-chat warns when its
+# max_connections, 10000 by default, needs more than it has).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+HARD_NOFILE="$(ulimit -Hn)"
+[ "$HARD_NOFILE" != unlimited ] && [ "$HARD_NOFILE" -lt "$NOFILE" ] && NOFILE="$HARD_NOFILE"
 say "step 2: $("$BIN" --version) ($BIN); $(redis-server --version | cut -d' ' -f1-3)"
 say "        $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -149,6 +157,14 @@ EOF
 
 # ready ADMIN: /readyz at ADMIN answers 200 (a cluster node: joined, its snapshot read).
 ready() { [ "$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "http://$1/readyz")" = 200 ]; }
+
+# logged_at LOG TEXT: the time (epoch seconds) of LOG's first line holding TEXT, read
+# from its RFC 3339 timestamp; empty when there is none.
+logged_at() {
+    local ts
+    ts="$(grep -m1 -F "$2" "$1" 2>/dev/null | cut -d' ' -f1)"
+    [ -n "$ts" ] && date -d "$ts" +%s.%N 2>/dev/null
+}
 
 # since T0: seconds since the $EPOCHREALTIME T0, to the hundredth.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
@@ -275,6 +291,9 @@ if [ -n "$JOINED" ]; then
     N1_HWM="$(status_kb "$N1_PID" VmHWM)"
     N2_RSS="$(status_kb "$N2_PID" VmRSS)"
     N2_HWM="$(status_kb "$N2_PID" VmHWM)"
+    JOIN_LOGGED="$(logged_at "$WORK/n2.log" 'joined the cluster')"
+    JOIN_LOGGED_S=""
+    [ -n "$JOIN_LOGGED" ] && JOIN_LOGGED_S="$(awk -v a="$N2_START" -v b="$JOIN_LOGGED" 'BEGIN { printf "%.2f", b - a }')"
     if [ "$N1_HELD" = 0 ]; then
         say "step 7: n1's achat_cluster_remote_logins is 0: its copy is empty (the EVAL published no events), so n1 is the baseline"
     else
@@ -283,8 +302,8 @@ if [ -n "$JOINED" ]; then
     [ "$N2_HELD" = "$LOGINS" ] || fail "n2's achat_cluster_remote_logins is ${N2_HELD:-?} after settling, not $LOGINS"
     awk -v logins="$LOGINS" -v r1="$N1_RSS" -v h1="$N1_HWM" -v r2="$N2_RSS" -v h2="$N2_HWM" \
         -v joined="$JOINED" -v ready="$READY_S" -v m0="$MEM_BEFORE" -v m1="$MEM_AFTER" \
-        -v fill="$FILL_S" -v settle="$SETTLE" '
-    function row(what, value) { printf "%-44s %s\n", what, value }
+        -v fill="$FILL_S" -v settle="$SETTLE" -v logged="$JOIN_LOGGED_S" '
+    function row(what, value) { printf "%-46s %s\n", what, value }
     BEGIN {
         mb = 1000 * 1000
         row("remote logins (of n9, written into Redis)", sprintf("%d (written in %s s)", logins, fill))
@@ -293,6 +312,7 @@ if [ -n "$JOINED" ]; then
         row("per remote login, (n2 - n1) / LOGINS", sprintf("%.0f bytes", (r2 - r1) * 1024 / logins))
         row("n2 VmHWM (peak)", sprintf("%.1f MB", h2 * 1024 / mb))
         row("transient per login, (HWM - RSS) / LOGINS", sprintf("%.0f bytes", (h2 - r2) * 1024 / logins))
+        row("n2 join: start to \"joined the cluster\" logged", (logged == "" ? "?" : logged) " s (snapshot read)")
         row("n2 join: start to /readyz 200", (ready == "" ? "?" : ready) " s")
         row("n2 join: start to remote_logins = LOGINS", joined " s")
         row("Redis used_memory per login", sprintf("%.0f bytes (%.1f MiB for all)", (m1 - m0) / logins, (m1 - m0) / 1048576))
