@@ -15,10 +15,11 @@
 #   5. write LOGINS logins of a fake node n9 straight into Redis, as SCALING.md did:
 #      ZADD achat:nodes with a lease far in the future for n9, then EVAL loops (one per
 #      100 000 logins, a progress line each) doing HSET achat:logins <login> "n9\n<login>"
-#      and SADD achat:looks:n9 <login>, the logins named user0000001, user0000002, ...
-#      The look (the registry's key) is written as the login itself, as in SCALING.md:
-#      a-chat's own look would be the login's canonical form, but these entries bypass
-#      a-chat and only their sizes matter here. EVAL publishes no directory events, so
+#      and SADD achat:looks:n9 <look>, the logins named User0000001, User0000002, ...
+#      with the looks (the registry's key, the canonical form) user0000001, ...: a look
+#      that differs from its login, as a-chat's own would for these names (its canonical
+#      form maps digits that look like letters). NAMES=same writes the look as the login
+#      itself, as SCALING.md's first measurement did. EVAL publishes no directory events, so
 #      n1's copy stays empty (checked: its achat_cluster_remote_logins must stay 0)
 #   6. start node n2 the same way and time it from its start until its
 #      achat_cluster_remote_logins gauge (GET /metrics on its admin port) equals LOGINS,
@@ -38,6 +39,7 @@
 # Environment:
 #   A_CHAT_BIN=PATH     use this a-chat binary instead of building one
 #   LOGINS=N            remote logins to write (default 1000000)
+#   NAMES=same          each login its own look (default: `cased`, login and look differ)
 #   JOIN_WAIT=SECS      the most seconds n2 may take to hold them all (default 60)
 #   SETTLE=SECS         seconds to wait after the join before reading memory (default 1)
 #   SKIP_INSTALL=1      do not run apt-get (redis-server, redis-cli, curl must be there)
@@ -52,6 +54,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=deploy/lib.sh
 . "$ROOT/deploy/lib.sh"
 LOGINS="${LOGINS:-1000000}"
+NAMES="${NAMES:-cased}"
+case "$NAMES" in
+    same) LOGIN_FORMAT="user%07d" ;;
+    cased) LOGIN_FORMAT="User%07d" ;;
+    *) echo "NAMES must be same or cased, not $NAMES" >&2; exit 2 ;;
+esac
 JOIN_WAIT="${JOIN_WAIT:-60}"
 SETTLE="${SETTLE:-1}"
 CHUNK=100000
@@ -226,16 +234,18 @@ MEM_BEFORE="$(used_memory)"
 [ -n "$MEM_BEFORE" ] || die "cannot read Redis's used_memory"
 rcli ZADD achat:nodes 9000000000000 n9 >/dev/null || die "ZADD achat:nodes failed"
 # ARGV[1], ARGV[2]: the first and last login number of the chunk.
-FILL='for i=tonumber(ARGV[1]),tonumber(ARGV[2]) do local l=string.format("user%07d",i);
-redis.call("HSET","achat:logins",l,"n9\n"..l); redis.call("SADD","achat:looks:n9",l) end
-return redis.call("HLEN","achat:logins")'
-say "step 5: writing $LOGINS logins of n9 into Redis (EVAL, $CHUNK a call)"
+# ARGV[3]: the login's format; its look is its lower case.
+FILL='for i=tonumber(ARGV[1]),tonumber(ARGV[2]) do local l=string.format(ARGV[3],i);
+local k=string.lower(l); redis.call("HSET","achat:logins",k,"n9\n"..l);
+redis.call("SADD","achat:looks:n9",k) end return redis.call("HLEN","achat:logins")'
+# shellcheck disable=SC2059 # the format is one of the two above
+say "step 5: writing $LOGINS logins of n9 into Redis (EVAL, $CHUNK a call; logins like $(printf "$LOGIN_FORMAT" 1), looks like $(printf "user%07d" 1))"
 FILL_START=$EPOCHREALTIME
 for ((first = 1; first <= LOGINS; first += CHUNK)); do
     last=$((first + CHUNK - 1))
     [ "$last" -gt "$LOGINS" ] && last="$LOGINS"
     t0=$EPOCHREALTIME
-    held="$(rcli EVAL "$FILL" 0 "$first" "$last")" || die "EVAL failed at login $first: $held"
+    held="$(rcli EVAL "$FILL" 0 "$first" "$last" "$LOGIN_FORMAT")" || die "EVAL failed at login $first: $held"
     [[ "$held" =~ ^[0-9]+$ ]] || die "EVAL failed at login $first: $held"
     say "  logins $first..$last written in $(since "$t0") s (achat:logins holds $held)"
 done
