@@ -265,9 +265,14 @@ say "step 6: node n2 pid $N2_PID, admin $N2_ADMIN (logged $(since "$N2_START") s
 READY_S=""
 JOINED=""
 NEXT_REPORT=1
+# The slowest answers (/readyz and /metrics) while joining: the admin endpoint runs on the node's worker
+# thread, so a join that held that thread up shows here.
+SLOWEST=0
 while :; do
+    t0=$EPOCHREALTIME
     [ -z "$READY_S" ] && ready "$N2_ADMIN" && READY_S="$(since "$N2_START")"
     held="$(metric "$N2_ADMIN" achat_cluster_remote_logins)"
+    SLOWEST="$(awk -v a="$SLOWEST" -v b="$(since "$t0")" 'BEGIN { print (b > a ? b : a) }')"
     elapsed="$(since "$N2_START")"
     if [ "$held" = "$LOGINS" ]; then
         JOINED="$elapsed"
@@ -312,7 +317,7 @@ if [ -n "$JOINED" ]; then
     [ "$N2_HELD" = "$LOGINS" ] || fail "n2's achat_cluster_remote_logins is ${N2_HELD:-?} after settling, not $LOGINS"
     awk -v logins="$LOGINS" -v r1="$N1_RSS" -v h1="$N1_HWM" -v r2="$N2_RSS" -v h2="$N2_HWM" \
         -v joined="$JOINED" -v ready="$READY_S" -v m0="$MEM_BEFORE" -v m1="$MEM_AFTER" \
-        -v fill="$FILL_S" -v settle="$SETTLE" -v logged="$JOIN_LOGGED_S" '
+        -v fill="$FILL_S" -v settle="$SETTLE" -v logged="$JOIN_LOGGED_S" -v slowest="$SLOWEST" '
     function row(what, value) { printf "%-46s %s\n", what, value }
     BEGIN {
         mb = 1000 * 1000
@@ -325,6 +330,7 @@ if [ -n "$JOINED" ]; then
         row("n2 join: start to \"joined the cluster\" logged", (logged == "" ? "?" : logged) " s (snapshot read)")
         row("n2 join: start to /readyz 200", (ready == "" ? "?" : ready) " s")
         row("n2 join: start to remote_logins = LOGINS", joined " s")
+        row("n2: slowest admin answers while joining", slowest " s (/readyz and /metrics)")
         row("Redis used_memory per login", sprintf("%.0f bytes (%.1f MiB for all)", (m1 - m0) / logins, (m1 - m0) / 1048576))
     }'
 fi

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::frame::{self, parse_entry, parse_event};
 use super::metrics::CrossDrop;
-use super::{Inbound, RedisAddr, Settings, Shared};
+use super::{Inbound, Logins, RedisAddr, Settings, Shared};
 use crate::runtime;
 
 /// The registry's operations, one script (`registry.lua`).
@@ -196,23 +196,20 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
     }
 }
 
-/// A page of the registry (a flat list of look, `node\nlogin`) as `(look, node, login)`.
-pub fn snapshot(value: Value) -> Vec<(String, String, String)> {
-    let items = match value {
+/// A page of the registry (a flat list of look, `node\nlogin`) into `copy`; entries that
+/// are not what the registry writes are skipped.
+pub fn read_page(page: Value, copy: &mut Logins) {
+    let items = match page {
         Value::Array(items) => items,
         Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => return Vec::new(),
+        _ => return,
     };
-    let mut out = Vec::with_capacity(items.len() / 2);
     let mut it = items.into_iter();
     while let (Some(Value::BulkString(look)), Some(Value::BulkString(entry))) =
         (it.next(), it.next())
     {
-        if let (Ok(look), Some((node, login))) =
-            (String::from_utf8(look.clone()), parse_entry(&entry))
-        {
-            out.push((look, node.to_owned(), login.to_owned()));
+        if let (Ok(look), Some((node, login))) = (std::str::from_utf8(&look), parse_entry(&entry)) {
+            copy.insert(look, node, login);
         }
     }
-    out
 }

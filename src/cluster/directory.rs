@@ -61,10 +61,11 @@ impl Entry {
     }
 }
 
-/// Logins held by other nodes.
+/// Logins held by other nodes: the copy itself. The link builds one from the registry's
+/// pages, off the router's path, and hands it over whole ([`Directory::snapshot`]).
 #[derive(Debug)]
-pub struct Directory {
-    /// This node: its own events come back on the channel and are skipped.
+pub struct Logins {
+    /// This node: its own logins are not part of the copy.
     me: Arc<str>,
     /// Every entry, dense: a removal moves the last one into the gap.
     entries: Vec<Entry>,
@@ -78,21 +79,28 @@ pub struct Directory {
     /// The names of the nodes that hold entries, each shared by its entries; a name goes
     /// when its node is gone.
     nodes: HashSet<Arc<str>>,
-    /// Events since the link subscribed, kept until the snapshot they must follow.
-    pending: Option<Vec<DirEvent>>,
 }
 
-impl Directory {
-    pub fn new(me: Arc<str>) -> Directory {
-        Directory {
+impl Logins {
+    pub fn new(me: Arc<str>) -> Logins {
+        Logins {
             me,
             entries: Vec::new(),
             by_look: HashTable::new(),
             by_login: HashTable::new(),
             hasher: RandomState::new(),
             nodes: HashSet::new(),
-            pending: None,
         }
+    }
+
+    /// Room for `more` entries, so that a copy built to a known size grows once.
+    pub fn reserve(&mut self, more: usize) {
+        self.entries.reserve_exact(more);
+        let (hasher, entries) = (&self.hasher, &self.entries);
+        self.by_look
+            .reserve(more, |&i| hasher.hash_one(entries[i as usize].look()));
+        self.by_login
+            .reserve(more, |&i| hasher.hash_one(entries[i as usize].login()));
     }
 
     /// How many logins other nodes hold.
@@ -104,57 +112,8 @@ impl Directory {
         self.entries.is_empty()
     }
 
-    /// The link subscribed: keep events until the snapshot.
-    pub fn subscribed(&mut self) {
-        self.pending = Some(Vec::new());
-    }
-
-    /// The registry's whole directory, as `(look, node, login)`; then the events kept
-    /// since the subscription.
-    pub fn snapshot(&mut self, entries: Vec<(String, String, String)>) {
-        self.entries = Vec::with_capacity(entries.len());
-        self.by_look = HashTable::with_capacity(entries.len());
-        self.by_login = HashTable::with_capacity(entries.len());
-        self.nodes.clear();
-        for (look, node, login) in entries {
-            self.insert(&look, &node, &login);
-        }
-        for event in self.pending.take().unwrap_or_default() {
-            self.apply_now(event);
-        }
-    }
-
-    /// One event from the directory channel.
-    pub fn apply(&mut self, event: DirEvent) {
-        match &mut self.pending {
-            Some(kept) => kept.push(event),
-            None => self.apply_now(event),
-        }
-    }
-
-    fn apply_now(&mut self, event: DirEvent) {
-        match event {
-            DirEvent::Login { node, look, login } => self.insert(&look, &node, &login),
-            DirEvent::Logout { node, look } => {
-                if let Some(at) = self.find_look(&look) {
-                    if *self.entries[at].node == *node {
-                        self.remove(at);
-                    }
-                }
-            }
-            DirEvent::NodeGone { node } => {
-                // From the end, so that the entry moved into a gap was already looked at.
-                for at in (0..self.entries.len()).rev() {
-                    if *self.entries[at].node == *node {
-                        self.remove(at);
-                    }
-                }
-                self.nodes.remove(&*node);
-            }
-        }
-    }
-
-    fn insert(&mut self, look: &str, node: &str, login: &str) {
+    /// `node` holds `login`, whose canonical form is `look` (this node's own are skipped).
+    pub fn insert(&mut self, look: &str, node: &str, login: &str) {
         if *node == *self.me {
             return;
         }
@@ -186,6 +145,26 @@ impl Directory {
             .insert_unique(hasher.hash_one(login), at, |&i| {
                 hasher.hash_one(entries[i as usize].login())
             });
+    }
+
+    /// `node` no longer holds the login whose canonical form is `look`.
+    fn logout(&mut self, node: &str, look: &str) {
+        if let Some(at) = self.find_look(look) {
+            if *self.entries[at].node == *node {
+                self.remove(at);
+            }
+        }
+    }
+
+    /// `node` is gone, and every login it held.
+    fn node_gone(&mut self, node: &str) {
+        // From the end, so that the entry moved into a gap was already looked at.
+        for at in (0..self.entries.len()).rev() {
+            if *self.entries[at].node == *node {
+                self.remove(at);
+            }
+        }
+        self.nodes.remove(node);
     }
 
     /// Removes the entry at `at`; the last entry takes its place.
@@ -230,15 +209,75 @@ impl Directory {
             .find(hash, |&i| self.entries[i as usize].login() == login)?;
         Some(*at as usize)
     }
+}
+
+/// The router's copy: the logins, and the events that must wait for a snapshot.
+#[derive(Debug)]
+pub struct Directory {
+    logins: Logins,
+    /// Events since the link subscribed, kept until the snapshot they must follow.
+    pending: Option<Vec<DirEvent>>,
+}
+
+impl Directory {
+    pub fn new(me: Arc<str>) -> Directory {
+        Directory {
+            logins: Logins::new(me),
+            pending: None,
+        }
+    }
+
+    /// How many logins other nodes hold.
+    pub fn len(&self) -> usize {
+        self.logins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.logins.is_empty()
+    }
+
+    /// The link subscribed: keep events until the snapshot.
+    pub fn subscribed(&mut self) {
+        self.pending = Some(Vec::new());
+    }
+
+    /// The registry's whole directory, read after the subscription; then the events kept
+    /// since the subscription. Returns the copy it replaces, for the caller to drop where
+    /// freeing it holds nobody up.
+    pub fn snapshot(&mut self, logins: Logins) -> Logins {
+        let old = std::mem::replace(&mut self.logins, logins);
+        for event in self.pending.take().unwrap_or_default() {
+            self.apply_now(event);
+        }
+        old
+    }
+
+    /// One event from the directory channel.
+    pub fn apply(&mut self, event: DirEvent) {
+        match &mut self.pending {
+            Some(kept) => kept.push(event),
+            None => self.apply_now(event),
+        }
+    }
+
+    fn apply_now(&mut self, event: DirEvent) {
+        match event {
+            DirEvent::Login { node, look, login } => self.logins.insert(&look, &node, &login),
+            DirEvent::Logout { node, look } => self.logins.logout(&node, &look),
+            DirEvent::NodeGone { node } => self.logins.node_gone(&node),
+        }
+    }
 
     /// The other node's login `name` is, exactly as written.
     pub fn exact(&self, name: &str) -> Option<&Entry> {
-        self.find_login(name).map(|at| &self.entries[at])
+        let at = self.logins.find_login(name)?;
+        Some(&self.logins.entries[at])
     }
 
     /// The other node's login whose canonical form is `look`.
     pub fn by_look(&self, look: &str) -> Option<&Entry> {
-        self.find_look(look).map(|at| &self.entries[at])
+        let at = self.logins.find_look(look)?;
+        Some(&self.logins.entries[at])
     }
 }
 
@@ -300,7 +339,7 @@ mod tests {
         let (a, b) = (d.exact("a").unwrap(), d.exact("b").unwrap());
         assert!(Arc::ptr_eq(&a.node, &b.node));
         d.apply(DirEvent::NodeGone { node: "n2".into() });
-        assert!(d.nodes.is_empty(), "a gone node's name is not kept");
+        assert!(d.logins.nodes.is_empty(), "a gone node's name is not kept");
     }
 
     #[test]
@@ -331,7 +370,11 @@ mod tests {
             d.apply(e.clone());
         }
         assert!(d.is_empty(), "nothing applies before the snapshot");
-        d.snapshot(vec![("alice".into(), "n2".into(), "alice".into())]);
+        let mut copy = Logins::new("me".into());
+        copy.insert("alice", "n2", "alice");
+        copy.insert("dave", "me", "dave");
+        assert_eq!(copy.len(), 1, "this node's own logins are not copied");
+        d.snapshot(copy);
         for e in &history[3..] {
             d.apply(e.clone());
         }

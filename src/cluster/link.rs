@@ -17,9 +17,9 @@ use std::task::Poll;
 use tracing::{debug, info, warn};
 
 use super::batch::Batch;
-use super::connection::{connect, relay_channel, snapshot, Session, DIRECTORY};
+use super::connection::{connect, read_page, relay_channel, Session, DIRECTORY};
 use super::metrics::CrossDrop;
-use super::{Claim, Command, Inbound, Settings, Shared};
+use super::{Claim, Command, Inbound, Logins, Settings, Shared};
 use crate::admin::Health;
 use crate::runtime;
 
@@ -269,8 +269,15 @@ impl Link {
         if fresh {
             // In pages (HSCAN), so that a large registry never blocks Redis for long; a
             // page may repeat an entry, and changes during the scan reach the copy as
-            // events anyway.
-            let mut entries = Vec::new();
+            // events anyway. The copy is built here, a page at a time between waits for
+            // Redis, and handed to the router whole: the router never stops for it.
+            let size: usize = redis::cmd("HLEN")
+                .arg("achat:logins")
+                .query_async(&mut session.conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut copy = Logins::new(self.settings.node_id.clone());
+            copy.reserve(size);
             let mut cursor = 0u64;
             loop {
                 let (next, page): (u64, Value) = redis::cmd("HSCAN")
@@ -281,13 +288,13 @@ impl Link {
                     .query_async(&mut session.conn)
                     .await
                     .map_err(|e| e.to_string())?;
-                entries.extend(snapshot(page));
+                read_page(page, &mut copy);
                 if next == 0 {
                     break;
                 }
                 cursor = next;
             }
-            let _ = self.inbound.send(Inbound::Snapshot(entries)).await;
+            let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ pub mod frame;
 mod link;
 mod metrics;
 
-pub use directory::{Directory, Entry};
+pub use directory::{Directory, Entry, Logins};
 pub use metrics::{ClusterMetrics, CrossDrop};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -70,8 +70,8 @@ pub enum Claim {
 pub enum Inbound {
     /// The link is subscribing to the directory: keep its events until the snapshot.
     Subscribed,
-    /// Every login in the registry, as `(look, node, login)`.
-    Snapshot(Vec<(String, String, String)>),
+    /// Every other node's login in the registry, read after the subscription.
+    Snapshot(Logins),
     /// A change to the directory.
     Event(frame::DirEvent),
     /// Deliveries relayed to this node by another.

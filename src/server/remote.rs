@@ -15,10 +15,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::debug;
 
 use crate::cluster::frame::{self, FrameWriter};
-use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Entry, Inbound};
+use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Entry, Inbound, Logins};
 use crate::metrics::Metrics;
 use crate::names::LoginError;
 use crate::protocol;
+use crate::runtime;
 use crate::server::outbox::{Out, Outbox, Shared};
 use crate::server::router::{ConnId, Event};
 
@@ -150,6 +151,16 @@ impl Remote {
             let answer = answer.await.unwrap_or(Claim::Unavailable);
             (c, answer)
         }));
+    }
+
+    /// The link's copy of the directory replaces the router's. The old one is freed on a
+    /// blocking thread: freeing a million entries would hold the router up for tens of
+    /// milliseconds.
+    pub fn snapshot(&mut self, copy: Logins) {
+        let old = self.directory.snapshot(copy);
+        if !old.is_empty() {
+            drop(runtime::spawn(runtime::spawn_blocking(move || drop(old))));
+        }
     }
 
     /// The registry answered: the claim is no longer pending.

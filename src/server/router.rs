@@ -307,7 +307,7 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
             remote::tell_each(&frame, why, metrics, |sender| online.outbox(sender));
         }
         Inbound::Subscribed => remote.directory.subscribed(),
-        Inbound::Snapshot(entries) => remote.directory.snapshot(entries),
+        Inbound::Snapshot(copy) => remote.snapshot(copy),
         Inbound::Event(event) => remote.directory.apply(event),
         Inbound::Evicted { look } => {
             if let Some(login) = online.looks.get(&look).cloned() {
