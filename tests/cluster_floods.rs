@@ -83,6 +83,10 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
         (relay.clone(), b"A1\x01\x00a\xff\xff".to_vec()),
         (relay, ghost),
         ("achat:directory".into(), b"X\ngarbage\n\xff".to_vec()),
+        // Logins with an empty name, and a node that holds nothing leaving.
+        ("achat:directory".into(), b"L\nn9\n\nx".to_vec()),
+        ("achat:directory".into(), b"L\nn9\nx\n".to_vec()),
+        ("achat:directory".into(), b"D\nnobody".to_vec()),
     ];
     let stop = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = floods
@@ -111,6 +115,9 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     // is published meanwhile is lost): the first line that arrives shows they are.
     nodes[1].wait_ready(200, WAIT);
     nodes[0].wait_remote(2);
+    // The logins with an empty name were not taken into n2's copy: it knows alice only.
+    let known = nodes[1].metric("achat_cluster_remote_logins");
+    assert_eq!(known, 1.0, "n2 knows {known} logins on other nodes");
     let recovering = Instant::now();
     let mut attempt = 0;
     loop {

@@ -112,9 +112,11 @@ impl Logins {
         self.entries.is_empty()
     }
 
-    /// `node` holds `login`, whose canonical form is `look` (this node's own are skipped).
+    /// `node` holds `login`, whose canonical form is `look` (this node's own are skipped,
+    /// and so are empty names, which no node registers: an entry must be found again by
+    /// the keys it was filed under).
     pub fn insert(&mut self, look: &str, node: &str, login: &str) {
-        if *node == *self.me {
+        if *node == *self.me || look.is_empty() || login.is_empty() {
             return;
         }
         if let Some(at) = self.find_look(look) {
@@ -156,15 +158,18 @@ impl Logins {
         }
     }
 
-    /// `node` is gone, and every login it held.
+    /// `node` is gone, and every login it held. A node that holds nothing here (one that
+    /// left, or a name nobody registered) costs one lookup, not a pass over the copy.
     fn node_gone(&mut self, node: &str) {
+        let Some(gone) = self.nodes.take(node) else {
+            return;
+        };
         // From the end, so that the entry moved into a gap was already looked at.
         for at in (0..self.entries.len()).rev() {
-            if *self.entries[at].node == *node {
+            if Arc::ptr_eq(&self.entries[at].node, &gone) {
                 self.remove(at);
             }
         }
-        self.nodes.remove(node);
     }
 
     /// Removes the entry at `at`; the last entry takes its place.
@@ -391,7 +396,9 @@ mod tests {
     impl Reference {
         fn apply(&mut self, me: &str, event: &DirEvent) {
             match event.clone() {
-                DirEvent::Login { node, look, login } if node != me => {
+                DirEvent::Login { node, look, login }
+                    if node != me && !look.is_empty() && !login.is_empty() =>
+                {
                     self.0.retain(|_, (_, l)| *l != login);
                     self.0.insert(look, (node, login));
                 }
@@ -412,10 +419,17 @@ mod tests {
         use proptest::prelude::*;
         let node = prop::sample::select(vec!["me", "n2", "n3", "n4"]).prop_map(String::from);
         let name = prop::sample::select(vec!["a", "A", "bob", "Bob", "carol", "dave", "Eve", "ɑ"]);
+        // What only a hostile publisher sends: an empty look or login.
+        let odd = prop::sample::select(vec![("", "x"), ("x", ""), ("", "")]);
         prop_oneof![
             6 => (node.clone(), name.clone()).prop_map(|(node, login)| DirEvent::Login {
                 node,
                 look: login.to_lowercase(),
+                login: login.into(),
+            }),
+            1 => (node.clone(), odd).prop_map(|(node, (look, login))| DirEvent::Login {
+                node,
+                look: look.into(),
                 login: login.into(),
             }),
             3 => (node.clone(), name).prop_map(|(node, login)| DirEvent::Logout {
@@ -451,7 +465,7 @@ mod tests {
                     let exact = d.exact(login).map(|e| e.look());
                     proptest::prop_assert_eq!(exact, Some(look.as_str()));
                 }
-                for name in ["a", "A", "bob", "Bob", "carol", "dave", "Eve", "eve", "ɑ", "x"] {
+                for name in ["a", "A", "bob", "Bob", "carol", "dave", "Eve", "eve", "ɑ", "x", ""] {
                     let held = model.0.values().any(|(_, l)| l == name);
                     proptest::prop_assert_eq!(d.exact(name).is_some(), held, "{}", name);
                     let look = name.to_lowercase();
