@@ -43,9 +43,14 @@
 #   JOIN_WAIT=SECS      the most seconds n2 may take to hold them all (default 60)
 #   SETTLE=SECS         seconds to wait after the join before reading memory (default 1)
 #   SKIP_INSTALL=1      do not run apt-get (redis-server, redis-cli, curl must be there)
+#   MAX_BYTES=N         fail when a remote login costs more than N bytes (CI: a copy laid
+#                       out as before, at 308 bytes, fails it)
+#   MAX_WAIT=SECS       fail when an admin answer took longer than SECS while n2 joined
+#                       (CI: a copy built on the router's path, 1.7 s at 1M, fails it)
 #   A_CHAT_KEEP_LOGS=1  keep the scratch folder (node logs, configs) after the run
 # Exit status: 0 when measured (n2 held LOGINS remote logins, n1 held 0, both nodes
-# exited 0 on SIGINT), 1 when one of those checks failed, 2 when the measurement could
+# exited 0 on SIGINT, within MAX_BYTES and MAX_WAIT when given), 1 when one of those
+# checks failed, 2 when the measurement could
 # not start.
 
 set -uo pipefail
@@ -120,7 +125,10 @@ used_memory() { rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
 # metric ADMIN NAME: the value of NAME (a line `NAME VALUE`) in ADMIN's /metrics; empty
 # when the scrape fails or the metric is not there.
 metric() {
-    curl -s --max-time 5 "http://$1/metrics" 2>/dev/null | awk -v n="$2" '$1 == n { print $2; exit }'
+    local page
+    # The page is read whole first: awk stopping at its match must not cut curl off.
+    page="$(curl -s --max-time 5 "http://$1/metrics" 2>/dev/null)"
+    awk -v n="$2" '$1 == n { print $2; exit }' <<<"$page"
 }
 
 # status_kb PID FIELD: FIELD (VmRSS, VmHWM) of /proc/PID/status, in kB.
@@ -333,6 +341,21 @@ if [ -n "$JOINED" ]; then
         row("n2: slowest admin answers while joining", slowest " s (/readyz and /metrics)")
         row("Redis used_memory per login", sprintf("%.0f bytes (%.1f MiB for all)", (m1 - m0) / logins, (m1 - m0) / 1048576))
     }'
+    PER_LOGIN="$(awk -v l="$LOGINS" -v r1="$N1_RSS" -v r2="$N2_RSS" 'BEGIN { printf "%.0f", (r2 - r1) * 1024 / l }')"
+    if [ -n "${MAX_BYTES:-}" ]; then
+        if [ "$PER_LOGIN" -le "$MAX_BYTES" ]; then
+            say "ok: $PER_LOGIN bytes per remote login (at most $MAX_BYTES)"
+        else
+            fail "$PER_LOGIN bytes per remote login, more than MAX_BYTES=$MAX_BYTES"
+        fi
+    fi
+    if [ -n "${MAX_WAIT:-}" ]; then
+        if awk -v a="$SLOWEST" -v m="$MAX_WAIT" 'BEGIN { exit !(a <= m) }'; then
+            say "ok: the slowest admin answer while joining took $SLOWEST s (at most $MAX_WAIT s)"
+        else
+            fail "an admin answer took $SLOWEST s while n2 joined, more than MAX_WAIT=$MAX_WAIT s: the node stalled"
+        fi
+    fi
 fi
 
 # ---------------------------------------------------------------- 8. stop
