@@ -28,6 +28,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Registry entries asked for per page of the snapshot.
 const SNAPSHOT_PAGE: usize = 2000;
+/// The most entries a new directory copy is sized for before its pages are read: what
+/// `HLEN` says is believed up to here (8 M logins, eight times the plan in SCALING.md),
+/// so that a wrong answer cannot make the node ask for memory it will never use.
+const PRESIZE_MAX: usize = 1 << 23;
 /// The least time between two warnings that the connection was lost.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
@@ -277,7 +281,7 @@ impl Link {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut copy = Logins::new(self.settings.node_id.clone());
-            copy.reserve(size);
+            copy.reserve(size.min(PRESIZE_MAX));
             let mut cursor = 0u64;
             loop {
                 let (next, page): (u64, Value) = redis::cmd("HSCAN")
