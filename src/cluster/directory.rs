@@ -200,18 +200,17 @@ impl Logins {
     }
 
     fn find_look(&self, look: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(look);
-        let at = self
-            .by_look
-            .find(hash, |&i| self.entries[i as usize].look() == look)?;
-        Some(*at as usize)
+        self.find(&self.by_look, Entry::look, look)
     }
 
     fn find_login(&self, login: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(login);
-        let at = self
-            .by_login
-            .find(hash, |&i| self.entries[i as usize].login() == login)?;
+        self.find(&self.by_login, Entry::login, login)
+    }
+
+    /// The entry `table` files under `name`, where `key` is the name it files an entry by.
+    fn find(&self, table: &HashTable<u32>, key: fn(&Entry) -> &str, name: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(name);
+        let at = table.find(hash, |&i| key(&self.entries[i as usize]) == name)?;
         Some(*at as usize)
     }
 }

@@ -167,6 +167,14 @@ impl Redis {
         String::from_utf8(body).expect("a UTF-8 reply")
     }
 
+    /// Registers `node` with a lease far in the future: a live node that exists only in
+    /// Redis, whose logins a test writes straight into the registry.
+    pub fn live_node(&self, node: &str) {
+        let far = b"99999999999999";
+        let added = self.command(&[b"ZADD", b"achat:nodes", far, node.as_bytes()]);
+        assert_eq!(added, ":1", "{node} registered anew");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
