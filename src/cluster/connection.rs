@@ -162,8 +162,10 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
         m.batches_received.inc();
         let mut payload = payload;
         // Behind: only senders with a few lines in this frame get through, so a flood
-        // from another node's client costs its own lines, not everyone's.
-        if shared.inbound.load(Ordering::Acquire) > super::INBOUND_SOFT {
+        // from another node's client costs its own lines, not everyone's. A frame larger
+        // than all that may wait is not even sorted out.
+        let behind = shared.inbound.load(Ordering::Acquire) > super::INBOUND_SOFT;
+        if behind && payload.len() <= super::INBOUND_LIMIT {
             match frame::keep_light(&payload, LIGHT_SENDER) {
                 Some((kept, dropped)) => {
                     m.dropped(CrossDrop::InboundFull, dropped);
