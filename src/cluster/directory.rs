@@ -13,7 +13,7 @@
 //! that node; two hash tables of indices into the `Vec` find an entry by login as written
 //! and by canonical form.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -32,21 +32,13 @@ pub struct Entry {
     /// Where the login ends in `names`; the canonical form is the rest, or the login
     /// itself when `names` ends there.
     split: u32,
+    /// The hashes the two tables file this entry under, kept so that removing an entry
+    /// or filing the tables again never hashes a name again.
+    look_hash: u32,
+    login_hash: u32,
 }
 
 impl Entry {
-    fn new(node: Arc<str>, look: &str, login: &str) -> Entry {
-        let names: Arc<str> = match look == login {
-            true => login.into(),
-            false => [login, look].concat().into(),
-        };
-        Entry {
-            node,
-            names,
-            split: login.len() as u32,
-        }
-    }
-
     /// The login as its owner logged in.
     pub fn login(&self) -> &str {
         &self.names[..self.split as usize]
@@ -61,6 +53,20 @@ impl Entry {
     }
 }
 
+/// A table's element: an index into the entries, and the hash it is filed under (so that
+/// growing the table reads nothing but the table).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: u32,
+    hash: u32,
+}
+
+/// A table's hash from a kept 32-bit one: its low bits pick the bucket, its high bits
+/// the tag hashbrown keeps in the top 7 bits of a 64-bit hash.
+fn widen(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
 /// Logins held by other nodes: the copy itself. The link builds one from the registry's
 /// pages, off the router's path, and hands it over whole ([`Directory::snapshot`]).
 #[derive(Debug)]
@@ -70,15 +76,15 @@ pub struct Logins {
     /// Every entry, dense: a removal moves the last one into the gap.
     entries: Vec<Entry>,
     /// Indices into `entries` by canonical form, the registry's key.
-    by_look: HashTable<u32>,
+    by_look: HashTable<Slot>,
     /// Indices into `entries` by the login as sent, for the lookup every delivery makes
     /// first.
-    by_login: HashTable<u32>,
-    /// Hashes both tables' keys (keyed per process, as a `HashMap`'s are).
+    by_login: HashTable<Slot>,
+    /// Hashes names (keyed per process, as a `HashMap`'s are).
     hasher: RandomState,
-    /// The names of the nodes that hold entries, each shared by its entries; a name goes
-    /// when its node is gone.
-    nodes: HashSet<Arc<str>>,
+    /// The nodes that hold entries, each name shared by its entries, and how many each
+    /// holds: a node goes when its last entry does.
+    nodes: HashMap<Arc<str>, usize>,
 }
 
 impl Logins {
@@ -89,18 +95,15 @@ impl Logins {
             by_look: HashTable::new(),
             by_login: HashTable::new(),
             hasher: RandomState::new(),
-            nodes: HashSet::new(),
+            nodes: HashMap::new(),
         }
     }
 
     /// Room for `more` entries, so that a copy built to a known size grows once.
     pub fn reserve(&mut self, more: usize) {
         self.entries.reserve_exact(more);
-        let (hasher, entries) = (&self.hasher, &self.entries);
-        self.by_look
-            .reserve(more, |&i| hasher.hash_one(entries[i as usize].look()));
-        self.by_login
-            .reserve(more, |&i| hasher.hash_one(entries[i as usize].login()));
+        self.by_look.reserve(more, |s| widen(s.hash));
+        self.by_login.reserve(more, |s| widen(s.hash));
     }
 
     /// How many logins other nodes hold.
@@ -110,6 +113,10 @@ impl Logins {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    fn hash(&self, name: &str) -> u32 {
+        self.hasher.hash_one(name) as u32
     }
 
     /// `node` holds `login`, whose canonical form is `look` (this node's own are skipped,
@@ -128,25 +135,26 @@ impl Logins {
         if let Some(at) = self.find_login(login) {
             self.remove(at);
         }
-        let node = match self.nodes.get(node) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<str> = node.into();
-                self.nodes.insert(shared.clone());
-                shared
-            }
+        let node = match self.nodes.get_key_value(node) {
+            Some((shared, _)) => shared.clone(),
+            None => node.into(),
+        };
+        *self.nodes.entry(node.clone()).or_default() += 1;
+        let names: Arc<str> = match look == login {
+            true => login.into(),
+            false => [login, look].concat().into(),
+        };
+        let entry = Entry {
+            node,
+            names,
+            split: login.len() as u32,
+            look_hash: self.hash(look),
+            login_hash: self.hash(login),
         };
         let at = self.entries.len() as u32;
-        self.entries.push(Entry::new(node, look, login));
-        let hasher = &self.hasher;
-        let entries = &self.entries;
-        self.by_look.insert_unique(hasher.hash_one(look), at, |&i| {
-            hasher.hash_one(entries[i as usize].look())
-        });
-        self.by_login
-            .insert_unique(hasher.hash_one(login), at, |&i| {
-                hasher.hash_one(entries[i as usize].login())
-            });
+        Self::file(&mut self.by_look, at, entry.look_hash);
+        Self::file(&mut self.by_login, at, entry.login_hash);
+        self.entries.push(entry);
     }
 
     /// `node` no longer holds the login whose canonical form is `look`.
@@ -159,43 +167,76 @@ impl Logins {
     }
 
     /// `node` is gone, and every login it held. A node that holds nothing here (one that
-    /// left, or a name nobody registered) costs one lookup, not a pass over the copy.
+    /// left, or a name nobody registered) costs one lookup; one that holds a large share
+    /// of the copy is cut out in one pass, and the tables filed again from the kept
+    /// hashes, instead of one removal at a time.
     fn node_gone(&mut self, node: &str) {
-        let Some(gone) = self.nodes.take(node) else {
+        let Some((gone, &held)) = self.nodes.get_key_value(node) else {
             return;
         };
-        // From the end, so that the entry moved into a gap was already looked at.
-        for at in (0..self.entries.len()).rev() {
+        let gone = gone.clone();
+        if held >= self.entries.len() / 8 {
+            self.entries.retain(|e| !Arc::ptr_eq(&e.node, &gone));
+            self.nodes.remove(node);
+            self.refile();
+            return;
+        }
+        // From the end (the newest entries), so that the entry moved into a gap was
+        // already looked at; done when the last of its entries is.
+        let mut left = held;
+        let mut at = self.entries.len();
+        while left > 0 && at > 0 {
+            at -= 1;
             if Arc::ptr_eq(&self.entries[at].node, &gone) {
                 self.remove(at);
+                left -= 1;
             }
         }
     }
 
+    /// Files every entry in both tables again, from the kept hashes.
+    fn refile(&mut self) {
+        self.by_look.clear();
+        self.by_login.clear();
+        for (at, entry) in self.entries.iter().enumerate() {
+            Self::file(&mut self.by_look, at as u32, entry.look_hash);
+            Self::file(&mut self.by_login, at as u32, entry.login_hash);
+        }
+    }
+
+    fn file(table: &mut HashTable<Slot>, at: u32, hash: u32) {
+        table.insert_unique(widen(hash), Slot { at, hash }, |s| widen(s.hash));
+    }
+
     /// Removes the entry at `at`; the last entry takes its place.
     fn remove(&mut self, at: usize) {
-        let hasher = &self.hasher;
         let last = self.entries.len() - 1;
         let gone = &self.entries[at];
-        Self::forget(&mut self.by_look, hasher.hash_one(gone.look()), at);
-        Self::forget(&mut self.by_login, hasher.hash_one(gone.login()), at);
+        Self::forget(&mut self.by_look, gone.look_hash, at);
+        Self::forget(&mut self.by_login, gone.login_hash, at);
+        if let Some(held) = self.nodes.get_mut(&*gone.node) {
+            *held -= 1;
+            if *held == 0 {
+                self.nodes.remove(&*gone.node);
+            }
+        }
         if at != last {
             let moved = &self.entries[last];
-            Self::renumber(&mut self.by_look, hasher.hash_one(moved.look()), last, at);
-            Self::renumber(&mut self.by_login, hasher.hash_one(moved.login()), last, at);
+            Self::renumber(&mut self.by_look, moved.look_hash, last, at);
+            Self::renumber(&mut self.by_login, moved.login_hash, last, at);
         }
         self.entries.swap_remove(at);
     }
 
-    fn forget(table: &mut HashTable<u32>, hash: u64, at: usize) {
-        if let Ok(slot) = table.find_entry(hash, |&i| i as usize == at) {
+    fn forget(table: &mut HashTable<Slot>, hash: u32, at: usize) {
+        if let Ok(slot) = table.find_entry(widen(hash), |s| s.at as usize == at) {
             slot.remove();
         }
     }
 
-    fn renumber(table: &mut HashTable<u32>, hash: u64, from: usize, to: usize) {
-        if let Some(i) = table.find_mut(hash, |&i| i as usize == from) {
-            *i = to as u32;
+    fn renumber(table: &mut HashTable<Slot>, hash: u32, from: usize, to: usize) {
+        if let Some(slot) = table.find_mut(widen(hash), |s| s.at as usize == from) {
+            slot.at = to as u32;
         }
     }
 
@@ -208,10 +249,12 @@ impl Logins {
     }
 
     /// The entry `table` files under `name`, where `key` is the name it files an entry by.
-    fn find(&self, table: &HashTable<u32>, key: fn(&Entry) -> &str, name: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(name);
-        let at = table.find(hash, |&i| key(&self.entries[i as usize]) == name)?;
-        Some(*at as usize)
+    fn find(&self, table: &HashTable<Slot>, key: fn(&Entry) -> &str, name: &str) -> Option<usize> {
+        let hash = self.hash(name);
+        let slot = table.find(widen(hash), |s| {
+            s.hash == hash && key(&self.entries[s.at as usize]) == name
+        })?;
+        Some(slot.at as usize)
     }
 }
 
@@ -326,24 +369,60 @@ mod tests {
 
     #[test]
     fn an_entry_keeps_its_login_and_its_canonical_form() {
-        let same = Entry::new("n2".into(), "bob", "bob");
-        assert_eq!((same.login(), same.look()), ("bob", "bob"));
-        assert_eq!(&*same.names, "bob", "one string when they are the same");
-        let apart = Entry::new("n2".into(), "alice", "Alice");
-        assert_eq!((apart.login(), apart.look()), ("Alice", "alice"));
-        let wide = Entry::new("n2".into(), "ɑlice", "Ɑlice");
-        assert_eq!((wide.login(), wide.look()), ("Ɑlice", "ɑlice"));
+        let mut d = Directory::new("me".into());
+        for (look, name) in [("bob", "bob"), ("alice", "Alice"), ("ɑlice", "Ɑlice")] {
+            d.apply(login("n2", look, name));
+            let entry = d.by_look(look).expect("filed by its canonical form");
+            assert_eq!((entry.login(), entry.look()), (name, look));
+            assert_eq!(d.exact(name), Some(entry), "and by its login");
+        }
+        assert_eq!(
+            &*d.by_look("bob").unwrap().names,
+            "bob",
+            "one string when the same"
+        );
     }
 
     #[test]
-    fn entries_of_one_node_share_its_name() {
+    fn entries_of_one_node_share_its_name_until_the_last_goes() {
         let mut d = Directory::new("me".into());
         d.apply(login("n2", "a", "a"));
         d.apply(login("n2", "b", "b"));
         let (a, b) = (d.exact("a").unwrap(), d.exact("b").unwrap());
         assert!(Arc::ptr_eq(&a.node, &b.node));
+        assert_eq!(d.logins.nodes.get("n2"), Some(&2));
+        d.apply(logout("n2", "a"));
+        d.apply(logout("n2", "b"));
+        assert!(
+            d.logins.nodes.is_empty(),
+            "a node that holds nothing is not kept"
+        );
+        d.apply(login("n2", "a", "a"));
         d.apply(DirEvent::NodeGone { node: "n2".into() });
         assert!(d.logins.nodes.is_empty(), "a gone node's name is not kept");
+    }
+
+    /// A node holding a small share of the copy is removed entry by entry; one holding a
+    /// large share is cut out and the tables filed again. Either way the rest is found.
+    #[test]
+    fn a_gone_node_large_or_small_leaves_the_rest_findable() {
+        for big in [10, 3000] {
+            let mut d = Directory::new("me".into());
+            for i in 0..1000 {
+                d.apply(login("n3", &format!("k{i}"), &format!("K{i}")));
+            }
+            for i in 0..big {
+                d.apply(login("n2", &format!("g{i}"), &format!("g{i}")));
+            }
+            d.apply(DirEvent::NodeGone { node: "n2".into() });
+            assert_eq!(d.len(), 1000);
+            for i in 0..1000 {
+                let entry = d.exact(&format!("K{i}")).expect("kept");
+                assert_eq!(entry.look(), format!("k{i}"));
+                assert!(d.by_look(&format!("k{i}")).is_some());
+            }
+            assert!(d.exact("g0").is_none() && d.by_look("g0").is_none());
+        }
     }
 
     #[test]
