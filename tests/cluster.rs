@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{login, node, node_with, serial, try_login, Node, Redis};
+use common::cluster::{joined, login, node, node_at, node_with, serial, try_login, Node, Redis};
 use common::{Client, Daemon, WAIT};
 
 #[test]
@@ -372,4 +372,77 @@ fn nodes_share_a_redis_that_speaks_only_tls() {
     let mut refused = stranger.connect();
     refused.send("carol");
     refused.expect("error: cluster unavailable, try again");
+}
+
+/// The Redis commands a node needs (docs/OPERATIONS.md §6 lists them for an ACL user).
+const NODE_COMMANDS: &str = "+hello +auth +ping +script|load +evalsha \
+     +hlen +hscan +smembers +subscribe +publish +time +hget +hset +hdel +del +zadd +zrem \
+     +zscore +zrangebyscore +sadd +srem";
+
+/// A Redis user allowed the listed commands only, on `achat:` keys and channels, is
+/// enough for nodes to share one namespace. A user that lacks one of them (here HSCAN,
+/// the snapshot's) keeps the node out of the cluster: it retries with backoff, not at
+/// once and for ever.
+#[test]
+fn a_node_needs_only_the_listed_commands_and_backs_off_without_one() {
+    let _one = serial();
+    let redis = Redis::start();
+    let acl = |user: &str, commands: &str| {
+        let mut args: Vec<&[u8]> = vec![b"ACL", b"SETUSER", user.as_bytes(), b"on", b">pw"];
+        args.extend([
+            &b"resetkeys"[..],
+            b"~achat:*",
+            b"resetchannels",
+            b"&achat:*",
+            b"-@all",
+        ]);
+        args.extend(commands.split_whitespace().map(str::as_bytes));
+        assert_eq!(redis.command(&args), "+OK", "ACL SETUSER {user}");
+    };
+    acl("achat", NODE_COMMANDS);
+    let url = |user: &str| format!("redis://{user}:pw@{}/", redis.addr);
+    let n1 = joined(node_at(&url("achat"), "n1", "5s", ""), "n1");
+    let n2 = joined(node_at(&url("achat"), "n2", "5s", ""), "n2");
+    let mut alice = login(&n1, "alice");
+    n2.wait_remote(1);
+    let mut bob = login(&n2, "bob");
+    n1.wait_remote(1);
+    alice.send("bob: with the listed commands only");
+    bob.expect("from alice: with the listed commands only");
+
+    acl("noscan", &NODE_COMMANDS.replace("+hscan", ""));
+    let connections = |redis: &Redis| -> u64 {
+        let stats = redis.bulk(&[b"INFO", b"stats"]);
+        let line = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .expect("total_connections_received");
+        line.trim().parse().unwrap()
+    };
+    let before = connections(&redis);
+    let mut n3 = node_at(&url("noscan"), "n3", "5s", "");
+    let failed = n3
+        .wait_log(|l| l.contains("joining the cluster failed"))
+        .expect("a warning that joining failed");
+    assert!(
+        failed.contains("hscan") || failed.contains("HSCAN"),
+        "{failed}"
+    );
+    let admin = n3.admin_addr();
+    // Two seconds of retries: with backoff from 100 ms (doubling, with jitter) that is a
+    // handful of attempts of two connections each; without it, hundreds.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(common::http_get(admin, "/readyz").status, 503);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let made = connections(&redis) - before;
+    println!("n3 opened {made} connections to Redis in 2 s of failed joins");
+    assert!(made <= 30, "{made} connections in 2 s: no backoff");
+    let warned = n3
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("joining the cluster failed"))
+        .count();
+    assert!(warned <= 2, "{warned} warnings in 2 s");
 }

@@ -137,31 +137,24 @@ impl Link {
                     } else {
                         debug!(error = %e, failures, "cannot reach the cluster's Redis");
                     }
-                    let jitter = backoff.mul_f64(0.8 + (random() % 400) as f64 / 1000.0);
-                    let wait = async {
-                        runtime::sleep(jitter).await;
-                        true
-                    };
-                    let down =
-                        serve_down(&self.commands, &mut self.held, &self.shared, &self.inbound);
-                    if !wait
-                        .or(async {
-                            down.await;
-                            false
-                        })
-                        .await
-                    {
+                    if !self.back_off(&mut backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };
             if let Err(e) = self.register(&mut session, true).await {
-                if quiet {
-                    debug!(error = %e, "joining the cluster failed");
+                // Redis answered but refused a step (a missing ACL permission, a full
+                // Redis): wait as after a failed connection, or the node would retry at
+                // once and for ever.
+                failures += 1;
+                if !quiet && (failures == 1 || failures.is_multiple_of(20)) {
+                    warn!(error = %e, failures, retry_in = ?backoff, "joining the cluster failed");
                 } else {
-                    warn!(error = %e, "joining the cluster failed");
+                    debug!(error = %e, failures, "joining the cluster failed");
+                }
+                if !self.back_off(&mut backoff).await {
+                    return;
                 }
                 continue;
             }
@@ -204,6 +197,26 @@ impl Link {
         self.shared.up.store(up, Ordering::Release);
         self.health.set_cluster_up(up);
         self.shared.metrics.cluster.link_up.set(up as i64);
+    }
+
+    /// Waits `backoff` (with jitter) before the next attempt, answering the router as
+    /// with Redis away, and doubles it up to [`BACKOFF_MAX`]; `false` when the router's
+    /// commands ended meanwhile.
+    async fn back_off(&mut self, backoff: &mut Duration) -> bool {
+        let jitter = backoff.mul_f64(0.8 + (random() % 400) as f64 / 1000.0);
+        let wait = async {
+            runtime::sleep(jitter).await;
+            true
+        };
+        let down = serve_down(&self.commands, &mut self.held, &self.shared, &self.inbound);
+        let go_on = wait
+            .or(async {
+                down.await;
+                false
+            })
+            .await;
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        go_on
     }
 
     /// Joins the registry (the first time, freeing what an earlier life of this node

@@ -201,11 +201,20 @@ pub fn node(redis: &Redis, id: &str, lease: &str) -> Node {
 
 /// A node with `extra` TOML in its config: keys of `[cluster]` first, then other sections.
 pub fn node_with(redis: &Redis, id: &str, lease: &str, extra: &str) -> Node {
-    let mut daemon = Daemon::with_toml(&format!(
+    let daemon = node_at(&redis.url(), id, lease, extra);
+    joined(daemon, id)
+}
+
+/// A node started with `redis = "{url}"`, not waited for.
+pub fn node_at(url: &str, id: &str, lease: &str, extra: &str) -> Daemon {
+    Daemon::with_toml(&format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ndrain_timeout = \"5s\"\n\
-         [cluster]\nredis = \"{}\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n{extra}",
-        redis.url()
-    ));
+         [cluster]\nredis = \"{url}\"\nnode_id = \"{id}\"\nlease = \"{lease}\"\n{extra}"
+    ))
+}
+
+/// `daemon`, once it has joined the cluster.
+pub fn joined(mut daemon: Daemon, id: &str) -> Node {
     daemon
         .wait_log(|l| l.contains("joined the cluster"))
         .unwrap_or_else(|| panic!("{id} did not join:\n{}", daemon.log_text()));
