@@ -52,7 +52,8 @@ pub enum Invalid {
     V1TooLong,
     /// A version 1 line that is not `PROXY TCP4|TCP6 SRC DST SPORT DPORT` or `PROXY UNKNOWN`.
     V1Malformed,
-    /// A version 2 header with a version other than 2 or a command other than LOCAL/PROXY.
+    /// A version 2 header with a version other than 2, a command other than LOCAL/PROXY,
+    /// or (with PROXY) a datagram transport or a family or transport the spec lacks.
     V2Unsupported,
     /// A version 2 header longer than [`MAX_V2`].
     V2TooLong,
@@ -217,7 +218,13 @@ fn parse_v2(buf: &[u8]) -> Parse {
             header: Header::Local,
         };
     }
-    let header = match buf[13] >> 4 {
+    let (family, transport) = (buf[13] >> 4, buf[13] & 0x0f);
+    // DGRAM (2) names a datagram's sender, which a stream listener has no client for;
+    // values past the spec's (family 3, transport 2) must be refused, it says.
+    if family > 3 || transport > 1 {
+        return Parse::Invalid(Invalid::V2Unsupported);
+    }
+    let header = match family {
         // AF_INET: source, destination, source port, destination port.
         1 if body.len() >= 12 => {
             let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);

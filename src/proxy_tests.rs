@@ -96,6 +96,19 @@ fn v2_headers_give_the_client_address_and_skip_their_tlvs() {
     assert_eq!(complete(&v2(0, 1, &[0; 12])), (28, Header::Local));
     assert_eq!(complete(&v2(1, 0, &[])), (16, Header::Local));
     assert_eq!(complete(&v2(1, 3, &[0; 216])), (232, Header::Local));
+    // UDP over IPv4, and a family the spec lacks: refused; LOCAL ignores both.
+    for (byte, command) in [(0x12, 1), (0x41, 1), (0x13, 1)] {
+        let mut header = v2(command, 1, &[0; 12]);
+        header[13] = byte;
+        assert_eq!(
+            parse(&header),
+            Parse::Invalid(Invalid::V2Unsupported),
+            "{byte:#x}"
+        );
+    }
+    let mut local = v2(0, 1, &[0; 12]);
+    local[13] = 0x12;
+    assert_eq!(complete(&local), (28, Header::Local));
 }
 
 #[test]
