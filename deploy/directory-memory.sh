@@ -138,7 +138,7 @@ status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # of 127.0.0.1. Sets NODE_PID (also added to PIDS) and NODE_ADMIN (host:port, read from
 # its log); dies when it does not log its admin address within 10 s.
 start_node() {
-    local name="$1" conf="$WORK/$1.toml" log="$WORK/$1.log" i port=""
+    local name="$1" conf="$WORK/$1.toml" log="$WORK/$1.log" port=""
     cat >"$conf" <<EOF
 # a-chat node $name of deploy/directory-memory.sh
 [server]
@@ -161,12 +161,7 @@ EOF
     (ulimit -n "$NOFILE" && exec "$BIN" server --config "$conf") >"$log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
-    for ((i = 0; i < 100; i++)); do
-        port="$(grep -m1 -o 'admin listening on 127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null | cut -d: -f2)"
-        [ -n "$port" ] && break
-        kill -0 "$NODE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    port="$(listening_port "$log" "$NODE_PID" 'admin listening on')"
     [ -n "$port" ] || { show "$log"; die "node $name did not start (no 'admin listening on' line)"; }
     NODE_ADMIN="127.0.0.1:$port"
 }

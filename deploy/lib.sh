@@ -35,12 +35,13 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# listening_port LOG PID: waits (10 s at most) for a-chat's `listening on 127.0.0.1:PORT`
-# line in LOG and prints PORT; prints nothing if PID exits first or the time runs out.
+# listening_port LOG PID [WHAT]: waits (10 s at most) for a-chat's `WHAT 127.0.0.1:PORT`
+# line in LOG (WHAT: `listening on`, or `admin listening on` for the admin port) and
+# prints PORT; prints nothing if PID exits first or the time runs out.
 listening_port() {
-    local log="$1" pid="$2" i port=""
+    local log="$1" pid="$2" what="${3:-listening on}" i port=""
     for ((i = 0; i < 100; i++)); do
-        port="$(grep -m1 -o 'listening on 127\.0\.0\.1:[0-9]*' "$log" 2>/dev/null | cut -d: -f2)"
+        port="$(grep -m1 -o "$what 127\.0\.0\.1:[0-9]*" "$log" 2>/dev/null | cut -d: -f2)"
         [ -n "$port" ] && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
