@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use common::cluster::{login, node, serial, try_login, Redis};
 use common::WAIT;
 
-/// A client of Redis that publishes `payload` on `channel` as fast as Redis takes it,
-/// until `stop`, without reading the answers (they are drained on a thread).
+/// A client of Redis that publishes `payloads` (in turn) on `channel` as fast as Redis
+/// takes them, until `stop`, without reading the answers (they are drained on a thread).
 fn flood_publisher(
     redis: SocketAddr,
     channel: String,
-    payload: Vec<u8>,
+    payloads: Vec<Vec<u8>>,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     use std::io::{Read, Write};
@@ -28,15 +28,20 @@ fn flood_publisher(
             let mut buf = [0u8; 65536];
             while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
         });
-        let mut command = format!(
-            "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
-            channel.len(),
-            payload.len()
-        )
-        .into_bytes();
-        command.extend_from_slice(&payload);
-        command.extend_from_slice(b"\r\n");
-        let many = command.repeat(64);
+        let command = |payload: &[u8]| {
+            let mut command = format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+                channel.len(),
+                payload.len()
+            )
+            .into_bytes();
+            command.extend_from_slice(payload);
+            command.extend_from_slice(b"\r\n");
+            command
+        };
+        let many: Vec<u8> = (0..64)
+            .flat_map(|i| command(&payloads[i % payloads.len()]))
+            .collect();
         let mut sent = 0;
         while !stop.load(Ordering::Relaxed) {
             if stream.write_all(&many).is_err() {
@@ -78,23 +83,29 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     ghost.extend_from_slice(&(65536u32).to_le_bytes());
     ghost.extend_from_slice(&vec![b'x'; 65536]);
     let relay = "achat:to:n2".to_string();
-    let floods: Vec<(String, Vec<u8>)> = vec![
-        (relay.clone(), b"not a frame at all".to_vec()),
-        (relay.clone(), b"A1\x01\x00a\xff\xff".to_vec()),
-        (relay, ghost),
-        ("achat:directory".into(), b"X\ngarbage\n\xff".to_vec()),
-        // Logins with an empty name, and a node that holds nothing leaving.
-        ("achat:directory".into(), b"L\nn9\n\nx".to_vec()),
-        ("achat:directory".into(), b"L\nn9\nx\n".to_vec()),
-        ("achat:directory".into(), b"D\nnobody".to_vec()),
+    let floods: Vec<(String, Vec<Vec<u8>>)> = vec![
+        (relay.clone(), vec![b"not a frame at all".to_vec()]),
+        (relay.clone(), vec![b"A1\x01\x00a\xff\xff".to_vec()]),
+        (relay, vec![ghost]),
+        (
+            "achat:directory".into(),
+            vec![
+                b"X\ngarbage\n\xff".to_vec(),
+                // Logins with an empty name, and a node that holds nothing leaving.
+                b"L\nn9\n\nx".to_vec(),
+                b"L\nn9\nx\n".to_vec(),
+                b"D\nnobody".to_vec(),
+            ],
+        ),
     ];
+    // Chat inside n2 goes on during the flood. (Logged in first: while Redis cuts n2
+    // for falling behind, new logins are refused as with Redis away.)
+    let mut carol = login(&nodes[1], "carol");
     let stop = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = floods
         .into_iter()
         .map(|(channel, payload)| flood_publisher(redis.addr, channel, payload, stop.clone()))
         .collect();
-    // Chat inside n2 goes on during the flood.
-    let mut carol = login(&nodes[1], "carol");
     let flood = Instant::now();
     let mut local = 0;
     while flood.elapsed() < Duration::from_secs(3) {
@@ -115,9 +126,11 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     // is published meanwhile is lost): the first line that arrives shows they are.
     nodes[1].wait_ready(200, WAIT);
     nodes[0].wait_remote(2);
-    // The logins with an empty name were not taken into n2's copy: it knows alice only.
-    let known = nodes[1].metric("achat_cluster_remote_logins");
-    assert_eq!(known, 1.0, "n2 knows {known} logins on other nodes");
+    // The logins with an empty name were not taken into n2's copy: it comes back to
+    // knowing alice only. (Not at once: a flooded Redis can hold n1's renewal past its
+    // lease, and the other node's script then frees n1's logins until n1 claims them
+    // again.)
+    nodes[1].wait_remote(1);
     let recovering = Instant::now();
     let mut attempt = 0;
     loop {
@@ -329,12 +342,12 @@ fn reading_a_large_registry_again_does_not_stall_the_node() {
     let mut bob = login(&n1, "bob");
     common::warm_up(&mut alice, &mut bob);
     let connects = n1.metric("achat_cluster_connects_total{result=\"ok\"}");
-    // Redis drops the node's connections (not the caller's): the node connects again,
-    // subscribes, and reads the whole registry again.
-    for kind in [&b"normal"[..], b"pubsub"] {
-        let killed = redis.command(&[b"CLIENT", b"KILL", b"TYPE", kind]);
-        assert_eq!(killed, ":1", "one connection of n1's of type {kind:?}");
-    }
+    // Redis drops the node's connections, both in one command (not the caller's: SKIPME
+    // is the default): the node connects again, subscribes, and reads the whole
+    // registry again.
+    let killed = redis.command(&[b"CLIENT", b"KILL", b"USER", b"default"]);
+    let killed: u32 = killed.trim_start_matches(':').parse().expect(&killed);
+    assert!(killed >= 2, "{killed} connections of n1's closed");
     let started = Instant::now();
     let (mut worst, mut rounds, mut after) = (Duration::ZERO, 0, 0);
     // Round trips until the node is back and its new copy is in place, and 20 more.
