@@ -2,7 +2,7 @@
 #
 #   docker build -t a-chat .
 #   docker run -d --name a-chat -p 8080:8080 a-chat
-#   docker stop a-chat          # SIGTERM -> drain (DESIGN section 5), exit code 0
+#   docker stop a-chat          # SIGTERM -> drain (ARCHITECTURE §5), exit code 0
 #
 # Stage `build` leaves the binary at /out/a-chat. Builders without access to base images can
 # skip it by handing in a folder that holds out/a-chat (see deploy/container-test.sh):

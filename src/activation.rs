@@ -1,4 +1,4 @@
-//! systemd socket activation (DESIGN §11): when started with `LISTEN_FDS` (and
+//! systemd socket activation (ARCHITECTURE §11): when started with `LISTEN_FDS` (and
 //! `LISTEN_PID` naming this process), the daemon serves the listening sockets it was
 //! given, from descriptor 3 on, instead of binding its own. `LISTEN_FDNAMES` tells them
 //! apart: `tls` sockets get the TLS handshake, an `admin` socket serves the admin

@@ -1,4 +1,4 @@
-//! The command line's shape (DESIGN §2): the subcommands, their flags and their help.
+//! The command line's shape (ARCHITECTURE §2): the subcommands, their flags and their help.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! live in `main.rs`; everything else is here so tests and benchmarks can use it.
 //!
 //! Where each part of the design lives:
-//! - `protocol`: the wire protocol as pure functions (DESIGN §1)
+//! - `protocol`: the wire protocol as pure functions (docs/ARCHITECTURE.md §1)
 //! - `names`: the login rule and the canonical form of a login (§1)
 //! - `config`: the configuration file (§3)
 //! - `auth`: authenticated logins: the users file, hash checks, `a-chat passwd` (§9)

@@ -1,4 +1,4 @@
-//! The `a-chat` command line (DESIGN §2): parse arguments, load the configuration, and
+//! The `a-chat` command line (ARCHITECTURE §2): parse arguments, load the configuration, and
 //! hand over to the server, the client, or the configuration check.
 
 mod bench;

@@ -1,4 +1,4 @@
-//! Logins (DESIGN §1): the rule a login must pass, and the canonical form under which
+//! Logins (ARCHITECTURE §1): the rule a login must pass, and the canonical form under which
 //! two logins that look alike are one person.
 //!
 //! The rule, checked once per login, in this order:
@@ -28,7 +28,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use serde::{Deserialize, Serialize};
 
-/// `[limits] login_charset`: the letters a login may use (DESIGN §1).
+/// `[limits] login_charset`: the letters a login may use (ARCHITECTURE §1).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginCharset {

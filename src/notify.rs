@@ -1,4 +1,4 @@
-//! systemd readiness notification (DESIGN §6, `Type=notify`): `READY=1` once the chat
+//! systemd readiness notification (ARCHITECTURE §6, `Type=notify`): `READY=1` once the chat
 //! listeners are bound, `STOPPING=1` when the drain begins, and a `STATUS=` line with each
 //! for `systemctl status`. Without `NOTIFY_SOCKET` in the environment nothing is sent.
 //!

@@ -1,4 +1,4 @@
-//! The wire protocol (DESIGN §1) as pure functions: cutting a byte stream into lines,
+//! The wire protocol (ARCHITECTURE §1) as pure functions: cutting a byte stream into lines,
 //! parsing `name1, name2: text` (and refusing terminal control in the text), and
 //! formatting the lines the server sends. Logins are checked in `names`. Nothing here does I/O, so all of it is unit-tested and fuzzed directly.
 
@@ -327,7 +327,7 @@ pub fn format_notice(what: impl fmt::Display) -> Vec<u8> {
 
 /// `error: no such user "<name>"`, the answer to a message naming an unknown login.
 /// The `error:` answers after which the connection stays open: answers to one message
-/// line (DESIGN §1). Every other `error:` line is followed by the server's close.
+/// line (ARCHITECTURE §1). Every other `error:` line is followed by the server's close.
 const ERRORS_THAT_KEEP_THE_CONNECTION: [&str; 6] = [
     "error: not a message",
     "error: no recipients",
@@ -350,7 +350,7 @@ pub fn no_such_user(name: &str) -> Vec<u8> {
     format_error(format_args!("no such user \"{name}\""))
 }
 
-/// The answer when a recipient on another cluster node cannot be reached (DESIGN §10).
+/// The answer when a recipient on another cluster node cannot be reached (ARCHITECTURE §10).
 pub fn could_not_deliver(name: &str) -> Vec<u8> {
     format_error(format_args!("could not deliver to \"{name}\""))
 }

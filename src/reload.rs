@@ -1,4 +1,4 @@
-//! SIGHUP (DESIGN §3, §11): re-read the configuration file, apply what can change while
+//! SIGHUP (ARCHITECTURE §3, §11): re-read the configuration file, apply what can change while
 //! connections run, and report the rest.
 //!
 //! Live: `[limits]` (new connections get them; the queue bounds apply to every connection

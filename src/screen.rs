@@ -1,5 +1,5 @@
 //! What `a-chat client` shows of the bytes a server sends, when its output is a terminal
-//! (DESIGN §1): whatever a server sends, it never reaches the terminal as a control
+//! (ARCHITECTURE §1): whatever a server sends, it never reaches the terminal as a control
 //! sequence. C0 controls and DEL are shown in caret notation (`^[`, `^G`, `^?`), C1
 //! controls and bidi overrides, embeddings, isolates and marks as `<U+202E>`, invalid
 //! UTF-8 as U+FFFD, and a line longer than [`MAX_LINE`] is shown cut with a marker,

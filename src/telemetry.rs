@@ -1,4 +1,4 @@
-//! Log output (DESIGN §6): a tracing subscriber writing text or JSON lines to stderr
+//! Log output (ARCHITECTURE §6): a tracing subscriber writing text or JSON lines to stderr
 //! through a non-blocking writer, so a slow log reader never stalls the daemon.
 
 use std::sync::Arc;

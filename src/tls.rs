@@ -1,4 +1,4 @@
-//! TLS (DESIGN §9): rustls configurations from PEM files, for the daemon's TLS listeners
+//! TLS (ARCHITECTURE §9): rustls configurations from PEM files, for the daemon's TLS listeners
 //! (with mutual TLS when `client_ca` is set) and for a-chat's own clients; the handshake
 //! as a step before the login; and why a handshake failed, for the metrics.
 //!

@@ -1,4 +1,4 @@
-//! DESIGN §4 against the real binary: the accept loop under descriptor exhaustion, the
+//! ARCHITECTURE §4 against the real binary: the accept loop under descriptor exhaustion, the
 //! connection cap, bursts of resets, and TCP_NODELAY on accepted sockets.
 mod common;
 

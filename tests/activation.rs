@@ -1,4 +1,4 @@
-//! DESIGN §11, socket activation, against the real binary: a launcher of the test's own
+//! ARCHITECTURE §11, socket activation, against the real binary: a launcher of the test's own
 //! holds the listening socket and passes it the way systemd does (`LISTEN_FDS`,
 //! `LISTEN_PID`, descriptor 3); the daemon is stopped and started again while clients
 //! keep connecting, and none of them is refused.

@@ -1,4 +1,4 @@
-//! DESIGN §6 over HTTP against the real binary: the admin endpoint's health, readiness
+//! ARCHITECTURE §6 over HTTP against the real binary: the admin endpoint's health, readiness
 //! and metrics, its answers to bad requests, its counters against the traffic a test
 //! sent, and its fences (a slow admin client never stops chat).
 mod common;

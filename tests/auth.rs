@@ -1,4 +1,4 @@
-//! DESIGN §9 authenticated logins against the real binary: `NAME PASSWORD` checked
+//! ARCHITECTURE §9 authenticated logins against the real binary: `NAME PASSWORD` checked
 //! against a users file made by `a-chat passwd`, one answer for every bad login, the
 //! per-address limit without hash checks, and chats that go on during a login storm.
 mod common;

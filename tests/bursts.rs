@@ -1,4 +1,4 @@
-//! DESIGN §4b against the real binary: bursts never cut off clients that read, slow
+//! ARCHITECTURE §4b against the real binary: bursts never cut off clients that read, slow
 //! consumers are judged over time (the grace) and at once (the hard bound), all queues
 //! together stay within `outbound_total_bytes` by cutting the largest first, and a
 //! reconnect storm within the listen backlog overflows nothing.

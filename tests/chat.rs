@@ -1,4 +1,4 @@
-//! DESIGN §1 over TCP against the real binary: two users chat.
+//! ARCHITECTURE §1 over TCP against the real binary: two users chat.
 mod common;
 use common::Daemon;
 

@@ -1,4 +1,4 @@
-//! DESIGN §2 and §3 against the real binary: the command line, the configuration file and
+//! ARCHITECTURE §2 and §3 against the real binary: the command line, the configuration file and
 //! its error messages, check-config, the client and the probe.
 mod common;
 

@@ -1,4 +1,4 @@
-//! DESIGN §10 against real processes: a `redis-server` and two or three a-chat nodes on
+//! ARCHITECTURE §10 against real processes: a `redis-server` and two or three a-chat nodes on
 //! loopback ports, started by each test, talking over TCP like users. One login
 //! namespace, messages across nodes in order, a killed node's logins free within its
 //! lease, a drained node's logins free at once, a Redis outage survived, and a race for

@@ -1,4 +1,4 @@
-//! DESIGN §10 under hostile input: what a cluster node receives from Redis (relay frames,
+//! ARCHITECTURE §10 under hostile input: what a cluster node receives from Redis (relay frames,
 //! directory events), and what clients send across the nodes, at full speed, while a pair
 //! chats across the nodes.
 mod common;

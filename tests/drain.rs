@@ -1,4 +1,4 @@
-//! DESIGN §5 over TCP against the real binary: SIGINT/SIGTERM drain the daemon: every
+//! ARCHITECTURE §5 over TCP against the real binary: SIGINT/SIGTERM drain the daemon: every
 //! line it has read is delivered, every client gets `notice: server shutting down` last,
 //! the process exits 0 by `drain_timeout` at the latest, a second signal exits at once,
 //! and new connections are refused while the drain runs.

@@ -1,4 +1,4 @@
-//! Hostile input at full speed (DESIGN §1 and §4b): 100 connections flood the daemon with
+//! Hostile input at full speed (ARCHITECTURE §1 and §4b): 100 connections flood the daemon with
 //! every kind of input it handles, on every port, while a pair chats. The daemon's memory
 //! stays bounded, the pair gets every line, and its worst round trip is reported.
 mod common;

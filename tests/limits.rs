@@ -1,4 +1,4 @@
-//! The hardening rules of DESIGN §1 (and the connection caps of §4) over TCP against the
+//! The hardening rules of ARCHITECTURE §1 (and the connection caps of §4) over TCP against the
 //! real binary: slow consumers (queue bound and write timeout), login timeout under a
 //! slowloris crowd, idle timeout, the per-address cap and the connection-token cap.
 //!

@@ -1,4 +1,4 @@
-//! DESIGN §6 (logging) against the real binary: JSON and text output, the connection span
+//! ARCHITECTURE §6 (logging) against the real binary: JSON and text output, the connection span
 //! fields on every connection event, and how `[log] level` and RUST_LOG pick the lines.
 mod common;
 

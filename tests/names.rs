@@ -1,4 +1,4 @@
-//! DESIGN §1, names and text people can trust, against the real binary: logins that look
+//! ARCHITECTURE §1, names and text people can trust, against the real binary: logins that look
 //! like a live one are taken, invisible characters never make a login, recipients are
 //! matched by look, message text carries no terminal control, and the client shows what
 //! a server sends without letting it drive the terminal.

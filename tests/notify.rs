@@ -1,4 +1,4 @@
-//! DESIGN §6, systemd `Type=notify`, against the real binary: with NOTIFY_SOCKET set,
+//! ARCHITECTURE §6, systemd `Type=notify`, against the real binary: with NOTIFY_SOCKET set,
 //! the daemon sends `READY=1` once it listens and `STOPPING=1` when the drain begins,
 //! to a filesystem socket and to an abstract one (`@name`).
 mod common;

@@ -1,4 +1,4 @@
-//! DESIGN §1 over TCP against the real binary: the wire protocol and its hardening rules,
+//! ARCHITECTURE §1 over TCP against the real binary: the wire protocol and its hardening rules,
 //! as a user on a socket sees them.
 mod common;
 

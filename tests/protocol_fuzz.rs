@@ -1,4 +1,4 @@
-//! Property-based fuzzing of the pure protocol code (DESIGN §1): the line framer, login
+//! Property-based fuzzing of the pure protocol code (ARCHITECTURE §1): the line framer, login
 //! validation and canonical forms, message parsing and delivery formatting, on generated
 //! inputs. Each
 //! property runs CASES inputs (set PROPTEST_CASES to run more).

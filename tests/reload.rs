@@ -1,4 +1,4 @@
-//! SIGHUP (DESIGN §3 and §11) against the real binary: a renewed certificate reaches new
+//! SIGHUP (ARCHITECTURE §3 and §11) against the real binary: a renewed certificate reaches new
 //! connections while an old one keeps chatting; new limits and a new log level apply
 //! without dropping anyone; a broken file changes nothing; a change that needs a restart
 //! is reported and ignored.

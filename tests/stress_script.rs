@@ -1,4 +1,4 @@
-//! deploy/stress.sh (DESIGN §7) as a test: the daemon under `ulimit -n 100` and
+//! deploy/stress.sh (ARCHITECTURE §7) as a test: the daemon under `ulimit -n 100` and
 //! `wrk -c 1000` survives, does not spin, lets a new client in and carries a chat.
 //! Runs the script's short mode against the binary under test; skipped (with a message)
 //! when `wrk` is not installed (CI installs it).

@@ -1,4 +1,4 @@
-//! DESIGN §9, TLS, against the real binary: chat over TLS between a-chat's own client and
+//! ARCHITECTURE §9, TLS, against the real binary: chat over TLS between a-chat's own client and
 //! `openssl s_client` (a client a-chat did not write), mutual TLS, and what a TLS port
 //! does with plaintext, garbage and stalled handshakes while a TLS pair chats.
 //! Certificates are made for each test with the `openssl` command.

@@ -1,4 +1,4 @@
-//! The admin HTTP endpoint (DESIGN §6): `GET /metrics`, `/healthz`
+//! The admin HTTP endpoint (ARCHITECTURE §6): `GET /metrics`, `/healthz`
 //! (liveness) and `/readyz` (readiness: 503 from the moment the drain begins) on a
 //! listener of its own, off unless `[admin] listen` is set.
 //!
@@ -66,7 +66,7 @@ const JSON: &str = "application/json";
 pub struct Health {
     /// One of `STARTING`, `READY`, `DRAINING`.
     state: AtomicU8,
-    /// Set while a cluster node cannot reach Redis (DESIGN §10): it cannot take logins.
+    /// Set while a cluster node cannot reach Redis (ARCHITECTURE §10): it cannot take logins.
     cluster_down: std::sync::atomic::AtomicBool,
 }
 

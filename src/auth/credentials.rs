@@ -1,4 +1,4 @@
-//! The first line of a connection when logins are authenticated (DESIGN §9):
+//! The first line of a connection when logins are authenticated (ARCHITECTURE §9):
 //! `NAME PASSWORD`, the password being the rest of the line after the first space.
 
 /// A login line split into its name and password. Borrowed from the line; never logged.

@@ -1,4 +1,4 @@
-//! Failed logins per address (DESIGN §9): an address with `max_failures_per_ip` failures
+//! Failed logins per address (ARCHITECTURE §9): an address with `max_failures_per_ip` failures
 //! within a minute is refused outright, without a hash check, until its minute is over.
 //!
 //! Pure and clock-driven: every call takes `now`. Memory is bounded by

@@ -1,4 +1,4 @@
-//! Authenticated logins (DESIGN §9): with `[auth] users_file` set, the first line is
+//! Authenticated logins (ARCHITECTURE §9): with `[auth] users_file` set, the first line is
 //! `NAME PASSWORD`, checked against the argon2id hashes of the users file before the
 //! login goes on to the router like any other.
 //!

@@ -1,4 +1,4 @@
-//! `a-chat passwd NAME` (DESIGN §9): reads a password (without echo on a terminal, or
+//! `a-chat passwd NAME` (ARCHITECTURE §9): reads a password (without echo on a terminal, or
 //! one line from stdin otherwise) and makes the users-file line `NAME = "$argon2id$..."`.
 
 use std::io::{self, BufRead, IsTerminal, Write};

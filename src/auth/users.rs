@@ -1,4 +1,4 @@
-//! The users file (DESIGN §9): a TOML `[users]` table of logins and their argon2id
+//! The users file (ARCHITECTURE §9): a TOML `[users]` table of logins and their argon2id
 //! hashes, as `a-chat passwd` prints them, parsed and checked whole, and the password
 //! check against it.
 //!

@@ -1,4 +1,4 @@
-//! The cluster's metrics (DESIGN §6 names, `achat_cluster_*`): the link's state, what
+//! The cluster's metrics (ARCHITECTURE §6 names, `achat_cluster_*`): the link's state, what
 //! crosses it, and why a cross-node delivery was lost. They read 0 on a single node.
 
 use prometheus_client::metrics::counter::Counter;

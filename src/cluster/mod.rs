@@ -1,4 +1,4 @@
-//! Several nodes, one chat (DESIGN §10): the interface the server sees. The link task
+//! Several nodes, one chat (ARCHITECTURE §10): the interface the server sees. The link task
 //! (`link.rs`) holds the one connection to Redis; the router talks to it through two
 //! channels and never waits on Redis:
 //!

@@ -1,4 +1,4 @@
--- The cluster's login registry (DESIGN §10), run atomically inside Redis: every node's
+-- The cluster's login registry (ARCHITECTURE §10), run atomically inside Redis: every node's
 -- claims, releases and lease renewals go through this one script, so a login is held by
 -- one node at a time whatever the timing.
 --

@@ -1,4 +1,4 @@
-//! The configuration file of DESIGN §3: its TOML schema, the built-in defaults, range
+//! The configuration file of ARCHITECTURE §3: its TOML schema, the built-in defaults, range
 //! checks, and error messages that name the file, the line and the key.
 
 use std::fmt;
@@ -185,7 +185,7 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// `[tls]` (DESIGN §9): TLS listeners; absent or `listen = []` means none.
+/// `[tls]` (ARCHITECTURE §9): TLS listeners; absent or `listen = []` means none.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -200,7 +200,7 @@ pub struct TlsConfig {
     pub client_ca: String,
 }
 
-/// `[auth]` (DESIGN §9): authenticated logins; `users_file = ""` means open logins.
+/// `[auth]` (ARCHITECTURE §9): authenticated logins; `users_file = ""` means open logins.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -219,7 +219,7 @@ impl Default for AuthConfig {
     }
 }
 
-/// `[cluster]` (DESIGN §10): several nodes, one chat, over Redis; `redis = ""` means one node.
+/// `[cluster]` (ARCHITECTURE §10): several nodes, one chat, over Redis; `redis = ""` means one node.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {

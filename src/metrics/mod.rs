@@ -1,4 +1,4 @@
-//! The daemon's counters (DESIGN §6), kept in a Prometheus registry. Hot paths hold
+//! The daemon's counters (ARCHITECTURE §6), kept in a Prometheus registry. Hot paths hold
 //! plain counter handles (an atomic add each); the admin endpoint encodes the registry.
 
 mod process;
@@ -83,7 +83,7 @@ pub struct Metrics {
     pub max_connections: Gauge,
     /// The `process_*` metrics every Prometheus exporter has, refreshed at each scrape.
     process: Process,
-    /// `achat_cluster_*` (DESIGN §10); all 0 on a single node.
+    /// `achat_cluster_*` (ARCHITECTURE §10); all 0 on a single node.
     pub cluster: crate::cluster::ClusterMetrics,
 }
 

@@ -29,7 +29,7 @@ pub enum DropReason {
     DrainDeadline,
 }
 
-/// Which bound a slow consumer passed (DESIGN §4b); the `reason` label of
+/// Which bound a slow consumer passed (ARCHITECTURE §4b); the `reason` label of
 /// `achat_slow_consumers_total` and of the disconnect's log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

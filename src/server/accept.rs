@@ -1,4 +1,4 @@
-//! The accept loop (DESIGN §4): connection tokens, per-address caps, and accept errors
+//! The accept loop (ARCHITECTURE §4): connection tokens, per-address caps, and accept errors
 //! sorted into the per-connection kind (skipped at once) and the resource-shortage kind
 //! (EMFILE and friends: a warning, then a pause, never an exit and never a spin).
 
@@ -253,7 +253,7 @@ async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>) {
 }
 
 /// A connection's token (accepting pauses while `max_connections` are out; never cloned,
-/// see the stack notes), which also tells the accept loop when it is given back.
+/// see docs/ARCHITECTURE.md, "Pitfalls of the chosen crates"), which also tells the accept loop when it is given back.
 pub struct Ticket {
     _token: backpressure::Token,
     /// Woken when the connection ends (a full channel already holds the news).

@@ -1,4 +1,4 @@
-//! The rate at which one connection may send lines the daemon refuses (DESIGN §1, "bad
+//! The rate at which one connection may send lines the daemon refuses (ARCHITECTURE §1, "bad
 //! lines faster than a small documented rate"): a leaky bucket, pure and clock-driven so
 //! it is tested without sleeping.
 //!

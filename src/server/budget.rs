@@ -1,4 +1,4 @@
-//! The memory bound on what is queued for clients (DESIGN §4b), shared by every
+//! The memory bound on what is queued for clients (ARCHITECTURE §4b), shared by every
 //! connection's queue: the per-queue bounds a slow consumer is judged by, and the total
 //! (`outbound_total_bytes`) that all queues together stay within, cutting the
 //! connections that hold the most first (as Redis 7's `maxmemory-clients` does).

@@ -1,4 +1,4 @@
-//! What a connection did, for its close line and for `GET /connections` (DESIGN §11): who
+//! What a connection did, for its close line and for `GET /connections` (ARCHITECTURE §11): who
 //! it is, since when, bytes and messages each way, and why it ended. Kept in the
 //! connection's queue, which its reader, its writer and the budget's list all reach.
 

@@ -1,4 +1,4 @@
-//! Shutdown (DESIGN §5): SIGINT/SIGTERM start the drain, a second signal exits at once,
+//! Shutdown (ARCHITECTURE §5): SIGINT/SIGTERM start the drain, a second signal exits at once,
 //! and the drain ends with one summary line of what was delivered and what was dropped.
 //! The ordered drain itself is the tail of [`crate::server::run`].
 

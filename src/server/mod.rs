@@ -1,5 +1,5 @@
 //! The chat server: wires the accept loop, the router, and each connection's reader
-//! and writer, and runs the drain of DESIGN §5 when the shutdown future resolves.
+//! and writer, and runs the drain of ARCHITECTURE §5 when the shutdown future resolves.
 //!
 //! Data flows one way, reader → router → writer, and shutdown travels the same way by
 //! dropping senders: the accept loop stops (closing the listening sockets), each reader

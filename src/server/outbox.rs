@@ -1,5 +1,5 @@
 //! A connection's outbound queue: what the router and the connection's own reader hand
-//! to its writer. The queue is bounded in bytes and judged over time (DESIGN §4b): it
+//! to its writer. The queue is bounded in bytes and judged over time (ARCHITECTURE §4b): it
 //! may pass `outbound_queue_bytes` for `slow_consumer_grace`, never
 //! `outbound_queue_hard_bytes`, and all queues together stay within
 //! `outbound_total_bytes` (see [`Budget`]). Going past a bound cuts the connection off as

@@ -1,4 +1,4 @@
-//! The router's half of the cluster (DESIGN §10): claims of logins waiting for the
+//! The router's half of the cluster (ARCHITECTURE §10): claims of logins waiting for the
 //! registry, the copy of who is logged in on the other nodes, this batch's deliveries
 //! for them (one relay frame per node, published when the batch ends), and what the link
 //! sends back. The router calls it only when `[cluster]` is on; a single node has none.

@@ -7,7 +7,7 @@
 //! (`names::canonical`, computed by the reader once per login), which allows one live
 //! login per look and finds a recipient written another way (`Alice` for `alice`). The
 //! canonical form of a recipient is computed only when the exact lookup misses, and
-//! nothing is cached per message. A cluster registry (DESIGN §10) must key logins on
+//! nothing is cached per message. A cluster registry (ARCHITECTURE §10) must key logins on
 //! that same canonical form, so that a look is one person across the nodes too.
 
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! A cluster for tests (DESIGN §10): a `redis-server` of the test's own and a-chat nodes
+//! A cluster for tests (ARCHITECTURE §10): a `redis-server` of the test's own and a-chat nodes
 //! joined to it, on loopback ports.
 
 use std::net::{SocketAddr, TcpStream};

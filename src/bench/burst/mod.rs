@@ -3,7 +3,7 @@
 //! `--clients` readers, all at once, `--rounds` times. Readers read at full
 //! speed. Every line must reach every reader, in order per sender (the payload
 //! and sequence checker of the other workloads), and no reader may be cut off
-//! (DESIGN §1, §4b: a client that reads at a normal pace is never cut off by a
+//! (ARCHITECTURE §1, §4b: a client that reads at a normal pace is never cut off by a
 //! burst). One epoll loop runs all connections.
 //!
 //! Here: the plan, connecting and logging in, the rounds and the senders;

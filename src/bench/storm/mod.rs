@@ -1,5 +1,5 @@
 //! `a-chat bench storm N`: N clients connect and log in at once, like every
-//! client of a restarted node coming back (DESIGN §4b). One epoll loop starts
+//! client of a restarted node coming back (ARCHITECTURE §4b). One epoll loop starts
 //! non-blocking connects, up to `--concurrency` of them in flight (started, not
 //! yet logged in), and counts a client once its login is confirmed: for a-chat
 //! the echo of a message to itself, for Redis the SUBSCRIBE reply. It reports
