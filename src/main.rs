@@ -366,7 +366,9 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 notify::stopping();
             }
         };
-        let shutdown = match server::drain::on_signals(on_first) {
+        let shutdown = match server::drain::ignore_habitual_signals()
+            .and_then(|()| server::drain::on_signals(on_first))
+        {
             Ok(shutdown) => shutdown,
             Err(e) => {
                 eprintln!("a-chat: cannot install signal handlers: {e}");

@@ -1,7 +1,7 @@
 //! Log output (ARCHITECTURE §6): a tracing subscriber writing text or JSON lines to stderr
 //! through a non-blocking writer, so a slow log reader never stalls the daemon.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
@@ -11,9 +11,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The log writer's guard: dropping it flushes what is buffered. It lives here rather than
+/// in [`Logging`] so that [`exit`] can flush from any task before the process ends.
+static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
 /// Keeps the log writer alive; dropping it flushes what is buffered.
 pub struct Logging {
-    _guard: WorkerGuard,
     /// Lines the writer dropped because its buffer was full.
     pub dropped_lines: ErrorCounter,
     /// Sets the level filter while the daemon runs (SIGHUP), unless `RUST_LOG` set it.
@@ -115,11 +118,31 @@ pub fn init(config: &LogConfig) -> Logging {
             "RUST_LOG ignored: {e}; using [log] level"
         );
     }
+    *GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     Logging {
-        _guard: guard,
         dropped_lines,
         level: LevelHandle { set, from_env },
     }
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        flush();
+    }
+}
+
+/// Writes out every buffered log line and stops the writer; later lines are lost.
+fn flush() {
+    let guard = GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
+}
+
+/// Ends the process with `code` at once, after the log lines already written reach their
+/// reader: `std::process::exit` alone would skip the flush, and the last line (the one
+/// saying why the daemon exits) would be lost.
+pub fn exit(code: i32) -> ! {
+    flush();
+    std::process::exit(code)
 }
 
 /// A text line for the journal: the sd-daemon priority prefix (`<3>` error, `<4>` warning,

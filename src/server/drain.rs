@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::StreamExt;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_async_std::Signals;
 use tracing::{info, warn};
 
@@ -112,7 +112,7 @@ impl Summary {
                     delivered_total = self.delivered_total,
                     dropped_total = self.dropped_total,
                     completed = self.completed,
-                    took_ms = self.drain_time.as_secs_f64() * 1000.0,
+                    took_ms = self.drain_time.as_millis() as u64,
                     $message
                 )
             };
@@ -129,6 +129,8 @@ fn signal_name(signal: i32) -> &'static str {
     match signal {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
+        SIGUSR1 => "SIGUSR1",
+        SIGUSR2 => "SIGUSR2",
         _ => "signal",
     }
 }
@@ -156,14 +158,31 @@ pub fn on_signals(
                 signal = signal_name(second),
                 "second signal: exiting without finishing the drain"
             );
-            eprintln!(
-                "a-chat: {}: exiting without finishing the drain",
-                signal_name(second)
-            );
-            std::process::exit(128 + second);
+            // Through the log, in the format in force (a JSON pipeline gets JSON).
+            crate::telemetry::exit(128 + second);
         }
     });
     Ok(async move {
         let _ = first_rx.await;
     })
+}
+
+/// Signals an operator may send by habit whose default action would end the process:
+/// SIGUSR1 (NATS and many daemons reopen their log files on it) and SIGUSR2. Neither means
+/// anything to a-chat (it logs to stderr, so there is no file to reopen): each is caught and
+/// logged, and the daemon goes on serving. SIGPIPE stays ignored, as every Rust program
+/// starts (a handler would log a line per write to a vanished log reader, itself a write to
+/// that reader). SIGHUP is the reload (`crate::reload`); SIGINT and SIGTERM are the drain
+/// ([`on_signals`]).
+pub fn ignore_habitual_signals() -> io::Result<()> {
+    let mut signals = Signals::new([SIGUSR1, SIGUSR2])?;
+    runtime::spawn(async move {
+        while let Some(signal) = signals.next().await {
+            info!(
+                signal = signal_name(signal),
+                "signal received and ignored: a-chat has no log file to reopen (SIGHUP reloads the configuration, SIGTERM drains)"
+            );
+        }
+    });
+    Ok(())
 }
