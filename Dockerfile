@@ -19,8 +19,12 @@ COPY . .
 # crt-static links glibc statically: the result runs on an empty filesystem. It must not resolve
 # host names at run time (the image has no resolver config), so every address in the config is
 # an IP literal. Debug info is stripped; symbol names stay for panic backtraces.
+# The build context has no .git: pass the commit for `a-chat --version` and achat_build_info
+# (docker build --build-arg A_CHAT_COMMIT=$(git rev-parse --short=12 HEAD) ...).
+ARG A_CHAT_COMMIT=unknown
 ENV RUSTFLAGS="-C target-feature=+crt-static" \
-    CARGO_PROFILE_RELEASE_STRIP=debuginfo
+    CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+    A_CHAT_COMMIT=$A_CHAT_COMMIT
 RUN target="$(uname -m)-unknown-linux-gnu" \
  && cargo build --release --locked --target "$target" \
  && mkdir -p /out \

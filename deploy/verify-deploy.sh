@@ -11,6 +11,7 @@
 #   4. `haproxy -c` on deploy/cluster/haproxy.cfg, and that its servers are the nodes'
 #      chat ports, each sent PROXY headers (send-proxy-v2) that the node takes (its
 #      proxy_protocol_from lists the balancer) and checked on that node's admin port (/readyz)
+#   5. the release binary: no debug info, and `--version` names the commit
 # One line per check; exit 0 when all pass, 1 otherwise. A tool that is missing (systemd,
 # haproxy) fails its checks: CI installs both.
 #
@@ -120,6 +121,25 @@ for conf in "${CONFIGS[@]}"; do
         pass "haproxy.cfg: server $node $chat with PROXY headers, which the node takes, checked on its admin port $admin_port"
     fi
 done
+
+# 5. The binary an operator installs: no debug info (61 MiB with it), and a version that
+# names the commit it was built from, as NATS and Redis do.
+if [ -x "$BIN" ] && [[ "$BIN" == */release/* ]]; then
+    bytes="$(stat -c %s "$BIN")"
+    if readelf -S "$BIN" 2>/dev/null | grep -q '\.debug_info'; then
+        fail "$BIN carries debug info ($((bytes >> 20)) MiB): the release profile should strip it"
+    elif [ "$bytes" -gt $((24 << 20)) ]; then
+        fail "$BIN is $((bytes >> 20)) MiB, more than 24 MiB without debug info"
+    else
+        pass "$BIN: no debug info, $((bytes >> 20)) MiB"
+    fi
+    version="$("$BIN" --version)"
+    if [[ "$version" =~ ^a-chat\ [0-9]+\.[0-9]+\.[0-9]+\ \(([0-9a-f]{12}|unknown)\)$ ]]; then
+        pass "a-chat --version: $version"
+    else
+        fail "a-chat --version does not name a commit: $version"
+    fi
+fi
 
 if [ "$FAILED" -eq 0 ]; then
     echo "verify-deploy: PASS"

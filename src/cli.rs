@@ -12,7 +12,7 @@ use a_chat::{client, config};
 #[derive(Parser)]
 #[command(
     name = "a-chat",
-    version,
+    version = a_chat::VERSION,
     propagate_version = true,
     about = "A hardened, observable line-protocol chat daemon"
 )]

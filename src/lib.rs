@@ -12,6 +12,9 @@
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
 //! - `runtime`: the only module that names the async runtime
 
+/// The version and the commit it was built from: `0.1.0 (1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("A_CHAT_COMMIT"), ")");
+
 pub mod activation;
 pub mod admin;
 pub mod auth;

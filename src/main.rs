@@ -384,10 +384,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             .collect();
         for (listener, addr) in listeners.iter().zip(&addrs) {
             let kind = if listener.tls.is_some() { " (tls)" } else { "" };
-            info!(
-                version = env!("CARGO_PKG_VERSION"),
-                "listening on {addr}{kind}"
-            );
+            info!(version = a_chat::VERSION, "listening on {addr}{kind}");
         }
         // Logged after the chat addresses, so that whoever reads the first
         // `listening on` line gets a chat address.

@@ -614,6 +614,16 @@ fn metric_names_follow_the_prometheus_conventions() {
     ] {
         assert!(types.contains_key(required), "{required} missing:\n{text}");
     }
+    let commit = a_chat::VERSION
+        .split_once(" (")
+        .unwrap()
+        .1
+        .trim_end_matches(')');
+    assert!(
+        text.contains(&format!("commit=\"{commit}\"")),
+        "achat_build_info does not name the commit {commit}:\n{text}"
+    );
+
     let samples = scrape(admin);
     assert_eq!(sample(&samples, "achat_max_connections"), 10000.0);
     assert!(sample(&samples, "process_open_fds") >= 3.0);

@@ -44,7 +44,17 @@ fn help_and_version_work_everywhere() {
         assert_eq!(status.code(), Some(0), "a-chat {flag}: {err}");
         assert!(!out.is_empty(), "a-chat {flag} printed nothing");
         if flag.contains('V') || flag == "--version" {
-            assert_eq!(out.trim(), format!("a-chat {}", env!("CARGO_PKG_VERSION")));
+            assert_eq!(out.trim(), format!("a-chat {}", a_chat::VERSION));
+            // The commit is named: a short hash (or `unknown` outside a checkout).
+            let commit = a_chat::VERSION
+                .split_once(" (")
+                .and_then(|(_, c)| c.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("no commit in {:?}", a_chat::VERSION));
+            assert!(
+                commit == "unknown"
+                    || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+                "{commit:?}"
+            );
         }
         for cmd in &commands {
             let (status, out, err) = run_cli(&[cmd, flag]);
@@ -52,7 +62,7 @@ fn help_and_version_work_everywhere() {
             if flag.contains('V') || flag == "--version" {
                 // clap names the subcommand too: `a-chat-server 0.1.0`.
                 assert!(
-                    out.starts_with("a-chat") && out.trim().ends_with(env!("CARGO_PKG_VERSION")),
+                    out.starts_with("a-chat") && out.trim().ends_with(a_chat::VERSION),
                     "a-chat {cmd} {flag}: {out:?}"
                 );
             } else {

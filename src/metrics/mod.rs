@@ -256,7 +256,10 @@ impl Metrics {
             build_info.clone(),
         );
         build_info
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("A_CHAT_COMMIT")),
+            ])
             .set(1);
         let auth_checks = Counter::default();
         registry.register(
