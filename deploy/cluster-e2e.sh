@@ -154,8 +154,10 @@ for ((n = 1; n <= NODES; n++)); do
 [server]
 listen = "127.0.0.1:0"
 max_connections = 2000
-# HAProxy (send-proxy-v2) says whose each connection is.
-proxy_protocol_from = ["127.0.0.1"]
+# HAProxy (send-proxy-v2) says whose each connection is. It connects from 127.0.0.2
+# (\`source\`, as deploy/cluster/haproxy.cfg does), so clients on 127.0.0.1 reach a node
+# directly without a header.
+proxy_protocol_from = ["127.0.0.2"]
 
 [shutdown]
 drain_timeout = "5s"
@@ -220,6 +222,7 @@ frontend chat
 
 backend nodes
     balance roundrobin
+    source 127.0.0.2
 EOF
     for node in "${NAMES[@]}"; do
         printf '    server %s 127.0.0.1:%s send-proxy-v2 check inter 200ms fall 1 rise 2\n' "$node" "${CHAT_PORT[$node]}"
@@ -237,6 +240,21 @@ PIDS+=("$HAPROXY_PID")
 lb_accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$LB_PORT") 2>/dev/null; }
 wait_for "haproxy" "$HAPROXY_PID" lb_accepts || { show "$WORK/haproxy.log"; exit 1; }
 say "haproxy pid $HAPROXY_PID ($(haproxy -v | head -n1 | cut -d' ' -f3)): 127.0.0.1:$LB_PORT -> ${NAMES[*]}, roundrobin, check every 200 ms"
+
+# A client on this machine reaches a node directly, without a PROXY header, as an operator's
+# `a-chat client 127.0.0.1:PORT` does: only the balancer's source address is asked for one.
+direct_chat() {
+    local port="$1" line=""
+    exec 4<>"/dev/tcp/127.0.0.1/$port" || return 1
+    printf 'direct-%s\ndirect-%s: hello\n' "$port" "$port" >&4
+    IFS= read -r -t 5 line <&4 || true
+    exec 4<&-
+    [ "$line" = "from direct-$port: hello" ] || { say "direct client on port $port got: ${line:-nothing}"; return 1; }
+}
+for node in "${NAMES[@]}"; do
+    direct_chat "${CHAT_PORT[$node]}" || { show "$WORK/$node.log"; exit 1; }
+done
+say "a direct client on 127.0.0.1 chats with each node without a PROXY header"
 
 # 5. The clients, and the kill when they ask for it.
 RESULT="$WORK/result"

@@ -106,6 +106,15 @@ fi
 value() {
     sed -n -e "/^\[$2\]/,/^\[/{s/^$3 *= *\"\([^\"]*\)\".*/\1/p}" "$1" | head -n1
 }
+# HAProxy holds two descriptors per connection: its maxconn must fit a 20 000 open-file limit.
+maxconn="$(sed -n -e 's/^ *maxconn \([0-9]*\).*/\1/p' "$CFG" | head -n1)"
+if [ -n "$maxconn" ] && [ $((2 * maxconn + 1000)) -le 20000 ]; then
+    pass "haproxy.cfg: maxconn $maxconn fits a 20 000 open-file limit"
+else
+    fail "haproxy.cfg: maxconn ${maxconn:-unset} needs $((2 * ${maxconn:-0} + 1000)) descriptors, more than a 20 000 limit"
+fi
+lb_source="$(sed -n -e 's/^ *source \([0-9.]*\).*/\1/p' "$CFG" | head -n1)"
+[ -n "$lb_source" ] || fail "haproxy.cfg: no \`source\` address: the nodes cannot tell the balancer from a direct client on the same machine"
 for conf in "${CONFIGS[@]}"; do
     node="$(value "$conf" cluster node_id)"
     chat="$(value "$conf" server listen)"
@@ -114,9 +123,11 @@ for conf in "${CONFIGS[@]}"; do
         fail "deploy/cluster/$(basename "$conf"): node_id \"$node\" is not the file's name (the unit's instance)"
     elif ! grep -Eq "^ *server $node $chat send-proxy-v2 check port $admin_port\$" "$CFG"; then
         fail "haproxy.cfg has no line \`server $node $chat send-proxy-v2 check port $admin_port\` for deploy/cluster/$(basename "$conf")"
-    elif ! grep -Eq "^proxy_protocol_from *= *\[?\"${chat%:*}(/32)?\"" "$conf"; then
-        # The balancer runs beside the nodes in the example: its address is the nodes' own.
-        fail "deploy/cluster/$(basename "$conf"): proxy_protocol_from does not list the balancer (${chat%:*}), which sends PROXY headers"
+    elif ! grep -Eq "^proxy_protocol_from *= *\[?\"${lb_source}(/32)?\"\]?\$" "$conf"; then
+        # The balancer connects from its `source` address, and only it may send headers.
+        fail "deploy/cluster/$(basename "$conf"): proxy_protocol_from is not exactly the balancer's source address (${lb_source}), which sends PROXY headers"
+    elif [ "$lb_source" = "${chat%:*}" ]; then
+        fail "haproxy.cfg: the balancer's source address is the nodes' own (${lb_source}): a direct client on it would be asked for a PROXY header"
     else
         pass "haproxy.cfg: server $node $chat with PROXY headers, which the node takes, checked on its admin port $admin_port"
     fi
