@@ -122,6 +122,10 @@ struct Lines {
     items: VecDeque<Out>,
     /// The writer, when it waits for the queue to become non-empty.
     waiting: Option<Waker>,
+    /// The writer, when a write of it is blocked (the client reads nothing) and the queue
+    /// is not yet over the soft bound: the push that takes it over wakes the writer, so
+    /// that the grace is enforced from then on whatever the socket does.
+    blocked: Option<Waker>,
     /// No more lines will come: every handle is gone, the writer gave up, or the
     /// connection was cut off.
     closed: bool,
@@ -343,7 +347,13 @@ impl Queue {
             .over_since
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => true,
+            Ok(_) => {
+                let blocked = self.lock().blocked.take();
+                if let Some(writer) = blocked {
+                    writer.wake();
+                }
+                true
+            }
             Err(since) => now.saturating_sub(since) <= self.budget.grace_ns(),
         }
     }
@@ -354,6 +364,22 @@ impl Queue {
             0 => None,
             since => Some(self.budget.grace_left(since)),
         }
+    }
+
+    /// Resolves once the queue is above the soft bound (at once if it is): a writer whose
+    /// write is blocked waits for this beside the write, and then for the grace left.
+    pub fn went_over(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.over_since.load(Ordering::Acquire) != 0 {
+                return Poll::Ready(());
+            }
+            self.lock().blocked = Some(cx.waker().clone());
+            // Went over between the first look and the registration: nobody will wake us.
+            if self.over_since.load(Ordering::Acquire) != 0 {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
     }
 
     /// Cuts the connection off as a slow consumer: what is queued is thrown away (its
@@ -367,6 +393,9 @@ impl Queue {
         {
             return false;
         }
+        // Before the socket is shut down: the reader, seeing the end, would otherwise record
+        // `client_closed` first, and the close line would not say why the connection ended.
+        self.info.ending(why.close_reason());
         let (items, waiting) = {
             let mut lines = self.lock();
             lines.closed = true;

@@ -7,6 +7,7 @@ use std::net::Shutdown as SocketShutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_lite::future::FutureExt as _;
 use tracing::{debug, warn};
 
 use crate::metrics::{DropReason, Metrics, SlowReason};
@@ -45,7 +46,9 @@ pub struct Writer {
 /// timer: one is armed only when the socket's buffer is full and the write has to wait.
 /// The wait ends the connection when it passes `write_timeout`, or when the queue has
 /// stayed above `outbound_queue_bytes` for the whole grace meanwhile (nobody else may be
-/// queueing to notice it).
+/// queueing to notice it). A queue that goes over the bound during the wait wakes it
+/// ([`Queue::went_over`]), so the grace is enforced from that moment, not from the next
+/// time the write's own timer fires.
 async fn write_within(
     stream: &Conn,
     queue: &Queue,
@@ -56,12 +59,30 @@ async fn write_within(
     if let std::task::Poll::Ready(result) = futures::poll!(write.as_mut()) {
         return Ok(result);
     }
+    /// What ended one wait of a blocked write.
+    enum Waited {
+        Written(std::io::Result<()>),
+        /// The queue went over the soft bound: its grace runs from now.
+        WentOver,
+    }
     let started = Instant::now();
     loop {
         let left = limit.saturating_sub(started.elapsed());
-        let wait = queue.grace_left().map_or(left, |grace| grace.min(left));
-        match runtime::timeout(wait.max(Duration::from_millis(1)), write.as_mut()).await {
-            Ok(result) => return Ok(result),
+        let grace = queue.grace_left();
+        let wait = grace.map_or(left, |grace| grace.min(left));
+        let written = async { Waited::Written(write.as_mut().await) };
+        let waited = if grace.is_some() {
+            runtime::timeout(wait.max(Duration::from_millis(1)), written).await
+        } else {
+            let over = async {
+                queue.went_over().await;
+                Waited::WentOver
+            };
+            runtime::timeout(wait.max(Duration::from_millis(1)), written.or(over)).await
+        };
+        match waited {
+            Ok(Waited::Written(result)) => return Ok(result),
+            Ok(Waited::WentOver) => {}
             Err(runtime::Elapsed) if started.elapsed() >= limit => {
                 return Err(SlowReason::WriteTimeout)
             }
