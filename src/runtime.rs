@@ -123,6 +123,48 @@ pub async fn connect_unix(
     async_std::os::unix::net::UnixStream::connect(path).await
 }
 
+/// Has the kernel end a connection whose peer vanished without a FIN or a reset (a dropped
+/// Wi-Fi, a NAT that forgot it) within about `within`, so that its login is freed: TCP
+/// keepalive probes after `within / 2` of silence, one every `within / 8`, and
+/// `TCP_USER_TIMEOUT` of `within`, which ends the connection once that long has passed
+/// without an acknowledgement (of data or of a probe). The probes are the kernel's: an idle
+/// client that is alive costs one small packet each way per probe, and a-chat's tasks never
+/// wake for them. The reader then sees ETIMEDOUT. Zero turns all of it off.
+fn set_dead_peer_timeout(stream: &std::net::TcpStream, within: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if within.is_zero() {
+        return Ok(());
+    }
+    let secs = |d: Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(within / 2)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(within / 8)),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            within.as_millis().min(i32::MAX as u128) as libc::c_int,
+        ),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: a valid descriptor, and a pointer to a c_int with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// An accepted chat connection's socket, shared by its reader, its writer and its queue:
 /// plain, or TLS after a handshake (see [`Conn::into_tls`]).
 ///
@@ -173,9 +215,10 @@ impl AsyncWrite for Sock {
 impl Conn {
     /// Takes over a socket from the listener and turns off Nagle's algorithm (the
     /// writer batches by itself). Fails if the client is already gone.
-    pub fn from_accepted(stream: TcpStream) -> io::Result<Conn> {
+    pub fn from_accepted(stream: TcpStream, dead_peer: Duration) -> io::Result<Conn> {
         let stream = std::net::TcpStream::try_from(stream)?;
         stream.set_nodelay(true)?;
+        set_dead_peer_timeout(&stream, dead_peer)?;
         Ok(Conn {
             sock: Arc::new(async_io::Async::new(stream)?),
             tls: None,

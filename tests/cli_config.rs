@@ -267,7 +267,7 @@ fn check_config_passes_on_the_example_cluster_nodes() {
             path.display()
         );
         assert!(
-            out.contains("proxy_protocol_from = [\"127.0.0.1/32\"]"),
+            out.contains("proxy_protocol_from = [\"127.0.0.2/32\"]"),
             "the balancer missing from the effective settings of {}:\n{out}",
             path.display()
         );

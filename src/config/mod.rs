@@ -102,6 +102,11 @@ pub struct Limits {
     pub outbound_total_bytes: usize,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    /// A client whose machine vanished without closing (no FIN, no reset) is found and its
+    /// connection ended within about this long, freeing its login: kernel keepalive probes
+    /// and `TCP_USER_TIMEOUT` (see `runtime::set_dead_peer_timeout`). Zero turns it off.
+    #[serde(with = "duration")]
+    pub dead_peer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -118,6 +123,7 @@ impl Default for Limits {
             outbound_queue_hard_bytes: 33_554_432,
             outbound_total_bytes: 268_435_456,
             write_timeout: Duration::from_secs(10),
+            dead_peer_timeout: Duration::from_secs(120),
         }
     }
 }

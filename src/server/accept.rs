@@ -171,7 +171,8 @@ impl Acceptor {
                     continue;
                 }
             };
-            let stream = match Conn::from_accepted(stream) {
+            let limits = self.live.limits();
+            let stream = match Conn::from_accepted(stream, limits.dead_peer_timeout) {
                 Ok(stream) => stream,
                 Err(e) => {
                     // The client is already gone (a reset right after the handshake).
@@ -188,7 +189,7 @@ impl Acceptor {
                 token,
                 ip_slot,
                 events: self.events.clone(),
-                limits: self.live.limits(),
+                limits,
                 budget: self.live.budget.clone(),
                 auth: self.auth.clone(),
                 metrics: self.metrics.clone(),

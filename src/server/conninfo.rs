@@ -30,10 +30,11 @@ pub struct ConnInfo {
 }
 
 /// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 22] = [
+const REASONS: [&str; 23] = [
     "closed",
     "client_closed",
     "reset",
+    "peer_vanished",
     "login_taken",
     "invalid_login",
     "login_timeout",

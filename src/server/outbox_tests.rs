@@ -24,7 +24,7 @@ fn queue_in(budget: &Arc<Budget>) -> (Outbox, Inbox, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (accepted, _) = listener.accept().unwrap();
-    let conn = Conn::from_accepted(accepted.into()).unwrap();
+    let conn = Conn::from_accepted(accepted.into(), Duration::ZERO).unwrap();
     let peer = client.local_addr().unwrap();
     let (outbox, inbox) = new(conn, budget.clone(), ConnInfo::new(1, peer));
     (outbox, inbox, client)

@@ -159,7 +159,7 @@ impl Reader {
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed");
-                    self.outbox.info().ending("reset");
+                    self.outbox.info().ending(read_error_reason(&e));
                     return End::Closed;
                 }
                 Input::Timeout => {
@@ -194,7 +194,7 @@ impl Reader {
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed before login");
-                    self.outbox.info().ending("reset");
+                    self.outbox.info().ending(read_error_reason(&e));
                     return Err(End::Closed);
                 }
                 Input::Timeout => {
@@ -485,5 +485,14 @@ impl Reader {
     /// Queues a line from the server to this client.
     fn say(&self, line: Vec<u8>) {
         let _ = self.outbox.send(Out::Server(line));
+    }
+}
+
+/// The close line's reason for a read that failed: ETIMEDOUT is the kernel saying the peer
+/// vanished (keepalive probes or sent data went unanswered for `dead_peer_timeout`).
+fn read_error_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => "peer_vanished",
+        _ => "reset",
     }
 }
