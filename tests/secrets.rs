@@ -1,5 +1,5 @@
 //! Secrets against the real binary: a Redis password is never printed (errors at start
-//! and at reload, check-config, the log at debug level), and keys, users files and the
+//! and at reload, check-config, the log at trace level), and keys, users files and the
 //! Redis password are read as systemd credentials from `$CREDENTIALS_DIRECTORY`, at start
 //! and again at every reload.
 mod common;
@@ -134,12 +134,12 @@ fn a_redis_password_is_printed_nowhere() {
         ("its stderr", &err),
     ]);
 
-    // A node with the password in its URL, logging at debug level, joins; a reload with
+    // A node with the password in its URL, logging at trace level, joins; a reload with
     // a URL that does not parse fails, and its error line hides the password too.
     redis.command(&[b"CONFIG", b"SET", b"requirepass", PASSWORD.as_bytes()]);
     let toml = |url: &str| {
         format!(
-            "[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            "[log]\nlevel = \"trace\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
             config(url)
         )
     };
@@ -155,7 +155,12 @@ fn a_redis_password_is_printed_nowhere() {
     assert!(line.contains("cluster.redis"), "{line}");
     node.signal(libc::SIGTERM);
     node.summary();
-    nowhere(&[("the node's log at debug level", &node.log_text())]);
+    let log = node.log_text();
+    assert!(
+        log.contains(" DEBUG ") || log.contains(" TRACE "),
+        "not verbose:\n{log}"
+    );
+    nowhere(&[("the node's log at trace level", &log)]);
 }
 
 #[test]
@@ -243,7 +248,7 @@ fn the_redis_password_is_read_from_its_file_never_from_the_url_too() {
     redis.command(&[b"CONFIG", b"SET", b"requirepass", PASSWORD.as_bytes()]);
     let creds = Credentials::new();
     creds.put("redis-password", format!("{PASSWORD}\n").as_bytes());
-    let extra = "redis_password_file = \"credential:redis-password\"\n[log]\nlevel = \"debug\"\n";
+    let extra = "redis_password_file = \"credential:redis-password\"\n[log]\nlevel = \"trace\"\n";
     let mut node = Daemon::start_with(Start {
         toml: format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis = \"{}\"\nnode_id = \"n1\"\n{extra}",
