@@ -13,6 +13,7 @@
 #      up a new users file
 #   4. for contrast, the same key as a plain 0640 root:root file, without credentials, is
 #      unreadable to the dynamic user: that unit fails and restarts
+#   5. a LoadCredential= whose file is missing stops the start (the units' comments say so)
 # One line per check; exit 0 when all pass, 1 when one fails, 77 when it cannot run here
 # (not root, no systemd-nspawn, or the container does not boot).
 #
@@ -233,6 +234,15 @@ else
     journal a-chat-plain | tail -n 10 | sed -e 's/^/    | /'
 fi
 in_ct systemctl stop a-chat-plain || true
+
+# What the unit's comment says: a LoadCredential= whose file is missing stops the start.
+in_ct systemd-run --quiet --wait --unit=a-chat-missing-credential \
+    -p LoadCredential=absent:/etc/a-chat/credentials/absent /bin/true >/dev/null 2>&1 && status=0 || status=$?
+if [ "$status" -ne 0 ]; then
+    pass "a LoadCredential= naming a missing file fails the start (status $status)"
+else
+    fail "a LoadCredential= naming a missing file did not stop the start"
+fi
 
 if [ "$FAILED" -eq 0 ]; then
     echo "credentials-nspawn: PASS"
