@@ -7,11 +7,17 @@
 #      /bin/kill), so that a missing binary on this machine does not hide a real mistake
 #   2. `systemd-analyze security --offline=true` on both units: exposure 1.0 or lower
 #      (docs/OPERATIONS.md, "Measured exposure")
+#   1b, 2b. the same two checks on both units with their commented LoadCredential= lines
+#      turned on (as docs/OPERATIONS.md, "Secrets", has the operator do), the credential
+#      files present in the scratch root
 #   3. `a-chat check-config` on each example cluster node config, deploy/cluster/n*.toml
 #   4. `haproxy -c` on deploy/cluster/haproxy.cfg, and that its servers are the nodes'
 #      chat ports, each sent PROXY headers (send-proxy-v2) that the node takes (its
 #      proxy_protocol_from lists the balancer) and checked on that node's admin port (/readyz)
 #   5. the release binary: no debug info, and `--version` names the commit
+#   6. where systemd-nspawn is installed and this runs as root, deploy/credentials-nspawn.sh:
+#      the unit booted under a real systemd, reading its secrets as credentials (skipped,
+#      not failed, where the container cannot boot)
 # One line per check; exit 0 when all pass, 1 otherwise. A tool that is missing (systemd,
 # haproxy) fails its checks: CI installs both.
 #
@@ -52,25 +58,53 @@ if command -v systemd-analyze >/dev/null; then
         printf '#!/bin/sh\nexit 0\n' >"$R$prog"
         chmod 0755 "$R$prog"
     done < <(sed -n -e 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$ROOT"/deploy/a-chat*.service | sort -u)
-    for unit in a-chat.service a-chat@n1.service; do
-        if out="$(systemd-analyze verify --root="$R" "$unit" 2>&1)" && [ -z "$out" ]; then
-            pass "systemd-analyze verify $unit: clean"
-        else
-            fail "systemd-analyze verify $unit:"
-            printf '%s\n' "$out" | sed -e 's/^/    | /'
-        fi
+    # verify_units WHAT: `systemd-analyze verify` of both units in the scratch root.
+    verify_units() {
+        for unit in a-chat.service a-chat@n1.service; do
+            if out="$(systemd-analyze verify --root="$R" "$unit" 2>&1)" && [ -z "$out" ]; then
+                pass "systemd-analyze verify $unit$1: clean"
+            else
+                fail "systemd-analyze verify $unit$1:"
+                printf '%s\n' "$out" | sed -e 's/^/    | /'
+            fi
+        done
+    }
+    # measure_units DIR WHAT: the exposure of a-chat.service and a-chat@n1.service in DIR.
+    measure_units() {
+        cp "$1/a-chat@.service" "$1/a-chat@n1.service"
+        for unit in "$1/a-chat.service" "$1/a-chat@n1.service"; do
+            name="$(basename "$unit")"
+            out="$(systemd-analyze security --offline=true --threshold=10 "$unit" 2>&1)" && status=0 || status=$?
+            level="$(printf '%s\n' "$out" | grep -o 'Overall exposure level for [^:]*: [0-9.]*' | sed 's/.*: //')"
+            if [ "$status" -eq 0 ] && [ -n "$level" ]; then
+                pass "systemd-analyze security $name$2: exposure $level (at most 1.0)"
+            else
+                fail "systemd-analyze security $name$2: exposure ${level:-unknown}, over 1.0 (status $status)"
+            fi
+        done
+    }
+    verify_units ""
+    mkdir -p "$WORK/as-shipped"
+    cp "$ROOT/deploy/a-chat.service" "$ROOT/deploy/a-chat@.service" "$WORK/as-shipped/"
+    measure_units "$WORK/as-shipped" ""
+    # 1b, 2b. With the LoadCredential= lines on, and the files they name in the scratch root.
+    mkdir -p "$WORK/credentials"
+    for unit in a-chat.service a-chat@.service; do
+        sed -e 's/^#LoadCredential=/LoadCredential=/' "$ROOT/deploy/$unit" >"$R/etc/systemd/system/$unit"
+        cp "$R/etc/systemd/system/$unit" "$WORK/credentials/"
     done
-    cp "$ROOT/deploy/a-chat@.service" "$WORK/a-chat@n1.service"
-    for unit in "$ROOT/deploy/a-chat.service" "$WORK/a-chat@n1.service"; do
-        name="$(basename "$unit")"
-        out="$(systemd-analyze security --offline=true --threshold=10 "$unit" 2>&1)" && status=0 || status=$?
-        level="$(printf '%s\n' "$out" | grep -o 'Overall exposure level for [^:]*: [0-9.]*' | sed 's/.*: //')"
-        if [ "$status" -eq 0 ] && [ -n "$level" ]; then
-            pass "systemd-analyze security $name: exposure $level (at most 1.0)"
-        else
-            fail "systemd-analyze security $name: exposure ${level:-unknown}, over 1.0 (status $status)"
-        fi
-    done
+    if ! grep -q '^LoadCredential=' "$R/etc/systemd/system/a-chat.service"; then
+        fail "deploy/a-chat.service has no commented LoadCredential= lines to turn on"
+    fi
+    while IFS= read -r source; do
+        source="${source//%i/n1}"
+        mkdir -p "$R$(dirname "$source")"
+        : >"$R$source"
+        chmod 0600 "$R$source"
+    done < <(sed -n -e 's/^LoadCredential=[^:]*:\(.*\)/\1/p' "$R"/etc/systemd/system/a-chat*.service | sort -u)
+    verify_units " with LoadCredential="
+    measure_units "$WORK/credentials" " with LoadCredential="
+    cp "$ROOT/deploy/a-chat.service" "$ROOT/deploy/a-chat@.service" "$R/etc/systemd/system/"
 else
     fail "systemd-analyze is missing (Debian package systemd): the units were not checked"
 fi
@@ -150,6 +184,18 @@ if [ -x "$BIN" ] && [[ "$BIN" == */release/* ]]; then
     else
         fail "a-chat --version does not name a commit: $version"
     fi
+fi
+
+# 6. The unit under a real systemd, its secrets as credentials, where a container can boot.
+if [ "$(id -u)" = 0 ] && command -v "${A_CHAT_NSPAWN:-systemd-nspawn}" >/dev/null && [ -x "$BIN" ]; then
+    out="$(A_CHAT_BIN="$BIN" bash "$ROOT/deploy/credentials-nspawn.sh" 2>&1)" && status=0 || status=$?
+    case "$status" in
+        0) pass "deploy/credentials-nspawn.sh: the unit reads its secrets as credentials under systemd" ;;
+        77) say "skipped: deploy/credentials-nspawn.sh: $(printf '%s\n' "$out" | grep SKIP | tail -n1)" ;;
+        *) fail "deploy/credentials-nspawn.sh:"; printf '%s\n' "$out" | sed -e 's/^/    | /' ;;
+    esac
+else
+    say "skipped: deploy/credentials-nspawn.sh (needs root, systemd-nspawn and the binary)"
 fi
 
 if [ "$FAILED" -eq 0 ]; then

@@ -120,6 +120,15 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
     if let Some(users) = users {
         println!("# {}: {users} users may log in", config.auth.users_file);
     }
+    for credential in &config.credentials {
+        println!(
+            "# {}: systemd credential {:?} (LoadCredential=)",
+            credential.key, credential.name
+        );
+    }
+    if !config.cluster.redis_password_file.is_empty() {
+        println!("# cluster.redis_password_file: the Redis password is read from it (not shown)");
+    }
     print!("{}", config.to_toml());
     let backlog = config.server.listen_backlog;
     match runtime::somaxconn() {
@@ -340,7 +349,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
         if let Some(node) = &cluster {
             info!(
                 node = %node.router.shared.id,
-                redis = %redacted(&config.cluster.redis),
+                redis = %config::redact_url(&config.cluster.redis),
                 lease = ?config.cluster.lease,
                 "cluster node: logins are shared through Redis"
             );
@@ -440,14 +449,4 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
     metrics.log_lines_dropped(logging.dropped_lines.dropped_lines() as u64);
     drop(logging);
     code
-}
-
-/// A Redis URL without its password, for the log.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }

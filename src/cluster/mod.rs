@@ -161,19 +161,26 @@ impl std::fmt::Debug for RedisTls {
 /// Checks `[cluster]` for `check-config` and the start: the key at fault and why.
 pub fn check(config: &ClusterConfig) -> Result<(), (&'static str, String)> {
     if !config.enabled() {
-        return Ok(());
+        return match config.redis_password_file.is_empty() {
+            true => Ok(()),
+            false => Err((
+                "cluster.redis_password_file",
+                "is for a cluster, and cluster.redis is empty".into(),
+            )),
+        };
     }
     settings(config).map(|_| ())
 }
 
-fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
+/// The checked settings of `[cluster]`, the password read from its file.
+pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
     use redis::IntoConnectionInfo;
     let unsupported = || {
         (
             "cluster.redis",
             format!(
                 "{:?}: use redis://host:port/, rediss://host:port/ (TLS) or unix:///path/to/redis.sock",
-                config.redis
+                crate::config::redact_url(&config.redis)
             ),
         )
     };
@@ -183,10 +190,12 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
         Some(rest) => (format!("redis://{rest}"), true),
         None => (config.redis.clone(), false),
     };
+    // The value is not repeated: a URL that does not parse cannot be told where its
+    // password ends.
     let info = url.as_str().into_connection_info().map_err(|e| {
         (
             "cluster.redis",
-            format!("{:?} is not a Redis URL: {e}", config.redis),
+            format!("is not a Redis URL ({e}): write redis://[user:password@]host:port/[db], rediss://… (TLS) or unix:///path/to/redis.sock (the value is not shown: it may hold a password)"),
         )
     })?;
     let addr = match info.addr() {
@@ -225,12 +234,24 @@ fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> 
             format!("{node_id:?}: use at most 128 letters, digits, '.', '_' or '-'"),
         ));
     }
+    let mut redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    if !config.redis_password_file.is_empty() {
+        if redis.password().is_some() {
+            return Err((
+                "cluster.redis",
+                "holds a password, and cluster.redis_password_file gives one too: remove it from the URL".into(),
+            ));
+        }
+        let password = crate::config::read_password(&config.redis_password_file)
+            .map_err(|e| ("cluster.redis_password_file", e))?;
+        redis = redis.set_password(password);
+    }
     Ok(Settings {
         addr,
-        redis: info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3),
+        redis,
         node_id: node_id.into(),
         lease: config.lease,
         tls,

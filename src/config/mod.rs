@@ -9,10 +9,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod formats;
+mod secret;
 mod setting;
 mod validate;
 pub use formats::parse_addr;
 use formats::{duration, one_or_many_addrs, optional_addr, sources};
+pub use secret::{read_password, redact_url, Credential};
 pub use setting::Setting;
 pub use validate::check_log_filter;
 
@@ -30,6 +32,10 @@ pub struct Config {
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub cluster: ClusterConfig,
+    /// The file keys written `credential:NAME`, now holding the credential's path: for
+    /// check-config to say where each came from.
+    #[serde(skip)]
+    pub credentials: Vec<Credential>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -244,6 +250,10 @@ pub struct ClusterConfig {
     /// asks for one (its default, `tls-auth-clients yes`).
     pub tls_cert: String,
     pub tls_key: String,
+    /// A file holding the Redis password on one line (its final newline is not part of
+    /// it), so that the password stays out of the URL and this file; best given as a
+    /// systemd credential (`credential:NAME`). The URL must not hold a password then.
+    pub redis_password_file: String,
 }
 
 impl Default for ClusterConfig {
@@ -255,6 +265,7 @@ impl Default for ClusterConfig {
             tls_ca: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            redis_password_file: String::new(),
         }
     }
 }
@@ -348,7 +359,7 @@ impl Config {
                 .find(|set| e.key.as_deref() == Some(set.dotted().as_str()));
             match (blamed, path) {
                 (Some(set), _) => ConfigError {
-                    file: Some(format!("--set {}", set.flag)),
+                    file: Some(format!("--set {}", set.shown())),
                     line: None,
                     ..e
                 },
@@ -367,20 +378,30 @@ impl Config {
         })
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text; `credential:NAME` values name files in
+    /// `$CREDENTIALS_DIRECTORY`.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::var_os(secret::DIRECTORY_VAR).map(std::path::PathBuf::from);
+        Config::parse_in(text, dir.as_deref())
+    }
+
+    /// [`Config::parse`] with `credentials` as the credentials directory.
+    pub fn parse_in(text: &str, credentials: Option<&Path>) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let key = (path != ".").then_some(path);
             toml_error(text, e.inner(), key)
         })?;
-        config.validate().map_err(|(key, message)| ConfigError {
-            file: None,
-            line: locate_key(text, key),
-            key: Some(key.to_owned()),
-            message,
-        })?;
+        config
+            .resolve_credentials(credentials)
+            .and_then(|()| config.validate())
+            .map_err(|(key, message)| ConfigError {
+                file: None,
+                line: locate_key(text, key),
+                key: Some(key.to_owned()),
+                message,
+            })?;
         Ok(config)
     }
 }
@@ -439,9 +460,12 @@ pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
 }
 
 impl Config {
-    /// The effective settings as TOML, for `check-config`.
+    /// The effective settings as TOML, for `check-config`: a password in the Redis URL
+    /// is shown as `***`.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the configuration always serialises")
+        let mut shown = self.clone();
+        shown.cluster.redis = redact_url(&shown.cluster.redis);
+        toml::to_string(&shown).expect("the configuration always serialises")
     }
 }
 

@@ -18,7 +18,10 @@ impl Setting {
     /// Parses `section.key=value` (clap's value parser for `--set`).
     pub fn parse(flag: &str) -> Result<Setting, String> {
         let (path, value) = flag.split_once('=').ok_or_else(|| {
-            format!("{flag:?} is not section.key=value (e.g. limits.max_line_bytes=4096)")
+            format!(
+                "{:?} is not section.key=value (e.g. limits.max_line_bytes=4096)",
+                super::redact_url(flag)
+            )
         })?;
         let (section, key) = path
             .trim()
@@ -41,9 +44,17 @@ impl Setting {
         format!("{}.{}", self.section, self.key)
     }
 
+    /// The flag as it may be shown: the value of a key that may hold a password is not.
+    pub(super) fn shown(&self) -> String {
+        match self.dotted().as_str() {
+            "cluster.redis" => format!("{}=***", self.dotted()),
+            _ => self.flag.clone(),
+        }
+    }
+
     pub(super) fn error(&self, message: String) -> ConfigError {
         ConfigError {
-            file: Some(format!("--set {}", self.flag)),
+            file: Some(format!("--set {}", self.shown())),
             line: None,
             key: Some(self.dotted()),
             message,
