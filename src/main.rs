@@ -113,6 +113,13 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
             }
         }
     };
+    // What this machine says about the settings: notes on stdout with the settings, and
+    // the ones that mean trouble also on stderr, with --quiet too (the unit runs
+    // check-config --quiet before the daemon: its warnings reach the journal).
+    let (notes, warnings) = environment_notes(&config);
+    for warning in &warnings {
+        eprintln!("a-chat: warning: {warning}");
+    }
     if quiet {
         return ExitCode::SUCCESS;
     }
@@ -130,26 +137,46 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
         println!("# cluster.redis_password_file: the Redis password is read from it (not shown)");
     }
     print!("{}", config.to_toml());
+    for note in notes.iter().chain(&warnings) {
+        println!("# {note}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// What the kernel here says about `listen_backlog` and `max_connections`: notes that are
+/// fine, and warnings for settings that will not work as written on this machine.
+fn environment_notes(config: &Config) -> (Vec<String>, Vec<String>) {
+    let (mut notes, mut warnings) = (Vec::new(), Vec::new());
     let backlog = config.server.listen_backlog;
     match runtime::somaxconn() {
-        Some(cap) if cap < backlog => println!(
-            "# net.core.somaxconn here: {cap}; listen_backlog = {backlog}: capped at {cap} by the kernel (raise net.core.somaxconn)"
-        ),
-        Some(cap) => println!("# net.core.somaxconn here: {cap}; listen_backlog = {backlog}: ok"),
-        None => {}
+        Some(cap) if cap < backlog => warnings.push(format!(
+            "net.core.somaxconn here: {cap}; listen_backlog = {backlog}: capped at {cap} by the kernel (raise net.core.somaxconn)"
+        )),
+        Some(cap) => notes.push(format!(
+            "net.core.somaxconn here: {cap}; listen_backlog = {backlog}: ok"
+        )),
+        None => warnings.push(format!(
+            "net.core.somaxconn could not be read (/proc/sys is hidden here, e.g. by the unit's ProcSubset=pid): the kernel may cap listen_backlog = {backlog} below what it says"
+        )),
     }
     if let Some(limit) = open_file_limit() {
         let max = config.server.max_connections as u64;
-        let note = if max > limit {
-            "exceeds the limit: accepts will fail with EMFILE long before the token cap is reached"
-        } else if max + FD_HEADROOM > limit {
-            "too close: accepts will fail with EMFILE before the token cap is reached"
-        } else {
-            "ok"
+        let line = |note: &str| {
+            format!("open-file limit (ulimit -n) here: {limit}; max_connections = {max}: {note}")
         };
-        println!("# open-file limit (ulimit -n) here: {limit}; max_connections = {max}: {note}");
+        if max > limit {
+            warnings.push(line(
+                "exceeds the limit: accepts will fail with EMFILE long before the token cap is reached",
+            ));
+        } else if max + FD_HEADROOM > limit {
+            warnings.push(line(
+                "too close: accepts will fail with EMFILE before the token cap is reached",
+            ));
+        } else {
+            notes.push(line("ok"));
+        }
     }
-    ExitCode::SUCCESS
+    (notes, warnings)
 }
 
 /// With authenticated logins, a plaintext listener that is not on loopback carries

@@ -42,13 +42,24 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 pub(super) mod duration {
     use super::*;
 
+    /// The longest duration any key takes. Longer ones cannot work: deadlines computed from
+    /// them overflow the clocks' arithmetic (`"1000000000000h"` parses, but no timer can be
+    /// set that far), and none of a-chat's settings means anything beyond a year.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
+        let d = humantime::parse_duration(&s).map_err(|e| {
             serde::de::Error::custom(format!(
                 "\"{s}\" is not a duration ({e}): write e.g. \"500ms\", \"10s\", \"1m\""
             ))
-        })
+        })?;
+        if d > MAX {
+            return Err(serde::de::Error::custom(format!(
+                "\"{s}\" is longer than a year, the longest a duration may be (\"365d\")"
+            )));
+        }
+        Ok(d)
     }
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

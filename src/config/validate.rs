@@ -1,11 +1,30 @@
 //! Checks of the configuration that the types alone cannot express: ranges, keys that
 //! must agree with each other, and log filters that would silence the daemon.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::Config;
 
+/// Whether binding `a` and then `b` fails with "address in use": the same port (not 0, which
+/// picks a free one), and the same address or a wildcard on either side.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 impl Config {
+    /// A chat listener that the admin endpoint's address would collide with.
+    fn admin_clash(&self) -> Option<(&'static str, SocketAddr)> {
+        let admin = self.admin.listen?;
+        let chat = self.server.listen.iter().map(|a| ("server.listen", *a));
+        let tls = self.tls.listen.iter().map(|a| ("tls.listen", *a));
+        chat.chain(tls)
+            .find(|(_, a)| clash(*a, admin))
+            .map(|(key, _)| (key, admin))
+    }
+
     /// Range checks that the types alone cannot express.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
         fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
@@ -31,6 +50,14 @@ impl Config {
             return Err((
                 "server.listen",
                 "needs at least one address (or set tls.listen for TLS only)".into(),
+            ));
+        }
+        if let Some((key, addr)) = self.admin_clash() {
+            return Err((
+                "admin.listen",
+                format!(
+                    "{addr} is also a chat address ({key}): the daemon could not bind it twice; give the admin endpoint a port of its own"
+                ),
             ));
         }
         if !self.tls.listen.is_empty() {
