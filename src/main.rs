@@ -154,6 +154,17 @@ fn warn_passwords_in_clear(plain: &[SocketAddr]) {
     }
 }
 
+/// The admin endpoint has no authentication and serves logins and client addresses
+/// (`/connections`): said once at start when it listens beyond loopback.
+fn warn_admin_exposed(addr: SocketAddr) {
+    if !addr.ip().to_canonical().is_loopback() {
+        warn!(
+            %addr,
+            "the admin endpoint {addr} ([admin] listen) is not loopback: anyone who reaches it reads /metrics and /connections (logins and client addresses), without authentication; listen on 127.0.0.1, or allow only your scrapers with a firewall"
+        );
+    }
+}
+
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -396,7 +407,10 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 return ExitCode::FAILURE;
             };
             let span = admin::span(addr);
-            span.in_scope(|| info!("admin listening on {addr}"));
+            span.in_scope(|| {
+                info!("admin listening on {addr}");
+                warn_admin_exposed(addr);
+            });
             let endpoint = admin::Admin {
                 listener,
                 metrics: metrics.clone(),
