@@ -45,9 +45,22 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { path, quiet } => check_config(&path, quiet),
-        Command::Passwd { name } => match auth::passwd::run(&name) {
+        Command::Passwd { name, file: None } => match auth::passwd::run(&name) {
             Ok(line) => {
                 println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Passwd {
+            name,
+            file: Some(path),
+        } => match auth::passwd::run_file(&name, &path) {
+            Ok(done) => {
+                eprintln!("a-chat: {done} (a running daemon uses it after SIGHUP)");
                 ExitCode::SUCCESS
             }
             Err(e) => {
