@@ -47,7 +47,8 @@ pub fn garbage(outbox: &Outbox, metrics: &Metrics, kind: Garbage) {
         "closing connection: garbage before login"
     );
     if let Some(summary) = metrics.prelogin.garbage(kind, std::time::Instant::now()) {
-        warn!("{summary}");
+        // About many connections: outside this one's span.
+        warn!(parent: None, "{summary}");
     }
     let _ = outbox.send(Out::Server(protocol::format_error(answer)));
 }
