@@ -60,11 +60,17 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Print the users-file line for NAME ([auth] users_file): reads the password without
-    /// echo on a terminal, or one line from stdin.
+    /// Print the users-file line for NAME ([auth] users_file), or with --file write it
+    /// there: reads the password without echo on a terminal, or one line from stdin.
     Passwd {
         /// The login the password is for.
         name: String,
+        /// Add NAME to this users file, or replace NAME's password in it, keeping every
+        /// other line and comment; a new file is created with mode 0600 and its [users]
+        /// header. Replaced atomically (a reloading daemon never reads half a file); send
+        /// SIGHUP to a running daemon to use it.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),

@@ -244,8 +244,9 @@ pub enum Ended {
 
 /// Proves a round trip at `addr` within `timeout`: connects (with a TLS handshake when
 /// `tls` is given) and has a line answered: with `user`, its `NAME PASSWORD` login and a
-/// line to itself; without, an empty first line, which the daemon refuses with an
-/// `error:` line (logged at debug only, so health checks do not fill the log). A daemon
+/// line to itself; without, an empty first line, which the daemon answers with an
+/// `error:` line before any password check (counted as a probe, logged at debug only: no
+/// failed login, nothing in the log at info). A daemon
 /// that accepts connections but cannot serve them (all its connection tokens out) fails
 /// the probe.
 pub fn probe(

@@ -45,9 +45,22 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { path, quiet } => check_config(&path, quiet),
-        Command::Passwd { name } => match auth::passwd::run(&name) {
+        Command::Passwd { name, file: None } => match auth::passwd::run(&name) {
             Ok(line) => {
                 println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("a-chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Passwd {
+            name,
+            file: Some(path),
+        } => match auth::passwd::run_file(&name, &path) {
+            Ok(done) => {
+                eprintln!("a-chat: {done} (a running daemon uses it after SIGHUP)");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -186,6 +199,17 @@ fn warn_passwords_in_clear(plain: &[SocketAddr]) {
         warn!(
             %addr,
             "logins are authenticated, but {addr} ([server] listen) is plaintext and not loopback: passwords cross the network in clear; serve them on [tls] listen instead"
+        );
+    }
+}
+
+/// The admin endpoint has no authentication and serves logins and client addresses
+/// (`/connections`): said once at start when it listens beyond loopback.
+fn warn_admin_exposed(addr: SocketAddr) {
+    if !addr.ip().to_canonical().is_loopback() {
+        warn!(
+            %addr,
+            "the admin endpoint {addr} ([admin] listen) is not loopback: anyone who reaches it reads /metrics and /connections (logins and client addresses), without authentication; listen on 127.0.0.1, or allow only your scrapers with a firewall"
         );
     }
 }
@@ -431,7 +455,10 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 return ExitCode::FAILURE;
             };
             let span = admin::span(addr);
-            span.in_scope(|| info!("admin listening on {addr}"));
+            span.in_scope(|| {
+                info!("admin listening on {addr}");
+                warn_admin_exposed(addr);
+            });
             let endpoint = admin::Admin {
                 listener,
                 metrics: metrics.clone(),

@@ -99,6 +99,12 @@ impl LineFramer {
         }
     }
 
+    /// Every byte held, from the front of the buffer: before any line was handed out,
+    /// the first bytes the client sent (to tell a TLS handshake from a login).
+    pub fn front(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bytes held for a line whose `\n` has not arrived yet.
     pub fn partial_len(&self) -> usize {
         self.buf.len() - self.start

@@ -1,13 +1,31 @@
 //! `a-chat passwd NAME` (ARCHITECTURE §9): reads a password (without echo on a terminal, or
-//! one line from stdin otherwise) and makes the users-file line `NAME = "$argon2id$..."`.
+//! one line from stdin otherwise) and makes the users-file line `NAME = "$argon2id$..."`;
+//! with `--file PATH`, adds that line to the users file or replaces NAME's line there
+//! (`file`).
+
+mod file;
 
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
 
 use crate::auth::hash;
 use crate::config::Limits;
 
 /// Makes the users-file line for `name`, reading the password from stdin.
 pub fn run(name: &str) -> Result<String, String> {
+    let hash = read_and_hash(name)?;
+    Ok(users_line(name, hash.as_str()))
+}
+
+/// Adds `name` to the users file at `path`, or replaces its password there, reading the
+/// password from stdin; says what it did.
+pub fn run_file(name: &str, path: &Path) -> Result<String, String> {
+    let hash = read_and_hash(name)?;
+    file::write(path, name, hash.as_str(), &users_line(name, hash.as_str()))
+}
+
+/// Checks that `name` can be a login, reads its password and hashes it.
+fn read_and_hash(name: &str) -> Result<argon2::password_hash::PasswordHashString, String> {
     let max = Limits::default().max_login_bytes;
     crate::names::validate_login(name, max, crate::names::LoginCharset::Unicode)
         .map_err(|e| format!("\"{name}\" cannot be a login: {e}"))?;
@@ -25,8 +43,7 @@ pub fn run(name: &str) -> Result<String, String> {
     if password.is_empty() {
         return Err("the password is empty".into());
     }
-    let hash = hash::make(password.as_bytes(), hash::default_params())?;
-    Ok(users_line(name, hash.as_str()))
+    hash::make(password.as_bytes(), hash::default_params())
 }
 
 /// The users-file line for `name`: a bare TOML key where the name allows one, a quoted

@@ -70,6 +70,14 @@ impl Users {
             let e = toml_error(text, e.inner(), key);
             at(e.line, e.key.as_deref(), &e.message)
         })?;
+        if let Some([(a, a_line), (b, b_line)]) = look_alikes(text, parsed.users.keys()) {
+            let key = format!("users.{b}");
+            let message = format!(
+                "user \"{b}\" looks like user \"{a}\"{}: they would be one login with two passwords; keep one of them",
+                a_line.map_or(String::new(), |line| format!(" (line {line})"))
+            );
+            return Err(at(b_line, Some(&key), &message));
+        }
         let mut hashes = HashMap::with_capacity(parsed.users.len());
         for (name, value) in parsed.users {
             let key = format!("users.{name}");
@@ -136,6 +144,25 @@ impl std::fmt::Debug for Users {
             .field("names", &names)
             .finish_non_exhaustive()
     }
+}
+
+/// Two names of the file that look alike (the same canonical form, as the router compares
+/// logins: `alice`, `Alice`, `аlice` with a Cyrillic a), each with its line, the first in
+/// the file first; `None` when every name looks like no other.
+fn look_alikes<'a>(
+    text: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Option<[(&'a str, Option<usize>); 2]> {
+    let mut seen: HashMap<String, &'a str> = HashMap::new();
+    for name in names {
+        if let Some(other) = seen.insert(crate::names::canonical(name), name) {
+            let line = |name: &str| locate_key(text, &format!("users.{name}"));
+            let mut pair = [(other, line(other)), (name.as_str(), line(name))];
+            pair.sort_by_key(|(_, line)| line.unwrap_or(usize::MAX));
+            return Some(pair);
+        }
+    }
+    None
 }
 
 /// A hash of a random password with the parameters most of `hashes` use (the built-in
@@ -223,6 +250,27 @@ mod tests {
         assert!(e.contains("user \"bob\" is not an argon2id hash"), "{e}");
         assert!(e.contains("a-chat passwd bob"), "{e}");
         assert!(!e.contains("hunter2"), "the value is not repeated: {e}");
+    }
+
+    #[test]
+    fn look_alike_names_are_refused_naming_both_lines() {
+        let hash = hash_of("x");
+        let text = format!("[users]\nbob = \"{hash}\"\nalice = \"{hash}\"\nAlice = \"{hash}\"\n");
+        let e = Users::parse(&text, "u.toml").unwrap_err();
+        assert!(e.contains("line 4, key `users.Alice`"), "{e}");
+        assert!(
+            e.contains("user \"Alice\" looks like user \"alice\" (line 3)"),
+            "{e}"
+        );
+        // A Cyrillic а, first in the file: the later line is the one refused.
+        let text = format!(
+            "[users]\n\"\u{430}lice\" = \"{hash}\"\nbob = \"{hash}\"\nalice = \"{hash}\"\n"
+        );
+        let e = Users::parse(&text, "u.toml").unwrap_err();
+        assert!(e.contains("line 4, key `users.alice`"), "{e}");
+        assert!(e.contains("(line 2)"), "{e}");
+        let text = format!("[users]\nalice = \"{hash}\"\nalicia = \"{hash}\"\n");
+        assert_eq!(Users::parse(&text, "u.toml").unwrap().len(), 2);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The daemon's counters (ARCHITECTURE §6), kept in a Prometheus registry. Hot paths hold
 //! plain counter handles (an atomic add each); the admin endpoint encodes the registry.
 
+mod prelogin;
 mod process;
 mod reasons;
 
+pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -85,6 +87,8 @@ pub struct Metrics {
     process: Process,
     /// `achat_cluster_*` (ARCHITECTURE §10); all 0 on a single node.
     pub cluster: crate::cluster::ClusterMetrics,
+    /// Probes and garbage that arrive before a login.
+    pub prelogin: PreLogin,
 }
 
 impl Default for Metrics {
@@ -274,6 +278,7 @@ impl Metrics {
             auth_failed.clone(),
         );
         let cluster = crate::cluster::ClusterMetrics::register(registry);
+        let prelogin = PreLogin::register(registry);
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -292,6 +297,7 @@ impl Metrics {
             .collect();
         Metrics {
             cluster,
+            prelogin,
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),

@@ -13,6 +13,7 @@ mod connection;
 pub mod conninfo;
 pub mod drain;
 mod outbox;
+mod prelogin;
 mod proxied;
 mod reader;
 mod remote;

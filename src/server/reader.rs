@@ -15,13 +15,14 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{looks_like_tls, Garbage, Metrics, Refusal};
 use crate::names::{self, LoginError};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
 use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{BadLine, Out, Outbox};
+use crate::server::prelogin;
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
@@ -182,6 +183,10 @@ impl Reader {
         let deadline = self.limits.login_timeout;
         let started = self.accepted;
         let line = loop {
+            if looks_like_tls(framer.front()) {
+                prelogin::garbage(&self.outbox, &self.metrics, Garbage::TlsOnPlaintext);
+                return Err(End::Closed);
+            }
             if let Some(line) = framer.next_line() {
                 break line.map(str::to_owned);
             }
@@ -212,11 +217,16 @@ impl Reader {
         let mut line = match line {
             Ok(line) => line,
             Err(e) => {
-                // A login line too long or not UTF-8 is an invalid login too.
-                self.metrics.refused(Refusal::InvalidLogin);
-                return Err(self.frame_error(e));
+                prelogin::garbage(&self.outbox, &self.metrics, prelogin::kind_of(e));
+                return Err(End::Closed);
             }
         };
+        if line.is_empty() {
+            // What `a-chat probe` sends: answered before any password check, so a health
+            // check never counts as a failed login of its address.
+            prelogin::probe(&self.outbox, &self.metrics);
+            return Err(End::Closed);
+        }
         if let Some(auth) = self.auth.clone() {
             line = self.authenticate(&auth, line).await?;
         }
@@ -299,10 +309,9 @@ impl Reader {
             Refusal::ClusterUnavailable => "cluster_unavailable",
             _ => "invalid_login",
         });
-        if matches!(e, LoginError::Empty | LoginError::ClusterUnavailable) {
-            // What `a-chat probe` sends: a health check every few seconds must not fill
-            // the log; nor must every client retrying while Redis is away (the cluster
-            // link warns about that once, and the refusals are counted).
+        if matches!(e, LoginError::ClusterUnavailable) {
+            // Every client retrying while Redis is away must not fill the log (the
+            // cluster link warns about that once, and the refusals are counted).
             debug!(reason = %e, "login refused");
         } else {
             info!(reason = %e, "login refused");
