@@ -10,12 +10,14 @@
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
+//! - `client_key`: what the per-address limits count as one client address
 //! - `runtime`: the only module that names the async runtime
 
 pub mod activation;
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod client_key;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

@@ -30,7 +30,7 @@ pub struct ConnInfo {
 }
 
 /// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 22] = [
+const REASONS: [&str; 23] = [
     "closed",
     "client_closed",
     "reset",
@@ -39,6 +39,7 @@ const REASONS: [&str; 22] = [
     "login_timeout",
     "bad_credentials",
     "rate_limited",
+    "busy",
     "idle_timeout",
     "line_too_long",
     "invalid_utf8",
