@@ -133,6 +133,7 @@ pub struct Auth {
 impl Auth {
     /// Reads the users file named in `[auth]`.
     pub fn load(config: &AuthConfig) -> Result<Auth, String> {
+        hash::return_memory_after_checks();
         let users = Users::load(Path::new(&config.users_file))?;
         // A core is left to the chat: a storm of logins must not take every core from the
         // connections' thread (measured on 2 cores with both taken: a chat's p99 went from
@@ -185,7 +186,7 @@ impl Auth {
         self: &Arc<Self>,
         peer: IpAddr,
         line: &'a str,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Result<(&'a str, Granted), Failure> {
         let attempt = lock(&self.limiter).attempt(peer, Instant::now());
         let suspect = match attempt {
@@ -226,7 +227,7 @@ impl Auth {
         pending.settled = true;
         metrics.auth_checks.inc();
         let (name, password) = (credentials.name.to_owned(), credentials.password.to_owned());
-        let auth = self.clone();
+        let (auth, counters) = (self.clone(), metrics.clone());
         let (right, known, users, took) = runtime::spawn_blocking(move || {
             let _slot = slot;
             // Where checks must share a core with the chat (one core), they yield it.
@@ -236,11 +237,15 @@ impl Auth {
             let users = auth.users();
             let started = Instant::now();
             let right = users.verify(&name, &password);
+            // Counted here, so that a check whose client left meanwhile counts too.
+            match right {
+                true => lock(&auth.limiter).succeeded(peer),
+                false => counters.auth_failed(Failure::BadCredentials),
+            }
             (right, users.contains(&name), users, started.elapsed())
         })
         .await;
         if right {
-            lock(&self.limiter).succeeded(peer);
             let granted = Granted {
                 auth: self.clone(),
                 users,
@@ -251,7 +256,6 @@ impl Auth {
         if let Some(rest) = users.floor().checked_sub(took) {
             runtime::sleep(rest).await;
         }
-        metrics.auth_failed(Failure::BadCredentials);
         if known {
             info!(
                 user = credentials.name,
@@ -303,7 +307,7 @@ mod tests {
     fn a_check_grants_the_right_password_and_refuses_the_rest_alike() {
         let hash = hash::make(b"pw", hash::tests::cheap()).unwrap();
         let (auth, _dir) = auth_with(&format!("[users]\nalice = \"{hash}\"\n"), 3);
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let check = |line| runtime::block_on(auth.check(peer, line, &metrics)).map(|(n, _)| n);
         assert_eq!(check("alice pw"), Ok("alice"));
@@ -353,7 +357,7 @@ mod tests {
             users_file: path.display().to_string(),
             max_failures_per_ip: 3,
         };
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let grant = |line| {
             runtime::block_on(auth.check(peer, line, &metrics))

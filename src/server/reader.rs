@@ -221,7 +221,8 @@ impl Reader {
         };
         let mut checked = None;
         if let Some(auth) = self.auth.clone() {
-            let (name, granted) = self.authenticate(&auth, line).await?;
+            let sent_more = framer.partial_len() > 0;
+            let (name, granted) = self.authenticate(&auth, line, sent_more).await?;
             (line, checked) = (name, Some(granted));
         }
         let limits = &self.limits;

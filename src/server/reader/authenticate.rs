@@ -17,11 +17,13 @@ impl Reader {
     /// With `[auth]`: checks the login line `NAME PASSWORD` within what is left of
     /// `login_timeout`, and gives back the name to log in with; a refusal is answered and
     /// ends the connection. The line holds the password: it goes nowhere else. A client
-    /// that closes while its login waits for a check is let go without one.
+    /// that closes after its login line, before the check answers, is let go (a check
+    /// that never began is no failure of its address).
     pub(super) async fn authenticate(
         &self,
         auth: &Arc<Auth>,
         line: String,
+        sent_more: bool,
     ) -> Result<(String, Granted), End> {
         // The client's address as accepted, or as its balancer's PROXY header gave it.
         let peer = self.outbox.info().peer.ip();
@@ -39,8 +41,13 @@ impl Reader {
             self.shutdown.wait().await;
             Err(Some(End::Drain))
         };
+        // A client that sent more than its login line (and may have closed its side
+        // since, as `a-chat client` does at the end of its input) is still served.
         let gone = async {
-            self.stream.closed().await;
+            match sent_more {
+                true => futures_lite::future::pending().await,
+                false => self.stream.closed().await,
+            }
             Err(Some(End::Closed))
         };
         match checked.or(drain).or(timeout).or(gone).await {
