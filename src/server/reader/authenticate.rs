@@ -42,9 +42,10 @@ impl Reader {
             Err(Some(End::Drain))
         };
         // A client that sent more than its login line (and may have closed its side
-        // since, as `a-chat client` does at the end of its input) is still served.
+        // since, as `a-chat client` does at the end of its input) is still served; so is
+        // a TLS client, whose session may hold lines the socket no longer shows.
         let gone = async {
-            match sent_more {
+            match sent_more || self.stream.is_tls() {
                 true => futures_lite::future::pending().await,
                 false => self.stream.closed().await,
             }
