@@ -98,8 +98,9 @@ fn a_flood_of_wrong_logins_from_many_addresses_does_not_disturb_a_pair() {
     let bound = base + 64 * 1024;
     assert!(max <= bound, "RSS {max} KiB over {bound} KiB");
     assert!(done >= 10, "only {done} round trips in {took:?}");
-    // Generous: the flooders run on the same two cores as the daemon and the pair.
-    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    // Generous, as in floods.rs: the flooders run on the same two cores as the daemon
+    // and the pair (a stalled chat thread took 3 to 11 s per round trip).
+    assert!(worst < Duration::from_secs(2), "worst round trip {worst:?}");
     // The daemon still lets a user in.
     let mut carol = login(&d, "carol", "sea shells");
     carol.send("alice: hello after the flood");
