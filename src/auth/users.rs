@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHashString;
@@ -38,9 +39,11 @@ pub struct Users {
     /// The hash an unknown name is checked against, made at load with the costliest
     /// parameters in the file, so that an unknown name costs what the slowest user does.
     dummy: PasswordHashString,
-    /// How long making the dummy took: no failed check answers sooner than this after it
-    /// began, so that a user with cheaper parameters is not told from an unknown name.
-    floor: Duration,
+    /// How long a check against the dummy takes, in nanoseconds: no failed check answers
+    /// sooner than this after it began, so that a user with cheaper parameters is not told
+    /// from an unknown name. First the time making the dummy took, then a moving average
+    /// of the checks of unknown names, so that it follows the machine's load.
+    floor: AtomicU64,
     /// Each distinct set of hash parameters (`m=..,t=..,p=..`) and how many users have it,
     /// costliest first, for check-config to say when they are mixed.
     settings: Vec<(String, usize)>,
@@ -106,7 +109,7 @@ impl Users {
         let settings = settings(&hashes);
         let started = Instant::now();
         let dummy = dummy(&hashes).map_err(|e| at(None, None, &e))?;
-        let floor = started.elapsed();
+        let floor = AtomicU64::new(nanos(started.elapsed()));
         Ok(Users {
             hashes,
             dummy,
@@ -117,7 +120,17 @@ impl Users {
 
     /// The shortest time a failed check takes, from when it began (see [`Users::verify`]).
     pub fn floor(&self) -> Duration {
-        self.floor
+        Duration::from_nanos(self.floor.load(Ordering::Relaxed))
+    }
+
+    /// Takes the time of one check against the dummy into the floor (a quarter of it).
+    fn observe(&self, took: Duration) {
+        let sample = nanos(took);
+        let _ = self
+            .floor
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |floor| {
+                Some(floor - floor / 4 + sample / 4)
+            });
     }
 
     /// Whether `name` has the same password hash here as in `other`: a login checked
@@ -163,12 +176,15 @@ impl Users {
     }
 
     /// True if `name` is a user and `password` is theirs. Blocking, and as slow for an
-    /// unknown name as for a known one: run it on the pool of [`crate::auth::Auth`].
+    /// unknown name as for the costliest user: run it on the pool of
+    /// [`crate::auth::Auth`].
     pub fn verify(&self, name: &str, password: &str) -> bool {
         match self.hashes.get(name) {
             Some(hash) => hash::verify(hash, password.as_bytes()),
             None => {
+                let started = Instant::now();
                 let _ = hash::verify(&self.dummy, password.as_bytes());
+                self.observe(started.elapsed());
                 false
             }
         }
@@ -184,6 +200,10 @@ impl std::fmt::Debug for Users {
             .field("names", &names)
             .finish_non_exhaustive()
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What checking a hash with `params` costs, to compare parameter sets: memory times
