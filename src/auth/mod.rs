@@ -117,8 +117,8 @@ impl Drop for Pending<'_> {
 
 /// The daemon's authentication state, shared by every connection.
 pub struct Auth {
-    /// The users file in force: each check takes it as it is when the check starts, so a
-    /// reload reaches the next login.
+    /// The users file in force: each check takes it as it is when the hash check runs
+    /// (not when it began to wait), so a reload reaches every login still waiting.
     users: RwLock<Arc<Users>>,
     /// Failed logins per address; kept across reloads.
     limiter: Mutex<Limiter>,
