@@ -10,6 +10,7 @@
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
+//! - `client_key`: what the per-address limits count as one client address
 //! - `runtime`: the only module that names the async runtime
 
 /// The version and the commit it was built from: `0.1.0 (1a2b3c4d5e6f)`.
@@ -19,6 +20,7 @@ pub mod activation;
 pub mod admin;
 pub mod auth;
 pub mod client;
+pub mod client_key;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

@@ -119,7 +119,7 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
         None
     } else {
         match auth::Auth::load(&config.auth) {
-            Ok(auth) => Some(auth.users().len()),
+            Ok(auth) => Some((auth.users().len(), auth.users().mixed_settings())),
             Err(e) => {
                 eprintln!("a-chat: {e}");
                 return ExitCode::FAILURE;
@@ -137,8 +137,11 @@ fn check_config(path: &Path, quiet: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("# {}: valid. Effective settings:", path.display());
-    if let Some(users) = users {
+    if let Some((users, mixed)) = users {
         println!("# {}: {users} users may log in", config.auth.users_file);
+        if let Some(mixed) = mixed {
+            println!("# warning: {mixed}");
+        }
     }
     for credential in &config.credentials {
         println!(
@@ -195,7 +198,11 @@ fn environment_notes(config: &Config) -> (Vec<String>, Vec<String>) {
 /// With authenticated logins, a plaintext listener that is not on loopback carries
 /// passwords in clear: said once at start, for each such address.
 fn warn_passwords_in_clear(plain: &[SocketAddr]) {
-    for addr in plain.iter().filter(|addr| !addr.ip().is_loopback()) {
+    // `[::ffff:127.0.0.1]` is loopback too.
+    for addr in plain
+        .iter()
+        .filter(|addr| !addr.ip().to_canonical().is_loopback())
+    {
         warn!(
             %addr,
             "logins are authenticated, but {addr} ([server] listen) is plaintext and not loopback: passwords cross the network in clear; serve them on [tls] listen instead"
@@ -353,6 +360,9 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 users = auth.users().len(),
                 "logins are authenticated"
             );
+            if let Some(mixed) = auth.users().mixed_settings() {
+                warn!("{mixed}");
+            }
             warn_passwords_in_clear(&config.server.listen);
         }
         if activated {

@@ -63,6 +63,9 @@ pub enum LoginError {
     Taken(String),
     /// A cluster node cannot reach Redis, so it cannot know who is online elsewhere.
     ClusterUnavailable,
+    /// The password was checked against a users file that a reload replaced before the
+    /// login took effect, and the new one removed the user or changed the password.
+    UsersChanged,
 }
 
 impl fmt::Display for LoginError {
@@ -96,6 +99,7 @@ impl fmt::Display for LoginError {
             ),
             LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
             LoginError::ClusterUnavailable => f.write_str("cluster unavailable, try again"),
+            LoginError::UsersChanged => f.write_str("authentication failed"),
         }
     }
 }

@@ -251,6 +251,15 @@ impl Conn {
         self.sock.peek(buf).await
     }
 
+    /// Resolves once the peer has closed (or reset) its side; stays pending for good once
+    /// it has sent anything, which is left in the socket for a later read.
+    pub async fn closed(&self) {
+        let mut byte = [0u8; 1];
+        if let Ok(1..) = self.sock.peek(&mut byte).await {
+            futures::future::pending::<()>().await;
+        }
+    }
+
     /// Resolves once the socket has new data (or an end, or an error) to read.
     pub async fn readable(&self) -> io::Result<()> {
         self.sock.readable().await

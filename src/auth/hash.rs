@@ -62,6 +62,23 @@ pub fn params_of(hash: &PasswordHashString) -> Params {
     Params::try_from(&hash.password_hash()).unwrap_or_else(|_| default_params())
 }
 
+/// Allocations from this size up get their own mapping, returned to the system when
+/// freed: a check's memory (19 MiB at the default settings) is one such allocation.
+const OWN_MAPPING_BYTES: libc::c_int = 4 << 20;
+
+/// Makes the memory of each check go back to the system when the check ends. glibc
+/// otherwise raises its mapping threshold after the first free of a large block, and
+/// then keeps a check's memory in the arena of every blocking thread that ever ran one
+/// (measured: +131 MiB of resident memory after a flood of wrong logins, against one
+/// check's worth with this).
+pub fn return_memory_after_checks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; any value is valid for this parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_BYTES);
+    }
+}
+
 /// `N` bytes from the kernel's random number generator.
 pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
     let mut buf = [0u8; N];

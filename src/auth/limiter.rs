@@ -1,12 +1,17 @@
 //! Failed logins per address (ARCHITECTURE §9): an address with `max_failures_per_ip` failures
 //! within a minute is refused outright, without a hash check, until its minute is over.
 //!
+//! Addresses are counted by their [`client_key`]: `::ffff:a.b.c.d` is `a.b.c.d`, and an
+//! IPv6 address stands for its /64.
+//!
 //! Pure and clock-driven: every call takes `now`. Memory is bounded by
 //! [`MAX_ADDRESSES`]: beyond it, the address whose window began first is forgotten.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::client_key::client_key;
 
 /// How long failures count against an address, from its first failure.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -17,9 +22,11 @@ pub const MAX_ADDRESSES: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// Check the password. The attempt counts as a failure until
-    /// [`Limiter::succeeded`] says otherwise, so that attempts still being checked count
-    /// too: a burst from one address gets at most `max` hash checks.
-    Check,
+    /// [`Limiter::succeeded`] or [`Limiter::unchecked`] says otherwise, so that attempts
+    /// still being checked count too: a burst from one address gets at most `max` hash
+    /// checks. `suspect` is true when the address had failures (or attempts being
+    /// checked) in its window already: its check waits behind those of clean addresses.
+    Check { suspect: bool },
     /// Refuse without a check. `first` is true once per window, for one log line per
     /// address rather than one per attempt.
     Refuse { first: bool },
@@ -81,6 +88,7 @@ impl Limiter {
 
     /// Decides on an attempt from `ip` at `now`, counting it as a failure if checked.
     pub fn attempt(&mut self, ip: IpAddr, now: Instant) -> Attempt {
+        let ip = client_key(ip);
         self.expire(now);
         if let Some(window) = self.table.get_mut(&ip) {
             if now.saturating_duration_since(window.since) < WINDOW {
@@ -89,8 +97,9 @@ impl Limiter {
                     window.refused = true;
                     return Attempt::Refuse { first };
                 }
+                let suspect = window.failures > 0;
                 window.failures += 1;
-                return Attempt::Check;
+                return Attempt::Check { suspect };
             }
             self.table.remove(&ip);
         }
@@ -109,11 +118,18 @@ impl Limiter {
         if self.order.len() > 2 * self.cap {
             self.compact();
         }
-        Attempt::Check
+        Attempt::Check { suspect: false }
     }
 
     /// The checked attempt from `ip` was right: it no longer counts as a failure.
     pub fn succeeded(&mut self, ip: IpAddr) {
+        self.unchecked(ip);
+    }
+
+    /// The attempt from `ip` never reached its hash check (its client timed out or left
+    /// while it waited, the drain began, or the queue was full): it is no failure.
+    pub fn unchecked(&mut self, ip: IpAddr) {
+        let ip = client_key(ip);
         if let Some(window) = self.table.get_mut(&ip) {
             window.failures = window.failures.saturating_sub(1);
             if window.failures == 0 && !window.refused {
@@ -159,6 +175,10 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    fn checked(a: Attempt) -> bool {
+        matches!(a, Attempt::Check { .. })
+    }
+
     fn ip(n: u32) -> IpAddr {
         IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
     }
@@ -168,18 +188,18 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Limiter::new(3);
         for _ in 0..3 {
-            assert_eq!(l.attempt(ip(1), t0), Attempt::Check);
+            assert!(checked(l.attempt(ip(1), t0)));
         }
         assert_eq!(l.attempt(ip(1), t0), Attempt::Refuse { first: true });
         let later = t0 + Duration::from_secs(59);
         assert_eq!(l.attempt(ip(1), later), Attempt::Refuse { first: false });
         assert_eq!(
             l.attempt(ip(2), later),
-            Attempt::Check,
+            Attempt::Check { suspect: false },
             "others are not affected"
         );
         let after = t0 + WINDOW;
-        assert_eq!(l.attempt(ip(1), after), Attempt::Check, "a new minute");
+        assert!(checked(l.attempt(ip(1), after)), "a new minute");
     }
 
     #[test]
@@ -187,15 +207,15 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Limiter::new(2);
         for _ in 0..10 {
-            assert_eq!(l.attempt(ip(1), t0), Attempt::Check);
+            assert!(checked(l.attempt(ip(1), t0)));
             l.succeeded(ip(1));
         }
         assert!(
             l.is_empty(),
             "nothing is kept for an address that only succeeds"
         );
-        assert_eq!(l.attempt(ip(1), t0), Attempt::Check);
-        assert_eq!(l.attempt(ip(1), t0), Attempt::Check);
+        assert!(checked(l.attempt(ip(1), t0)));
+        assert!(checked(l.attempt(ip(1), t0)));
         assert_eq!(l.attempt(ip(1), t0), Attempt::Refuse { first: true });
     }
 
@@ -203,9 +223,7 @@ mod tests {
     fn attempts_being_checked_count_against_the_limit() {
         let t0 = Instant::now();
         let mut l = Limiter::new(5);
-        let checked = (0..200)
-            .filter(|_| l.attempt(ip(1), t0) == Attempt::Check)
-            .count();
+        let checked = (0..200).filter(|_| checked(l.attempt(ip(1), t0))).count();
         assert_eq!(checked, 5);
     }
 
@@ -221,7 +239,7 @@ mod tests {
         // The newest 100 are still limited; the first ones were forgotten.
         let now = t0 + Duration::from_millis(1000);
         assert_eq!(l.attempt(ip(999), now), Attempt::Refuse { first: true });
-        assert_eq!(l.attempt(ip(0), now), Attempt::Check);
+        assert!(checked(l.attempt(ip(0), now)));
     }
 
     #[test]
@@ -246,5 +264,36 @@ mod tests {
         l.attempt(ip(1000), t0 + WINDOW);
         assert_eq!(l.len(), 1);
         assert_eq!(l.order.len(), 1);
+    }
+
+    #[test]
+    fn an_address_with_failures_is_suspect_and_an_unchecked_attempt_is_no_failure() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(2);
+        assert_eq!(l.attempt(ip(1), t0), Attempt::Check { suspect: false });
+        assert_eq!(l.attempt(ip(1), t0), Attempt::Check { suspect: true });
+        // Neither reached its check (a timeout in the queue): both are forgotten.
+        l.unchecked(ip(1));
+        l.unchecked(ip(1));
+        assert!(l.is_empty());
+        assert_eq!(l.attempt(ip(1), t0), Attempt::Check { suspect: false });
+    }
+
+    #[test]
+    fn mapped_and_plain_ipv4_are_one_address_and_ipv6_counts_by_64() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(2);
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(checked(l.attempt(v4, t0)));
+        assert!(checked(l.attempt(mapped, t0)));
+        assert_eq!(l.attempt(v4, t0), Attempt::Refuse { first: true });
+        let a: IpAddr = "2001:db8:0:7::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:0:7:ffff::9".parse().unwrap();
+        assert!(checked(l.attempt(a, t0)));
+        assert!(checked(l.attempt(b, t0)));
+        assert_eq!(l.attempt(a, t0), Attempt::Refuse { first: true });
+        let other: IpAddr = "2001:db8:0:8::1".parse().unwrap();
+        assert!(checked(l.attempt(other, t0)));
     }
 }

@@ -3,32 +3,39 @@
 //! login goes on to the router like any other.
 //!
 //! [`Auth`] holds what the checks share: the users file in force (swapped whole on
-//! reload), the per-address failure limiter (kept across reloads), and the pool bound: at
-//! most one hash check per core at once, each on the runtime's blocking threads, so a
-//! login storm queues here and never stalls the connection threads.
+//! reload), the per-address failure limiter (kept across reloads), and the queue of
+//! checks: at most one hash check per core but one at once, each on the runtime's
+//! blocking threads, so a login storm waits here and never stalls the connection threads.
+//! The queue is bounded and serves addresses without recent failures first (`queue`).
+//!
+//! A granted login carries the users file it was checked against ([`Granted`]); the
+//! router asks it again when the login takes effect, so that a reload that removed the
+//! user (or changed the password) in between wins.
 //!
 //! - `credentials`: the login line, split into name and password
 //! - `users`: the users file, and the password check against it
 //! - `hash`: argon2id PHC strings (make, parse, verify)
 //! - `limiter`: failed logins per address
+//! - `queue`: the bounded, two-class queue of logins waiting for a hash check
 //! - `passwd`: the `a-chat passwd` command
 
 mod credentials;
 pub mod hash;
 mod limiter;
 pub mod passwd;
+mod queue;
 mod users;
 
 pub use credentials::{parse as parse_credentials, Credentials};
 pub use limiter::{Attempt, Limiter};
+pub use queue::MAX_WAITING;
 pub use users::Users;
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use async_lock::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::AuthConfig;
@@ -43,15 +50,19 @@ pub enum Failure {
     BadCredentials,
     /// Too many failures from the address within a minute: refused without a check.
     RateLimited,
+    /// The queue of logins waiting for a hash check was full: refused without a check,
+    /// and not counted against the address.
+    Busy,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 2] = [Failure::BadCredentials, Failure::RateLimited];
+    pub const ALL: [Failure; 3] = [Failure::BadCredentials, Failure::RateLimited, Failure::Busy];
 
     pub fn label(self) -> &'static str {
         match self {
             Failure::BadCredentials => "bad_credentials",
             Failure::RateLimited => "rate_limited",
+            Failure::Busy => "busy",
         }
     }
 
@@ -60,25 +71,69 @@ impl Failure {
         match self {
             Failure::BadCredentials => "authentication failed",
             Failure::RateLimited => "too many failed logins",
+            Failure::Busy => "server busy, try again",
+        }
+    }
+}
+
+/// How often a full queue is logged as a warning at most; the rest are at debug.
+const BUSY_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// A login whose password was right under the users file it was checked against. The
+/// router asks [`Granted::holds`] when the login takes effect: a reload may have come in
+/// between.
+pub struct Granted {
+    /// Where the users file in force is found when the login takes effect.
+    auth: Arc<Auth>,
+    /// The users file the password was checked against.
+    users: Arc<Users>,
+}
+
+impl Granted {
+    /// Whether the login of `name` still holds: the users file is the one it was checked
+    /// against, or one that gives `name` the same password hash.
+    pub fn holds(&self, name: &str) -> bool {
+        let now = self.auth.users();
+        Arc::ptr_eq(&now, &self.users) || now.same_password(&self.users, name)
+    }
+}
+
+/// A checked attempt's place in the limiter until its hash check runs: dropped before
+/// (queue full, client gone or timed out, drain), the attempt is no failure.
+struct Pending<'a> {
+    auth: &'a Auth,
+    peer: IpAddr,
+    /// Set once the check has run (or the line was refused without needing one).
+    settled: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(&self.auth.limiter).unchecked(self.peer);
         }
     }
 }
 
 /// The daemon's authentication state, shared by every connection.
 pub struct Auth {
-    /// The users file in force: each check takes it as it is when the check starts, so a
-    /// reload reaches the next login.
+    /// The users file in force: each check takes it as it is when the hash check runs
+    /// (not when it began to wait), so a reload reaches every login still waiting.
     users: RwLock<Arc<Users>>,
     /// Failed logins per address; kept across reloads.
     limiter: Mutex<Limiter>,
-    /// One permit per hash check allowed at once (one per core but one, at least one): a
-    /// check holds it from before it starts on a blocking thread until it is done there.
-    checks: Arc<Semaphore>,
+    /// The hash checks: one slot per check allowed at once (one per core but one, at
+    /// least one), held from before a check starts on a blocking thread until it is done
+    /// there, and a bounded two-class queue of logins waiting for a slot.
+    checks: Arc<queue::Queue>,
+    /// When a full queue was last logged as a warning.
+    busy_warned: Mutex<Option<Instant>>,
 }
 
 impl Auth {
     /// Reads the users file named in `[auth]`.
     pub fn load(config: &AuthConfig) -> Result<Auth, String> {
+        hash::return_memory_after_checks();
         let users = Users::load(Path::new(&config.users_file))?;
         // A core is left to the chat: a storm of logins must not take every core from the
         // connections' thread (measured on 2 cores with both taken: a chat's p99 went from
@@ -88,7 +143,8 @@ impl Auth {
         Ok(Auth {
             users: RwLock::new(Arc::new(users)),
             limiter: Mutex::new(Limiter::new(config.max_failures_per_ip)),
-            checks: Arc::new(Semaphore::new(cores)),
+            checks: queue::Queue::new(cores, queue::MAX_WAITING),
+            busy_warned: Mutex::new(None),
         })
     }
 
@@ -119,51 +175,87 @@ impl Auth {
     }
 
     /// Checks a login line `NAME PASSWORD` from `peer` and returns the name if the
-    /// password is right. The password is never logged.
+    /// password is right, with what the router asks again when the login takes effect.
+    /// The password is never logged.
     ///
     /// An address over its failure limit is refused before any check; otherwise the check
-    /// waits for a permit and runs on a blocking thread, as long for an unknown name as
-    /// for a known one.
+    /// waits in the queue (refused at once when it is full), runs on a blocking thread
+    /// against the users file in force when it starts, and a failure answers no sooner
+    /// than the costliest user's check would.
     pub async fn check<'a>(
-        &self,
+        self: &Arc<Self>,
         peer: IpAddr,
         line: &'a str,
-        metrics: &Metrics,
-    ) -> Result<&'a str, Failure> {
+        metrics: &Arc<Metrics>,
+    ) -> Result<(&'a str, Granted), Failure> {
         let attempt = lock(&self.limiter).attempt(peer, Instant::now());
-        if let Attempt::Refuse { first } = attempt {
-            metrics.auth_failed(Failure::RateLimited);
-            if first {
-                warn!(
-                    %peer,
-                    "too many failed logins from this address: refusing its logins without a check for up to a minute (max_failures_per_ip)"
-                );
-            } else {
-                debug!("login refused: too many failed logins from this address");
+        let suspect = match attempt {
+            Attempt::Check { suspect } => suspect,
+            Attempt::Refuse { first } => {
+                metrics.auth_failed(Failure::RateLimited);
+                if first {
+                    warn!(
+                        %peer,
+                        "too many failed logins from this address: refusing its logins without a check for up to a minute (max_failures_per_ip)"
+                    );
+                } else {
+                    debug!("login refused: too many failed logins from this address");
+                }
+                return Err(Failure::RateLimited);
             }
-            return Err(Failure::RateLimited);
-        }
+        };
+        let mut pending = Pending {
+            auth: self,
+            peer,
+            settled: false,
+        };
         let Some(credentials) = parse_credentials(line) else {
+            pending.settled = true;
             metrics.auth_failed(Failure::BadCredentials);
             info!("login refused: authentication failed (no password on the login line)");
             return Err(Failure::BadCredentials);
         };
-        let users = self.users();
-        let (name, password) = (credentials.name.to_owned(), credentials.password.to_owned());
-        let permit = self.checks.acquire_arc().await;
+        let class = match suspect {
+            true => queue::Class::Suspect,
+            false => queue::Class::Clean,
+        };
+        let Ok(slot) = self.checks.enter(class).await else {
+            metrics.auth_failed(Failure::Busy);
+            self.log_busy();
+            return Err(Failure::Busy);
+        };
+        pending.settled = true;
         metrics.auth_checks.inc();
-        let (right, known) = runtime::spawn_blocking(move || {
-            let _permit = permit;
+        let (name, password) = (credentials.name.to_owned(), credentials.password.to_owned());
+        let (auth, counters) = (self.clone(), metrics.clone());
+        let (right, known, users, took) = runtime::spawn_blocking(move || {
+            let _slot = slot;
             // Where checks must share a core with the chat (one core), they yield it.
             runtime::lower_thread_priority();
-            (users.verify(&name, &password), users.contains(&name))
+            // Taken now that the check runs, not when it began to wait: a reload that
+            // came meanwhile reaches it.
+            let users = auth.users();
+            let started = Instant::now();
+            let right = users.verify(&name, &password);
+            // Counted here, so that a check whose client left meanwhile counts too.
+            match right {
+                true => lock(&auth.limiter).succeeded(peer),
+                false => counters.auth_failed(Failure::BadCredentials),
+            }
+            (right, users.contains(&name), users, started.elapsed())
         })
         .await;
         if right {
-            lock(&self.limiter).succeeded(peer);
-            return Ok(credentials.name);
+            let granted = Granted {
+                auth: self.clone(),
+                users,
+            };
+            return Ok((credentials.name, granted));
         }
-        metrics.auth_failed(Failure::BadCredentials);
+        // A user with cheaper hash settings must not answer sooner than an unknown name.
+        if let Some(rest) = users.floor().checked_sub(took) {
+            runtime::sleep(rest).await;
+        }
         if known {
             info!(
                 user = credentials.name,
@@ -175,6 +267,21 @@ impl Auth {
         }
         Err(Failure::BadCredentials)
     }
+
+    /// A login refused because the queue was full: one warning a minute, the rest debug.
+    fn log_busy(&self) {
+        let now = Instant::now();
+        let mut last = lock(&self.busy_warned);
+        if last.is_none_or(|at| now.duration_since(at) >= BUSY_WARN_EVERY) {
+            *last = Some(now);
+            warn!(
+                waiting = queue::MAX_WAITING,
+                "login refused: the queue of password checks is full (server busy, try again); a login flood? Further refusals within a minute are logged at debug"
+            );
+        } else {
+            debug!("login refused: the queue of password checks is full");
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -185,7 +292,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn auth_with(users: &str, max: u32) -> (Auth, tempfile::TempDir) {
+    fn auth_with(users: &str, max: u32) -> (Arc<Auth>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
         std::fs::write(&path, users).unwrap();
@@ -193,16 +300,16 @@ mod tests {
             users_file: path.display().to_string(),
             max_failures_per_ip: max,
         };
-        (Auth::load(&config).unwrap(), dir)
+        (Arc::new(Auth::load(&config).unwrap()), dir)
     }
 
     #[test]
     fn a_check_grants_the_right_password_and_refuses_the_rest_alike() {
         let hash = hash::make(b"pw", hash::tests::cheap()).unwrap();
         let (auth, _dir) = auth_with(&format!("[users]\nalice = \"{hash}\"\n"), 3);
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let check = |line| runtime::block_on(auth.check(peer, line, &metrics));
+        let check = |line| runtime::block_on(auth.check(peer, line, &metrics)).map(|(n, _)| n);
         assert_eq!(check("alice pw"), Ok("alice"));
         assert_eq!(check("alice wrong"), Err(Failure::BadCredentials));
         assert_eq!(check("mallory pw"), Err(Failure::BadCredentials));
@@ -238,5 +345,38 @@ mod tests {
             ..config
         };
         assert!(auth.reload(&off).unwrap_err().contains("restart"));
+    }
+
+    #[test]
+    fn a_grant_holds_until_a_reload_removes_the_user_or_changes_the_password() {
+        let hash = |pw: &[u8]| hash::make(pw, hash::tests::cheap()).unwrap();
+        let (a, b) = (hash(b"pw"), hash(b"pw"));
+        let (auth, dir) = auth_with(&format!("[users]\nalice = \"{a}\"\nbob = \"{b}\"\n"), 3);
+        let path = dir.path().join("users.toml");
+        let config = AuthConfig {
+            users_file: path.display().to_string(),
+            max_failures_per_ip: 3,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let grant = |line| {
+            runtime::block_on(auth.check(peer, line, &metrics))
+                .unwrap()
+                .1
+        };
+        let (alice, bob) = (grant("alice pw"), grant("bob pw"));
+        assert!(alice.holds("alice") && bob.holds("bob"));
+        let new_b = hash(b"new");
+        std::fs::write(
+            &path,
+            format!("[users]\nalice = \"{a}\"\nbob = \"{new_b}\"\n"),
+        )
+        .unwrap();
+        auth.reload(&config).unwrap();
+        assert!(alice.holds("alice"), "the same password, another file");
+        assert!(!bob.holds("bob"), "the password changed");
+        std::fs::write(&path, format!("[users]\nbob = \"{new_b}\"\n")).unwrap();
+        auth.reload(&config).unwrap();
+        assert!(!alice.holds("alice"), "the user was removed");
     }
 }

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHashString;
 use argon2::Params;
@@ -34,9 +36,17 @@ struct UsersFile {
 pub struct Users {
     /// Each allowed login and its password hash.
     hashes: HashMap<String, PasswordHashString>,
-    /// The hash an unknown name is checked against, made at load with the parameters most
-    /// users have, so that an unknown name costs what a known one does.
+    /// The hash an unknown name is checked against, made at load with the costliest
+    /// parameters in the file, so that an unknown name costs what the slowest user does.
     dummy: PasswordHashString,
+    /// How long a check against the dummy takes, in nanoseconds: no failed check answers
+    /// sooner than this after it began, so that a user with cheaper parameters is not told
+    /// from an unknown name. First the time making the dummy took, then a moving average
+    /// of the checks of unknown names, so that it follows the machine's load.
+    floor: AtomicU64,
+    /// Each distinct set of hash parameters (`m=..,t=..,p=..`) and how many users have it,
+    /// costliest first, for check-config to say when they are mixed.
+    settings: Vec<(String, usize)>,
 }
 
 impl Users {
@@ -104,8 +114,59 @@ impl Users {
             })?;
             hashes.insert(name, hash);
         }
+        let settings = settings(&hashes);
+        let started = Instant::now();
         let dummy = dummy(&hashes).map_err(|e| at(None, None, &e))?;
-        Ok(Users { hashes, dummy })
+        let floor = AtomicU64::new(nanos(started.elapsed()));
+        Ok(Users {
+            hashes,
+            dummy,
+            floor,
+            settings,
+        })
+    }
+
+    /// The shortest time a failed check takes, from when it began (see [`Users::verify`]).
+    pub fn floor(&self) -> Duration {
+        Duration::from_nanos(self.floor.load(Ordering::Relaxed))
+    }
+
+    /// Takes the time of one check against the dummy into the floor (a quarter of it).
+    fn observe(&self, took: Duration) {
+        let sample = nanos(took);
+        let _ = self
+            .floor
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |floor| {
+                Some(floor - floor / 4 + sample / 4)
+            });
+    }
+
+    /// Whether `name` has the same password hash here as in `other`: a login checked
+    /// against `other` still holds under these users.
+    pub fn same_password(&self, other: &Users, name: &str) -> bool {
+        match (self.hashes.get(name), other.hashes.get(name)) {
+            (Some(mine), Some(theirs)) => mine.as_str() == theirs.as_str(),
+            _ => false,
+        }
+    }
+
+    /// A warning when the users' hashes use different parameters: every failed login then
+    /// costs what the costliest of them does. `None` when they are alike.
+    pub fn mixed_settings(&self) -> Option<String> {
+        if self.settings.len() < 2 {
+            return None;
+        }
+        let groups: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(params, n)| format!("{params} ({n} user{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        Some(format!(
+            "the users' password hashes use {} different argon2 settings: {}. An unknown name or a wrong password costs as long as the costliest ({}); re-hash the others with `a-chat passwd` to make them alike",
+            self.settings.len(),
+            groups.join(", "),
+            self.settings[0].0
+        ))
     }
 
     /// Whether `name` may log in (for a reload to find the logins that were removed).
@@ -123,12 +184,15 @@ impl Users {
     }
 
     /// True if `name` is a user and `password` is theirs. Blocking, and as slow for an
-    /// unknown name as for a known one: run it on the pool of [`crate::auth::Auth`].
+    /// unknown name as for the costliest user: run it on the pool of
+    /// [`crate::auth::Auth`].
     pub fn verify(&self, name: &str, password: &str) -> bool {
         match self.hashes.get(name) {
             Some(hash) => hash::verify(hash, password.as_bytes()),
             None => {
+                let started = Instant::now();
                 let _ = hash::verify(&self.dummy, password.as_bytes());
+                self.observe(started.elapsed());
                 false
             }
         }
@@ -165,9 +229,35 @@ fn look_alikes<'a>(
     None
 }
 
-/// A hash of a random password with the parameters most of `hashes` use (the built-in
-/// ones for an empty file).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What checking a hash with `params` costs, to compare parameter sets: memory times
+/// passes (the lanes share the memory), then the hash's length.
+fn cost(params: &Params) -> (u64, usize) {
+    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
+    (
+        work,
+        params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN),
+    )
+}
+
+/// A hash of a random password with the costliest parameters `hashes` use (the built-in
+/// ones for an empty file), so that an unknown name costs what the slowest user does.
 fn dummy(hashes: &HashMap<String, PasswordHashString>) -> Result<PasswordHashString, String> {
+    let params = hashes
+        .values()
+        .map(hash::params_of)
+        .max_by_key(cost)
+        .unwrap_or_else(hash::default_params);
+    let password = hash::random_bytes::<32>().map_err(|e| format!("random bytes: {e}"))?;
+    hash::make(&password, params)
+}
+
+/// Each distinct parameter set of `hashes` as `m=..,t=..,p=..` and how many users have
+/// it, costliest first.
+fn settings(hashes: &HashMap<String, PasswordHashString>) -> Vec<(String, usize)> {
     // Few distinct parameter sets in practice: a list is enough.
     let mut counts: Vec<(Params, usize)> = Vec::new();
     for hash in hashes.values() {
@@ -177,12 +267,18 @@ fn dummy(hashes: &HashMap<String, PasswordHashString>) -> Result<PasswordHashStr
             None => counts.push((params, 1)),
         }
     }
-    let params = counts
+    counts.sort_by_key(|(p, n)| (std::cmp::Reverse(cost(p)), std::cmp::Reverse(*n)));
+    counts
         .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map_or_else(hash::default_params, |(params, _)| params);
-    let password = hash::random_bytes::<32>().map_err(|e| format!("random bytes: {e}"))?;
-    hash::make(&password, params)
+        .map(|(p, n)| {
+            let len = match p.output_len() {
+                Some(len) if len != Params::DEFAULT_OUTPUT_LEN => format!(",len={len}"),
+                _ => String::new(),
+            };
+            let text = format!("m={},t={},p={}{len}", p.m_cost(), p.t_cost(), p.p_cost());
+            (text, n)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -216,6 +312,35 @@ mod tests {
             64,
             "the dummy costs what the users' hashes cost"
         );
+    }
+
+    #[test]
+    fn the_dummy_costs_what_the_costliest_user_does_and_mixed_settings_are_named() {
+        let heavy = Params::new(256, 3, 1, None).unwrap();
+        let text = format!(
+            "[users]\na = \"{}\"\nb = \"{}\"\nc = \"{}\"\n",
+            hash_of("x"),
+            hash_of("y"),
+            hash::make(b"z", heavy).unwrap()
+        );
+        let users = Users::parse(&text, "u.toml").unwrap();
+        let dummy = hash::params_of(&users.dummy);
+        assert_eq!(
+            (dummy.m_cost(), dummy.t_cost()),
+            (256, 3),
+            "not the majority's"
+        );
+        let warning = users.mixed_settings().expect("a warning");
+        assert!(warning.contains("2 different argon2 settings"), "{warning}");
+        assert!(
+            warning.contains("m=256,t=3,p=1 (1 user), m=64,t=1,p=1 (2 users)"),
+            "{warning}"
+        );
+        let alike = format!("[users]\na = \"{}\"\n", hash_of("x"));
+        let alike = Users::parse(&alike, "u.toml").unwrap();
+        assert_eq!(alike.mixed_settings(), None);
+        assert!(alike.same_password(&alike, "a") && !alike.same_password(&users, "a"));
+        assert!(!alike.same_password(&alike, "nobody"));
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Metrics {
         let auth_failed = Family::<Labels, Counter>::default();
         registry.register(
             "auth_failures",
-            "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check)",
+            "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check; busy: the queue of logins waiting for a check was full, refused without a check and not counted against the address)",
             auth_failed.clone(),
         );
         let cluster = crate::cluster::ClusterMetrics::register(registry);

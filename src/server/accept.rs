@@ -16,6 +16,7 @@ use std::time::Duration;
 use tracing::{debug, info, info_span, warn};
 
 use crate::auth::Auth;
+use crate::client_key::client_key;
 use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
@@ -267,7 +268,7 @@ impl Drop for Ticket {
     }
 }
 
-/// Counts open connections per IP address when `max_connections_per_ip` is set.
+/// Counts open connections per client address when `max_connections_per_ip` is set.
 #[derive(Clone)]
 pub struct PerIp {
     max: usize,
@@ -289,10 +290,13 @@ impl PerIp {
     }
 
     /// `Some(None)`: no cap configured; `Some(Some(slot))`: admitted; `None`: over the cap.
+    /// Addresses are counted by their [`client_key`] (a v4-mapped address as IPv4, IPv6
+    /// by its /64).
     pub fn take(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
         if self.max == 0 {
             return Some(None);
         }
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_insert(0);
         if *count >= self.max {
@@ -345,5 +349,13 @@ mod tests {
         drop((b, c));
         assert!(per_ip.open.lock().unwrap().is_empty());
         assert!(PerIp::new(0).take(ip).unwrap().is_none(), "no cap, no slot");
+        // One client, whichever listener it reached; IPv6 by its /64.
+        let _a = per_ip.take(ip).unwrap();
+        let _b = per_ip.take("::ffff:127.0.0.1".parse().unwrap()).unwrap();
+        assert!(per_ip.take(ip).is_none());
+        let _c = per_ip.take("2001:db8::1".parse().unwrap()).unwrap();
+        let _d = per_ip.take("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(per_ip.take("2001:db8::ffff:3".parse().unwrap()).is_none());
+        assert!(per_ip.take("2001:db8:0:1::1".parse().unwrap()).is_some());
     }
 }

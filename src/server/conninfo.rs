@@ -30,7 +30,7 @@ pub struct ConnInfo {
 }
 
 /// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 23] = [
+const REASONS: [&str; 24] = [
     "closed",
     "client_closed",
     "reset",
@@ -40,6 +40,7 @@ const REASONS: [&str; 23] = [
     "login_timeout",
     "bad_credentials",
     "rate_limited",
+    "busy",
     "idle_timeout",
     "line_too_long",
     "invalid_utf8",

@@ -26,6 +26,8 @@ use crate::server::prelogin;
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
+mod authenticate;
+
 /// Bytes asked of one `read`. Reads go into a buffer shared by every connection that its
 /// thread serves (see [`SCRATCH`]), so a connection waiting for input holds no read
 /// buffer at all, and one that keeps a partial line holds just that line.
@@ -227,8 +229,11 @@ impl Reader {
             prelogin::probe(&self.outbox, &self.metrics);
             return Err(End::Closed);
         }
+        let mut checked = None;
         if let Some(auth) = self.auth.clone() {
-            line = self.authenticate(&auth, line).await?;
+            let sent_more = framer.partial_len() > 0;
+            let (name, granted) = self.authenticate(&auth, line, sent_more).await?;
+            (line, checked) = (name, Some(granted));
         }
         let limits = &self.limits;
         if let Err(e) = names::validate_login(&line, limits.max_login_bytes, limits.login_charset) {
@@ -243,6 +248,7 @@ impl Reader {
             login: login.clone(),
             look,
             outbox: self.outbox.clone(),
+            checked,
             reply,
         });
         if asked.await.is_err() {
@@ -261,44 +267,10 @@ impl Reader {
         }
     }
 
-    /// With `[auth]`: checks the login line `NAME PASSWORD` within what is left of
-    /// `login_timeout`, and gives back the name to log in with; a refusal is answered and
-    /// ends the connection. The line holds the password: it goes nowhere else.
-    async fn authenticate(&self, auth: &Auth, line: String) -> Result<String, End> {
-        // The client's address as accepted, or as its balancer's PROXY header gave it.
-        let peer = self.outbox.info().peer.ip();
-        let left = self
-            .limits
-            .login_timeout
-            .saturating_sub(self.accepted.elapsed());
-        let checked = async { Ok(auth.check(peer, &line, &self.metrics).await) };
-        let timeout = async {
-            runtime::sleep(left).await;
-            Err(End::Closed)
-        };
-        let drain = async {
-            self.shutdown.wait().await;
-            Err(End::Drain)
-        };
-        match checked.or(drain).or(timeout).await {
-            Ok(Ok(name)) => Ok(name.to_owned()),
-            Ok(Err(why)) => {
-                self.outbox.info().ending(why.label());
-                self.say(protocol::format_error(why.answer()));
-                Err(End::Closed)
-            }
-            Err(End::Closed) => {
-                self.outbox.info().ending("login_timeout");
-                info!("refused: login not checked within login_timeout");
-                self.metrics.refused(Refusal::LoginTimeout);
-                self.say(protocol::format_error("login timeout"));
-                Err(End::Closed)
-            }
-            Err(end) => Err(end),
-        }
-    }
-
     fn refuse_login(&self, e: LoginError) -> End {
+        if let LoginError::UsersChanged = e {
+            return self.users_changed();
+        }
         let why = match e {
             LoginError::Taken(_) => Refusal::LoginTaken,
             LoginError::ClusterUnavailable => Refusal::ClusterUnavailable,

@@ -29,6 +29,8 @@ pub struct Claiming {
     pub login: Arc<str>,
     pub look: Box<str>,
     pub outbox: Outbox,
+    /// The password check that allowed it, asked again when the registry grants it.
+    pub checked: Option<crate::auth::Granted>,
     pub reply: oneshot::Sender<Result<(), LoginError>>,
 }
 

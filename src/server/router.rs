@@ -18,7 +18,7 @@ use async_channel::Receiver;
 use futures::channel::oneshot;
 use tracing::{debug, info};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Granted};
 use crate::cluster::{Claim, Inbound};
 use crate::metrics::Metrics;
 use crate::names::{self, LoginError};
@@ -39,6 +39,9 @@ pub enum Event {
         /// Its canonical form (`names::canonical`), taken by no other live login.
         look: Box<str>,
         outbox: Outbox,
+        /// With `[auth]`: the password check that allowed it, asked again here, where the
+        /// login takes effect (a reload may have removed the user meanwhile).
+        checked: Option<Granted>,
         reply: oneshot::Sender<Result<(), LoginError>>,
     },
     /// Messages from one logged-in connection, in the order they were read.
@@ -159,6 +162,12 @@ pub async fn run(
                     r.claimed(&c.look);
                 }
                 match answer {
+                    Claim::Granted if !still_holds(&c.checked, &c.login) => {
+                        let _ = c.reply.send(Err(LoginError::UsersChanged));
+                        if let Some(r) = &remote {
+                            r.release(c.look);
+                        }
+                    }
                     Claim::Granted => {
                         // The reader may have gone (drain, or its client left) meanwhile.
                         if c.reply.send(Ok(())).is_ok() {
@@ -184,6 +193,13 @@ pub async fn run(
     );
 }
 
+/// Whether a login checked against a users file still holds under the one in force (true
+/// without `[auth]`): the reload that removed a user, or changed the password, wins over
+/// a check that began before it.
+fn still_holds(checked: &Option<Granted>, login: &str) -> bool {
+    checked.as_ref().is_none_or(|granted| granted.holds(login))
+}
+
 /// One event from a reader.
 fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metrics: &Metrics) {
     match event {
@@ -192,8 +208,13 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
             login,
             look,
             outbox,
+            checked,
             reply,
         } => {
+            if !still_holds(&checked, &login) {
+                let _ = reply.send(Err(LoginError::UsersChanged));
+                return;
+            }
             // The same name has the same look: one lookup covers both.
             if online.looks.contains_key(&look)
                 || remote.as_ref().is_some_and(|r| r.is_claiming(&look))
@@ -208,6 +229,7 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
                     login,
                     look,
                     outbox,
+                    checked,
                     reply,
                 };
                 remote.claim(c, metrics);
@@ -256,28 +278,7 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
                 remote.end_batch(sender.as_ref(), metrics);
             }
         }
-        Event::Revoke { users } => {
-            let removed: Vec<Arc<str>> = online
-                .peers
-                .keys()
-                .filter(|login| !users.contains(login))
-                .cloned()
-                .collect();
-            for login in removed {
-                if let Some(peer) = online.peers.get(&login) {
-                    // Told, then closed: the reader sees the end of input and the
-                    // writer flushes what is queued, the notice last.
-                    let _ = peer
-                        .outbox
-                        .send(Out::Server(protocol::format_notice("account removed")));
-                    peer.outbox.info().ending("account_removed");
-                    peer.outbox.stop_reading();
-                    info!(login = %login, "account removed from the users file: disconnected");
-                }
-                online.remove(&login, remote.as_ref());
-            }
-            metrics.logged_in.set(online.peers.len() as i64);
-        }
+        Event::Revoke { users } => revoke(&users, online, remote, metrics),
         Event::Logout { conn } => {
             if let Some(login) = online.logins.get(&conn).cloned() {
                 online.remove(&login, remote.as_ref());
@@ -285,6 +286,31 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
             }
         }
     }
+}
+
+/// The users file changed (SIGHUP): logins it no longer holds are told
+/// `notice: account removed` and disconnected.
+fn revoke(users: &Auth, online: &mut Online, remote: &mut Option<Remote>, metrics: &Metrics) {
+    let removed: Vec<Arc<str>> = online
+        .peers
+        .keys()
+        .filter(|login| !users.contains(login))
+        .cloned()
+        .collect();
+    for login in removed {
+        if let Some(peer) = online.peers.get(&login) {
+            // Told, then closed: the reader sees the end of input and the
+            // writer flushes what is queued, the notice last.
+            let _ = peer
+                .outbox
+                .send(Out::Server(protocol::format_notice("account removed")));
+            peer.outbox.info().ending("account_removed");
+            peer.outbox.stop_reading();
+            info!(login = %login, "account removed from the users file: disconnected");
+        }
+        online.remove(&login, remote.as_ref());
+    }
+    metrics.logged_in.set(online.peers.len() as i64);
 }
 
 /// What the cluster link sends: relays for this node's logins, directory changes, and

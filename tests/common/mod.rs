@@ -8,6 +8,7 @@ pub mod flood;
 pub mod http;
 pub mod pki;
 pub mod tlsclient;
+pub mod users;
 
 #[allow(unused_imports)]
 pub use flood::{flood_until, ping_pong, warm_up, Flood, RoundTrips, RssWatch};
