@@ -1,13 +1,16 @@
 //! systemd socket activation (ARCHITECTURE §11): when started with `LISTEN_FDS` (and
 //! `LISTEN_PID` naming this process), the daemon serves the listening sockets it was
-//! given, from descriptor 3 on, instead of binding its own. `LISTEN_FDNAMES` tells them
-//! apart: `tls` sockets get the TLS handshake, an `admin` socket serves the admin
-//! endpoint, and every other name (or none) is a plain chat socket.
+//! given, from descriptor 3 on. `LISTEN_FDNAMES` tells them apart: `tls` sockets get the
+//! TLS handshake, an `admin` socket serves the admin endpoint, and every other name (or
+//! none) is a plain chat socket. A configured address that no passed socket of its kind
+//! serves ([`covered`]) is bound by the daemon as without activation: a listener in the
+//! file is never dropped because the manager passed others.
 //!
 //! The manager (systemd, or any launcher) keeps its own copy of each socket, so the
 //! daemon closing its copy at the drain stops accepting without closing the socket:
 //! connects that arrive during a restart wait in the kernel's queue for the next process.
 
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 
 /// The first descriptor passed (SD_LISTEN_FDS_START).
@@ -80,6 +83,18 @@ pub fn parse(
     ))
 }
 
+/// Whether a passed socket listening on one of `passed` already serves the configured
+/// address `addr`: the same port (not 0, which asks for any), and the same address or a
+/// wildcard one. A configured address that no passed socket serves is bound by the daemon
+/// itself, so that a listener in the file is never dropped because others were passed.
+pub fn covered(addr: SocketAddr, passed: &[SocketAddr]) -> bool {
+    passed.iter().any(|p| {
+        addr.port() != 0
+            && p.port() == addr.port()
+            && (p.ip() == addr.ip() || p.ip().is_unspecified())
+    })
+}
+
 /// Takes over a passed listening socket.
 pub fn listener(passed: Passed) -> std::io::Result<std::net::TcpListener> {
     // SAFETY: the manager passed this descriptor to this process (LISTEN_PID) for it to
@@ -132,6 +147,23 @@ mod tests {
         assert_eq!(parse(Some("41"), Some("1"), None, 42), Ok(None));
         assert_eq!(parse(None, Some("1"), None, 42), Ok(None));
         assert_eq!(parse(Some("42"), None, None, 42), Ok(None));
+    }
+
+    #[test]
+    fn a_configured_address_is_covered_only_by_a_passed_socket_that_serves_it() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let passed = [a("127.0.0.1:8080"), a("0.0.0.0:8443")];
+        assert!(covered(a("127.0.0.1:8080"), &passed));
+        assert!(
+            covered(a("10.0.0.5:8443"), &passed),
+            "the wildcard serves it"
+        );
+        assert!(!covered(a("10.0.0.5:8080"), &passed), "another address");
+        assert!(!covered(a("127.0.0.1:9000"), &passed), "another port");
+        assert!(
+            !covered(a("127.0.0.1:0"), &[a("127.0.0.1:0")]),
+            "port 0 asks for a new one"
+        );
     }
 
     #[test]

@@ -365,9 +365,13 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             }
             warn_passwords_in_clear(&config.server.listen);
         }
+        let addrs_of = |sockets: &[runtime::TcpListener]| -> Vec<SocketAddr> {
+            sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+        };
+        let (passed_plain, passed_secure) = (addrs_of(&passed_chat), addrs_of(&passed_tls));
         if activated {
-            // The manager's sockets, not the configured addresses; it keeps a copy of each,
-            // so closing ours at the drain leaves new connects waiting in its queue.
+            // The manager keeps a copy of each of its sockets, so closing ours at the drain
+            // leaves new connects waiting in its queue.
             info!(
                 chat = passed_chat.len(),
                 tls = passed_tls.len(),
@@ -383,14 +387,26 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 });
             }
         }
-        let plain = config.server.listen.iter().map(|addr| (addr, None));
-        let secure = config.tls.listen.iter().map(|addr| (addr, tls.clone()));
-        for (addr, tls) in plain.chain(secure).filter(|_| !activated) {
+        // Every configured address that no passed socket serves is bound here, activated
+        // or not: a listener in the file is never silently dropped.
+        let plain = (config.server.listen.iter())
+            .filter(|addr| !activation::covered(**addr, &passed_plain))
+            .map(|addr| (addr, "[server] listen", None));
+        let secure = (config.tls.listen.iter())
+            .filter(|addr| !activation::covered(**addr, &passed_secure))
+            .map(|addr| (addr, "[tls] listen", tls.clone()));
+        for (addr, key, tls) in plain.chain(secure) {
+            if activated {
+                warn!(
+                    %addr,
+                    "{addr} ({key}) was not passed by the service manager: a-chat binds it itself, so connects to it are refused while the daemon restarts; add it to a-chat.socket"
+                );
+            }
             match runtime::bind(*addr, backlog).await {
                 Ok(socket) => listeners.push(server::Listener { socket, tls }),
                 Err(e) => {
                     error!(%addr, error = %e, "cannot listen");
-                    eprintln!("a-chat: cannot listen on {addr}: {e}");
+                    eprintln!("a-chat: cannot listen on {addr} ({key}): {e}");
                     return ExitCode::FAILURE;
                 }
             }

@@ -18,8 +18,11 @@ use common::{Client, WAIT};
 
 /// Starts the daemon on the socket `listener`, passed as descriptor 3 with `LISTEN_FDS=1`
 /// and `LISTEN_PID` set by a shell that then becomes the daemon (same process id).
-/// Returns it once it logs `listening on`.
-fn start(listener: &TcpListener, config: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
+/// Returns it once it logs `listening on`, with its log lines so far and the rest to come.
+fn start(
+    listener: &TcpListener,
+    config: &std::path::Path,
+) -> (Child, mpsc::Receiver<String>, Vec<String>) {
     let fd = listener.as_raw_fd();
     let mut cmd = Command::new("sh");
     cmd.args([
@@ -64,11 +67,79 @@ fn start(listener: &TcpListener, config: &std::path::Path) -> (Child, mpsc::Rece
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("listening on") => return (child, rx),
+            Ok(line) if line.contains("listening on") => {
+                seen.push(line);
+                return (child, rx, seen);
+            }
             Ok(line) => seen.push(line),
             Err(_) => panic!("the daemon did not report listening:\n{}", seen.join("\n")),
         }
     }
+}
+
+/// The address of the `listening on ADDR (tls)` line among `lines`, waiting for it.
+fn tls_listener(lines: &mpsc::Receiver<String>, seen: &mut Vec<String>) -> SocketAddr {
+    let deadline = Instant::now() + WAIT;
+    for line in seen.iter() {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            if rest.contains("(tls)") {
+                return rest.split(' ').next().unwrap().parse().unwrap();
+            }
+        }
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no TLS listener:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            if rest.contains("(tls)") {
+                return rest.split(' ').next().unwrap().parse().unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_configured_listener_the_manager_did_not_pass_is_bound_not_dropped() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pki = common::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("a-chat.toml");
+    // The manager passes the chat socket only; the file also has a TLS listener.
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"{addr}\"\n{}", pki.toml(false)),
+    )
+    .unwrap();
+    let (daemon, lines, mut seen) = start(&listener, &config);
+    let tls = tls_listener(&lines, &mut seen);
+    let mut secure = common::tlsclient::TlsClient::login(tls, &pki, "bob");
+    let mut plain = Client::connect(addr);
+    plain.send("alice");
+    plain.send("bob: over the passed socket");
+    secure.expect("from alice: over the passed socket");
+    secure.send("alice: over the TLS listener a-chat bound itself");
+    plain.expect("from bob: over the TLS listener a-chat bound itself");
+    // It says so, naming the address and the key.
+    let deadline = Instant::now() + WAIT;
+    while !seen
+        .iter()
+        .any(|l| l.contains("WARN") && l.contains("[tls] listen") && l.contains("not passed"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "no warning about the unpassed listener:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    let status = stop(daemon);
+    assert!(status.success(), "{status}");
 }
 
 fn stop(mut child: Child) -> std::process::ExitStatus {
@@ -102,9 +173,9 @@ fn a_restart_on_passed_sockets_refuses_no_connect() {
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("a-chat.toml");
-    // The configured address is not where the daemon serves: the passed socket wins.
-    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
-    let (first, _log) = start(&listener, &config);
+    // The file names the address the manager passes, as a-chat.socket and a-chat.toml do.
+    std::fs::write(&config, format!("[server]\nlisten = \"{addr}\"\n")).unwrap();
+    let (first, _log, _) = start(&listener, &config);
     let mut alice = Client::connect(addr);
     alice.send("alice");
     alice.send("alice: before the restart");
@@ -143,7 +214,7 @@ fn a_restart_on_passed_sockets_refuses_no_connect() {
     alice.expect("notice: server shutting down");
     alice.expect_closed();
     let before = logged_in.load(Ordering::Relaxed);
-    let (second, _log2) = start(&listener, &config);
+    let (second, _log2, _) = start(&listener, &config);
     wait_for(before + 20);
     stop_clients.store(true, Ordering::Relaxed);
     let failed = clients.join().unwrap();

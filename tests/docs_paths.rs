@@ -67,7 +67,10 @@ fn documents_and_units() -> Vec<PathBuf> {
     let mut all = documents();
     for entry in std::fs::read_dir(repo().join("deploy")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "service" || e == "socket") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "service" || e == "socket")
+        {
             all.push(path);
         }
     }
