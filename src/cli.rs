@@ -41,9 +41,9 @@ pub enum Command {
     /// conversation ends, 1 when the server closed the connection right after an
     /// `error:` line (a login taken or refused, a line too long, a timeout), 2 on a bad flag.
     Client {
-        /// Server address.
-        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
-        addr: SocketAddr,
+        /// Server address: IP:PORT or HOST:PORT.
+        #[arg(default_value = "127.0.0.1:8080", value_parser = client::Target::parse)]
+        addr: client::Target,
         #[command(flatten)]
         tls: TlsArgs,
         /// Log in as NAME on a server with authenticated logins: the password is asked
@@ -77,9 +77,9 @@ pub enum Command {
     /// Exit 0 if a daemon at ADDR completes a chat round trip in time, 1 otherwise (for
     /// health checks).
     Probe {
-        /// Address to connect to.
-        #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
-        addr: SocketAddr,
+        /// Address to connect to: IP:PORT or HOST:PORT.
+        #[arg(default_value = "127.0.0.1:8080", value_parser = client::Target::parse)]
+        addr: client::Target,
         /// How long the whole round trip (connect, log in, a line to itself) may take.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
@@ -95,10 +95,11 @@ pub enum Command {
 /// How `client` and `probe` speak TLS.
 #[derive(clap::Args)]
 pub struct TlsArgs {
-    /// Connect with TLS (needs --ca).
-    #[arg(long, requires = "ca")]
+    /// Connect with TLS, trusting the system's certificate authorities (or --ca).
+    #[arg(long)]
     tls: bool,
-    /// The CA certificate (PEM) that signed the server's certificate.
+    /// The CA certificate (PEM) that signed the server's certificate [default: the
+    /// system's trusted authorities].
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
     /// A client certificate (PEM), for a server that requires mutual TLS (needs --key).
@@ -107,16 +108,18 @@ pub struct TlsArgs {
     /// The private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
-    /// The name the server's certificate must carry [default: the address's IP].
+    /// The name the server's certificate must carry [default: the host of the address].
     #[arg(long, value_name = "NAME", requires = "tls")]
     server_name: Option<String>,
 }
 
 impl TlsArgs {
     pub fn options(self) -> Option<client::TlsOptions> {
-        let ca = self.ca.filter(|_| self.tls)?;
+        if !self.tls {
+            return None;
+        }
         Some(client::TlsOptions {
-            ca,
+            ca: self.ca,
             cert_and_key: self.cert.zip(self.key),
             server_name: self.server_name,
         })

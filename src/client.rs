@@ -85,11 +85,66 @@ impl Screen {
     }
 }
 
+/// Where a client connects: `HOST:PORT` as the user wrote it, and the addresses it names,
+/// tried in turn (`localhost` names `::1` and `127.0.0.1`; a daemon may listen on one only).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// As written: for messages, and its host for TLS's server name.
+    pub name: String,
+    /// What `name` resolved to, in the resolver's order.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// Reads `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`, resolving a host name.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        use std::net::ToSocketAddrs;
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Target {
+                name: s.to_owned(),
+                addrs: vec![addr],
+            });
+        }
+        if s.rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080, localhost:8080)"
+            ));
+        }
+        let addrs: Vec<SocketAddr> = s
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {s}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{s} resolves to no address"));
+        }
+        Ok(Target {
+            name: s.to_owned(),
+            addrs,
+        })
+    }
+
+    /// The host part, without its port or brackets: the name a server's certificate must
+    /// carry unless `--server-name` says otherwise.
+    pub fn host(&self) -> &str {
+        let host = self.name.rsplit_once(':').map_or(&*self.name, |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// How a-chat's own clients speak TLS (`--tls`, `--ca`, `--cert`, `--key`).
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
-    /// The CA (PEM) that signed the server's certificate.
-    pub ca: PathBuf,
+    /// The CA (PEM) that signed the server's certificate; the system's trusted roots when
+    /// unset.
+    pub ca: Option<PathBuf>,
     /// A client certificate and its key (PEM), for a server that requires mutual TLS.
     pub cert_and_key: Option<(PathBuf, PathBuf)>,
     /// The name the server's certificate must carry; the address's IP when unset.
@@ -105,11 +160,28 @@ struct Link {
     plain: Option<runtime::TcpStream>,
 }
 
-/// Connects to `addr`, with a TLS handshake when `tls` is given.
-async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<Link> {
-    let stream = runtime::connect(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+/// Connects to the first of `target`'s addresses that answers, with a TLS handshake when
+/// `tls` is given.
+async fn connect(target: &Target, tls: Option<&TlsOptions>) -> std::io::Result<Link> {
+    let mut failed = None;
+    let mut stream = None;
+    for addr in &target.addrs {
+        match runtime::connect(*addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
+    let Some(stream) = stream else {
+        let e = failed.unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot connect to {target}: {e}"),
+        ));
+    };
+    let addr = target;
     let Some(options) = tls else {
         return Ok(Link {
             reader: Box::new(stream.clone()),
@@ -122,11 +194,11 @@ async fn connect(addr: SocketAddr, tls: Option<&TlsOptions>) -> std::io::Result<
         .cert_and_key
         .as_ref()
         .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    let config = tls::client_config(&options.ca, cert_and_key).map_err(invalid)?;
+    let config = tls::client_config(options.ca.as_deref(), cert_and_key).map_err(invalid)?;
     let host = options
         .server_name
         .clone()
-        .unwrap_or_else(|| addr.ip().to_string());
+        .unwrap_or_else(|| target.host().to_owned());
     let (connector, name) = tls::connector(config, &host).map_err(invalid)?;
     let session = connector.connect(name, stream).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("TLS handshake with {addr} failed: {e}"))
@@ -158,16 +230,18 @@ pub fn credentials(user: &str) -> Result<String, String> {
 /// Runs the client until the server closes the connection. `login`, when given, is sent
 /// first (the `NAME PASSWORD` line of `--user`).
 pub fn run(
-    addr: SocketAddr,
+    target: Target,
     tls: Option<TlsOptions>,
     login: Option<String>,
 ) -> std::io::Result<Ended> {
+    let addr = &target;
     runtime::block_on(async move {
         let Link {
             reader,
             mut writer,
             plain,
         } = connect(addr, tls.as_ref()).await?;
+        let mut first = plain.is_some();
         if let Some(login) = &login {
             writer.write_all(login.as_bytes()).await?;
             writer.flush().await?;
@@ -197,6 +271,12 @@ pub fn run(
                 data = from_server.next() => match data {
                     Some(data) => {
                         let data = data?;
+                        if std::mem::take(&mut first) && speaks_tls(&data) {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("the server at {addr} answered in TLS: this port wants --tls"),
+                            ));
+                        }
                         last_line.push(&data);
                         screen.show(&data)?;
                     }
@@ -233,6 +313,13 @@ pub fn run(
     })
 }
 
+/// Whether the first bytes a server sent are a TLS record (an alert or a handshake, version
+/// 3.x): what a TLS port answers to a plaintext client, which a terminal would show as
+/// garbage.
+fn speaks_tls(data: &[u8]) -> bool {
+    matches!(data, [0x15 | 0x16, 0x03, ..])
+}
+
 /// How a client session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -250,7 +337,7 @@ pub enum Ended {
 /// that accepts connections but cannot serve them (all its connection tokens out) fails
 /// the probe.
 pub fn probe(
-    addr: SocketAddr,
+    addr: &Target,
     timeout: Duration,
     tls: Option<TlsOptions>,
     user: Option<(String, String)>,

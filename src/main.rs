@@ -83,7 +83,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match client::probe(addr, timeout, tls.options(), user) {
+            match client::probe(&addr, timeout, tls.options(), user) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("a-chat: probe failed: {e}");

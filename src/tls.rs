@@ -135,10 +135,33 @@ pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, String> {
 /// A client configuration for a-chat's own clients: trusts `ca` (PEM), and presents
 /// `cert` and `key` when given (mutual TLS).
 pub fn client_config(
-    ca: &Path,
+    ca: Option<&Path>,
     cert_and_key: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, String> {
-    client_config_named(ca, cert_and_key, ["--ca", "--cert", "--key"])
+    let roots = match ca {
+        Some(ca) => roots(&ca.to_string_lossy(), "--ca")?,
+        None => system_roots()?,
+    };
+    with_roots(roots, cert_and_key, ["--cert", "--key"])
+}
+
+/// The certificate authorities this system trusts (its CA bundle, or `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR` when set), for a client given no `--ca`.
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no trusted certificate authorities found on this system{why}: give the server's CA with --ca"
+        ));
+    }
+    Ok(roots)
 }
 
 /// [`client_config`], its errors naming the options or config keys `names` (CA,
@@ -149,8 +172,18 @@ pub fn client_config_named(
     names: [&str; 3],
 ) -> Result<ClientConfig, String> {
     let [ca_name, cert_name, key_name] = names;
-    let ca = ca.to_string_lossy();
-    let roots = roots(&ca, ca_name)?;
+    let roots = roots(&ca.to_string_lossy(), ca_name)?;
+    with_roots(roots, cert_and_key, [cert_name, key_name])
+}
+
+/// A client configuration trusting `roots`, presenting `cert_and_key` when given; errors
+/// name the options or keys `names` (certificate, key) that gave the files.
+fn with_roots(
+    roots: RootCertStore,
+    cert_and_key: Option<(&Path, &Path)>,
+    names: [&str; 2],
+) -> Result<ClientConfig, String> {
+    let [cert_name, key_name] = names;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -31,7 +31,7 @@ impl TlsClient {
     ) -> std::io::Result<TlsClient> {
         let paths = cert.map(|c| (pki.path(&format!("{c}.pem")), pki.path(&format!("{c}.key"))));
         let config = tls::client_config(
-            pki.path("ca.pem").as_ref(),
+            Some(std::path::Path::new(&pki.path("ca.pem"))),
             paths.as_ref().map(|(c, k)| (c.as_ref(), k.as_ref())),
         )
         .expect("client config");
