@@ -3,35 +3,74 @@
 //! logged in where. Decoding never panics and never trusts a length: a frame is input
 //! from the network like any client line.
 //!
-//! A relay frame is `A1` followed by records, so that two frames for the same node are
-//! merged by dropping the second one's header. A record is one message line and the
-//! logins on the destination node it goes to:
+//! A relay frame is a header, `A2`, a u8 length and the name of the node that sent it,
+//! followed by records, so that two frames from one node to another are merged by
+//! dropping the second one's header. A record is one message line and the logins on the
+//! destination node it goes to:
 //!
 //! ```text
 //! u16 sender length, sender, u16 recipient count, (u16 length, login)*, u32 line length, line
 //! ```
 //!
 //! all lengths little-endian. The line is the delivery line as the recipient reads it
-//! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself.
+//! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself. The
+//! receiving node checks each record (`checks.rs`): its sender must be a login that the
+//! node named in the header holds. Frames of the first version, `A1` and records with no
+//! node named, still come from nodes not yet upgraded; their senders must be held by
+//! some other node.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-/// The first bytes of every relay frame: the format and its version.
-pub const MAGIC: &[u8; 2] = b"A1";
+/// The first bytes of every relay frame this version writes: the format and its version,
+/// followed by the sending node's name.
+pub const MAGIC: &[u8; 2] = b"A2";
+/// The first bytes of a frame of the first version (no node named), still read.
+pub const MAGIC_V1: &[u8; 2] = b"A1";
+
+/// The header of a frame from `node`: [`MAGIC`], the name's length (node names are at
+/// most 128 bytes; a longer one is cut, and the frames it sends refused) and the name.
+pub fn header(node: &str) -> Vec<u8> {
+    let name = &node.as_bytes()[..node.len().min(u8::MAX as usize)];
+    let mut buf = Vec::with_capacity(MAGIC.len() + 1 + name.len());
+    buf.extend_from_slice(MAGIC);
+    buf.push(name.len() as u8);
+    buf.extend_from_slice(name);
+    buf
+}
+
+/// How long `frame`'s header is, and the node it names (`None` for the first version);
+/// `None` when it is not a relay frame.
+fn read_header(frame: &[u8]) -> Option<(usize, Option<&str>)> {
+    if frame.starts_with(MAGIC_V1) {
+        return Some((MAGIC_V1.len(), None));
+    }
+    if !frame.starts_with(MAGIC) {
+        return None;
+    }
+    let n = *frame.get(MAGIC.len())? as usize;
+    let end = MAGIC.len() + 1 + n;
+    let node = std::str::from_utf8(frame.get(MAGIC.len() + 1..end)?).ok()?;
+    Some((end, Some(node)))
+}
 
 /// A relay frame under construction, for one destination node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameWriter {
     buf: Vec<u8>,
+    /// The header's length: the frame is empty while it holds nothing more.
+    head: usize,
     /// Deliveries written so far (recipients over all records), for the metrics.
     deliveries: u64,
 }
 
 impl FrameWriter {
-    pub fn new() -> FrameWriter {
+    /// A frame sent by node `me`.
+    pub fn new(me: &str) -> FrameWriter {
+        let buf = header(me);
         FrameWriter {
-            buf: MAGIC.to_vec(),
+            head: buf.len(),
+            buf,
             deliveries: 0,
         }
     }
@@ -68,7 +107,7 @@ impl FrameWriter {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.len() == MAGIC.len()
+        self.buf.len() == self.head
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -76,9 +115,11 @@ impl FrameWriter {
     }
 }
 
-/// Appends the records of frame `next` to frame `into` (both for the same node).
+/// Appends the records of frame `next` to frame `into` (both from this node to the same
+/// node, so with the same header).
 pub fn merge(into: &mut Vec<u8>, next: &[u8]) {
-    into.extend_from_slice(next.get(MAGIC.len()..).unwrap_or_default());
+    let head = read_header(next).map_or(next.len(), |(head, _)| head);
+    into.extend_from_slice(&next[head..]);
 }
 
 /// One record of a relay frame, borrowed from it.
@@ -95,7 +136,8 @@ pub struct Record<'f> {
 /// Why a relay frame was not read to its end.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
-    /// It does not start with [`MAGIC`]: another format, or another program's message.
+    /// It does not start with a readable header: another format, or another program's
+    /// message.
     NotAFrame,
     /// A length points past the end, or a name is not UTF-8.
     Malformed,
@@ -104,22 +146,34 @@ pub enum FrameError {
 /// The records of a relay frame, in the order they were written. Stops at the first
 /// malformed record: the records before it are good.
 pub fn records(frame: &[u8]) -> Result<Records<'_>, FrameError> {
-    if !frame.starts_with(MAGIC) {
-        return Err(FrameError::NotAFrame);
-    }
-    Ok(Records {
-        frame,
-        at: MAGIC.len(),
-    })
+    let (at, source) = read_header(frame).ok_or(FrameError::NotAFrame)?;
+    Ok(Records { frame, at, source })
 }
 
 /// The iterator [`records`] gives.
 pub struct Records<'f> {
     frame: &'f [u8],
     at: usize,
+    /// The node the header names (`None` in a frame of the first version).
+    source: Option<&'f str>,
 }
 
 impl<'f> Records<'f> {
+    /// The node that sent the frame, as its header says (`None`: a frame of the first
+    /// version, which does not say).
+    pub fn source(&self) -> Option<&'f str> {
+        self.source
+    }
+
+    /// The frame's header, to start a frame with the same one.
+    fn header(&self) -> &'f [u8] {
+        let end = match self.source {
+            None => MAGIC_V1.len(),
+            Some(node) => MAGIC.len() + 1 + node.len(),
+        };
+        &self.frame[..end]
+    }
+
     fn take(&mut self, n: usize) -> Result<Range<usize>, FrameError> {
         let end = self.at.checked_add(n).ok_or(FrameError::Malformed)?;
         if end > self.frame.len() {
@@ -199,7 +253,7 @@ pub fn keep_light(frame: &[u8], light: usize) -> Option<(Vec<u8>, u64)> {
     for record in records(frame).ok()?.map_while(Result::ok) {
         *by_sender.entry(record.sender).or_default() += record.raw.len();
     }
-    let mut kept = MAGIC.to_vec();
+    let mut kept = records(frame).ok()?.header().to_vec();
     let mut dropped = 0;
     for record in records(frame).ok()?.map_while(Result::ok) {
         if by_sender[record.sender] <= light {
@@ -263,7 +317,7 @@ mod tests {
 
     #[test]
     fn records_come_back_as_written() {
-        let mut w = FrameWriter::new();
+        let mut w = FrameWriter::new("n1");
         assert!(w.is_empty());
         assert!(w.push("alice", &["bob", "carol"], b"from alice: hi\n"));
         assert!(w.push("dave", &["bob"], b"from dave: yo\n"));
@@ -279,10 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_names_its_node_and_the_first_version_is_still_read() {
+        let mut w = FrameWriter::new("node-7");
+        w.push("alice", &["bob"], b"from alice: hi\n");
+        let frame = w.finish();
+        let records = records(&frame).unwrap();
+        assert_eq!(records.source(), Some("node-7"));
+        assert_eq!(records.count(), 1);
+        // The same record in a frame of the first version: no node named.
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&frame[header("node-7").len()..]);
+        let mut records = super::records(&v1).unwrap();
+        assert_eq!(records.source(), None);
+        assert_eq!(records.next().unwrap().unwrap().sender, "alice");
+        // What is kept of a frame keeps its header.
+        let (kept, _) = keep_light(&frame, 1024).unwrap();
+        assert_eq!(super::records(&kept).unwrap().source(), Some("node-7"));
+    }
+
+    #[test]
     fn merged_frames_read_as_one() {
-        let mut a = FrameWriter::new();
+        let mut a = FrameWriter::new("n1");
         a.push("alice", &["bob"], b"from alice: 1\n");
-        let mut b = FrameWriter::new();
+        let mut b = FrameWriter::new("n1");
         b.push("alice", &["bob"], b"from alice: 2\n");
         let mut frame = a.finish();
         merge(&mut frame, &b.finish());
@@ -299,11 +372,12 @@ mod tests {
     #[test]
     fn garbage_is_refused_without_panic() {
         assert_eq!(records(b"hello").err(), Some(FrameError::NotAFrame));
-        let mut w = FrameWriter::new();
+        assert_eq!(records(b"A2\x05n1").err(), Some(FrameError::NotAFrame));
+        let mut w = FrameWriter::new("n1");
         w.push("alice", &["bob"], b"from alice: hi\n");
         let frame = w.finish();
         // Every truncation ends in an error, never a panic or a record past the end.
-        for cut in MAGIC.len() + 1..frame.len() {
+        for cut in header("n1").len() + 1..frame.len() {
             let got: Vec<_> = records(&frame[..cut]).unwrap().collect();
             assert_eq!(
                 got.last(),
@@ -312,14 +386,14 @@ mod tests {
             );
         }
         // A recipient count far beyond the frame allocates nothing.
-        let mut huge = MAGIC.to_vec();
+        let mut huge = header("n1");
         huge.extend_from_slice(&[1, 0, b'a', 0xff, 0xff]);
         assert_eq!(
             records(&huge).unwrap().next(),
             Some(Err(FrameError::Malformed))
         );
         // A name that is not UTF-8.
-        let mut bad = MAGIC.to_vec();
+        let mut bad = header("n1");
         bad.extend_from_slice(&[1, 0, 0xff, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
             records(&bad).unwrap().next(),
@@ -329,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_heavy_sender_is_left_out_and_a_light_one_kept() {
-        let mut w = FrameWriter::new();
+        let mut w = FrameWriter::new("n1");
         for i in 0..100 {
             w.push(
                 "flood",
@@ -353,7 +427,7 @@ mod tests {
     /// record over the senders seen took 26 s in a release build).
     #[test]
     fn many_senders_cost_linear_time() {
-        let mut w = FrameWriter::new();
+        let mut w = FrameWriter::new("n1");
         for i in 0..100_000 {
             w.push(&format!("s{i}"), &["b"], b"x\n");
         }
@@ -367,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_malformed_record_ends_what_is_kept() {
-        let mut w = FrameWriter::new();
+        let mut w = FrameWriter::new("n1");
         w.push("alice", &["bob"], b"from alice: hi\n");
         let mut frame = w.finish();
         frame.extend_from_slice(b"\xff\xff\xff");

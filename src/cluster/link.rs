@@ -73,6 +73,8 @@ pub struct Link {
     shared: Arc<Shared>,
     /// The router's commands, in the order it sent them.
     commands: Receiver<Command>,
+    /// Requests to read the directory copy from the registry again (events were lost).
+    resync: Receiver<()>,
     /// To the router: relays, directory changes, what could not be done.
     inbound: Sender<Inbound>,
     /// `/readyz`: not ready while Redis cannot be reached.
@@ -90,7 +92,7 @@ impl Link {
     pub fn new(
         settings: Settings,
         shared: Arc<Shared>,
-        commands: Receiver<Command>,
+        (commands, resync): (Receiver<Command>, Receiver<()>),
         inbound: Sender<Inbound>,
         health: Arc<Health>,
     ) -> Link {
@@ -99,6 +101,7 @@ impl Link {
             settings,
             shared,
             commands,
+            resync,
             inbound,
             health,
             held: HashMap::new(),
@@ -224,6 +227,8 @@ impl Link {
     /// new connection, subscribes and sends the router a snapshot of the directory.
     async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), String> {
         if fresh {
+            // The snapshot below answers any request to read the registry again.
+            while self.resync.try_recv().is_ok() {}
             // Before subscribing: every event from here on is kept for the snapshot.
             let _ = self.inbound.send(Inbound::Subscribed).await;
             let own = relay_channel(&self.settings.node_id);
@@ -284,36 +289,53 @@ impl Link {
             }
         }
         if fresh {
-            // In pages (HSCAN), so that a large registry never blocks Redis for long; a
-            // page may repeat an entry, and changes during the scan reach the copy as
-            // events anyway. The copy is built here, a page at a time between waits for
-            // Redis, and handed to the router whole: the router never stops for it.
-            let size: usize = redis::cmd("HLEN")
+            self.snapshot(session).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the registry into a new directory copy and hands it to the router. In pages
+    /// (HSCAN), so that a large registry never blocks Redis for long; a page may repeat
+    /// an entry, and changes during the scan reach the copy as events anyway. The copy is
+    /// built here, a page at a time between waits for Redis, and handed to the router
+    /// whole: the router never stops for it. Entries that break the rules or the caps
+    /// are left out and counted.
+    async fn snapshot(&mut self, session: &mut Session) -> Result<(), String> {
+        let size: usize = redis::cmd("HLEN")
+            .arg("achat:logins")
+            .query_async(&mut session.conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let caps = self.shared.caps;
+        let mut copy = Logins::new(self.settings.node_id.clone(), caps);
+        copy.reserve(size.min(PRESIZE_MAX).min(caps.total));
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Value) = redis::cmd("HSCAN")
                 .arg("achat:logins")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SNAPSHOT_PAGE)
                 .query_async(&mut session.conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut copy = Logins::new(self.settings.node_id.clone());
-            copy.reserve(size.min(PRESIZE_MAX));
-            let mut cursor = 0u64;
-            loop {
-                let (next, page): (u64, Value) = redis::cmd("HSCAN")
-                    .arg("achat:logins")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SNAPSHOT_PAGE)
-                    .query_async(&mut session.conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                read_page(page, &mut copy);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+            read_page(page, &mut copy, &self.shared);
+            if next == 0 {
+                break;
             }
-            let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
+            cursor = next;
         }
+        let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
         Ok(())
+    }
+
+    /// Directory events were lost (their queue was full): the router keeps the events
+    /// from here on, and gets a new copy of the registry to replay them over.
+    async fn read_again(&mut self, session: &mut Session) -> Result<(), String> {
+        self.shared.metrics.cluster.resyncs.inc();
+        debug!("directory events were lost: reading the registry again");
+        let _ = self.inbound.send(Inbound::Subscribed).await;
+        self.snapshot(session).await
     }
 
     /// Runs the registry script with `args` after the operation's caller.
@@ -350,6 +372,7 @@ impl Link {
                 Answered(Option<(Batch, redis::RedisResult<Vec<Value>>)>),
                 Renew,
                 Closed,
+                Resync,
             }
             let left = next_renewal.saturating_duration_since(Instant::now());
             let room = in_flight.len() < IN_FLIGHT;
@@ -375,7 +398,13 @@ impl Link {
                 let _ = session.closed.recv().await;
                 Wake::Closed
             };
-            match answered.or(command).or(closed).or(renew).await {
+            let resync = async {
+                match self.resync.recv().await {
+                    Ok(()) => Wake::Resync,
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            match answered.or(command).or(closed).or(resync).or(renew).await {
                 Wake::Command(None) => break Ended::Left,
                 Wake::Command(Some(first)) => {
                     let mut commands = vec![first];
@@ -413,6 +442,11 @@ impl Link {
                     }
                 }
                 Wake::Renew => {}
+                Wake::Resync => {
+                    if let Err(e) = self.read_again(session).await {
+                        break Ended::Lost(e);
+                    }
+                }
                 Wake::Closed => break Ended::Lost("the connection closed".into()),
             }
         };

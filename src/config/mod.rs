@@ -238,6 +238,11 @@ pub struct ClusterConfig {
     /// asks for one (its default, `tls-auth-clients yes`).
     pub tls_cert: String,
     pub tls_key: String,
+    /// The most logins this node's directory copy takes from any one other node: a
+    /// party that can publish to Redis cannot grow the copy past it.
+    pub max_logins_per_node: usize,
+    /// The most logins this node's directory copy takes from all other nodes together.
+    pub max_remote_logins: usize,
 }
 
 impl Default for ClusterConfig {
@@ -249,6 +254,8 @@ impl Default for ClusterConfig {
             tls_ca: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            max_logins_per_node: 100_000,
+            max_remote_logins: 1_000_000,
         }
     }
 }
