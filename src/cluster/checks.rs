@@ -142,19 +142,25 @@ pub fn login_ok(name: &str, rules: &Rules) -> bool {
     if name.is_empty() || name.len() > rules.max_login_bytes {
         return false;
     }
-    if name
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b':' && b != b',')
-    {
+    if name.bytes().all(plain) {
         return true;
     }
     names::validate_login(name, rules.max_login_bytes, LoginCharset::Unicode).is_ok()
 }
 
-/// Whether `look` may be the canonical form of `login`: not empty, no whitespace or
-/// control character, and at most four times the login's bytes (the skeleton of a name
-/// maps a character to a few at most).
+/// Printable ASCII but `:` and `,`: what a login may hold that PRECIS leaves as it is.
+fn plain(b: u8) -> bool {
+    b.is_ascii_graphic() & (b != b':') & (b != b',')
+}
+
+/// Whether `look` may be the canonical form of the valid login `login`: the login
+/// itself (the common case: it is in lower case already), or not empty, with no
+/// whitespace or control character, and at most four times the login's bytes (the
+/// skeleton of a name maps a character to a few at most).
 fn look_ok(look: &str, login: &str) -> bool {
+    if look == login {
+        return true;
+    }
     !look.is_empty()
         && look.len() <= 4 * login.len()
         && !look.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -163,7 +169,7 @@ fn look_ok(look: &str, login: &str) -> bool {
 /// A registry entry (from a `L` event or the snapshot): `node` holds `login`, whose
 /// canonical form is `look`.
 pub fn check_entry(look: &str, node: &str, login: &str, rules: &Rules) -> Result<(), Refusal> {
-    match node_ok(node) && login_ok(login, rules) && look_ok(look, login) {
+    match login_ok(login, rules) && look_ok(look, login) && node_ok(node) {
         true => Ok(()),
         false => Err(Refusal::Event),
     }

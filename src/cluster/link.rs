@@ -17,21 +17,16 @@ use std::task::Poll;
 use tracing::{debug, info, warn};
 
 use super::batch::Batch;
-use super::connection::{connect, read_page, relay_channel, Session, DIRECTORY};
+use super::connection::{connect, relay_channel, Session, DIRECTORY};
 use super::metrics::CrossDrop;
-use super::{Claim, Command, Inbound, Logins, Settings, Shared};
+use super::snapshot::read_registry;
+use super::{Claim, Command, Inbound, Settings, Shared};
 use crate::admin::Health;
 use crate::runtime;
 
 /// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Registry entries asked for per page of the snapshot.
-const SNAPSHOT_PAGE: usize = 2000;
-/// The most entries a new directory copy is sized for before its pages are read: what
-/// `HLEN` says is believed up to here (8 M logins, eight times the plan in SCALING.md),
-/// so that a wrong answer cannot make the node ask for memory it will never use.
-const PRESIZE_MAX: usize = 1 << 23;
 /// The least time between two warnings that the connection was lost.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
@@ -294,37 +289,10 @@ impl Link {
         Ok(())
     }
 
-    /// Reads the registry into a new directory copy and hands it to the router. In pages
-    /// (HSCAN), so that a large registry never blocks Redis for long; a page may repeat
-    /// an entry, and changes during the scan reach the copy as events anyway. The copy is
-    /// built here, a page at a time between waits for Redis, and handed to the router
-    /// whole: the router never stops for it. Entries that break the rules or the caps
-    /// are left out and counted.
+    /// Reads the registry into a new directory copy (`snapshot.rs`) and hands it to the
+    /// router.
     async fn snapshot(&mut self, session: &mut Session) -> Result<(), String> {
-        let size: usize = redis::cmd("HLEN")
-            .arg("achat:logins")
-            .query_async(&mut session.conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let caps = self.shared.caps;
-        let mut copy = Logins::new(self.settings.node_id.clone(), caps);
-        copy.reserve(size.min(PRESIZE_MAX).min(caps.total));
-        let mut cursor = 0u64;
-        loop {
-            let (next, page): (u64, Value) = redis::cmd("HSCAN")
-                .arg("achat:logins")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SNAPSHOT_PAGE)
-                .query_async(&mut session.conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            read_page(page, &mut copy, &self.shared);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let copy = read_registry(&mut session.conn, &self.settings.node_id, &self.shared).await?;
         let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
         Ok(())
     }
@@ -399,10 +367,8 @@ impl Link {
                 Wake::Closed
             };
             let resync = async {
-                match self.resync.recv().await {
-                    Ok(()) => Wake::Resync,
-                    Err(_) => std::future::pending().await,
-                }
+                let _ = self.resync.recv().await;
+                Wake::Resync
             };
             match answered.or(command).or(closed).or(resync).or(renew).await {
                 Wake::Command(None) => break Ended::Left,

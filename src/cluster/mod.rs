@@ -18,6 +18,7 @@ mod directory;
 pub mod frame;
 mod link;
 mod metrics;
+mod snapshot;
 
 pub use directory::{Caps, Directory, Entry, Logins};
 pub use metrics::{ClusterMetrics, CrossDrop};
