@@ -13,18 +13,16 @@ use std::time::Duration;
 
 use common::cluster::{login, node, node_with, serial, Node, Redis};
 
-/// A relay frame as a-chat writes it: `A2` and the sending node's name (`None`: `A1`, the
-/// first version, which names no node), then each record: sender, recipients, line.
+/// A relay frame as a-chat writes it: `A1`, a first record that names the sending node
+/// (no sender, no recipient, the node as its line; `None`: no such record, as a node of
+/// an earlier version writes), then each record: sender, recipients, line.
 fn frame(node: Option<&str>, records: &[(&str, &[&str], &[u8])]) -> Vec<u8> {
-    let mut out = match node {
-        Some(node) => {
-            let mut out = b"A2".to_vec();
-            out.push(node.len() as u8);
-            out.extend_from_slice(node.as_bytes());
-            out
-        }
-        None => b"A1".to_vec(),
-    };
+    let mut out = b"A1".to_vec();
+    if let Some(node) = node {
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&(node.len() as u32).to_le_bytes());
+        out.extend_from_slice(node.as_bytes());
+    }
     for (sender, recipients, line) in records {
         out.extend_from_slice(&(sender.len() as u16).to_le_bytes());
         out.extend_from_slice(sender.as_bytes());
@@ -45,7 +43,7 @@ fn forgeries(to: &str) -> Vec<(Vec<u8>, &'static str)> {
     let one = |node: Option<&str>, sender: &str, line: &[u8]| frame(node, &[(sender, &[to], line)]);
     let long = format!("from alice: {}\n", "x".repeat(9000));
     vec![
-        // A sender nobody holds, as an old node would write it.
+        // A sender nobody holds, in a frame that names no node.
         (one(None, "admin", b"from admin: you are fired\n"), "sender"),
         // alice, from a node that does not hold her.
         (one(Some("n3"), "alice", b"from alice: n3 says\n"), "sender"),

@@ -3,55 +3,59 @@
 //! logged in where. Decoding never panics and never trusts a length: a frame is input
 //! from the network like any client line.
 //!
-//! A relay frame is a header, `A2`, a u8 length and the name of the node that sent it,
-//! followed by records, so that two frames from one node to another are merged by
-//! dropping the second one's header. A record is one message line and the logins on the
-//! destination node it goes to:
+//! A relay frame is `A1` followed by records, so that two frames for the same node are
+//! merged by dropping the second one's header. A record is one message line and the
+//! logins on the destination node it goes to:
 //!
 //! ```text
 //! u16 sender length, sender, u16 recipient count, (u16 length, login)*, u32 line length, line
 //! ```
 //!
 //! all lengths little-endian. The line is the delivery line as the recipient reads it
-//! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself. The
-//! receiving node checks each record (`checks.rs`): its sender must be a login that the
-//! node named in the header holds. Frames of the first version, `A1` and records with no
-//! node named, still come from nodes not yet upgraded; their senders must be held by
-//! some other node.
+//! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself.
+//!
+//! The first record names the node that sent the frame: no sender, no recipient, and the
+//! node's name as its line. A node of an earlier version, which wrote no such record,
+//! delivers nothing for it (it has no recipient), so nodes of both versions read each
+//! other's frames during a rolling upgrade. The receiving node checks each record
+//! (`checks.rs`): its sender must be a login that the named node holds; in a frame that
+//! names no node, a login that any other node holds.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-/// The first bytes of every relay frame this version writes: the format and its version,
-/// followed by the sending node's name.
-pub const MAGIC: &[u8; 2] = b"A2";
-/// The first bytes of a frame of the first version (no node named), still read.
-pub const MAGIC_V1: &[u8; 2] = b"A1";
+/// The first bytes of every relay frame: the format and its version.
+pub const MAGIC: &[u8; 2] = b"A1";
 
-/// The header of a frame from `node`: [`MAGIC`], the name's length (node names are at
-/// most 128 bytes; a longer one is cut, and the frames it sends refused) and the name.
+/// The header of a frame from `node`: [`MAGIC`], then the record that names the node.
 pub fn header(node: &str) -> Vec<u8> {
-    let name = &node.as_bytes()[..node.len().min(u8::MAX as usize)];
-    let mut buf = Vec::with_capacity(MAGIC.len() + 1 + name.len());
+    let mut buf = Vec::with_capacity(MAGIC.len() + 8 + node.len());
     buf.extend_from_slice(MAGIC);
-    buf.push(name.len() as u8);
-    buf.extend_from_slice(name);
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&(node.len() as u32).to_le_bytes());
+    buf.extend_from_slice(node.as_bytes());
     buf
 }
 
-/// How long `frame`'s header is, and the node it names (`None` for the first version);
-/// `None` when it is not a relay frame.
+/// How long `frame`'s header is, and the node it names (`None`: a frame of an earlier
+/// version, which names none); `None` when it is not a relay frame.
 fn read_header(frame: &[u8]) -> Option<(usize, Option<&str>)> {
-    if frame.starts_with(MAGIC_V1) {
-        return Some((MAGIC_V1.len(), None));
-    }
     if !frame.starts_with(MAGIC) {
         return None;
     }
-    let n = *frame.get(MAGIC.len())? as usize;
-    let end = MAGIC.len() + 1 + n;
-    let node = std::str::from_utf8(frame.get(MAGIC.len() + 1..end)?).ok()?;
-    Some((end, Some(node)))
+    let mut records = Records {
+        frame,
+        at: MAGIC.len(),
+        source: None,
+    };
+    match records.record() {
+        Ok(first) if first.sender.is_empty() && first.recipients.is_empty() => {
+            let node = std::str::from_utf8(&frame[first.line]).ok();
+            Some((first.raw.end, node))
+        }
+        _ => Some((MAGIC.len(), None)),
+    }
 }
 
 /// A relay frame under construction, for one destination node.
@@ -159,7 +163,7 @@ pub struct Records<'f> {
 }
 
 impl<'f> Records<'f> {
-    /// The node that sent the frame, as its header says (`None`: a frame of the first
+    /// The node that sent the frame, as its header says (`None`: a frame of an earlier
     /// version, which does not say).
     pub fn source(&self) -> Option<&'f str> {
         self.source
@@ -167,10 +171,7 @@ impl<'f> Records<'f> {
 
     /// The frame's header, to start a frame with the same one.
     fn header(&self) -> &'f [u8] {
-        let end = match self.source {
-            None => MAGIC_V1.len(),
-            Some(node) => MAGIC.len() + 1 + node.len(),
-        };
+        let end = read_header(self.frame).map_or(MAGIC.len(), |(end, _)| end);
         &self.frame[..end]
     }
 
@@ -333,15 +334,28 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_names_its_node_and_the_first_version_is_still_read() {
+    fn a_frame_names_its_node_and_one_that_names_none_is_still_read() {
         let mut w = FrameWriter::new("node-7");
         w.push("alice", &["bob"], b"from alice: hi\n");
         let frame = w.finish();
         let records = records(&frame).unwrap();
         assert_eq!(records.source(), Some("node-7"));
         assert_eq!(records.count(), 1);
-        // The same record in a frame of the first version: no node named.
-        let mut v1 = MAGIC_V1.to_vec();
+        // A node of an earlier version reads the naming record as a record for nobody.
+        let mut old = Records {
+            frame: &frame,
+            at: MAGIC.len(),
+            source: None,
+        };
+        let first = old.next().unwrap().unwrap();
+        assert_eq!((first.sender, first.recipients.len()), ("", 0));
+        assert_eq!(old.next().unwrap().unwrap().sender, "alice");
+        // Merged, the second frame's naming record goes with its magic.
+        let mut merged = frame.clone();
+        merge(&mut merged, &frame);
+        assert_eq!(super::records(&merged).unwrap().count(), 2);
+        // The same record in a frame of an earlier version: no node named.
+        let mut v1 = MAGIC.to_vec();
         v1.extend_from_slice(&frame[header("node-7").len()..]);
         let mut records = super::records(&v1).unwrap();
         assert_eq!(records.source(), None);
@@ -372,7 +386,6 @@ mod tests {
     #[test]
     fn garbage_is_refused_without_panic() {
         assert_eq!(records(b"hello").err(), Some(FrameError::NotAFrame));
-        assert_eq!(records(b"A2\x05n1").err(), Some(FrameError::NotAFrame));
         let mut w = FrameWriter::new("n1");
         w.push("alice", &["bob"], b"from alice: hi\n");
         let frame = w.finish();

@@ -381,6 +381,10 @@ pub fn deliver_relay(
                 break;
             }
         };
+        if record.recipients.is_empty() {
+            // Delivers nothing: the record that names the node, or an empty one.
+            continue;
+        }
         let checked = match directory.holds(source, record.sender) {
             true => checks::check_line(record.sender, &frame[record.line.clone()], rules),
             false => Err(Refusal::Sender),
