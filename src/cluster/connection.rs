@@ -205,7 +205,9 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
             m.refused(why, 1);
             return;
         }
-        if inbound.try_send(Inbound::Event(event)).is_err() {
+        if inbound.len() >= super::INBOUND_EVENTS
+            || inbound.try_send(Inbound::Event(event)).is_err()
+        {
             // Lost: the copy would miss it, so it is read from the registry again.
             m.refused(Refusal::QueueFull, 1);
             shared.ask_resync();

@@ -46,8 +46,12 @@ pub const INBOUND_LIMIT: usize = 16 << 20;
 /// Messages from the link waiting for the router, at most (relay frames, directory
 /// events, answers): a frame of a few bytes or a directory event costs a slot however
 /// small it is. A relay frame that finds the queue full is dropped and counted; a
-/// directory event makes the node read its copy from the registry again.
+/// directory event that finds it fuller than [`INBOUND_EVENTS`] makes the node read its
+/// copy from the registry again.
 pub const INBOUND_QUEUE: usize = 16384;
+/// Directory events take the queue only up to here: the rest is kept for relay frames,
+/// so that a flood of (forged) events costs no relayed line.
+pub const INBOUND_EVENTS: usize = INBOUND_QUEUE * 3 / 4;
 
 /// What the router asks of the link.
 pub enum Command {
