@@ -329,3 +329,37 @@ fn a_pair_chats_through_forged_records() {
     assert_eq!(alice.line_within(Duration::from_millis(300)), None);
     assert_eq!(bob.line_within(Duration::from_millis(300)), None);
 }
+
+/// A relayed line is held to this node's `max_line_bytes`, as a reload sets it: a line
+/// another node accepted under its own larger limit is refused here until this node's
+/// limit is raised by SIGHUP, and then arrives.
+#[test]
+fn relayed_lines_follow_the_line_limit_a_reload_sets() {
+    let _one = serial();
+    let redis = Redis::start();
+    let mut n1 = node_with(&redis, "n1", "10s", "[limits]\nmax_line_bytes = 100\n");
+    let n2 = node(&redis, "n2", "10s");
+    let mut bob = login(&n1, "bob");
+    let mut alice = login(&n2, "alice");
+    n1.wait_remote(1);
+    let long = "y".repeat(150);
+    alice.send(&format!("bob: {long}"));
+    alice.send("bob: short");
+    bob.expect("from alice: short");
+    assert_eq!(refused(&n1, "too_long"), 1.0);
+    let toml = std::fs::read_to_string(&n1.daemon.config_path).unwrap();
+    let raised = toml.replace("max_line_bytes = 100", "max_line_bytes = 8192");
+    assert_ne!(toml, raised);
+    std::fs::write(&n1.daemon.config_path, raised).unwrap();
+    let seen = n1.daemon.log.lock().unwrap().len();
+    n1.daemon.signal(1); // SIGHUP
+    let reloaded = |d: &common::Daemon| {
+        d.log.lock().unwrap()[seen..]
+            .iter()
+            .any(|l| l.contains("configuration reloaded"))
+    };
+    n1.daemon.wait_log(|l| l.contains("configuration reloaded"));
+    assert!(reloaded(&n1.daemon), "no reload:\n{}", n1.daemon.log_text());
+    alice.send(&format!("bob: {long}"));
+    bob.expect(&format!("from alice: {long}"));
+}
