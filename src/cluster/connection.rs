@@ -181,14 +181,14 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
         let queued = shared.inbound.fetch_add(payload.len(), Ordering::AcqRel);
         if queued + payload.len() > super::INBOUND_LIMIT {
             shared.inbound.fetch_sub(payload.len(), Ordering::AcqRel);
-            m.dropped(CrossDrop::InboundFull, deliveries(&payload));
+            m.dropped(CrossDrop::InboundFull, frame::deliveries(&payload));
             return;
         }
         if let Err(full) = inbound.try_send(Inbound::Relay(payload.into())) {
             // Too many messages wait for the router (tiny frames, or directory events).
             if let Inbound::Relay(frame) = full.into_inner() {
                 shared.inbound.fetch_sub(frame.len(), Ordering::AcqRel);
-                m.dropped(CrossDrop::InboundFull, deliveries(&frame));
+                m.dropped(CrossDrop::InboundFull, frame::deliveries(&frame));
             }
         }
     } else if channel == DIRECTORY.as_bytes() {
@@ -213,17 +213,6 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
             shared.ask_resync();
         }
     }
-}
-
-/// How many deliveries a relay frame holds, as far as it can be read.
-fn deliveries(frame: &[u8]) -> u64 {
-    frame::records(frame)
-        .map(|r| {
-            r.filter_map(Result::ok)
-                .map(|r| r.recipients.len() as u64)
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// A page of the registry (a flat list of look, `node\nlogin`) into `copy`; entries that

@@ -465,7 +465,7 @@ async fn serve_down(
             }
             Command::Publish { frame, .. } => {
                 shared.outgoing.fetch_sub(frame.len(), Ordering::AcqRel);
-                let _ = inbound.try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
+                shared.give_back(inbound, frame, CrossDrop::LinkDown);
             }
         }
     }

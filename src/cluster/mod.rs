@@ -114,6 +114,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Gives the router a frame of this node's that did not reach its node, so that its
+    /// senders are told; when the router's queue is full, its deliveries are counted as
+    /// lost instead.
+    pub fn give_back(
+        &self,
+        inbound: &async_channel::Sender<Inbound>,
+        frame: Vec<u8>,
+        why: CrossDrop,
+    ) {
+        if let Err(full) = inbound.try_send(Inbound::Undelivered(frame, why)) {
+            if let Inbound::Undelivered(frame, why) = full.into_inner() {
+                self.metrics.cluster.dropped(why, frame::deliveries(&frame));
+            }
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
