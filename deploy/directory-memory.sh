@@ -155,6 +155,9 @@ level = "info"
 redis = "$REDIS_URL"
 node_id = "$name"
 lease = "10s"
+# One node (n9) holds every login written: past the default caps of the copy.
+max_logins_per_node = $LOGINS
+max_remote_logins = $LOGINS
 EOF
     "$BIN" check-config --quiet "$conf" >"$WORK/$name.check" 2>&1 ||
         { show "$WORK/$name.check"; die "node $name: its configuration fails check-config"; }

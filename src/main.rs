@@ -416,7 +416,12 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             .set(config.server.max_connections as i64);
         let live = server::Live::new(&config.limits, &metrics);
         // Not ready (/readyz) until the node has joined the cluster.
-        let cluster = match cluster::start(&config.cluster, metrics.clone(), health.clone()) {
+        let cluster = match cluster::start(
+            &config.cluster,
+            cluster::checks::Rules::of(&config.limits),
+            metrics.clone(),
+            health.clone(),
+        ) {
             Ok(cluster) => cluster,
             Err(e) => {
                 eprintln!("a-chat: cannot join the cluster: {e}");

@@ -73,7 +73,8 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     let base = nodes[1].daemon.rss_kib();
     let watch = common::RssWatch::start(nodes[1].daemon.pid());
 
-    // A frame for a login that is not there, with a 64 KiB line.
+    // A frame from a sender nobody holds, for a login that is not there, with a 64 KiB
+    // line.
     let mut ghost = b"A1".to_vec();
     ghost.extend_from_slice(&5u16.to_le_bytes());
     ghost.extend_from_slice(b"ghost");
@@ -117,7 +118,8 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     let published: u64 = publishers.into_iter().map(|p| p.join().unwrap()).sum();
     let max = watch.stop();
     let malformed = nodes[1].metric("achat_cluster_dropped_total{reason=\"malformed\"}");
-    let gone = nodes[1].metric("achat_cluster_dropped_total{reason=\"recipient_gone\"}");
+    // The ghost's records: a sender no node holds (tests/cluster_forged.rs has the rest).
+    let gone = nodes[1].metric("achat_cluster_refused_total{reason=\"sender\"}");
     let reconnects = nodes[1].metric("achat_cluster_connects_total{result=\"ok\"}") - 1.0;
     let logged = nodes[1].daemon.log_text().lines().count() - lines_before;
 
@@ -160,7 +162,7 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     }
     println!(
         "{published} hostile publishes in 3 s; {local} local round trips meanwhile; n2 counted \
-         {malformed} malformed frames and {gone} deliveries for nobody, was cut by Redis \
+         {malformed} malformed frames and {gone} records from nobody, was cut by Redis \
          {reconnects} times; RSS base {base} KiB, max {max} KiB; {logged} log lines; relays \
          back {:?} after the flood ({attempt} tries); the pair's worst round trip after: \
          {worst:?}",
@@ -336,7 +338,8 @@ fn reading_a_large_registry_again_does_not_stall_the_node() {
         redis.command(&[b"EVAL", fill, b"0", count.as_bytes()]),
         format!(":{LOGINS}")
     );
-    let n1 = node(&redis, "n1", "10s");
+    // One node with that many logins: past the default max_logins_per_node.
+    let n1 = common::cluster::node_with(&redis, "n1", "10s", "max_logins_per_node = 300000\n");
     n1.wait_remote(LOGINS);
     let mut alice = login(&n1, "alice");
     let mut bob = login(&n1, "bob");

@@ -114,7 +114,7 @@ impl Batch {
                     }
                 }
                 for (_, frame) in self.frames {
-                    let _ = inbound.try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
+                    shared.give_back(inbound, frame, CrossDrop::LinkDown);
                 }
                 return Err(e.to_string());
             }
@@ -155,7 +155,7 @@ impl Batch {
         for ((_, frame), answer) in self.frames.into_iter().zip(answers) {
             m.publishes.inc();
             if answer == Value::Int(0) {
-                let _ = inbound.try_send(Inbound::Undelivered(frame, CrossDrop::NoReceiver));
+                shared.give_back(inbound, frame, CrossDrop::NoReceiver);
             }
         }
         Ok(rejoin)

@@ -14,6 +14,7 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 use tracing::Instrument as _;
 
+use super::checks::{check_entry, check_event, Refusal};
 use super::frame::{self, parse_entry, parse_event};
 use super::metrics::CrossDrop;
 use super::{Inbound, Logins, RedisAddr, Settings, Shared};
@@ -180,27 +181,46 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
         let queued = shared.inbound.fetch_add(payload.len(), Ordering::AcqRel);
         if queued + payload.len() > super::INBOUND_LIMIT {
             shared.inbound.fetch_sub(payload.len(), Ordering::AcqRel);
-            let count = frame::records(&payload)
-                .map(|r| {
-                    r.filter_map(Result::ok)
-                        .map(|r| r.recipients.len() as u64)
-                        .sum()
-                })
-                .unwrap_or(0);
-            m.dropped(CrossDrop::InboundFull, count);
+            m.dropped(CrossDrop::InboundFull, frame::deliveries(&payload));
             return;
         }
-        let _ = inbound.try_send(Inbound::Relay(payload.into()));
+        if let Err(full) = inbound.try_send(Inbound::Relay(payload.into())) {
+            // Too many messages wait for the router (tiny frames, or directory events).
+            if let Inbound::Relay(frame) = full.into_inner() {
+                shared.inbound.fetch_sub(frame.len(), Ordering::AcqRel);
+                m.dropped(CrossDrop::InboundFull, frame::deliveries(&frame));
+            }
+        }
     } else if channel == DIRECTORY.as_bytes() {
-        if let Some(event) = parse_event(&payload) {
-            let _ = inbound.try_send(Inbound::Event(event));
+        let Some(event) = parse_event(&payload) else {
+            return;
+        };
+        let m = &shared.metrics.cluster;
+        if let Err(why) = check_event(&event, &shared.rules.get()) {
+            tracing::debug!(
+                reason = why.label(),
+                bytes = payload.len(),
+                "a directory event that breaks the rules was refused"
+            );
+            m.refused(why, 1);
+            return;
+        }
+        if inbound.len() >= super::INBOUND_EVENTS
+            || inbound.try_send(Inbound::Event(event)).is_err()
+        {
+            // Lost: the copy would miss it, so it is read from the registry again.
+            m.refused(Refusal::QueueFull, 1);
+            shared.ask_resync();
         }
     }
 }
 
 /// A page of the registry (a flat list of look, `node\nlogin`) into `copy`; entries that
-/// are not what the registry writes are skipped.
-pub fn read_page(page: Value, copy: &mut Logins) {
+/// are not what the registry writes are skipped, and entries that break the rules or the
+/// copy's caps are refused and counted.
+pub fn read_page(page: Value, copy: &mut Logins, shared: &Shared) {
+    let rules = shared.rules.get();
+    let m = &shared.metrics.cluster;
     let items = match page {
         Value::Array(items) => items,
         Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
@@ -211,7 +231,15 @@ pub fn read_page(page: Value, copy: &mut Logins) {
         (it.next(), it.next())
     {
         if let (Ok(look), Some((node, login))) = (std::str::from_utf8(&look), parse_entry(&entry)) {
-            copy.insert(look, node, login);
+            if let Err(why) =
+                check_entry(look, node, login, &rules).and_then(|()| copy.insert(look, node, login))
+            {
+                tracing::debug!(
+                    reason = why.label(),
+                    "a registry entry was left out of the copy"
+                );
+                m.refused(why, 1);
+            }
         }
     }
 }

@@ -12,6 +12,12 @@
 //! (one string when they are the same) and its node's name shared with every entry of
 //! that node; two hash tables of indices into the `Vec` find an entry by login as written
 //! and by canonical form.
+//!
+//! Anyone who can publish to Redis can send events, so the copy is bounded: at most
+//! `max_logins_per_node` entries for one node and `max_remote_logins` in all ([`Caps`]);
+//! a login beyond either is refused (and counted by the caller). The events kept for a
+//! snapshot are bounded too ([`PENDING_MAX`]); past it they are dropped and the copy is
+//! read from the registry again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -19,7 +25,30 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
+use super::checks::Refusal;
 use super::frame::DirEvent;
+
+/// Events kept for the snapshot they must follow, at most: past this, the ones that
+/// follow are not kept, and the router asks for the copy to be read again.
+pub const PENDING_MAX: usize = 1 << 16;
+
+/// How many logins the copy holds at most (`[cluster] max_logins_per_node` and
+/// `max_remote_logins`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Entries of one node, at most.
+    pub per_node: usize,
+    /// Entries in all, at most.
+    pub total: usize,
+}
+
+impl Caps {
+    /// No bound: for tests of the copy's other rules.
+    pub const NONE: Caps = Caps {
+        per_node: usize::MAX,
+        total: usize::MAX,
+    };
+}
 
 /// A login on another node, cheap to clone (two reference counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +114,12 @@ pub struct Logins {
     /// The nodes that hold entries, each name shared by its entries, and how many each
     /// holds: a node goes when its last entry does.
     nodes: HashMap<Arc<str>, usize>,
+    /// How many entries the copy takes, per node and in all.
+    caps: Caps,
 }
 
 impl Logins {
-    pub fn new(me: Arc<str>) -> Logins {
+    pub fn new(me: Arc<str>, caps: Caps) -> Logins {
         Logins {
             me,
             entries: Vec::new(),
@@ -96,7 +127,13 @@ impl Logins {
             by_login: HashTable::new(),
             hasher: RandomState::new(),
             nodes: HashMap::new(),
+            caps,
         }
+    }
+
+    /// A new, empty copy with the same node and bounds.
+    pub fn empty_like(&self) -> Logins {
+        Logins::new(self.me.clone(), self.caps)
     }
 
     /// Room for `more` entries, so that a copy built to a known size grows once.
@@ -121,10 +158,11 @@ impl Logins {
 
     /// `node` holds `login`, whose canonical form is `look` (this node's own are skipped,
     /// and so are empty names, which no node registers: an entry must be found again by
-    /// the keys it was filed under).
-    pub fn insert(&mut self, look: &str, node: &str, login: &str) {
+    /// the keys it was filed under). Refused past the [`Caps`]; the names are checked by
+    /// the caller (`checks::check_entry`).
+    pub fn insert(&mut self, look: &str, node: &str, login: &str) -> Result<(), Refusal> {
         if *node == *self.me || look.is_empty() || login.is_empty() {
-            return;
+            return Ok(());
         }
         if let Some(at) = self.find_look(look) {
             self.remove(at);
@@ -134,6 +172,12 @@ impl Logins {
         // table keeps one index per key.
         if let Some(at) = self.find_login(login) {
             self.remove(at);
+        }
+        if self.nodes.get(node).copied().unwrap_or(0) >= self.caps.per_node {
+            return Err(Refusal::NodeFull);
+        }
+        if self.entries.len() >= self.caps.total {
+            return Err(Refusal::DirectoryFull);
         }
         let node = match self.nodes.get_key_value(node) {
             Some((shared, _)) => shared.clone(),
@@ -155,6 +199,7 @@ impl Logins {
         Self::file(&mut self.by_look, at, entry.look_hash);
         Self::file(&mut self.by_login, at, entry.login_hash);
         self.entries.push(entry);
+        Ok(())
     }
 
     /// `node` no longer holds the login whose canonical form is `look`.
@@ -262,15 +307,20 @@ impl Logins {
 #[derive(Debug)]
 pub struct Directory {
     logins: Logins,
-    /// Events since the link subscribed, kept until the snapshot they must follow.
+    /// Events since the link subscribed, kept until the snapshot they must follow (at
+    /// most [`PENDING_MAX`]).
     pending: Option<Vec<DirEvent>>,
+    /// Events were dropped since the subscription: the snapshot will not be current, and
+    /// another has been asked for.
+    overflowed: bool,
 }
 
 impl Directory {
-    pub fn new(me: Arc<str>) -> Directory {
+    pub fn new(me: Arc<str>, caps: Caps) -> Directory {
         Directory {
-            logins: Logins::new(me),
+            logins: Logins::new(me, caps),
             pending: None,
+            overflowed: false,
         }
     }
 
@@ -286,32 +336,67 @@ impl Directory {
     /// The link subscribed: keep events until the snapshot.
     pub fn subscribed(&mut self) {
         self.pending = Some(Vec::new());
+        self.overflowed = false;
     }
 
     /// The registry's whole directory, read after the subscription; then the events kept
     /// since the subscription. Returns the copy it replaces, for the caller to drop where
-    /// freeing it holds nobody up.
-    pub fn snapshot(&mut self, logins: Logins) -> Logins {
+    /// freeing it holds nobody up, and how many kept events were refused, by reason.
+    pub fn snapshot(&mut self, logins: Logins) -> (Logins, Vec<Refusal>) {
         let old = std::mem::replace(&mut self.logins, logins);
-        for event in self.pending.take().unwrap_or_default() {
-            self.apply_now(event);
-        }
-        old
+        let refused = self
+            .pending
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|event| self.apply_now(event).err())
+            .collect();
+        self.overflowed = false;
+        (old, refused)
     }
 
-    /// One event from the directory channel.
-    pub fn apply(&mut self, event: DirEvent) {
-        match &mut self.pending {
-            Some(kept) => kept.push(event),
-            None => self.apply_now(event),
+    /// One event from the directory channel. While a snapshot is awaited, the event also
+    /// changes the copy in use (so that it stays as current as it can), and is kept to be
+    /// replayed over the snapshot. `Err(QueueFull)` when it could not be kept: the caller
+    /// must ask for the copy to be read again.
+    pub fn apply(&mut self, event: DirEvent) -> Result<(), Refusal> {
+        let Some(kept) = &mut self.pending else {
+            return self.apply_now(event);
+        };
+        if self.overflowed {
+            return self.apply_now(event);
         }
+        if kept.len() >= PENDING_MAX {
+            *kept = Vec::new();
+            self.overflowed = true;
+            let _ = self.apply_now(event);
+            return Err(Refusal::QueueFull);
+        }
+        kept.push(event.clone());
+        self.apply_now(event)
     }
 
-    fn apply_now(&mut self, event: DirEvent) {
+    fn apply_now(&mut self, event: DirEvent) -> Result<(), Refusal> {
         match event {
             DirEvent::Login { node, look, login } => self.logins.insert(&look, &node, &login),
-            DirEvent::Logout { node, look } => self.logins.logout(&node, &look),
-            DirEvent::NodeGone { node } => self.logins.node_gone(&node),
+            DirEvent::Logout { node, look } => {
+                self.logins.logout(&node, &look);
+                Ok(())
+            }
+            DirEvent::NodeGone { node } => {
+                self.logins.node_gone(&node);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `node` holds `login` (as written), as far as the copy knows; with `None`
+    /// (a frame that does not name its node), whether any other node does.
+    pub fn holds(&self, node: Option<&str>, login: &str) -> bool {
+        match (self.exact(login), node) {
+            (Some(entry), Some(node)) => *entry.node == *node,
+            (Some(_), None) => true,
+            (None, _) => false,
         }
     }
 

@@ -24,25 +24,25 @@ fn owner(d: &Directory, name: &str) -> Option<String> {
 
 #[test]
 fn events_change_the_copy_and_own_ones_are_skipped() {
-    let mut d = Directory::new("me".into());
-    d.apply(login("n2", "alice", "Alice"));
-    d.apply(login("me", "bob", "bob"));
+    let mut d = Directory::new("me".into(), Caps::NONE);
+    d.apply(login("n2", "alice", "Alice")).unwrap();
+    d.apply(login("me", "bob", "bob")).unwrap();
     assert_eq!(owner(&d, "Alice"), Some("n2".into()));
     assert_eq!(d.by_look("alice").map(Entry::login), Some("Alice"));
     assert_eq!(owner(&d, "bob"), None);
     // A logout by a node that does not hold the login changes nothing.
-    d.apply(logout("n3", "alice"));
+    d.apply(logout("n3", "alice")).unwrap();
     assert_eq!(owner(&d, "Alice"), Some("n2".into()));
-    d.apply(logout("n2", "alice"));
+    d.apply(logout("n2", "alice")).unwrap();
     assert_eq!(owner(&d, "Alice"), None);
     assert!(d.is_empty());
 }
 
 #[test]
 fn an_entry_keeps_its_login_and_its_canonical_form() {
-    let mut d = Directory::new("me".into());
+    let mut d = Directory::new("me".into(), Caps::NONE);
     for (look, name) in [("bob", "bob"), ("alice", "Alice"), ("ɑlice", "Ɑlice")] {
-        d.apply(login("n2", look, name));
+        d.apply(login("n2", look, name)).unwrap();
         let entry = d.by_look(look).expect("filed by its canonical form");
         assert_eq!((entry.login(), entry.look()), (name, look));
         assert_eq!(d.exact(name), Some(entry), "and by its login");
@@ -56,20 +56,20 @@ fn an_entry_keeps_its_login_and_its_canonical_form() {
 
 #[test]
 fn entries_of_one_node_share_its_name_until_the_last_goes() {
-    let mut d = Directory::new("me".into());
-    d.apply(login("n2", "a", "a"));
-    d.apply(login("n2", "b", "b"));
+    let mut d = Directory::new("me".into(), Caps::NONE);
+    d.apply(login("n2", "a", "a")).unwrap();
+    d.apply(login("n2", "b", "b")).unwrap();
     let (a, b) = (d.exact("a").unwrap(), d.exact("b").unwrap());
     assert!(Arc::ptr_eq(&a.node, &b.node));
     assert_eq!(d.logins.nodes.get("n2"), Some(&2));
-    d.apply(logout("n2", "a"));
-    d.apply(logout("n2", "b"));
+    d.apply(logout("n2", "a")).unwrap();
+    d.apply(logout("n2", "b")).unwrap();
     assert!(
         d.logins.nodes.is_empty(),
         "a node that holds nothing is not kept"
     );
-    d.apply(login("n2", "a", "a"));
-    d.apply(DirEvent::NodeGone { node: "n2".into() });
+    d.apply(login("n2", "a", "a")).unwrap();
+    d.apply(DirEvent::NodeGone { node: "n2".into() }).unwrap();
     assert!(d.logins.nodes.is_empty(), "a gone node's name is not kept");
 }
 
@@ -78,14 +78,16 @@ fn entries_of_one_node_share_its_name_until_the_last_goes() {
 #[test]
 fn a_gone_node_large_or_small_leaves_the_rest_findable() {
     for big in [10, 3000] {
-        let mut d = Directory::new("me".into());
+        let mut d = Directory::new("me".into(), Caps::NONE);
         for i in 0..1000 {
-            d.apply(login("n3", &format!("k{i}"), &format!("K{i}")));
+            d.apply(login("n3", &format!("k{i}"), &format!("K{i}")))
+                .unwrap();
         }
         for i in 0..big {
-            d.apply(login("n2", &format!("g{i}"), &format!("g{i}")));
+            d.apply(login("n2", &format!("g{i}"), &format!("g{i}")))
+                .unwrap();
         }
-        d.apply(DirEvent::NodeGone { node: "n2".into() });
+        d.apply(DirEvent::NodeGone { node: "n2".into() }).unwrap();
         assert_eq!(d.len(), 1000);
         for i in 0..1000 {
             let entry = d.exact(&format!("K{i}")).expect("kept");
@@ -98,11 +100,11 @@ fn a_gone_node_large_or_small_leaves_the_rest_findable() {
 
 #[test]
 fn a_gone_node_takes_all_its_logins() {
-    let mut d = Directory::new("me".into());
-    d.apply(login("n2", "a", "a"));
-    d.apply(login("n2", "b", "b"));
-    d.apply(login("n3", "c", "c"));
-    d.apply(DirEvent::NodeGone { node: "n2".into() });
+    let mut d = Directory::new("me".into(), Caps::NONE);
+    d.apply(login("n2", "a", "a")).unwrap();
+    d.apply(login("n2", "b", "b")).unwrap();
+    d.apply(login("n3", "c", "c")).unwrap();
+    d.apply(DirEvent::NodeGone { node: "n2".into() }).unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(owner(&d, "c"), Some("n3".into()));
 }
@@ -118,19 +120,21 @@ fn events_before_the_snapshot_are_replayed_over_it() {
         logout("n2", "alice"),
         login("n3", "alice", "alice"),
     ];
-    let mut d = Directory::new("me".into());
+    let mut d = Directory::new("me".into(), Caps::NONE);
     d.subscribed();
     for e in &history[..3] {
-        d.apply(e.clone());
+        d.apply(e.clone()).unwrap();
     }
-    assert!(d.is_empty(), "nothing applies before the snapshot");
-    let mut copy = Logins::new("me".into());
-    copy.insert("alice", "n2", "alice");
-    copy.insert("dave", "me", "dave");
+    // The copy in use follows the events meanwhile; the snapshot replaces it, and the
+    // events are replayed over it.
+    assert_eq!(owner(&d, "alice"), Some("n2".into()));
+    let mut copy = Logins::new("me".into(), Caps::NONE);
+    copy.insert("alice", "n2", "alice").unwrap();
+    copy.insert("dave", "me", "dave").unwrap();
     assert_eq!(copy.len(), 1, "this node's own logins are not copied");
     d.snapshot(copy);
     for e in &history[3..] {
-        d.apply(e.clone());
+        d.apply(e.clone()).unwrap();
     }
     assert_eq!(owner(&d, "alice"), Some("n3".into()));
     assert_eq!(owner(&d, "carol"), None);
@@ -202,10 +206,10 @@ proptest::proptest! {
     fn the_copy_matches_a_plain_reference(
         events in proptest::collection::vec(any_event(), 0..200),
     ) {
-        let mut d = Directory::new("me".into());
+        let mut d = Directory::new("me".into(), Caps::NONE);
         let mut model = Reference::default();
         for event in &events {
-            d.apply(event.clone());
+            d.apply(event.clone()).unwrap();
             model.apply("me", event);
             proptest::prop_assert_eq!(d.len(), model.0.len());
             for (look, (node, login)) in &model.0 {
@@ -222,4 +226,74 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// Forged login events cannot grow the copy past its caps: per node, and in all. A login
+/// that replaces one of the same node's is not refused at the cap.
+#[test]
+fn the_copy_stays_within_its_caps() {
+    let caps = Caps {
+        per_node: 3,
+        total: 5,
+    };
+    let mut d = Directory::new("me".into(), caps);
+    for i in 0..3 {
+        d.apply(login("n2", &format!("a{i}"), &format!("a{i}")))
+            .unwrap();
+    }
+    assert_eq!(
+        d.apply(login("n2", "a3", "a3")),
+        Err(Refusal::NodeFull),
+        "a fourth login of n2"
+    );
+    d.apply(login("n2", "a0", "A0")).unwrap();
+    assert_eq!(owner(&d, "A0"), Some("n2".into()));
+    d.apply(login("n3", "b0", "b0")).unwrap();
+    d.apply(login("n4", "c0", "c0")).unwrap();
+    assert_eq!(
+        d.apply(login("n5", "d0", "d0")),
+        Err(Refusal::DirectoryFull)
+    );
+    assert_eq!(d.len(), 5);
+    // Room again once a login leaves.
+    d.apply(logout("n4", "c0")).unwrap();
+    d.apply(login("n5", "d0", "d0")).unwrap();
+    assert_eq!(owner(&d, "d0"), Some("n5".into()));
+    let mut copy = Logins::new("me".into(), caps);
+    for i in 0..10 {
+        let _ = copy.insert(&format!("x{i}"), &format!("n{i}"), &format!("x{i}"));
+    }
+    assert_eq!(copy.len(), 5);
+}
+
+/// Events kept for a snapshot are bounded: past the bound they are dropped (once
+/// reported, for the copy to be read again), and the copy in use still follows them.
+#[test]
+fn events_waiting_for_a_snapshot_are_bounded() {
+    let mut d = Directory::new("me".into(), Caps::NONE);
+    d.subscribed();
+    let mut lost = 0;
+    for i in 0..PENDING_MAX + 10 {
+        if d.apply(login("n2", &format!("u{i}"), &format!("u{i}"))) == Err(Refusal::QueueFull) {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 1, "reported once");
+    assert_eq!(d.pending.as_ref().map(Vec::len), Some(0));
+    assert_eq!(d.len(), PENDING_MAX + 10);
+    let (old, refused) = d.snapshot(Logins::new("me".into(), Caps::NONE));
+    assert_eq!((old.len(), refused.len()), (PENDING_MAX + 10, 0));
+    assert!(d.is_empty());
+}
+
+#[test]
+fn a_sender_is_held_by_the_node_that_sent_it() {
+    let mut d = Directory::new("me".into(), Caps::NONE);
+    d.apply(login("n2", "alice", "Alice")).unwrap();
+    assert!(d.holds(Some("n2"), "Alice"));
+    assert!(d.holds(None, "Alice"));
+    assert!(!d.holds(Some("n3"), "Alice"));
+    assert!(!d.holds(Some("n2"), "alice"), "as written");
+    assert!(!d.holds(Some("n2"), "admin"));
+    assert!(!d.holds(None, "admin"));
 }

@@ -13,6 +13,13 @@
 //!
 //! all lengths little-endian. The line is the delivery line as the recipient reads it
 //! (`from alice: hi\n`), so the receiving node queues a slice of the frame itself.
+//!
+//! The first record names the node that sent the frame: no sender, no recipient, and the
+//! node's name as its line. A node of an earlier version, which wrote no such record,
+//! delivers nothing for it (it has no recipient), so nodes of both versions read each
+//! other's frames during a rolling upgrade. The receiving node checks each record
+//! (`checks.rs`): its sender must be a login that the named node holds; in a frame that
+//! names no node, a login that any other node holds.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,18 +27,54 @@ use std::ops::Range;
 /// The first bytes of every relay frame: the format and its version.
 pub const MAGIC: &[u8; 2] = b"A1";
 
+/// The header of a frame from `node`: [`MAGIC`], then the record that names the node.
+pub fn header(node: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(MAGIC.len() + 8 + node.len());
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&(node.len() as u32).to_le_bytes());
+    buf.extend_from_slice(node.as_bytes());
+    buf
+}
+
+/// How long `frame`'s header is, and the node it names (`None`: a frame of an earlier
+/// version, which names none); `None` when it is not a relay frame.
+fn read_header(frame: &[u8]) -> Option<(usize, Option<&str>)> {
+    if !frame.starts_with(MAGIC) {
+        return None;
+    }
+    let mut records = Records {
+        frame,
+        at: MAGIC.len(),
+        source: None,
+    };
+    match records.record() {
+        Ok(first) if first.sender.is_empty() && first.recipients.is_empty() => {
+            let node = std::str::from_utf8(&frame[first.line]).ok();
+            Some((first.raw.end, node))
+        }
+        _ => Some((MAGIC.len(), None)),
+    }
+}
+
 /// A relay frame under construction, for one destination node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameWriter {
     buf: Vec<u8>,
+    /// The header's length: the frame is empty while it holds nothing more.
+    head: usize,
     /// Deliveries written so far (recipients over all records), for the metrics.
     deliveries: u64,
 }
 
 impl FrameWriter {
-    pub fn new() -> FrameWriter {
+    /// A frame sent by node `me`.
+    pub fn new(me: &str) -> FrameWriter {
+        let buf = header(me);
         FrameWriter {
-            buf: MAGIC.to_vec(),
+            head: buf.len(),
+            buf,
             deliveries: 0,
         }
     }
@@ -68,7 +111,7 @@ impl FrameWriter {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.len() == MAGIC.len()
+        self.buf.len() == self.head
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -76,9 +119,11 @@ impl FrameWriter {
     }
 }
 
-/// Appends the records of frame `next` to frame `into` (both for the same node).
+/// Appends the records of frame `next` to frame `into` (both from this node to the same
+/// node, so with the same header).
 pub fn merge(into: &mut Vec<u8>, next: &[u8]) {
-    into.extend_from_slice(next.get(MAGIC.len()..).unwrap_or_default());
+    let head = read_header(next).map_or(next.len(), |(head, _)| head);
+    into.extend_from_slice(&next[head..]);
 }
 
 /// One record of a relay frame, borrowed from it.
@@ -95,7 +140,8 @@ pub struct Record<'f> {
 /// Why a relay frame was not read to its end.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
-    /// It does not start with [`MAGIC`]: another format, or another program's message.
+    /// It does not start with a readable header: another format, or another program's
+    /// message.
     NotAFrame,
     /// A length points past the end, or a name is not UTF-8.
     Malformed,
@@ -104,22 +150,31 @@ pub enum FrameError {
 /// The records of a relay frame, in the order they were written. Stops at the first
 /// malformed record: the records before it are good.
 pub fn records(frame: &[u8]) -> Result<Records<'_>, FrameError> {
-    if !frame.starts_with(MAGIC) {
-        return Err(FrameError::NotAFrame);
-    }
-    Ok(Records {
-        frame,
-        at: MAGIC.len(),
-    })
+    let (at, source) = read_header(frame).ok_or(FrameError::NotAFrame)?;
+    Ok(Records { frame, at, source })
 }
 
 /// The iterator [`records`] gives.
 pub struct Records<'f> {
     frame: &'f [u8],
     at: usize,
+    /// The node the header names (`None` in a frame of the first version).
+    source: Option<&'f str>,
 }
 
 impl<'f> Records<'f> {
+    /// The node that sent the frame, as its header says (`None`: a frame of an earlier
+    /// version, which does not say).
+    pub fn source(&self) -> Option<&'f str> {
+        self.source
+    }
+
+    /// The frame's header, to start a frame with the same one.
+    fn header(&self) -> &'f [u8] {
+        let end = read_header(self.frame).map_or(MAGIC.len(), |(end, _)| end);
+        &self.frame[..end]
+    }
+
     fn take(&mut self, n: usize) -> Result<Range<usize>, FrameError> {
         let end = self.at.checked_add(n).ok_or(FrameError::Malformed)?;
         if end > self.frame.len() {
@@ -189,6 +244,16 @@ impl<'f> Iterator for Records<'f> {
     }
 }
 
+/// How many deliveries a relay frame holds (recipients over its records), as far as it
+/// can be read.
+pub fn deliveries(frame: &[u8]) -> u64 {
+    records(frame).map_or(0, |r| {
+        r.map_while(Result::ok)
+            .map(|r| r.recipients.len() as u64)
+            .sum()
+    })
+}
+
 /// The frame with only the records of senders that have at most `light` bytes of
 /// records in it, and how many deliveries were left out: when a node falls behind, a
 /// sender flooding it loses its lines before one that sends a few. Linear in the frame,
@@ -199,7 +264,7 @@ pub fn keep_light(frame: &[u8], light: usize) -> Option<(Vec<u8>, u64)> {
     for record in records(frame).ok()?.map_while(Result::ok) {
         *by_sender.entry(record.sender).or_default() += record.raw.len();
     }
-    let mut kept = MAGIC.to_vec();
+    let mut kept = records(frame).ok()?.header().to_vec();
     let mut dropped = 0;
     for record in records(frame).ok()?.map_while(Result::ok) {
         if by_sender[record.sender] <= light {
@@ -258,151 +323,5 @@ pub fn parse_entry(value: &[u8]) -> Option<(&str, &str)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_come_back_as_written() {
-        let mut w = FrameWriter::new();
-        assert!(w.is_empty());
-        assert!(w.push("alice", &["bob", "carol"], b"from alice: hi\n"));
-        assert!(w.push("dave", &["bob"], b"from dave: yo\n"));
-        assert_eq!(w.deliveries(), 3);
-        let frame = w.finish();
-        let got: Vec<_> = records(&frame).unwrap().map(Result::unwrap).collect();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].sender, "alice");
-        assert_eq!(got[0].recipients, vec!["bob", "carol"]);
-        assert_eq!(&frame[got[0].line.clone()], b"from alice: hi\n");
-        assert_eq!(got[1].sender, "dave");
-        assert_eq!(&frame[got[1].line.clone()], b"from dave: yo\n");
-    }
-
-    #[test]
-    fn merged_frames_read_as_one() {
-        let mut a = FrameWriter::new();
-        a.push("alice", &["bob"], b"from alice: 1\n");
-        let mut b = FrameWriter::new();
-        b.push("alice", &["bob"], b"from alice: 2\n");
-        let mut frame = a.finish();
-        merge(&mut frame, &b.finish());
-        let lines: Vec<_> = records(&frame)
-            .unwrap()
-            .map(|r| frame[r.unwrap().line].to_vec())
-            .collect();
-        assert_eq!(
-            lines,
-            vec![b"from alice: 1\n".to_vec(), b"from alice: 2\n".to_vec()]
-        );
-    }
-
-    #[test]
-    fn garbage_is_refused_without_panic() {
-        assert_eq!(records(b"hello").err(), Some(FrameError::NotAFrame));
-        let mut w = FrameWriter::new();
-        w.push("alice", &["bob"], b"from alice: hi\n");
-        let frame = w.finish();
-        // Every truncation ends in an error, never a panic or a record past the end.
-        for cut in MAGIC.len() + 1..frame.len() {
-            let got: Vec<_> = records(&frame[..cut]).unwrap().collect();
-            assert_eq!(
-                got.last(),
-                Some(&Err(FrameError::Malformed)),
-                "cut at {cut}"
-            );
-        }
-        // A recipient count far beyond the frame allocates nothing.
-        let mut huge = MAGIC.to_vec();
-        huge.extend_from_slice(&[1, 0, b'a', 0xff, 0xff]);
-        assert_eq!(
-            records(&huge).unwrap().next(),
-            Some(Err(FrameError::Malformed))
-        );
-        // A name that is not UTF-8.
-        let mut bad = MAGIC.to_vec();
-        bad.extend_from_slice(&[1, 0, 0xff, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            records(&bad).unwrap().next(),
-            Some(Err(FrameError::Malformed))
-        );
-    }
-
-    #[test]
-    fn a_heavy_sender_is_left_out_and_a_light_one_kept() {
-        let mut w = FrameWriter::new();
-        for i in 0..100 {
-            w.push(
-                "flood",
-                &["a", "b"],
-                format!("from flood: {i}\n").as_bytes(),
-            );
-            if i == 50 {
-                w.push("alice", &["bob"], b"from alice: hi\n");
-            }
-        }
-        let (kept, dropped) = keep_light(&w.finish(), 1024).unwrap();
-        assert_eq!(dropped, 200);
-        let got: Vec<_> = records(&kept).unwrap().map(Result::unwrap).collect();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].sender, "alice");
-        assert_eq!(&kept[got[0].line.clone()], b"from alice: hi\n");
-        assert_eq!(keep_light(b"junk", 1024), None);
-    }
-
-    /// One record each from 100 000 senders: sorting them out stays linear (a scan per
-    /// record over the senders seen took 26 s in a release build).
-    #[test]
-    fn many_senders_cost_linear_time() {
-        let mut w = FrameWriter::new();
-        for i in 0..100_000 {
-            w.push(&format!("s{i}"), &["b"], b"x\n");
-        }
-        let frame = w.finish();
-        let started = std::time::Instant::now();
-        let (kept, dropped) = keep_light(&frame, 1024).unwrap();
-        assert_eq!((kept.len(), dropped), (frame.len(), 0));
-        let took = started.elapsed();
-        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
-    }
-
-    #[test]
-    fn a_malformed_record_ends_what_is_kept() {
-        let mut w = FrameWriter::new();
-        w.push("alice", &["bob"], b"from alice: hi\n");
-        let mut frame = w.finish();
-        frame.extend_from_slice(b"\xff\xff\xff");
-        let (kept, dropped) = keep_light(&frame, 1024).unwrap();
-        assert_eq!(dropped, 0);
-        let got: Vec<_> = records(&kept).unwrap().map(Result::unwrap).collect();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].sender, "alice");
-    }
-
-    #[test]
-    fn events_parse_and_refuse_the_rest() {
-        assert_eq!(
-            parse_event(b"L\nn1\nalice\nAlice"),
-            Some(DirEvent::Login {
-                node: "n1".into(),
-                look: "alice".into(),
-                login: "Alice".into()
-            })
-        );
-        assert_eq!(
-            parse_event(b"U\nn1\nalice"),
-            Some(DirEvent::Logout {
-                node: "n1".into(),
-                look: "alice".into()
-            })
-        );
-        assert_eq!(
-            parse_event(b"D\nn2"),
-            Some(DirEvent::NodeGone { node: "n2".into() })
-        );
-        for bad in [&b"X\nn1"[..], b"L\nn1\nalice", b"D\nn1\nmore", b"", b"\xff"] {
-            assert_eq!(parse_event(bad), None, "{bad:?}");
-        }
-        assert_eq!(parse_entry(b"n1\nAlice"), Some(("n1", "Alice")));
-        assert_eq!(parse_entry(b"n1"), None);
-    }
-}
+#[path = "frame_tests.rs"]
+mod tests;

@@ -17,21 +17,16 @@ use std::task::Poll;
 use tracing::{debug, info, warn};
 
 use super::batch::Batch;
-use super::connection::{connect, read_page, relay_channel, Session, DIRECTORY};
+use super::connection::{connect, relay_channel, Session, DIRECTORY};
 use super::metrics::CrossDrop;
-use super::{Claim, Command, Inbound, Logins, Settings, Shared};
+use super::snapshot::read_registry;
+use super::{Claim, Command, Inbound, Settings, Shared};
 use crate::admin::Health;
 use crate::runtime;
 
 /// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Registry entries asked for per page of the snapshot.
-const SNAPSHOT_PAGE: usize = 2000;
-/// The most entries a new directory copy is sized for before its pages are read: what
-/// `HLEN` says is believed up to here (8 M logins, eight times the plan in SCALING.md),
-/// so that a wrong answer cannot make the node ask for memory it will never use.
-const PRESIZE_MAX: usize = 1 << 23;
 /// The least time between two warnings that the connection was lost.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Commands taken from the router's queue for one round trip at most.
@@ -73,6 +68,8 @@ pub struct Link {
     shared: Arc<Shared>,
     /// The router's commands, in the order it sent them.
     commands: Receiver<Command>,
+    /// Requests to read the directory copy from the registry again (events were lost).
+    resync: Receiver<()>,
     /// To the router: relays, directory changes, what could not be done.
     inbound: Sender<Inbound>,
     /// `/readyz`: not ready while Redis cannot be reached.
@@ -90,7 +87,7 @@ impl Link {
     pub fn new(
         settings: Settings,
         shared: Arc<Shared>,
-        commands: Receiver<Command>,
+        (commands, resync): (Receiver<Command>, Receiver<()>),
         inbound: Sender<Inbound>,
         health: Arc<Health>,
     ) -> Link {
@@ -99,6 +96,7 @@ impl Link {
             settings,
             shared,
             commands,
+            resync,
             inbound,
             health,
             held: HashMap::new(),
@@ -224,6 +222,8 @@ impl Link {
     /// new connection, subscribes and sends the router a snapshot of the directory.
     async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), String> {
         if fresh {
+            // The snapshot below answers any request to read the registry again.
+            while self.resync.try_recv().is_ok() {}
             // Before subscribing: every event from here on is kept for the snapshot.
             let _ = self.inbound.send(Inbound::Subscribed).await;
             let own = relay_channel(&self.settings.node_id);
@@ -284,36 +284,26 @@ impl Link {
             }
         }
         if fresh {
-            // In pages (HSCAN), so that a large registry never blocks Redis for long; a
-            // page may repeat an entry, and changes during the scan reach the copy as
-            // events anyway. The copy is built here, a page at a time between waits for
-            // Redis, and handed to the router whole: the router never stops for it.
-            let size: usize = redis::cmd("HLEN")
-                .arg("achat:logins")
-                .query_async(&mut session.conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut copy = Logins::new(self.settings.node_id.clone());
-            copy.reserve(size.min(PRESIZE_MAX));
-            let mut cursor = 0u64;
-            loop {
-                let (next, page): (u64, Value) = redis::cmd("HSCAN")
-                    .arg("achat:logins")
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SNAPSHOT_PAGE)
-                    .query_async(&mut session.conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                read_page(page, &mut copy);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
+            self.snapshot(session).await?;
         }
         Ok(())
+    }
+
+    /// Reads the registry into a new directory copy (`snapshot.rs`) and hands it to the
+    /// router.
+    async fn snapshot(&mut self, session: &mut Session) -> Result<(), String> {
+        let copy = read_registry(&mut session.conn, &self.settings.node_id, &self.shared).await?;
+        let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
+        Ok(())
+    }
+
+    /// Directory events were lost (their queue was full): the router keeps the events
+    /// from here on, and gets a new copy of the registry to replay them over.
+    async fn read_again(&mut self, session: &mut Session) -> Result<(), String> {
+        self.shared.metrics.cluster.resyncs.inc();
+        debug!("directory events were lost: reading the registry again");
+        let _ = self.inbound.send(Inbound::Subscribed).await;
+        self.snapshot(session).await
     }
 
     /// Runs the registry script with `args` after the operation's caller.
@@ -350,6 +340,7 @@ impl Link {
                 Answered(Option<(Batch, redis::RedisResult<Vec<Value>>)>),
                 Renew,
                 Closed,
+                Resync,
             }
             let left = next_renewal.saturating_duration_since(Instant::now());
             let room = in_flight.len() < IN_FLIGHT;
@@ -375,7 +366,11 @@ impl Link {
                 let _ = session.closed.recv().await;
                 Wake::Closed
             };
-            match answered.or(command).or(closed).or(renew).await {
+            let resync = async {
+                let _ = self.resync.recv().await;
+                Wake::Resync
+            };
+            match answered.or(command).or(closed).or(resync).or(renew).await {
                 Wake::Command(None) => break Ended::Left,
                 Wake::Command(Some(first)) => {
                     let mut commands = vec![first];
@@ -413,6 +408,11 @@ impl Link {
                     }
                 }
                 Wake::Renew => {}
+                Wake::Resync => {
+                    if let Err(e) = self.read_again(session).await {
+                        break Ended::Lost(e);
+                    }
+                }
                 Wake::Closed => break Ended::Lost("the connection closed".into()),
             }
         };
@@ -465,7 +465,7 @@ async fn serve_down(
             }
             Command::Publish { frame, .. } => {
                 shared.outgoing.fetch_sub(frame.len(), Ordering::AcqRel);
-                let _ = inbound.try_send(Inbound::Undelivered(frame, CrossDrop::LinkDown));
+                shared.give_back(inbound, frame, CrossDrop::LinkDown);
             }
         }
     }

@@ -5,6 +5,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+use super::checks::Refusal;
+
+/// The least time between two warnings that input from Redis was refused.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(60);
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -76,6 +85,15 @@ pub struct ClusterMetrics {
     pub claims_unavailable: Counter,
     /// Logins held by other nodes, as this node's directory knows them.
     pub remote_logins: Gauge,
+    /// Input from Redis refused by a-chat's rules, in `Refusal::ALL` order.
+    refused: Vec<Counter>,
+    /// Refusals since the last summary warning.
+    refused_unwarned: AtomicU64,
+    /// When the last summary warning was logged (`None`: never).
+    refused_warned: Mutex<Option<Instant>>,
+    /// Times the directory copy was read from the registry again because events were
+    /// lost (their queue was full, or too many waited for a snapshot).
+    pub resyncs: Counter,
 }
 
 impl ClusterMetrics {
@@ -135,6 +153,18 @@ impl ClusterMetrics {
             "Logins held by other nodes, as this node knows them",
             remote_logins.clone(),
         );
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "refused",
+            "Relayed records and directory events from Redis refused by a-chat's rules, by reason",
+            refused.clone(),
+        );
+        let resyncs = Counter::default();
+        registry.register(
+            "resyncs",
+            "Directory copies read from the registry again because directory events were lost",
+            resyncs.clone(),
+        );
         let get = |f: &Family<Labels, Counter>, k: &'static str, v: &'static str| {
             f.get_or_create_owned(&vec![(k, v)])
         };
@@ -157,7 +187,41 @@ impl ClusterMetrics {
             claims_taken: get(&claims, "result", "taken"),
             claims_unavailable: get(&claims, "result", "unavailable"),
             remote_logins,
+            refused: Refusal::ALL
+                .iter()
+                .map(|r| get(&refused, "reason", r.label()))
+                .collect(),
+            refused_unwarned: AtomicU64::new(0),
+            refused_warned: Mutex::new(None),
+            resyncs,
         }
+    }
+
+    /// Counts `n` refusals for `why`, and warns at most once a minute with how many there
+    /// were since the last warning (each is logged at debug where it is refused).
+    pub fn refused(&self, why: Refusal, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.refused[why as usize].inc_by(n);
+        let since = self.refused_unwarned.fetch_add(n, Ordering::Relaxed) + n;
+        let mut warned = self
+            .refused_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if warned.is_some_and(|at| at.elapsed() < REFUSED_WARN_EVERY) {
+            return;
+        }
+        *warned = Some(Instant::now());
+        self.refused_unwarned.fetch_sub(since, Ordering::Relaxed);
+        drop(warned);
+        warn!(
+            refused = since,
+            last_reason = why.label(),
+            "input from the cluster's Redis broke a-chat's rules and was refused \
+             (achat_cluster_refused_total counts it by reason; the details are logged at debug): \
+             is something other than a-chat publishing to this Redis?"
+        );
     }
 
     pub fn dropped(&self, why: CrossDrop, n: u64) {

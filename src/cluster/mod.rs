@@ -12,13 +12,15 @@
 //! this is started and the router's paths are the single-node ones.
 
 mod batch;
+pub mod checks;
 mod connection;
 mod directory;
 pub mod frame;
 mod link;
 mod metrics;
+mod snapshot;
 
-pub use directory::{Directory, Entry, Logins};
+pub use directory::{Caps, Directory, Entry, Logins};
 pub use metrics::{ClusterMetrics, CrossDrop};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,6 +43,15 @@ pub const OUTGOING_LIMIT: usize = 64 << 20;
 pub const INBOUND_SOFT: usize = 1 << 20;
 /// Relay frames received and not yet routed, in bytes, beyond which new ones are dropped.
 pub const INBOUND_LIMIT: usize = 16 << 20;
+/// Messages from the link waiting for the router, at most (relay frames, directory
+/// events, answers): a frame of a few bytes or a directory event costs a slot however
+/// small it is. A relay frame that finds the queue full is dropped and counted; a
+/// directory event that finds it fuller than [`INBOUND_EVENTS`] makes the node read its
+/// copy from the registry again.
+pub const INBOUND_QUEUE: usize = 16384;
+/// Directory events take the queue only up to here: the rest is kept for relay frames,
+/// so that a flood of (forged) events costs no relayed line.
+pub const INBOUND_EVENTS: usize = INBOUND_QUEUE * 3 / 4;
 
 /// What the router asks of the link.
 pub enum Command {
@@ -93,11 +104,39 @@ pub struct Shared {
     /// Bytes of relay frames received and not yet routed (see [`INBOUND_LIMIT`]).
     pub inbound: AtomicUsize,
     pub metrics: Arc<Metrics>,
+    /// The limits relayed input is checked against, changed by a reload.
+    pub rules: Arc<checks::LiveRules>,
+    /// How many logins the directory copy takes.
+    pub caps: Caps,
+    /// Asks the link to read the directory copy from the registry again (directory
+    /// events were lost); one request waits at most.
+    resync: async_channel::Sender<()>,
 }
 
 impl Shared {
+    /// Gives the router a frame of this node's that did not reach its node, so that its
+    /// senders are told; when the router's queue is full, its deliveries are counted as
+    /// lost instead.
+    pub fn give_back(
+        &self,
+        inbound: &async_channel::Sender<Inbound>,
+        frame: Vec<u8>,
+        why: CrossDrop,
+    ) {
+        if let Err(full) = inbound.try_send(Inbound::Undelivered(frame, why)) {
+            if let Inbound::Undelivered(frame, why) = full.into_inner() {
+                self.metrics.cluster.dropped(why, frame::deliveries(&frame));
+            }
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Directory events were lost: the copy is to be read from the registry again.
+    pub fn ask_resync(&self) {
+        let _ = self.resync.try_send(());
     }
 }
 
@@ -124,6 +163,8 @@ pub struct Settings {
     pub lease: Duration,
     /// With a `rediss://` URL: how each connection to Redis starts TLS.
     pub tls: Option<RedisTls>,
+    /// How many logins the directory copy takes.
+    pub caps: Caps,
 }
 
 /// Where the cluster's Redis listens.
@@ -224,11 +265,7 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
     } else {
         config.node_id.clone()
     };
-    if node_id.len() > 128
-        || !node_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !checks::node_ok(&node_id) {
         return Err((
             "cluster.node_id",
             format!("{node_id:?}: use at most 128 letters, digits, '.', '_' or '-'"),
@@ -249,12 +286,27 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
             .map_err(|e| ("cluster.redis_password_file", e))?;
         redis = redis.set_password(password);
     }
+    for (key, value) in [
+        ("cluster.max_logins_per_node", config.max_logins_per_node),
+        ("cluster.max_remote_logins", config.max_remote_logins),
+    ] {
+        if value == 0 {
+            return Err((
+                key,
+                "0 would leave every other node out of reach: use at least 1".into(),
+            ));
+        }
+    }
     Ok(Settings {
         addr,
         redis,
         node_id: node_id.into(),
         lease: config.lease,
         tls,
+        caps: Caps {
+            per_node: config.max_logins_per_node,
+            total: config.max_remote_logins,
+        },
     })
 }
 
@@ -320,6 +372,7 @@ fn default_node_id() -> String {
 /// node has joined, and whenever Redis cannot be reached.
 pub fn start(
     config: &ClusterConfig,
+    rules: checks::Rules,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> Result<Option<Node>, String> {
@@ -328,17 +381,27 @@ pub fn start(
     }
     let settings = settings(config).map_err(|(key, why)| format!("{key}: {why}"))?;
     health.set_cluster_up(false);
+    let (resync, resync_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared {
         id: settings.node_id.clone(),
         up: AtomicBool::new(false),
         outgoing: AtomicUsize::new(0),
         inbound: AtomicUsize::new(0),
         metrics,
+        rules: Arc::new(checks::LiveRules::new(rules)),
+        caps: settings.caps,
+        resync,
     });
     let (commands, commands_rx) = async_channel::unbounded();
-    let (inbound_tx, inbound) = async_channel::unbounded();
+    let (inbound_tx, inbound) = async_channel::bounded(INBOUND_QUEUE);
     let span = info_span!("cluster", node = %settings.node_id);
-    let link = link::Link::new(settings, shared.clone(), commands_rx, inbound_tx, health);
+    let link = link::Link::new(
+        settings,
+        shared.clone(),
+        (commands_rx, resync_rx),
+        inbound_tx,
+        health,
+    );
     let task = runtime::spawn(link.run().instrument(span));
     Ok(Some(Node {
         router: Router {

@@ -254,6 +254,11 @@ pub struct ClusterConfig {
     /// it), so that the password stays out of the URL and this file; best given as a
     /// systemd credential (`credential:NAME`). The URL must not hold a password then.
     pub redis_password_file: String,
+    /// The most logins this node's directory copy takes from any one other node: a
+    /// party that can publish to Redis cannot grow the copy past it.
+    pub max_logins_per_node: usize,
+    /// The most logins this node's directory copy takes from all other nodes together.
+    pub max_remote_logins: usize,
 }
 
 impl Default for ClusterConfig {
@@ -266,6 +271,8 @@ impl Default for ClusterConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             redis_password_file: String::new(),
+            max_logins_per_node: 100_000,
+            max_remote_logins: 1_000_000,
         }
     }
 }

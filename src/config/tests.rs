@@ -216,6 +216,16 @@ fn cluster_settings_that_cannot_work_are_refused_by_key() {
             "cluster.lease",
             "at least 1s",
         ),
+        (
+            "redis = \"redis://h/\"\nmax_logins_per_node = 0",
+            "cluster.max_logins_per_node",
+            "at least 1",
+        ),
+        (
+            "redis = \"redis://h/\"\nmax_remote_logins = 0",
+            "cluster.max_remote_logins",
+            "at least 1",
+        ),
     ] {
         let e = Config::parse(&format!("[cluster]\n{toml}\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some(key), "{toml}: {e}");

@@ -49,6 +49,9 @@ pub struct Live {
     /// The router's inbox, to tell it about a reload; weak, so that it never keeps the
     /// router (and the drain) alive.
     router: Mutex<Option<async_channel::WeakSender<router::Event>>>,
+    /// In a cluster: the limits input relayed through Redis is checked against, changed
+    /// with `[limits]`.
+    relay_rules: Mutex<Option<Arc<crate::cluster::checks::LiveRules>>>,
 }
 
 impl Live {
@@ -57,6 +60,7 @@ impl Live {
             limits: RwLock::new(Arc::new(limits.clone())),
             budget: budget::Budget::new(limits, metrics),
             router: Mutex::new(None),
+            relay_rules: Mutex::new(None),
         })
     }
 
@@ -128,6 +132,9 @@ impl Live {
 
     /// New limits: for connections accepted from now on, and the queue bounds for all.
     pub fn set_limits(&self, limits: &Limits) {
+        if let Some(rules) = &*self.relay_rules.lock().unwrap_or_else(|e| e.into_inner()) {
+            rules.set(crate::cluster::checks::Rules::of(limits));
+        }
         self.budget.set(limits);
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits.clone());
     }
@@ -155,7 +162,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Summary {
     let (cluster_router, cluster_task) = match cluster {
-        Some(node) => (Some(node.router), Some(node.task)),
+        Some(node) => {
+            *live.relay_rules.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(node.router.shared.rules.clone());
+            (Some(node.router), Some(node.task))
+        }
         None => (None, None),
     };
     let addrs: Vec<_> = listeners

@@ -14,6 +14,7 @@ use futures::channel::oneshot;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::debug;
 
+use crate::cluster::checks::{self, Refusal};
 use crate::cluster::frame::{self, FrameWriter};
 use crate::cluster::{self, Claim, Command, CrossDrop, Directory, Entry, Inbound, Logins};
 use crate::metrics::Metrics;
@@ -74,7 +75,7 @@ pub struct Remote {
 
 impl Remote {
     pub fn new(link: cluster::Router) -> Remote {
-        let directory = Directory::new(link.shared.id.clone());
+        let directory = Directory::new(link.shared.id.clone(), link.shared.caps);
         Remote {
             link,
             directory,
@@ -158,10 +159,34 @@ impl Remote {
     /// The link's copy of the directory replaces the router's. The old one is freed on a
     /// blocking thread: freeing a million entries would hold the router up for tens of
     /// milliseconds.
-    pub fn snapshot(&mut self, copy: Logins) {
-        let old = self.directory.snapshot(copy);
+    pub fn snapshot(&mut self, copy: Logins, metrics: &Metrics) {
+        let (old, refused) = self.directory.snapshot(copy);
+        for why in refused {
+            metrics.cluster.refused(why, 1);
+        }
         if !old.is_empty() {
             drop(runtime::spawn(runtime::spawn_blocking(move || drop(old))));
+        }
+    }
+
+    /// A directory event (already checked by the link against the rules for names).
+    pub fn apply(&mut self, event: frame::DirEvent, metrics: &Metrics) {
+        match self.directory.apply(event) {
+            Ok(()) => {}
+            Err(Refusal::QueueFull) => {
+                debug!(
+                    "too many directory events waited for a snapshot: reading the registry again"
+                );
+                metrics.cluster.refused(Refusal::QueueFull, 1);
+                self.link.shared.ask_resync();
+            }
+            Err(why) => {
+                debug!(
+                    reason = why.label(),
+                    "a directory login beyond the copy's caps was refused"
+                );
+                metrics.cluster.refused(why, 1);
+            }
         }
     }
 
@@ -227,7 +252,8 @@ impl Remote {
         match self.outgoing.iter().position(|(n, _)| n == node) {
             Some(at) => at,
             None => {
-                self.outgoing.push((node.clone(), FrameWriter::new()));
+                let me = &self.link.shared.id;
+                self.outgoing.push((node.clone(), FrameWriter::new(me)));
                 self.outgoing.len() - 1
             }
         }
@@ -280,6 +306,11 @@ impl Remote {
         self.link.shared.inbound.fetch_sub(len, Ordering::AcqRel);
     }
 
+    /// The limits relayed lines are checked against now.
+    pub fn rules(&self) -> checks::Rules {
+        self.link.shared.rules.get()
+    }
+
     pub fn update_gauge(&self, metrics: &Metrics) {
         metrics
             .cluster
@@ -321,10 +352,15 @@ pub fn tell_each(
     }
 }
 
-/// Delivers a relay frame to this node's logins; `find` gives a login's queue. Returns
-/// the logins whose queue refused (they are being cut off), for the router to forget.
+/// Delivers a relay frame to this node's logins; `find` gives a login's queue. Each
+/// record must pass the client rules (`checks.rs`) and come from a sender that the node
+/// named by the frame holds in `directory`; a record that does not is refused, counted
+/// and logged at debug. Returns the logins whose queue refused (they are being cut
+/// off), for the router to forget.
 pub fn deliver_relay(
     frame: Arc<[u8]>,
+    directory: &Directory,
+    rules: &checks::Rules,
     metrics: &Metrics,
     mut find: impl FnMut(&str) -> Option<Outbox>,
 ) -> Vec<Arc<str>> {
@@ -338,6 +374,7 @@ pub fn deliver_relay(
             return cut;
         }
     };
+    let source = records.source();
     for record in records {
         let record = match record {
             Ok(record) => record,
@@ -346,6 +383,25 @@ pub fn deliver_relay(
                 break;
             }
         };
+        if record.recipients.is_empty() {
+            // Delivers nothing: the record that names the node, or an empty one.
+            continue;
+        }
+        let checked = match directory.holds(source, record.sender) {
+            true => checks::check_line(record.sender, &frame[record.line.clone()], rules),
+            false => Err(Refusal::Sender),
+        };
+        if let Err(why) = checked {
+            metrics.cluster.refused(why, 1);
+            debug!(
+                reason = why.label(),
+                node = source,
+                sender_bytes = record.sender.len(),
+                line_bytes = record.line.len(),
+                "a relayed record that breaks the rules was refused"
+            );
+            continue;
+        }
         let line = Shared::new(frame.clone(), record.line.clone());
         for name in record.recipients {
             match find(name) {
@@ -356,6 +412,10 @@ pub fn deliver_relay(
                         metrics.dropped(reason, 1);
                         cut.push(Arc::from(name));
                     }
+                }
+                // Every login here passed the rules: a name that does not was forged.
+                None if !checks::login_ok(name, rules) => {
+                    metrics.cluster.refused(Refusal::Recipient, 1);
                 }
                 None => metrics.cluster.dropped(CrossDrop::RecipientGone, 1),
             }

@@ -319,7 +319,10 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
     match message {
         Inbound::Relay(frame) => {
             let len = frame.len();
-            let cut = remote::deliver_relay(frame, metrics, |name| online.outbox(name));
+            let rules = remote.rules();
+            let cut = remote::deliver_relay(frame, &remote.directory, &rules, metrics, |name| {
+                online.outbox(name)
+            });
             remote.relay_done(len);
             for login in cut {
                 debug!(
@@ -333,8 +336,8 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
             remote::tell_each(&frame, why, metrics, |sender| online.outbox(sender));
         }
         Inbound::Subscribed => remote.directory.subscribed(),
-        Inbound::Snapshot(copy) => remote.snapshot(copy),
-        Inbound::Event(event) => remote.directory.apply(event),
+        Inbound::Snapshot(copy) => remote.snapshot(copy, metrics),
+        Inbound::Event(event) => remote.apply(event, metrics),
         Inbound::Evicted { look } => {
             if let Some(login) = online.looks.get(&look).cloned() {
                 if let Some(peer) = online.peers.get(&login) {
