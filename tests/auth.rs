@@ -74,8 +74,13 @@ fn the_right_password_logs_in_and_chats() {
     bob.send("alice, bob: hi both");
     alice.expect("from bob: hi both");
     bob.expect("from bob: hi both");
-    // After the password, the login is granted like any other: it is still unique.
-    refused(&d, "alice wonderland", "error: login \"alice\" is taken");
+    // After the password, the login is still unique: the right password again takes it
+    // over (the older connection is told and closed), so one connection holds it.
+    let mut again = login(&d, "alice", "wonderland");
+    alice.expect("notice: logged in from another connection");
+    alice.expect_closed();
+    bob.send("alice: which one?");
+    again.expect("from bob: which one?");
     let log = d.log_text();
     assert!(
         !log.contains("wonderland") && !log.contains("fix it"),

@@ -30,7 +30,7 @@ pub struct ConnInfo {
 }
 
 /// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 24] = [
+const REASONS: [&str; 25] = [
     "closed",
     "client_closed",
     "reset",
@@ -50,6 +50,7 @@ const REASONS: [&str; 24] = [
     "slow_consumer_write_timeout",
     "slow_consumer_total_limit",
     "account_removed",
+    "replaced",
     "cluster_unavailable",
     "login_lost",
     "drain",

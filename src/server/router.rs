@@ -119,6 +119,22 @@ impl Online {
         self.peers.insert(login, Peer { conn, outbox, look });
     }
 
+    /// Hands `login` from its live connection to `conn`, whose user proved the password:
+    /// the older connection is told and closed, and the login (and, in a cluster, its
+    /// claim in the registry, which stays this node's) goes on under the new one.
+    fn take_over(&mut self, conn: ConnId, login: Arc<str>, look: Box<str>, outbox: Outbox) {
+        if let Some(old) = self.peers.remove(&login) {
+            self.logins.remove(&old.conn);
+            self.looks.remove(&old.look);
+            let notice = protocol::format_notice("logged in from another connection");
+            let _ = old.outbox.send(Out::Server(notice));
+            old.outbox.info().ending("replaced");
+            old.outbox.stop_reading();
+            info!(login = %login, old = old.conn, new = conn, "login taken over by a connection that proved the password: the older one is closed");
+        }
+        self.register(conn, login, look, outbox);
+    }
+
     fn outbox(&self, login: &str) -> Option<Outbox> {
         self.peers.get(login).map(|p| p.outbox.clone())
     }
@@ -213,6 +229,15 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
         } => {
             if !still_holds(&checked, &login) {
                 let _ = reply.send(Err(LoginError::UsersChanged));
+                return;
+            }
+            // A user who proved the password takes their own login over from an older
+            // connection of theirs (one that went stale: a dropped Wi-Fi, a laptop that
+            // slept), as IRC's ghost command does.
+            if checked.is_some() && online.peers.contains_key(&login) {
+                if reply.send(Ok(())).is_ok() {
+                    online.take_over(conn, login, look, outbox);
+                }
                 return;
             }
             // The same name has the same look: one lookup covers both.
