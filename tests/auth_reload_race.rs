@@ -91,9 +91,10 @@ fn a_login_checked_before_a_reload_that_removed_the_user_is_not_granted_after_it
             })
         })
         .collect();
-    // The storm is on once alice is logged in and others were refused as taken.
-    d.wait_log(|l| l.contains("is taken"))
-        .unwrap_or_else(|| panic!("no retrier was refused as taken; log:\n{}", d.log_text()));
+    // The storm is on once alice is logged in and others took her login over (each
+    // proves the password, so each takes it from the one before).
+    d.wait_log(|l| l.contains("login taken over"))
+        .unwrap_or_else(|| panic!("no retrier took the login over; log:\n{}", d.log_text()));
     users.write(&[("bob", "second secret", params)]);
     d.signal(libc::SIGHUP);
     d.wait_log(|l| l.contains("configuration reloaded"))
