@@ -122,9 +122,19 @@ pub struct Admin {
     pub on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// Pause after a resource-shortage accept error (EMFILE...), as for the chat listener.
     pub accept_error_sleep: Duration,
-    /// Answers `GET /connections` from its query string (JSON).
-    pub connections: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// Answers `GET /connections` from its query string (JSON). Called on a blocking
+    /// thread, one request at a time (see [`CONNECTIONS_AT_ONCE`]).
+    pub connections: Connections,
 }
+
+/// What answers `GET /connections` from its query string.
+pub type Connections = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// `GET /connections` answers computed at once. Each looks at every open connection (a
+/// few milliseconds at 10 000), so they run on a blocking thread at a lower priority,
+/// never on the thread that serves chats, and one at a time: admin clients pipelining it
+/// wait for their turn, and cost the machine one core at most, at nice 10.
+pub const CONNECTIONS_AT_ONCE: usize = 1;
 
 /// The span every admin event carries.
 pub fn span(listen: SocketAddr) -> tracing::Span {
@@ -148,6 +158,7 @@ impl Admin {
             health,
             on_scrape,
             connections,
+            connections_turn: async_lock::Semaphore::new(CONNECTIONS_AT_ONCE),
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -197,7 +208,9 @@ struct Shared {
     /// Refreshes values kept outside the registry before each encoding.
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// `GET /connections` from its query string.
-    connections: Box<dyn Fn(&str) -> String + Send + Sync>,
+    connections: Connections,
+    /// One permit per `/connections` answer computed at once.
+    connections_turn: async_lock::Semaphore,
 }
 
 /// The parts of a request head the endpoint looks at.
@@ -271,7 +284,13 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         buf.drain(..request.head_len);
         let close =
             !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
-        let answer = answer(&request, shared, close);
+        let connections = match request.path.as_str() {
+            "/connections" if matches!(request.method.as_str(), "GET" | "HEAD") => {
+                Some(connections(shared, &request.query).await)
+            }
+            _ => None,
+        };
+        let answer = answer(&request, shared, close, connections);
         if close {
             return finish(stream, &answer).await;
         }
@@ -290,6 +309,17 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         // this thread have a turn between two answers.
         futures_lite::future::yield_now().await;
     }
+}
+
+/// The `/connections` body: computed on a blocking thread, when its turn comes.
+async fn connections(shared: &Shared, query: &str) -> String {
+    let _turn = shared.connections_turn.acquire().await;
+    let (make, query) = (shared.connections.clone(), query.to_owned());
+    runtime::spawn_blocking(move || {
+        runtime::lower_thread_priority();
+        make(&query)
+    })
+    .await
 }
 
 /// Reads until `buf` holds a complete request head (or proves not to).
@@ -391,8 +421,9 @@ fn accepts_openmetrics(accept: &str) -> bool {
     })
 }
 
-/// The response to a well-formed request.
-fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
+/// The response to a well-formed request; `connections` is the `/connections` body, made
+/// beforehand for a GET or HEAD of it.
+fn answer(request: &Request, shared: &Shared, close: bool, connections: Option<String>) -> Vec<u8> {
     let head_only = request.method == "HEAD";
     let readable = head_only || request.method == "GET";
     let known = matches!(
@@ -424,7 +455,7 @@ fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
                 }
             }
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
-            "/connections" => (200, JSON, (shared.connections)(&request.query).into_bytes()),
+            "/connections" => (200, JSON, connections.unwrap_or_default().into_bytes()),
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
             _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),

@@ -3,6 +3,7 @@
 
 mod process;
 mod reasons;
+mod tls_gate;
 
 use process::Process;
 use prometheus_client::encoding::text::encode;
@@ -85,6 +86,8 @@ pub struct Metrics {
     process: Process,
     /// `achat_cluster_*` (DESIGN §10); all 0 on a single node.
     pub cluster: crate::cluster::ClusterMetrics,
+    /// TLS handshakes in progress and waiting for a slot.
+    pub tls_gate: tls_gate::TlsGate,
 }
 
 impl Default for Metrics {
@@ -216,7 +219,7 @@ impl Metrics {
         let tls_failed = Family::<Labels, Counter>::default();
         registry.register(
             "tls_handshake_failures",
-            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; closed; timeout: not done within login_timeout)",
+            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; too_large: a ClientHello over 16 KiB; closed; timeout: not done within login_timeout)",
             tls_failed.clone(),
         );
         let proxy_refused = Family::<Labels, Counter>::default();
@@ -271,6 +274,7 @@ impl Metrics {
             auth_failed.clone(),
         );
         let cluster = crate::cluster::ClusterMetrics::register(registry);
+        let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -289,6 +293,7 @@ impl Metrics {
             .collect();
         Metrics {
             cluster,
+            tls_gate,
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),
