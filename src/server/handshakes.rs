@@ -73,23 +73,22 @@ pub fn client_hello(head: &[u8], max: usize) -> Hello {
     }
 }
 
-/// Runs the server side of a handshake on `sock`: waits for a slot, then looks at the
-/// ClientHello's length and runs the handshake apart from the chat's threads. Cancelled
-/// (slot given back) when the returned future is dropped, e.g. at its deadline.
+/// Runs the server side of a handshake on `sock`: looks at the ClientHello's length
+/// (a peek, no buffer), waits for a slot, and runs the handshake apart from the chat's
+/// threads. Cancelled (slot given back) when the returned future is dropped, e.g. at its
+/// deadline.
 pub async fn shake(
     tls: Arc<tls::Server>,
     sock: Sock,
     metrics: &Metrics,
 ) -> Result<ServerStream, Failure> {
+    check_hello(&sock).await?;
     let slot = {
         let _waiting = Counted::new(&metrics.tls_gate.waiting);
         SLOTS.acquire().await
     };
     let _in_progress = Counted::new(&metrics.tls_gate.in_progress);
-    let handshake = runtime::spawn_apart(async move {
-        check_hello(&sock).await?;
-        tls.accept(sock).await
-    });
+    let handshake = runtime::spawn_apart(async move { tls.accept(sock).await });
     let shaken = handshake.await;
     drop(slot);
     shaken
