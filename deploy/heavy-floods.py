@@ -9,8 +9,8 @@ second. Loopback addresses only.
   handshakes TLSADDR N          N threads making full TLS handshakes (no resumption), one
                                 after another, each connection closed once it is up
   hellos TLSADDR N ANNOUNCED SENT
-                                N connections that each send a ClientHello's headers
-                                announcing ANNOUNCED bytes, then SENT bytes of it, and hold
+                                N connections that each send the first SENT bytes of a
+                                ClientHello of ANNOUNCED bytes (in 16 KiB records), and hold
 """
 
 import signal
@@ -85,10 +85,15 @@ def handshakes(target):
 
 
 def hellos(target, n, announced, sent):
-    length = announced.to_bytes(3, "big")
-    record = min(announced + 4, 16384).to_bytes(2, "big")
-    hello = bytes([22, 3, 1]) + record + bytes([1]) + length + bytes([3, 3])
-    hello = hello.ljust(5 + sent, b"\x5a")
+    # The handshake message (type 1, 24-bit length, then the body) cut into TLS records
+    # of at most 16 KiB each, as a client with a ClientHello that large sends it.
+    message = (bytes([1]) + announced.to_bytes(3, "big") + bytes([3, 3])).ljust(
+        4 + announced, b"\x5a")
+    hello = b""
+    for at in range(0, len(message), 16384):
+        part = message[at:at + 16384]
+        hello += bytes([22, 3, 1]) + len(part).to_bytes(2, "big") + part
+    hello = hello[:sent]
     held = []
     for _ in range(n):
         try:

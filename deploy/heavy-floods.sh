@@ -32,6 +32,9 @@
 # Environment: A_CHAT_BIN, A_CHAT_BASELINE_BIN (see above), RUNS (3), DURATION (5s),
 # FLOODS ("none sighup connections handshakes hellos hellos16"), RESULTS (default
 # target/heavy-floods/<date>-<time>).
+# On a machine shared with other work, run the whole sitting at a higher priority, e.g.
+# `nice -n -10 deploy/heavy-floods.sh` as root (a-chat's own lowered threads, nice 10, stay
+# below everything).
 # Exit status: 0 when every chat run lost nothing, 1 otherwise, 2 when it could not start.
 
 set -uo pipefail
@@ -150,8 +153,8 @@ start_flood() {
         FLOOD_PIDS+=($!)
         ;;
     hellos | hellos16)
-        local announced=62464 sent=61440
-        [ "$1" = hellos16 ] && announced=16380 sent=15360
+        local announced=62464 sent=61440 # 61 KiB, all but the last KiB
+        [ "$1" = hellos16 ] && announced=16380 sent=15360 # one record, 15 KiB of it
         python3 "$FLOOD_PY" hellos "$TLS" 6000 "$announced" "$sent" 2>>"$log" &
         FLOOD_PIDS+=($!)
         ;;
