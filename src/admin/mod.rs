@@ -23,10 +23,12 @@ use async_listen::{error_hint, ListenExt};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
+mod connections;
 mod slots;
 
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
+pub use connections::Connections;
 use slots::{Slot, Slots};
 
 /// Admin connections served at once. A connection that arrives when all are taken takes
@@ -122,19 +124,10 @@ pub struct Admin {
     pub on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// Pause after a resource-shortage accept error (EMFILE...), as for the chat listener.
     pub accept_error_sleep: Duration,
-    /// Answers `GET /connections` from its query string (JSON). Called on a blocking
-    /// thread, one request at a time (see [`CONNECTIONS_AT_ONCE`]).
+    /// Answers `GET /connections` from its query string (JSON), off the chat's threads
+    /// (see [`connections`]).
     pub connections: Connections,
 }
-
-/// What answers `GET /connections` from its query string.
-pub type Connections = Arc<dyn Fn(&str) -> String + Send + Sync>;
-
-/// `GET /connections` answers computed at once. Each looks at every open connection (a
-/// few milliseconds at 10 000), so they run on a blocking thread at a lower priority,
-/// never on the thread that serves chats, and one at a time: admin clients pipelining it
-/// wait for their turn, and cost the machine one core at most, at nice 10.
-pub const CONNECTIONS_AT_ONCE: usize = 1;
 
 /// The span every admin event carries.
 pub fn span(listen: SocketAddr) -> tracing::Span {
@@ -157,8 +150,7 @@ impl Admin {
             metrics,
             health,
             on_scrape,
-            connections,
-            connections_turn: async_lock::Semaphore::new(CONNECTIONS_AT_ONCE),
+            connections: connections::Answers::new(connections),
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -207,10 +199,8 @@ struct Shared {
     health: Arc<Health>,
     /// Refreshes values kept outside the registry before each encoding.
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
-    /// `GET /connections` from its query string.
-    connections: Connections,
-    /// One permit per `/connections` answer computed at once.
-    connections_turn: async_lock::Semaphore,
+    /// `GET /connections` from its query string, one at a time off the chat's threads.
+    connections: connections::Answers,
 }
 
 /// The parts of a request head the endpoint looks at.
@@ -284,12 +274,10 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         buf.drain(..request.head_len);
         let close =
             !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
-        let connections = match request.path.as_str() {
-            "/connections" if matches!(request.method.as_str(), "GET" | "HEAD") => {
-                Some(connections(shared, &request.query).await)
-            }
-            _ => None,
-        };
+        let mut connections = None;
+        if request.path == "/connections" && matches!(request.method.as_str(), "GET" | "HEAD") {
+            connections = Some(shared.connections.answer(&request.query).await);
+        }
         let answer = answer(&request, shared, close, connections);
         if close {
             return finish(stream, &answer).await;
@@ -309,17 +297,6 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         // this thread have a turn between two answers.
         futures_lite::future::yield_now().await;
     }
-}
-
-/// The `/connections` body: computed on a blocking thread, when its turn comes.
-async fn connections(shared: &Shared, query: &str) -> String {
-    let _turn = shared.connections_turn.acquire().await;
-    let (make, query) = (shared.connections.clone(), query.to_owned());
-    runtime::spawn_blocking(move || {
-        runtime::lower_thread_priority();
-        make(&query)
-    })
-    .await
 }
 
 /// Reads until `buf` holds a complete request head (or proves not to).

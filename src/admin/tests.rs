@@ -5,8 +5,7 @@ use super::*;
 
 fn shared() -> Shared {
     Shared {
-        connections: Arc::new(|_| "{}".into()),
-        connections_turn: async_lock::Semaphore::new(1),
+        connections: connections::Answers::new(Arc::new(|_| "{}".into())),
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
         on_scrape: Box::new(|m| {
