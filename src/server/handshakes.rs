@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_lock::Semaphore;
 use prometheus_client::metrics::gauge::Gauge;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::runtime::{self, Sock};
@@ -88,7 +89,8 @@ pub async fn shake(
         SLOTS.acquire().await
     };
     let _in_progress = Counted::new(&metrics.tls_gate.in_progress);
-    let handshake = runtime::spawn_apart(async move { tls.accept(sock).await });
+    // The connection's span goes along, for what rustls logs.
+    let handshake = runtime::spawn_apart(async move { tls.accept(sock).await }.in_current_span());
     let shaken = handshake.await;
     drop(slot);
     shaken
