@@ -501,7 +501,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 accept_error_sleep: config.server.accept_error_sleep,
                 connections: {
                     let live = live.clone();
-                    Box::new(move |query: &str| live.connections_json(query))
+                    Arc::new(move |query: &str| live.connections_json(query))
                 },
             };
             runtime::spawn(endpoint.run().instrument(span));

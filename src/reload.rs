@@ -130,29 +130,58 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 }
 
 /// Starts listening for SIGHUP; each one reloads the file.
-pub fn on_sighup(mut targets: Targets) -> std::io::Result<()> {
+///
+/// Reloads run one at a time: SIGHUPs that arrive during one are taken together by the
+/// next (the signal is a flag, not a queue), so a storm of them costs a reload in a row at
+/// most, never a backlog. The file reads, the parsing and the users file's dummy hash (up
+/// to a second of one core with strong hash settings) run on a blocking thread, never on
+/// the thread that serves chats; what they produced is applied back on this task.
+pub fn on_sighup(targets: Targets) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP])?;
     runtime::spawn(async move {
+        let mut targets = targets;
         while signals.next().await.is_some() {
-            let ok = targets.reload();
+            let (back, prepared) = runtime::spawn_blocking(move || {
+                // Beside the chat on a machine with one core, the reload yields it.
+                runtime::lower_thread_priority();
+                let prepared = targets.prepare();
+                (targets, prepared)
+            })
+            .await;
+            targets = back;
+            let ok = prepared.is_some_and(|prepared| targets.apply(prepared));
             targets.metrics.config_reloaded(ok);
         }
     });
     Ok(())
 }
 
+/// What a reload read and checked, ready to be applied.
+struct Prepared {
+    /// The configuration file as read (with the command line's overrides).
+    new: Config,
+    /// The TLS configuration made from the new certificate files, when TLS is on.
+    certificates: Option<futures_rustls::rustls::ServerConfig>,
+    /// What differs from the settings in force.
+    changes: Vec<Change>,
+    /// Whether the users file was re-read (and is now in force).
+    users_live: bool,
+}
+
 impl Targets {
-    /// One reload; false when nothing could be applied.
-    fn reload(&mut self) -> bool {
+    /// The blocking half of a reload: reads and checks the file, the certificates and the
+    /// users file; `None` (after one error line) when nothing may be applied. The users
+    /// file, when it is read, is put in force here, as its last step.
+    fn prepare(&self) -> Option<Prepared> {
         let Some(path) = &self.path else {
             warn!("SIGHUP: the daemon runs on built-in defaults (no --config): nothing to reload");
-            return false;
+            return None;
         };
         let new = match (self.load)(path) {
             Ok(new) => new,
             Err(e) => {
                 error!("reload failed, the settings in force stay: {e}");
-                return false;
+                return None;
             }
         };
         // Everything that can fail is tried before anything is applied.
@@ -161,7 +190,7 @@ impl Targets {
                 Ok(config) => Some(config),
                 Err(e) => {
                     error!("reload failed, the settings in force stay: {e}");
-                    return false;
+                    return None;
                 }
             },
             _ => None,
@@ -172,9 +201,29 @@ impl Targets {
             // The last step that can fail: it puts the new users in force when it succeeds.
             if let Err(e) = auth.reload(&new.auth) {
                 error!("reload failed, the settings in force stay: {e}");
-                return false;
+                return None;
             }
         }
+        Some(Prepared {
+            new,
+            certificates,
+            changes,
+            users_live,
+        })
+    }
+
+    /// The quick half of a reload: puts what [`Targets::prepare`] made in force; false
+    /// when nothing more could be applied.
+    fn apply(&mut self, prepared: Prepared) -> bool {
+        let Prepared {
+            new,
+            certificates,
+            changes,
+            users_live,
+        } = prepared;
+        let Some(path) = &self.path else {
+            return false;
+        };
         if let Err(e) = self.level.set(&new.log.level) {
             error!("reload failed, the settings in force stay: log.level: {e}");
             return false;

@@ -63,6 +63,59 @@ where
     async_std::task::spawn_blocking(work).await
 }
 
+/// Async work that costs CPU an outsider can make it spend (TLS handshakes), run on
+/// threads of its own at a lower priority, so that it never stalls the threads that serve
+/// connections; see [`spawn_apart`].
+struct Apart {
+    /// The executor the threads run; tasks are spawned on it from any thread.
+    executor: Arc<async_executor::Executor<'static>>,
+}
+
+/// The threads of [`spawn_apart`], started on first use: one per core but one (one at
+/// least), so that on a machine with several cores one is always left to the chat.
+fn apart() -> &'static Apart {
+    static APART: std::sync::OnceLock<Apart> = std::sync::OnceLock::new();
+    APART.get_or_init(|| {
+        let executor = Arc::new(async_executor::Executor::new());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..cores.saturating_sub(1).max(1) {
+            let executor = executor.clone();
+            let started = std::thread::Builder::new()
+                .name("a-chat-apart".into())
+                .spawn(move || {
+                    lower_thread_priority();
+                    async_io::block_on(executor.run(futures::future::pending::<()>()))
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a thread for TLS handshakes");
+            }
+        }
+        Apart { executor }
+    })
+}
+
+/// Runs `future` on threads apart from the ones that serve connections (at nice 10), for
+/// CPU-heavy async work such as a TLS handshake. The future's sockets work there as
+/// anywhere (the reactor is shared). Dropping the handle cancels the work.
+pub fn spawn_apart<F>(future: F) -> ApartTask<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    ApartTask(apart().executor.spawn(future))
+}
+
+/// The handle of [`spawn_apart`]'s work: awaiting it gives the output; dropping it cancels.
+pub struct ApartTask<T>(async_executor::Task<T>);
+
+impl<T> Future for ApartTask<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 /// Waits for `duration`.
 pub async fn sleep(duration: Duration) {
     async_std::task::sleep(duration).await
@@ -183,6 +236,14 @@ pub struct Conn {
 
 /// The TCP socket under a TLS session (rustls reads and writes the records through it).
 pub struct Sock(Arc<async_io::Async<std::net::TcpStream>>);
+
+impl Sock {
+    /// Copies what has arrived into `buf` without taking it from the socket, waiting until
+    /// something has (0: the client closed).
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.peek(buf).await
+    }
+}
 
 impl AsyncRead for Sock {
     fn poll_read(

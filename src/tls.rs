@@ -68,15 +68,18 @@ pub enum Failure {
     Closed,
     /// The handshake did not finish within `login_timeout`.
     Timeout,
+    /// A ClientHello longer than a-chat takes (see `server::handshakes`).
+    TooLarge,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 5] = [
+    pub const ALL: [Failure; 6] = [
         Failure::NotTls,
         Failure::ClientCertificate,
         Failure::Protocol,
         Failure::Closed,
         Failure::Timeout,
+        Failure::TooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Failure {
             Failure::Protocol => "protocol",
             Failure::Closed => "closed",
             Failure::Timeout => "timeout",
+            Failure::TooLarge => "too_large",
         }
     }
 

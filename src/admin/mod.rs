@@ -23,10 +23,12 @@ use async_listen::{error_hint, ListenExt};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
+mod connections;
 mod slots;
 
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
+pub use connections::Connections;
 use slots::{Slot, Slots};
 
 /// Admin connections served at once. A connection that arrives when all are taken takes
@@ -122,8 +124,9 @@ pub struct Admin {
     pub on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// Pause after a resource-shortage accept error (EMFILE...), as for the chat listener.
     pub accept_error_sleep: Duration,
-    /// Answers `GET /connections` from its query string (JSON).
-    pub connections: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// Answers `GET /connections` from its query string (JSON), off the chat's threads
+    /// (see [`connections`]).
+    pub connections: Connections,
 }
 
 /// The span every admin event carries.
@@ -147,7 +150,7 @@ impl Admin {
             metrics,
             health,
             on_scrape,
-            connections,
+            connections: connections::Answers::new(connections),
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -196,8 +199,8 @@ struct Shared {
     health: Arc<Health>,
     /// Refreshes values kept outside the registry before each encoding.
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
-    /// `GET /connections` from its query string.
-    connections: Box<dyn Fn(&str) -> String + Send + Sync>,
+    /// `GET /connections` from its query string, one at a time off the chat's threads.
+    connections: connections::Answers,
 }
 
 /// The parts of a request head the endpoint looks at.
@@ -271,7 +274,11 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         buf.drain(..request.head_len);
         let close =
             !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
-        let answer = answer(&request, shared, close);
+        let mut connections = None;
+        if request.path == "/connections" && matches!(request.method.as_str(), "GET" | "HEAD") {
+            connections = Some(shared.connections.answer(&request.query).await);
+        }
+        let answer = answer(&request, shared, close, connections);
         if close {
             return finish(stream, &answer).await;
         }
@@ -391,8 +398,9 @@ fn accepts_openmetrics(accept: &str) -> bool {
     })
 }
 
-/// The response to a well-formed request.
-fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
+/// The response to a well-formed request; `connections` is the `/connections` body, made
+/// beforehand for a GET or HEAD of it.
+fn answer(request: &Request, shared: &Shared, close: bool, connections: Option<String>) -> Vec<u8> {
     let head_only = request.method == "HEAD";
     let readable = head_only || request.method == "GET";
     let known = matches!(
@@ -424,7 +432,7 @@ fn answer(request: &Request, shared: &Shared, close: bool) -> Vec<u8> {
                 }
             }
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
-            "/connections" => (200, JSON, (shared.connections)(&request.query).into_bytes()),
+            "/connections" => (200, JSON, connections.unwrap_or_default().into_bytes()),
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
             _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),

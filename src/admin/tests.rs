@@ -5,7 +5,7 @@ use super::*;
 
 fn shared() -> Shared {
     Shared {
-        connections: Box::new(|_| "{}".into()),
+        connections: connections::Answers::new(Arc::new(|_| "{}".into())),
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
         on_scrape: Box::new(|m| {
@@ -72,27 +72,27 @@ fn garbage_and_too_many_headers_are_errors() {
 #[test]
 fn routes_methods_and_readiness() {
     let s = shared();
-    assert_eq!(status_of(&answer(&get("/healthz"), &s, false)), 200);
-    assert_eq!(status_of(&answer(&get("/nope"), &s, false)), 404);
-    assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 503);
+    assert_eq!(status_of(&answer(&get("/healthz"), &s, false, None)), 200);
+    assert_eq!(status_of(&answer(&get("/nope"), &s, false, None)), 404);
+    assert_eq!(status_of(&answer(&get("/readyz"), &s, false, None)), 503);
     s.health.set_ready();
-    assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 200);
+    assert_eq!(status_of(&answer(&get("/readyz"), &s, false, None)), 200);
     s.health.set_draining();
     s.health.set_ready();
-    assert_eq!(status_of(&answer(&get("/readyz"), &s, false)), 503);
+    assert_eq!(status_of(&answer(&get("/readyz"), &s, false, None)), 503);
     let mut post = get("/metrics");
     post.method = "POST".into();
-    let a = answer(&post, &s, true);
+    let a = answer(&post, &s, true, None);
     assert_eq!(status_of(&a), 405);
     assert!(String::from_utf8_lossy(&a).contains("Allow: GET, HEAD\r\n"));
-    let metrics = answer(&get("/metrics"), &s, false);
+    let metrics = answer(&get("/metrics"), &s, false, None);
     let text = String::from_utf8(metrics).unwrap();
     assert!(text.contains(PROMETHEUS_TEXT), "{text}");
     assert!(text.contains("achat_log_lines_dropped_total 7"), "{text}");
     assert!(!text.contains("# EOF"), "{text}");
     let mut om = get("/metrics");
     om.openmetrics = true;
-    let text = String::from_utf8(answer(&om, &s, false)).unwrap();
+    let text = String::from_utf8(answer(&om, &s, false, None)).unwrap();
     assert!(text.contains(OPENMETRICS), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
@@ -116,7 +116,7 @@ fn head_has_the_length_but_no_body() {
     let s = shared();
     let mut head = get("/healthz");
     head.method = "HEAD".into();
-    let a = String::from_utf8(answer(&head, &s, false)).unwrap();
+    let a = String::from_utf8(answer(&head, &s, false, None)).unwrap();
     assert!(a.contains("Content-Length: 3\r\n"), "{a}");
     assert!(a.ends_with("\r\n\r\n"), "{a}");
 }

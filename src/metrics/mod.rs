@@ -4,6 +4,7 @@
 mod prelogin;
 mod process;
 mod reasons;
+mod tls_gate;
 
 pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
@@ -89,6 +90,8 @@ pub struct Metrics {
     pub cluster: crate::cluster::ClusterMetrics,
     /// Probes and garbage that arrive before a login.
     pub prelogin: PreLogin,
+    /// TLS handshakes in progress and waiting for a slot.
+    pub tls_gate: tls_gate::TlsGate,
 }
 
 impl Default for Metrics {
@@ -220,7 +223,7 @@ impl Metrics {
         let tls_failed = Family::<Labels, Counter>::default();
         registry.register(
             "tls_handshake_failures",
-            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; closed; timeout: not done within login_timeout)",
+            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; too_large: a ClientHello over 16 KiB; closed; timeout: not done within login_timeout)",
             tls_failed.clone(),
         );
         let proxy_refused = Family::<Labels, Counter>::default();
@@ -279,6 +282,7 @@ impl Metrics {
         );
         let cluster = crate::cluster::ClusterMetrics::register(registry);
         let prelogin = PreLogin::register(registry);
+        let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -298,6 +302,7 @@ impl Metrics {
         Metrics {
             cluster,
             prelogin,
+            tls_gate,
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),

@@ -16,6 +16,7 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Conn};
 use crate::server::budget::Budget;
+use crate::server::handshakes;
 use crate::server::outbox;
 use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
@@ -63,7 +64,8 @@ struct Held {
 
 impl Connection {
     /// The life of a connection on a TLS listener: the handshake first (within
-    /// `login_timeout`, which the login then shares), then [`Connection::serve`].
+    /// `login_timeout`, which the login then shares; a bounded number at once, off this
+    /// thread, see [`handshakes`]), then [`Connection::serve`].
     ///
     /// A separate task type from a plain connection's, so that plain connections keep no
     /// room for a handshake; the handshake's own state is boxed, so a TLS connection gives
@@ -75,7 +77,10 @@ impl Connection {
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
-        let handshake = Box::pin(runtime::timeout(deadline, tls.accept(self.stream.sock())));
+        let handshake = Box::pin(runtime::timeout(
+            deadline,
+            handshakes::shake(tls, self.stream.sock(), &self.metrics),
+        ));
         let shaken = handshake
             .instrument(span.clone())
             .await

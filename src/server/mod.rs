@@ -12,6 +12,7 @@ mod budget;
 mod connection;
 pub mod conninfo;
 pub mod drain;
+mod handshakes;
 mod outbox;
 mod prelogin;
 mod proxied;
@@ -79,7 +80,11 @@ impl Live {
             }
         }
         let limit = limit.min(1000);
-        let mut rows: Vec<_> = self
+        use conninfo::ConnInfo as C;
+        // Each row's sort key is read once; only the `limit` first rows are put in order
+        // (a selection, then a sort of those), so a large daemon costs one pass over its
+        // connections, not a sort of all of them.
+        let mut rows: Vec<(u64, u64, Arc<outbox::Queue>)> = self
             .budget
             .queues()
             .into_iter()
@@ -87,19 +92,29 @@ impl Live {
                 Some(name) => q.info.login.get().is_some_and(|l| **l == **name),
                 None => true,
             })
+            .map(|q| {
+                let key = match sort {
+                    "bytes_out" => u64::MAX - C::get(&q.info.bytes_out),
+                    // Ties (the same millisecond) in accept order.
+                    "since" => q.info.since_ms,
+                    _ => u64::MAX - q.queued() as u64,
+                };
+                (key, q.info.conn, q)
+            })
             .collect();
         let total = rows.len();
-        use conninfo::ConnInfo as C;
-        match sort {
-            "bytes_out" => rows.sort_by_key(|q| std::cmp::Reverse(C::get(&q.info.bytes_out))),
-            // Ties (the same millisecond) in accept order.
-            "since" => rows.sort_by_key(|q| (q.info.since_ms, q.info.conn)),
-            _ => rows.sort_by_key(|q| std::cmp::Reverse(q.queued())),
+        if limit < rows.len() {
+            if limit == 0 {
+                rows.clear();
+            } else {
+                rows.select_nth_unstable_by_key(limit - 1, |(key, conn, _)| (*key, *conn));
+                rows.truncate(limit);
+            }
         }
+        rows.sort_unstable_by_key(|(key, conn, _)| (*key, *conn));
         let objects: Vec<String> = rows
             .iter()
-            .take(limit)
-            .map(|q| q.info.json(q.queued()))
+            .map(|(_, _, q)| q.info.json(q.queued()))
             .collect();
         format!(
             "{{\"total\":{total},\"connections\":[{}]}}\n",
