@@ -9,8 +9,9 @@ use async_lock::Semaphore;
 
 use crate::runtime;
 
-/// What answers `GET /connections` from its query string.
-pub type Connections = Arc<dyn Fn(&str) -> String + Send + Sync>;
+/// What answers `GET /connections` from its query string: the JSON body, or why the query
+/// cannot be answered (a 400).
+pub type Connections = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// `GET /connections` answers made at once.
 const AT_ONCE: usize = 1;
@@ -32,7 +33,7 @@ impl Answers {
     }
 
     /// The `/connections` body for `query`, made on a blocking thread when its turn comes.
-    pub async fn answer(&self, query: &str) -> String {
+    pub async fn answer(&self, query: &str) -> Result<String, String> {
         let _turn = self.turns.acquire().await;
         let (make, query) = (self.make.clone(), query.to_owned());
         runtime::spawn_blocking(move || {

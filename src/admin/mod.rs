@@ -400,7 +400,12 @@ fn accepts_openmetrics(accept: &str) -> bool {
 
 /// The response to a well-formed request; `connections` is the `/connections` body, made
 /// beforehand for a GET or HEAD of it.
-fn answer(request: &Request, shared: &Shared, close: bool, connections: Option<String>) -> Vec<u8> {
+fn answer(
+    request: &Request,
+    shared: &Shared,
+    close: bool,
+    connections: Option<Result<String, String>>,
+) -> Vec<u8> {
     let head_only = request.method == "HEAD";
     let readable = head_only || request.method == "GET";
     let known = matches!(
@@ -432,7 +437,10 @@ fn answer(request: &Request, shared: &Shared, close: bool, connections: Option<S
                 }
             }
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
-            "/connections" => (200, JSON, connections.unwrap_or_default().into_bytes()),
+            "/connections" => match connections.unwrap_or_else(|| Ok(String::new())) {
+                Ok(json) => (200, JSON, json.into_bytes()),
+                Err(why) => (400, TEXT, format!("{why}\n").into_bytes()),
+            },
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
             _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),

@@ -68,18 +68,32 @@ impl Live {
     /// `GET /connections?sort=queued|bytes_out|since&limit=N&login=NAME`: one JSON object
     /// per open connection, the most first (oldest first for `since`), at most `limit`
     /// (100 by default, 1000 at most), in `{"total": N, "connections": [...]}`.
-    pub fn connections_json(&self, query: &str) -> String {
+    pub fn connections_json(&self, query: &str) -> Result<String, String> {
         let (mut sort, mut limit, mut login) = ("queued", 100usize, None::<String>);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "sort" if matches!(value, "queued" | "bytes_out" | "since") => sort = value,
-                "limit" => limit = value.parse().unwrap_or(limit),
+                "sort" => {
+                    return Err(format!(
+                        "sort={value:?}: sort by queued (the default), bytes_out or since"
+                    ))
+                }
+                "limit" => match value.parse() {
+                    Ok(n) if n <= 1000 => limit = n,
+                    _ => return Err(format!("limit={value:?}: a number from 0 to 1000")),
+                },
                 "login" => login = Some(percent_decoded(value)),
-                _ => {}
+                _ => {
+                    return Err(format!(
+                        "{key:?} is not a parameter of /connections: sort, limit or login"
+                    ))
+                }
             }
         }
-        let limit = limit.min(1000);
+        // A login is found by its look, as the chat finds recipients: `Alice` finds
+        // `alice`.
+        let look = login.as_deref().map(crate::names::canonical);
         use conninfo::ConnInfo as C;
         // Each row's sort key is read once; only the `limit` first rows are put in order
         // (a selection, then a sort of those), so a large daemon costs one pass over its
@@ -88,9 +102,13 @@ impl Live {
             .budget
             .queues()
             .into_iter()
-            .filter(|q| match &login {
-                Some(name) => q.info.login.get().is_some_and(|l| **l == **name),
-                None => true,
+            .filter(|q| match (&login, &look) {
+                (Some(name), Some(look)) => q
+                    .info
+                    .login
+                    .get()
+                    .is_some_and(|l| **l == **name || crate::names::canonical(l) == *look),
+                _ => true,
             })
             .map(|q| {
                 let key = match sort {
@@ -116,10 +134,10 @@ impl Live {
             .iter()
             .map(|(_, _, q)| q.info.json(q.queued()))
             .collect();
-        format!(
+        Ok(format!(
             "{{\"total\":{total},\"connections\":[{}]}}\n",
             objects.join(",")
-        )
+        ))
     }
 
     /// Disconnects the logged-in users that `users` no longer holds (after a reload of
