@@ -35,6 +35,25 @@ pub fn stopping() {
     ]);
 }
 
+/// A reload (SIGHUP) begins: `RELOADING=1` with the time, as systemd's `Type=notify-reload`
+/// asks (systemd 253 and later), and a `STATUS=` line.
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    send(&states);
+}
+
+/// A reload is over: `READY=1` and its outcome as `STATUS=`, which `systemctl status`
+/// shows (e.g. `reload failed at 12:00:01: ...; the settings in force stay`).
+pub fn reloaded(outcome: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(outcome)]);
+}
+
 /// A free-form `STATUS=` line (the drain summary at the end).
 pub fn status(text: &str) {
     send(&[NotifyState::Status(text)]);

@@ -141,6 +141,7 @@ pub fn on_sighup(targets: Targets) -> std::io::Result<()> {
     runtime::spawn(async move {
         let mut targets = targets;
         while signals.next().await.is_some() {
+            crate::notify::reloading();
             let (back, prepared) = runtime::spawn_blocking(move || {
                 // Beside the chat on a machine with one core, the reload yields it.
                 runtime::lower_thread_priority();
@@ -149,8 +150,18 @@ pub fn on_sighup(targets: Targets) -> std::io::Result<()> {
             })
             .await;
             targets = back;
-            let ok = prepared.is_some_and(|prepared| targets.apply(prepared));
-            targets.metrics.config_reloaded(ok);
+            let outcome = match prepared {
+                Ok(prepared) => targets.apply(prepared),
+                Err(e) => Err(e),
+            };
+            targets.metrics.config_reloaded(outcome.is_ok());
+            // systemd hears the outcome (`systemctl status` shows it), with the time, so a
+            // failed reload is not mistaken for the last good one.
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            crate::notify::reloaded(&match outcome {
+                Ok(applied) => format!("reloaded at {at}: applied {applied}"),
+                Err(e) => format!("reload failed at {at}, the settings in force stay: {e}"),
+            });
         }
     });
     Ok(())
@@ -172,39 +183,29 @@ impl Targets {
     /// The blocking half of a reload: reads and checks the file, the certificates and the
     /// users file; `None` (after one error line) when nothing may be applied. The users
     /// file, when it is read, is put in force here, as its last step.
-    fn prepare(&self) -> Option<Prepared> {
+    fn prepare(&self) -> Result<Prepared, String> {
         let Some(path) = &self.path else {
-            warn!("SIGHUP: the daemon runs on built-in defaults (no --config): nothing to reload");
-            return None;
+            let why = "the daemon runs on built-in defaults (no --config): nothing to reload";
+            warn!("SIGHUP: {why}");
+            return Err(why.into());
         };
-        let new = match (self.load)(path) {
-            Ok(new) => new,
-            Err(e) => {
-                error!("reload failed, the settings in force stay: {e}");
-                return None;
-            }
+        let failed = |e: String| {
+            error!("reload failed, the settings in force stay: {e}");
+            e
         };
+        let new = (self.load)(path).map_err(|e| failed(e.to_string()))?;
         // Everything that can fail is tried before anything is applied.
         let certificates = match (&self.tls, new.tls.listen.is_empty()) {
-            (Some(_), false) => match tls::server_config(&new.tls) {
-                Ok(config) => Some(config),
-                Err(e) => {
-                    error!("reload failed, the settings in force stay: {e}");
-                    return None;
-                }
-            },
+            (Some(_), false) => Some(tls::server_config(&new.tls).map_err(failed)?),
             _ => None,
         };
         let changes = diff(&self.current, &new);
         let users_live = changes.contains(&Change::Live("auth users"));
         if let (Some(auth), true) = (&self.auth, users_live) {
             // The last step that can fail: it puts the new users in force when it succeeds.
-            if let Err(e) = auth.reload(&new.auth) {
-                error!("reload failed, the settings in force stay: {e}");
-                return None;
-            }
+            auth.reload(&new.auth).map_err(failed)?;
         }
-        Some(Prepared {
+        Ok(Prepared {
             new,
             certificates,
             changes,
@@ -212,9 +213,9 @@ impl Targets {
         })
     }
 
-    /// The quick half of a reload: puts what [`Targets::prepare`] made in force; false
-    /// when nothing more could be applied.
-    fn apply(&mut self, prepared: Prepared) -> bool {
+    /// The quick half of a reload: puts what [`Targets::prepare`] made in force, and says
+    /// what it applied; why not, when nothing more could be applied.
+    fn apply(&mut self, prepared: Prepared) -> Result<String, String> {
         let Prepared {
             new,
             certificates,
@@ -222,11 +223,11 @@ impl Targets {
             users_live,
         } = prepared;
         let Some(path) = &self.path else {
-            return false;
+            return Err("no configuration file".into());
         };
         if let Err(e) = self.level.set(&new.log.level) {
             error!("reload failed, the settings in force stay: log.level: {e}");
-            return false;
+            return Err(format!("log.level: {e}"));
         }
         for change in &changes {
             if let Change::Restart(key) = change {
@@ -236,6 +237,7 @@ impl Targets {
                 );
             }
         }
+        let renewed = certificates.is_some();
         if let (Some(tls), Some(config)) = (&self.tls, certificates) {
             // Re-read whether or not the paths changed: a renewal rewrites the same files.
             tls.set(config);
@@ -244,13 +246,19 @@ impl Targets {
         if let (Some(auth), true) = (&self.auth, users_live) {
             self.live.revoke_removed(auth.clone());
         }
-        let live: Vec<&str> = changes
+        let mut live: Vec<&str> = changes
             .iter()
             .filter_map(|c| match c {
                 Change::Live(what) => Some(*what),
                 Change::Restart(_) => None,
             })
             .collect();
+        if renewed {
+            // In force for new handshakes, whether or not their paths changed: a renewal
+            // rewrites the same files, and the log must say it was taken.
+            live.retain(|what| *what != "tls files");
+            live.push("tls certificates");
+        }
         // Keys that need a restart keep their values in force, so the next reload
         // compares against what really runs.
         let restart_bound = self.current.clone();
@@ -278,7 +286,11 @@ impl Targets {
             applied = ?live,
             "configuration reloaded"
         );
-        true
+        Ok(if live.is_empty() {
+            "nothing (the file is as in force)".into()
+        } else {
+            live.join(", ")
+        })
     }
 }
 

@@ -93,3 +93,61 @@ fn an_unreachable_notify_socket_is_a_warning_not_a_failure() {
     alice.send("alice: still serving");
     alice.expect("from alice: still serving");
 }
+
+/// The notifications of one reload: `RELOADING=1` with the time, then `READY=1` with the
+/// outcome, which is returned.
+fn next_reload_status(socket: &UnixDatagram) -> String {
+    let start = next(socket);
+    assert!(
+        start.starts_with("RELOADING=1\n") && start.contains("MONOTONIC_USEC="),
+        "{start:?}"
+    );
+    next(socket)
+}
+
+#[test]
+fn a_reload_tells_systemd_its_outcome_and_a_renewed_certificate_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let pki = common::pki::Pki::new();
+    let mut d = Daemon::start_with(Start {
+        toml: pki.toml(false),
+        env: vec![("NOTIFY_SOCKET".into(), path.to_str().unwrap().into())],
+        ..Start::default()
+    });
+    assert!(next(&socket).starts_with("READY=1"));
+    let good = std::fs::read_to_string(&d.config_path).unwrap();
+
+    // A renewal rewrites the same files: the reload names the certificates it took.
+    pki.renew_server();
+    d.signal(libc::SIGHUP);
+    let reloaded = next_reload_status(&socket);
+    assert!(reloaded.contains("READY=1"), "{reloaded:?}");
+    assert!(
+        reloaded.contains("STATUS=reloaded at ") && reloaded.contains("tls certificates"),
+        "{reloaded:?}"
+    );
+    let line = d
+        .wait_log(|l| l.contains("configuration reloaded"))
+        .expect("no reload line");
+    assert!(line.contains("tls certificates"), "{line}");
+
+    // A file that does not parse: systemd hears that the reload failed, and why.
+    std::fs::write(
+        &d.config_path,
+        format!("{good}\n[limits]\nmax_line_bytes = \"x\"\n"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    let failed = next_reload_status(&socket);
+    assert!(failed.contains("READY=1"), "{failed:?}");
+    assert!(
+        failed.contains("STATUS=reload failed at ") && failed.contains("max_line_bytes"),
+        "{failed:?}"
+    );
+    let mut alice = d.login("alice");
+    alice.send("alice: still serving");
+    alice.expect("from alice: still serving");
+}
