@@ -63,49 +63,67 @@ where
     async_std::task::spawn_blocking(work).await
 }
 
-/// Async work that costs CPU an outsider can make it spend (TLS handshakes), run on
-/// threads of its own at a lower priority, so that it never stalls the threads that serve
-/// connections; see [`spawn_apart`].
+/// Threads of their own, apart from the ones that serve connections, running an executor
+/// that tasks are spawned on from any thread; see [`spawn_apart`] and [`spawn_beside`].
 struct Apart {
-    /// The executor the threads run; tasks are spawned on it from any thread.
+    /// The executor the threads run.
     executor: Arc<async_executor::Executor<'static>>,
 }
 
-/// The threads of [`spawn_apart`], started on first use: one per core but one (one at
-/// least), so that on a machine with several cores one is always left to the chat.
-fn apart() -> &'static Apart {
-    static APART: std::sync::OnceLock<Apart> = std::sync::OnceLock::new();
-    APART.get_or_init(|| {
+impl Apart {
+    /// Starts `threads` threads named `name`, at a lower priority when `lower`.
+    fn start(name: &str, threads: usize, lower: bool) -> Apart {
         let executor = Arc::new(async_executor::Executor::new());
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for _ in 0..cores.saturating_sub(1).max(1) {
+        for _ in 0..threads.max(1) {
             let executor = executor.clone();
             let started = std::thread::Builder::new()
-                .name("a-chat-apart".into())
+                .name(name.into())
                 .spawn(move || {
-                    lower_thread_priority();
+                    if lower {
+                        lower_thread_priority();
+                    }
                     async_io::block_on(executor.run(futures::future::pending::<()>()))
                 });
             if let Err(e) = started {
-                tracing::error!(error = %e, "cannot start a thread for TLS handshakes");
+                tracing::error!(error = %e, "cannot start a thread apart from the chat's");
             }
         }
         Apart { executor }
-    })
+    }
 }
 
-/// Runs `future` on threads apart from the ones that serve connections (at nice 10), for
-/// CPU-heavy async work such as a TLS handshake. The future's sockets work there as
-/// anywhere (the reactor is shared). Dropping the handle cancels the work.
+/// Runs `future` on threads apart from the ones that serve connections (one per core but
+/// one, at nice 10), for CPU-heavy async work an outsider can make a-chat spend, such as
+/// a TLS handshake. The future's sockets work there as anywhere (the reactor is shared).
+/// Dropping the handle cancels the work.
 pub fn spawn_apart<F>(future: F) -> ApartTask<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    ApartTask(apart().executor.spawn(future))
+    static APART: std::sync::OnceLock<Apart> = std::sync::OnceLock::new();
+    let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+    let apart = APART.get_or_init(|| Apart::start("a-chat-apart", cores() - 1, true));
+    ApartTask(apart.executor.spawn(future))
 }
 
-/// The handle of [`spawn_apart`]'s work: awaiting it gives the output; dropping it cancels.
+/// Runs `future` on one thread of its own beside the ones that serve connections, at
+/// their priority: for I/O that is part of the chat but reads at a rate others choose
+/// (the cluster's Redis connections, which anyone who can publish to Redis can flood), so
+/// that it can neither stall the chat's thread nor be starved below it. Dropping the
+/// handle cancels the work.
+pub fn spawn_beside<F>(future: F) -> ApartTask<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    static BESIDE: std::sync::OnceLock<Apart> = std::sync::OnceLock::new();
+    let beside = BESIDE.get_or_init(|| Apart::start("a-chat-link", 1, false));
+    ApartTask(beside.executor.spawn(future))
+}
+
+/// The handle of [`spawn_apart`]'s or [`spawn_beside`]'s work: awaiting it gives the
+/// output; dropping it cancels.
 pub struct ApartTask<T>(async_executor::Task<T>);
 
 impl<T> Future for ApartTask<T> {

@@ -117,11 +117,6 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     stop.store(true, Ordering::Relaxed);
     let published: u64 = publishers.into_iter().map(|p| p.join().unwrap()).sum();
     let max = watch.stop();
-    let malformed = nodes[1].metric("achat_cluster_dropped_total{reason=\"malformed\"}");
-    // The ghost's records: a sender no node holds (tests/cluster_forged.rs has the rest).
-    let gone = nodes[1].metric("achat_cluster_refused_total{reason=\"sender\"}");
-    let reconnects = nodes[1].metric("achat_cluster_connects_total{result=\"ok\"}") - 1.0;
-    let logged = nodes[1].daemon.log_text().lines().count() - lines_before;
 
     // After the flood, the pair chats across the nodes again, every line, once the relays
     // Redis still held for n2 are through (Redis may cut n2 once more for them, and what
@@ -138,7 +133,8 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     loop {
         assert!(
             recovering.elapsed() < WAIT * 2,
-            "no relay reached n2 after the flood"
+            "no relay reached n2 after the flood; {local} local round trips; n2 log:\n{}",
+            nodes[1].daemon.log_text()
         );
         attempt += 1;
         alice.send(&format!("bob: sync {attempt}"));
@@ -148,6 +144,14 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
         }
     }
     let recovered = recovering.elapsed();
+    // Read once n2 has caught up with what Redis held for it (its Redis connections read
+    // on a thread of their own, beside the chat's, so they may still be at it when the
+    // flood stops).
+    let malformed = nodes[1].metric("achat_cluster_dropped_total{reason=\"malformed\"}");
+    // The ghost's records: a sender no node holds (tests/cluster_forged.rs has the rest).
+    let gone = nodes[1].metric("achat_cluster_refused_total{reason=\"sender\"}");
+    let reconnects = nodes[1].metric("achat_cluster_connects_total{result=\"ok\"}") - 1.0;
+    let logged = nodes[1].daemon.log_text().lines().count() - lines_before;
     // What is still on its way of the attempts, and their answers, out of the way.
     while bob.line_within(Duration::from_millis(300)).is_some() {}
     while alice.line_within(Duration::from_millis(300)).is_some() {}
@@ -172,7 +176,9 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
         local >= 10,
         "only {local} round trips inside n2 during the flood"
     );
-    assert!(malformed >= 1.0 && gone >= 1.0, "the floods never arrived");
+    // The garbage reached n2. (The ghost's records may all be lost when Redis cuts n2 for
+    // falling behind: tests/cluster_forged.rs counts them at a rate Redis keeps up with.)
+    assert!(malformed >= 1.0, "the floods never arrived");
     // The inbound bound is 16 MiB; the rest is the daemon's own.
     assert!(max < base + 64 * 1024, "RSS grew from {base} to {max} KiB");
     assert!(logged < 10, "{logged} log lines for the flood");

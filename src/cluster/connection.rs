@@ -42,6 +42,10 @@ pub struct Session {
     pub subscriber: MultiplexedConnection,
     /// Gets a value when either connection's driver ends: Redis closed it, or it failed.
     pub closed: async_channel::Receiver<()>,
+    /// The two connections' drivers, on a thread beside the chat's. Dropping the
+    /// session (the link gave up on it) stops them and closes their sockets, so that a
+    /// connection left with a backlog of publishes stops costing CPU at once.
+    _drivers: [runtime::ApartTask<()>; 2],
 }
 
 /// Connects to Redis on the daemon's runtime, loads the registry script, and routes
@@ -65,11 +69,11 @@ pub async fn connect(
     // second, never in front of a claim's or a renewal's answer on the first.
     let (closing, closed) = async_channel::bounded(2);
     let plain = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
-    let mut conn = dial(settings, timeout, plain, closing.clone()).await?;
+    let (mut conn, conn_driver) = dial(settings, timeout, plain, closing.clone()).await?;
     let with_pushes = AsyncConnectionConfig::new()
         .set_response_timeout(Some(timeout))
         .set_push_sender(pushes);
-    let subscriber = dial(settings, timeout, with_pushes, closing).await?;
+    let (subscriber, subscriber_driver) = dial(settings, timeout, with_pushes, closing).await?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(REGISTRY)
@@ -82,17 +86,21 @@ pub async fn connect(
         subscriber,
         sha,
         closed,
+        _drivers: [conn_driver, subscriber_driver],
     })
 }
 
-/// One connection to Redis on the daemon's runtime, its driver a task of the runtime
-/// that says on `closing` when it ends.
+/// A connection to Redis and its driver's task (which says on `closing` when it ends).
+type Dialed = (MultiplexedConnection, runtime::ApartTask<()>);
+
+/// One connection to Redis on the daemon's runtime, its driver a task on a thread beside
+/// the chat's that says on `closing` when it ends.
 async fn dial(
     settings: &Settings,
     timeout: Duration,
     config: AsyncConnectionConfig,
     closing: async_channel::Sender<()>,
-) -> Result<MultiplexedConnection, String> {
+) -> Result<Dialed, String> {
     let (host, port) = match &settings.addr {
         RedisAddr::Tcp { host, port } => (host, *port),
         RedisAddr::Unix(path) => {
@@ -125,7 +133,7 @@ async fn speak_resp<S>(
     timeout: Duration,
     config: AsyncConnectionConfig,
     closing: async_channel::Sender<()>,
-) -> Result<MultiplexedConnection, String>
+) -> Result<Dialed, String>
 where
     S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
 {
@@ -136,14 +144,18 @@ where
     .await
     .map_err(|_| "Redis did not answer the handshake".to_string())?
     .map_err(|e| e.to_string())?;
-    runtime::spawn(
+    // The driver reads and parses everything Redis sends, at whatever rate anyone who can
+    // publish to it chooses: on a thread of its own, so that a flood of publishes never
+    // stalls the chat's thread (a forged flood kept a node's own pair to 2-5 round trips
+    // in 3 s when it ran there), at the chat's priority, since relays are chat too.
+    let driver = runtime::spawn_beside(
         async move {
             driver.await;
             let _ = closing.try_send(());
         }
         .in_current_span(),
     );
-    Ok(conn)
+    Ok((conn, driver))
 }
 
 /// A message published to this node (in the connection's driver): a directory change,
