@@ -2,6 +2,7 @@
 //! hand over to the server, the client, or the configuration check.
 
 mod bench;
+mod check;
 mod cli;
 
 use cli::{Cli, Command};
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { path, quiet } => check_config(&path, quiet),
+        Command::CheckConfig { path, quiet } => check::check_config(&path, quiet),
         Command::Passwd { name, file: None } => match auth::passwd::run(&name) {
             Ok(line) => {
                 println!("{line}");
@@ -94,106 +95,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Descriptors kept beside the chat connections: listeners, admin connections, log
-/// output, certificates and files read at reload.
-const FD_HEADROOM: u64 = 64;
-
 /// The admin endpoint's accept queue: it serves a few scrapers and probes.
 const ADMIN_BACKLOG: u32 = 128;
-
-fn check_config(path: &Path, quiet: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("a-chat: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if !config.tls.listen.is_empty() {
-        if let Err(e) = tls::Server::load(&config.tls) {
-            eprintln!("a-chat: invalid configuration in {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    let users = if config.auth.users_file.is_empty() {
-        None
-    } else {
-        match auth::Auth::load(&config.auth) {
-            Ok(auth) => Some((auth.users().len(), auth.users().mixed_settings())),
-            Err(e) => {
-                eprintln!("a-chat: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    // What this machine says about the settings: notes on stdout with the settings, and
-    // the ones that mean trouble also on stderr, with --quiet too (the unit runs
-    // check-config --quiet before the daemon: its warnings reach the journal).
-    let (notes, warnings) = environment_notes(&config);
-    for warning in &warnings {
-        eprintln!("a-chat: warning: {warning}");
-    }
-    if quiet {
-        return ExitCode::SUCCESS;
-    }
-    println!("# {}: valid. Effective settings:", path.display());
-    if let Some((users, mixed)) = users {
-        println!("# {}: {users} users may log in", config.auth.users_file);
-        if let Some(mixed) = mixed {
-            println!("# warning: {mixed}");
-        }
-    }
-    for credential in &config.credentials {
-        println!(
-            "# {}: systemd credential {:?} (LoadCredential=)",
-            credential.key, credential.name
-        );
-    }
-    if !config.cluster.redis_password_file.is_empty() {
-        println!("# cluster.redis_password_file: the Redis password is read from it (not shown)");
-    }
-    print!("{}", config.to_toml());
-    for note in notes.iter().chain(&warnings) {
-        println!("# {note}");
-    }
-    ExitCode::SUCCESS
-}
-
-/// What the kernel here says about `listen_backlog` and `max_connections`: notes that are
-/// fine, and warnings for settings that will not work as written on this machine.
-fn environment_notes(config: &Config) -> (Vec<String>, Vec<String>) {
-    let (mut notes, mut warnings) = (Vec::new(), Vec::new());
-    let backlog = config.server.listen_backlog;
-    match runtime::somaxconn() {
-        Some(cap) if cap < backlog => warnings.push(format!(
-            "net.core.somaxconn here: {cap}; listen_backlog = {backlog}: capped at {cap} by the kernel (raise net.core.somaxconn)"
-        )),
-        Some(cap) => notes.push(format!(
-            "net.core.somaxconn here: {cap}; listen_backlog = {backlog}: ok"
-        )),
-        None => warnings.push(format!(
-            "net.core.somaxconn could not be read (/proc/sys is hidden here, e.g. by the unit's ProcSubset=pid): the kernel may cap listen_backlog = {backlog} below what it says"
-        )),
-    }
-    if let Some(limit) = open_file_limit() {
-        let max = config.server.max_connections as u64;
-        let line = |note: &str| {
-            format!("open-file limit (ulimit -n) here: {limit}; max_connections = {max}: {note}")
-        };
-        if max > limit {
-            warnings.push(line(
-                "exceeds the limit: accepts will fail with EMFILE long before the token cap is reached",
-            ));
-        } else if max + FD_HEADROOM > limit {
-            warnings.push(line(
-                "too close: accepts will fail with EMFILE before the token cap is reached",
-            ));
-        } else {
-            notes.push(line("ok"));
-        }
-    }
-    (notes, warnings)
-}
 
 /// With authenticated logins, a plaintext listener that is not on loopback carries
 /// passwords in clear: said once at start, for each such address.
@@ -219,16 +122,6 @@ fn warn_admin_exposed(addr: SocketAddr) {
             "the admin endpoint {addr} ([admin] listen) is not loopback: anyone who reaches it reads /metrics and /connections (logins and client addresses), without authentication; listen on 127.0.0.1, or allow only your scrapers with a firewall"
         );
     }
-}
-
-fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    ok.then_some(limit.rlim_cur)
 }
 
 fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting>) -> ExitCode {
@@ -263,9 +156,9 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
     runtime::init_workers(config.server.worker_threads);
     let logging = telemetry::init(&config.log);
     // Under `docker run` nobody runs check-config: say it here too.
-    if let Some(limit) = open_file_limit() {
+    if let Some(limit) = check::open_file_limit() {
         let max = config.server.max_connections as u64;
-        if max + FD_HEADROOM > limit {
+        if max + check::FD_HEADROOM > limit {
             let how = if max > limit {
                 "exceeds"
             } else {
@@ -275,7 +168,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                 max_connections = max,
                 open_file_limit = limit,
                 "max_connections {how} what the open-file limit allows (it needs {} descriptors with headroom): accepts will fail with EMFILE before the token cap; raise the limit (LimitNOFILE=, ulimit -n, docker --ulimit nofile=) or lower max_connections",
-                max + FD_HEADROOM
+                max + check::FD_HEADROOM
             );
         }
     }

@@ -25,28 +25,10 @@ impl Config {
             .map(|(key, _)| (key, admin))
     }
 
-    /// Range checks that the types alone cannot express.
-    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
-        fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
-            if v < min {
-                return Err((key, format!("{v} is too small: the least allowed is {min}")));
-            }
-            Ok(())
-        }
-        fn at_most(key: &'static str, v: usize, max: usize) -> Result<(), (&'static str, String)> {
-            if v > max {
-                return Err((key, format!("{v} is too large: the most allowed is {max}")));
-            }
-            Ok(())
-        }
-        fn nonzero(key: &'static str, d: Duration) -> Result<(), (&'static str, String)> {
-            if d.is_zero() {
-                return Err((key, "must be longer than 0s".into()));
-            }
-            Ok(())
-        }
-        let (s, l) = (&self.server, &self.limits);
-        if s.listen.is_empty() && self.tls.listen.is_empty() {
+    /// The listeners: at least one chat address, an admin address of its own, and a TLS
+    /// listener's certificate and key.
+    fn validate_listeners(&self) -> Result<(), (&'static str, String)> {
+        if self.server.listen.is_empty() && self.tls.listen.is_empty() {
             return Err((
                 "server.listen",
                 "needs at least one address (or set tls.listen for TLS only)".into(),
@@ -74,6 +56,31 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Range checks that the types alone cannot express.
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
+            if v < min {
+                return Err((key, format!("{v} is too small: the least allowed is {min}")));
+            }
+            Ok(())
+        }
+        fn at_most(key: &'static str, v: usize, max: usize) -> Result<(), (&'static str, String)> {
+            if v > max {
+                return Err((key, format!("{v} is too large: the most allowed is {max}")));
+            }
+            Ok(())
+        }
+        fn nonzero(key: &'static str, d: Duration) -> Result<(), (&'static str, String)> {
+            if d.is_zero() {
+                return Err((key, "must be longer than 0s".into()));
+            }
+            Ok(())
+        }
+        let (s, l) = (&self.server, &self.limits);
+        self.validate_listeners()?;
         at_least(
             "auth.max_failures_per_ip",
             self.auth.max_failures_per_ip as usize,
