@@ -345,8 +345,12 @@ fn reading_a_large_registry_again_does_not_stall_the_node() {
         format!(":{LOGINS}")
     );
     // One node with that many logins: past the default max_logins_per_node.
-    let n1 = common::cluster::node_with(&redis, "n1", "10s", "max_logins_per_node = 300000\n");
+    // A lease longer than the read: on a slow machine, reading that many logins can take
+    // longer than a 10 s lease, and the node then claims its logins again, refusing logins
+    // meanwhile (what this test is not about).
+    let n1 = common::cluster::node_with(&redis, "n1", "60s", "max_logins_per_node = 300000\n");
     n1.wait_remote(LOGINS);
+    n1.wait_ready(200, WAIT);
     let mut alice = login(&n1, "alice");
     let mut bob = login(&n1, "bob");
     common::warm_up(&mut alice, &mut bob);
@@ -367,7 +371,9 @@ fn reading_a_large_registry_again_does_not_stall_the_node() {
         let back = n1.metric("achat_cluster_connects_total{result=\"ok\"}") > connects
             && n1.metric("achat_cluster_link_up") == 1.0;
         after += back as usize;
-        assert!(started.elapsed() < WAIT, "n1 never connected again");
+        // Generous: a debug build reads 300 000 logins in 6-9 s on two shared cores; the
+        // defect this guards against is a node that never comes back.
+        assert!(started.elapsed() < 3 * WAIT, "n1 never connected again");
     }
     assert_eq!(n1.metric("achat_cluster_remote_logins") as usize, LOGINS);
     println!(

@@ -42,10 +42,10 @@ pub struct Session {
     pub subscriber: MultiplexedConnection,
     /// Gets a value when either connection's driver ends: Redis closed it, or it failed.
     pub closed: async_channel::Receiver<()>,
-    /// The two connections' drivers, on a thread beside the chat's. Dropping the
-    /// session (the link gave up on it) stops them and closes their sockets, so that a
-    /// connection left with a backlog of publishes stops costing CPU at once.
-    _drivers: [runtime::ApartTask<()>; 2],
+    /// The subscriber's driver, on a thread beside the chat's. Dropping the session (the
+    /// link gave up on it) stops it and closes its socket, so that a connection left with
+    /// a backlog of publishes stops costing CPU at once.
+    _subscriber_driver: runtime::ApartTask<()>,
 }
 
 /// Connects to Redis on the daemon's runtime, loads the registry script, and routes
@@ -70,10 +70,18 @@ pub async fn connect(
     let (closing, closed) = async_channel::bounded(2);
     let plain = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
     let (mut conn, conn_driver) = dial(settings, timeout, plain, closing.clone()).await?;
+    // The registry's answers (claims, renewals, the pages of a snapshot) stay on the
+    // daemon's own threads, next to the link that waits for them.
+    drop(runtime::spawn(conn_driver));
     let with_pushes = AsyncConnectionConfig::new()
         .set_response_timeout(Some(timeout))
         .set_push_sender(pushes);
     let (subscriber, subscriber_driver) = dial(settings, timeout, with_pushes, closing).await?;
+    // What is published to this node arrives at whatever rate anyone who can publish to
+    // Redis chooses: its driver reads and parses it on a thread of its own, so that a flood
+    // never stalls the chat's thread (a forged flood kept a node's own pair to 2-5 round
+    // trips in 3 s when it ran there), at the chat's priority, since relays are chat too.
+    let subscriber_driver = runtime::spawn_beside(subscriber_driver);
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(REGISTRY)
@@ -86,15 +94,18 @@ pub async fn connect(
         subscriber,
         sha,
         closed,
-        _drivers: [conn_driver, subscriber_driver],
+        _subscriber_driver: subscriber_driver,
     })
 }
 
-/// A connection to Redis and its driver's task (which says on `closing` when it ends).
-type Dialed = (MultiplexedConnection, runtime::ApartTask<()>);
+/// A connection to Redis and its driver, which must be spawned for the connection to work
+/// (and says on `closing` when it ends).
+type Dialed = (
+    MultiplexedConnection,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
 
-/// One connection to Redis on the daemon's runtime, its driver a task on a thread beside
-/// the chat's that says on `closing` when it ends.
+/// One connection to Redis on the daemon's runtime, and its driver.
 async fn dial(
     settings: &Settings,
     timeout: Duration,
@@ -144,11 +155,7 @@ where
     .await
     .map_err(|_| "Redis did not answer the handshake".to_string())?
     .map_err(|e| e.to_string())?;
-    // The driver reads and parses everything Redis sends, at whatever rate anyone who can
-    // publish to it chooses: on a thread of its own, so that a flood of publishes never
-    // stalls the chat's thread (a forged flood kept a node's own pair to 2-5 round trips
-    // in 3 s when it ran there), at the chat's priority, since relays are chat too.
-    let driver = runtime::spawn_beside(
+    let driver = Box::pin(
         async move {
             driver.await;
             let _ = closing.try_send(());
