@@ -15,7 +15,7 @@
 #      chat ports, each sent PROXY headers (send-proxy-v2) that the node takes (its
 #      proxy_protocol_from lists the balancer) and checked on that node's admin port (/readyz)
 #   5. the release binary: no debug info, and `--version` names the commit
-#   6. where systemd-nspawn is installed and this runs as root, deploy/credentials-nspawn.sh:
+#   6. where systemd-nspawn is installed and this runs as root, deploy/units-nspawn.sh:
 #      the unit booted under a real systemd, reading its secrets as credentials (skipped,
 #      not failed, where the container cannot boot)
 # One line per check; exit 0 when all pass, 1 otherwise. A tool that is missing (systemd,
@@ -188,14 +188,14 @@ fi
 
 # 6. The unit under a real systemd, its secrets as credentials, where a container can boot.
 if [ "$(id -u)" = 0 ] && command -v "${A_CHAT_NSPAWN:-systemd-nspawn}" >/dev/null && [ -x "$BIN" ]; then
-    out="$(A_CHAT_BIN="$BIN" bash "$ROOT/deploy/credentials-nspawn.sh" 2>&1)" && status=0 || status=$?
+    out="$(A_CHAT_BIN="$BIN" bash "$ROOT/deploy/units-nspawn.sh" 2>&1)" && status=0 || status=$?
     case "$status" in
-        0) pass "deploy/credentials-nspawn.sh: the unit reads its secrets as credentials under systemd" ;;
-        77) say "skipped: deploy/credentials-nspawn.sh: $(printf '%s\n' "$out" | grep SKIP | tail -n1)" ;;
-        *) fail "deploy/credentials-nspawn.sh:"; printf '%s\n' "$out" | sed -e 's/^/    | /' ;;
+        0) pass "deploy/units-nspawn.sh: under systemd, the unit reads its secrets as credentials, systemctl reload reports the outcome, and a-chat.socket keeps the configured listeners" ;;
+        77) say "skipped: deploy/units-nspawn.sh: $(printf '%s\n' "$out" | grep SKIP | tail -n1)" ;;
+        *) fail "deploy/units-nspawn.sh:"; printf '%s\n' "$out" | sed -e 's/^/    | /' ;;
     esac
 else
-    say "skipped: deploy/credentials-nspawn.sh (needs root, systemd-nspawn and the binary)"
+    say "skipped: deploy/units-nspawn.sh (needs root, systemd-nspawn and the binary)"
 fi
 
 if [ "$FAILED" -eq 0 ]; then

@@ -72,6 +72,27 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Reload a running daemon's configuration and wait for the outcome: exit 0 when it was
+    /// applied, 1 when it was refused (the reason is printed; the settings in force stay),
+    /// 2 on a bad flag. Asks the admin endpoint (POST /reload) found in --config's [admin]
+    /// listen, or at --admin; without one, sends SIGHUP to --pid and cannot tell the outcome.
+    /// For systemd: ExecReload=a-chat reload --config FILE --pid $MAINPID
+    Reload {
+        /// The daemon's configuration file: its [admin] listen says where to ask (the
+        /// daemon checks the whole file, and says why it refuses it).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The admin endpoint's address (IP:PORT), instead of the one in --config.
+        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+        admin: Option<SocketAddr>,
+        /// The daemon's process id: where there is no admin endpoint to ask, it gets SIGHUP.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// How long to wait for the outcome (a users file with strong hash settings takes
+        /// a second or more to check).
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
     Bench(bench::BenchArgs),
     /// Exit 0 if a daemon at ADDR completes a chat round trip in time, 1 otherwise (for

@@ -10,6 +10,7 @@
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
+//! - `daemon`: the running daemon and its control surface (reload, connections)
 //! - `client_key`: what the per-address limits count as one client address
 //! - `runtime`: the only module that names the async runtime
 
@@ -23,6 +24,7 @@ pub mod client;
 pub mod client_key;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod names;
 pub mod notify;

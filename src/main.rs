@@ -69,6 +69,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload {
+            config,
+            admin,
+            pid,
+            timeout,
+        } => match a_chat::daemon::ask::reload(config.as_deref(), admin, pid, timeout) {
+            Ok(a_chat::daemon::ask::Asked::Applied(applied)) => {
+                println!("reloaded: applied {applied}");
+                ExitCode::SUCCESS
+            }
+            Ok(a_chat::daemon::ask::Asked::Signalled(pid)) => {
+                println!("sent SIGHUP to {pid}: the outcome is in its log (an [admin] listen lets `a-chat reload` report it)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("a-chat: reload: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => bench::run(args),
         Command::Probe {
             addr,
@@ -339,7 +358,8 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
             level: logging.level.clone(),
             metrics: metrics.clone(),
         };
-        if let Err(e) = reload::on_sighup(reload) {
+        let reloads = reload::start(reload);
+        if let Err(e) = reload::on_sighup(reloads.clone()) {
             eprintln!("a-chat: cannot install the SIGHUP handler: {e}");
             return ExitCode::FAILURE;
         }
@@ -392,10 +412,10 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
                     m.observe_process();
                 }),
                 accept_error_sleep: config.server.accept_error_sleep,
-                connections: {
-                    let live = live.clone();
-                    Arc::new(move |query: &str| live.connections_json(query))
-                },
+                control: Arc::new(a_chat::daemon::control::Control {
+                    live: live.clone(),
+                    reloads: reloads.clone(),
+                }),
             };
             runtime::spawn(endpoint.run().instrument(span));
         }

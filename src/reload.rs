@@ -1,5 +1,5 @@
-//! SIGHUP (ARCHITECTURE §3, §11): re-read the configuration file, apply what can change while
-//! connections run, and report the rest.
+//! Reloads (ARCHITECTURE §3, §11): on SIGHUP or `POST /reload`, re-read the configuration
+//! file, apply what can change while connections run, and report the rest.
 //!
 //! Live: `[limits]` (new connections get them; the queue bounds apply to every connection
 //! at once), `[log] level`, and the TLS certificate, key and client CA (new handshakes use
@@ -129,42 +129,113 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     changes
 }
 
-/// Starts listening for SIGHUP; each one reloads the file.
+/// How one reload ended: what it applied (`"limits, log.level"`), or why nothing was.
+pub type Outcome = Result<String, String>;
+
+/// Reloads asked for and not yet started; more are refused (`POST /reload` answers 503)
+/// or, for a SIGHUP, folded into one already waiting.
+const WAITING: usize = 16;
+
+/// One request for a reload: where its outcome goes (`None`: nobody waits for it, as for
+/// a SIGHUP).
+type Request = Option<futures::channel::oneshot::Sender<Outcome>>;
+
+/// Asks the daemon's reloader for a reload. SIGHUP and the admin endpoint's
+/// `POST /reload` are two doors to the same reloads: one at a time, and requests that
+/// arrive during one are served together by the next.
+#[derive(Clone)]
+pub struct Reloads {
+    /// Requests to the one task that owns the settings in force ([`start`]).
+    requests: async_channel::Sender<Request>,
+}
+
+/// Why a reload was not even tried.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotTried {
+    #[error("{WAITING} reloads are already waiting: try again when they are done")]
+    Busy,
+    #[error("the daemon is shutting down")]
+    Gone,
+}
+
+impl Reloads {
+    /// Asks for a reload and waits for its outcome.
+    pub async fn reload(&self) -> Result<Outcome, NotTried> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.requests.try_send(Some(tx)).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => NotTried::Busy,
+            async_channel::TrySendError::Closed(_) => NotTried::Gone,
+        })?;
+        rx.await.map_err(|_| NotTried::Gone)
+    }
+
+    /// Asks for a reload without waiting: a request that finds the queue full is served
+    /// by the reloads already waiting, which read the same file.
+    pub fn nudge(&self) {
+        let _ = self.requests.try_send(None);
+    }
+}
+
+/// Starts the task that owns the settings in force and reloads them when asked.
 ///
-/// Reloads run one at a time: SIGHUPs that arrive during one are taken together by the
-/// next (the signal is a flag, not a queue), so a storm of them costs a reload in a row at
-/// most, never a backlog. The file reads, the parsing and the users file's dummy hash (up
-/// to a second of one core with strong hash settings) run on a blocking thread, never on
-/// the thread that serves chats; what they produced is applied back on this task.
-pub fn on_sighup(targets: Targets) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGHUP])?;
+/// Reloads run one at a time: requests that arrive during one are taken together by the
+/// next, so a storm of them costs a reload in a row at most, never a backlog. The file
+/// reads, the parsing and the users file's dummy hash (up to a second of one core with
+/// strong hash settings) run on a blocking thread, never on the thread that serves chats;
+/// what they produced is applied back on this task.
+pub fn start(targets: Targets) -> Reloads {
+    let (requests, incoming) = async_channel::bounded::<Request>(WAITING);
     runtime::spawn(async move {
         let mut targets = targets;
-        while signals.next().await.is_some() {
-            crate::notify::reloading();
-            let (back, prepared) = runtime::spawn_blocking(move || {
-                // Beside the chat on a machine with one core, the reload yields it.
-                runtime::lower_thread_priority();
-                let prepared = targets.prepare();
-                (targets, prepared)
-            })
-            .await;
+        while let Ok(first) = incoming.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = incoming.try_recv() {
+                waiting.push(more);
+            }
+            let (back, outcome) = reload_once(targets).await;
             targets = back;
-            let outcome = match prepared {
-                Ok(prepared) => targets.apply(prepared),
-                Err(e) => Err(e),
-            };
-            targets.metrics.config_reloaded(outcome.is_ok());
-            // systemd hears the outcome (`systemctl status` shows it), with the time, so a
-            // failed reload is not mistaken for the last good one.
-            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            crate::notify::reloaded(&match outcome {
-                Ok(applied) => format!("reloaded at {at}: applied {applied}"),
-                Err(e) => format!("reload failed at {at}, the settings in force stay: {e}"),
-            });
+            for reply in waiting.into_iter().flatten() {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+    });
+    Reloads { requests }
+}
+
+/// Starts listening for SIGHUP; each one asks `reloads` for a reload.
+pub fn on_sighup(reloads: Reloads) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP])?;
+    runtime::spawn(async move {
+        while signals.next().await.is_some() {
+            reloads.nudge();
         }
     });
     Ok(())
+}
+
+/// One reload, start to finish; gives the targets back with the outcome.
+async fn reload_once(targets: Targets) -> (Targets, Outcome) {
+    crate::notify::reloading();
+    let (mut targets, prepared) = runtime::spawn_blocking(move || {
+        // Beside the chat on a machine with one core, the reload yields it.
+        runtime::lower_thread_priority();
+        let prepared = targets.prepare();
+        (targets, prepared)
+    })
+    .await;
+    let outcome = match prepared {
+        Ok(prepared) => targets.apply(prepared),
+        Err(e) => Err(e),
+    };
+    targets.metrics.config_reloaded(outcome.is_ok());
+    // systemd hears the outcome (`systemctl status` shows it), with the time, so a
+    // failed reload is not mistaken for the last good one.
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    crate::notify::reloaded(&match &outcome {
+        Ok(applied) => format!("reloaded at {at}: applied {applied}"),
+        Err(e) => format!("reload failed at {at}, the settings in force stay: {e}"),
+    });
+    (targets, outcome)
 }
 
 /// What a reload read and checked, ready to be applied.

@@ -7,11 +7,8 @@ use std::sync::Arc;
 
 use async_lock::Semaphore;
 
+use super::Control;
 use crate::runtime;
-
-/// What answers `GET /connections` from its query string: the JSON body, or why the query
-/// cannot be answered (a 400).
-pub type Connections = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// `GET /connections` answers made at once.
 const AT_ONCE: usize = 1;
@@ -19,13 +16,13 @@ const AT_ONCE: usize = 1;
 /// What makes `/connections` answers, and the turns they take.
 pub struct Answers {
     /// Makes one answer (on a blocking thread).
-    make: Connections,
+    make: Arc<dyn Control>,
     /// One permit per answer made at once.
     turns: Semaphore,
 }
 
 impl Answers {
-    pub fn new(make: Connections) -> Answers {
+    pub fn new(make: Arc<dyn Control>) -> Answers {
         Answers {
             make,
             turns: Semaphore::new(AT_ONCE),
@@ -38,7 +35,7 @@ impl Answers {
         let (make, query) = (self.make.clone(), query.to_owned());
         runtime::spawn_blocking(move || {
             runtime::lower_thread_priority();
-            make(&query)
+            make.connections(&query)
         })
         .await
     }

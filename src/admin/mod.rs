@@ -24,11 +24,15 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
 mod connections;
+mod http;
 mod slots;
 
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
-pub use connections::Connections;
+pub use http::MAX_HEAD_BYTES;
+#[cfg(test)]
+use http::{accepts_openmetrics, parse, MAX_HEADERS};
+use http::{read_head, response, Head, Request, READ_CHUNK};
 use slots::{Slot, Slots};
 
 /// Admin connections served at once. A connection that arrives when all are taken takes
@@ -41,10 +45,6 @@ const CLOSING: usize = 4;
 /// Requests served on one keep-alive connection before it is closed (the last response
 /// says `Connection: close`), so that one client cannot keep a slot forever.
 pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
-/// Largest request head (request line and headers) accepted; larger gets 431.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// Most headers in one request; more gets 431.
-const MAX_HEADERS: usize = 32;
 /// Time allowed to receive one whole request head, and to write one response.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// After an error answer, how long the connection keeps reading (and discarding) what the
@@ -53,8 +53,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes discarded while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
-/// Bytes asked of each `read`.
-const READ_CHUNK: usize = 4096;
 
 /// `/metrics` for clients that ask for OpenMetrics (Prometheus servers do).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,6 +109,27 @@ impl Health {
     }
 }
 
+/// What the admin endpoint can ask of the daemon. The endpoint is a thin adapter: HTTP in,
+/// one of these calls, HTTP out; the daemon implements it.
+pub trait Control: Send + Sync + 'static {
+    /// The `GET /connections` body (JSON) for a query string, or why the query cannot be
+    /// answered (a 400). Called on a blocking thread, one at a time.
+    fn connections(&self, query: &str) -> Result<String, String>;
+    /// Reloads the configuration file, as SIGHUP does, and says how it went.
+    fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded>;
+}
+
+/// How a reload asked for with `POST /reload` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Done; says what was applied (200).
+    Applied(String),
+    /// The file or what it names was refused; nothing changed (422).
+    Failed(String),
+    /// Not tried: too many waiting, or the daemon is going away (503).
+    NotTried(String),
+}
+
 /// Everything the admin endpoint needs.
 pub struct Admin {
     /// Already bound, so that a bind failure stops the daemon before chat starts.
@@ -124,9 +143,9 @@ pub struct Admin {
     pub on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// Pause after a resource-shortage accept error (EMFILE...), as for the chat listener.
     pub accept_error_sleep: Duration,
-    /// Answers `GET /connections` from its query string (JSON), off the chat's threads
-    /// (see [`connections`]).
-    pub connections: Connections,
+    /// The daemon: `GET /connections` (off the chat's threads, see [`connections`]) and
+    /// `POST /reload`.
+    pub control: Arc<dyn Control>,
 }
 
 /// The span every admin event carries.
@@ -144,13 +163,14 @@ impl Admin {
             health,
             on_scrape,
             accept_error_sleep,
-            connections,
+            control,
         } = self;
         let shared = Arc::new(Shared {
             metrics,
             health,
             on_scrape,
-            connections: connections::Answers::new(connections),
+            connections: connections::Answers::new(control.clone()),
+            control,
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -201,39 +221,8 @@ struct Shared {
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// `GET /connections` from its query string, one at a time off the chat's threads.
     connections: connections::Answers,
-}
-
-/// The parts of a request head the endpoint looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Request {
-    /// GET and HEAD are served; anything else on a known path gets 405.
-    method: String,
-    /// The path without its query string.
-    path: String,
-    /// The query string (after `?`), empty when there is none.
-    query: String,
-    /// The client asked to keep the connection open (HTTP/1.1 unless `Connection: close`;
-    /// HTTP/1.0 only with `Connection: keep-alive`).
-    keep_alive: bool,
-    /// The request announces a body (`Content-Length` > 0 or `Transfer-Encoding`): the
-    /// endpoint takes none, so it answers and closes.
-    has_body: bool,
-    /// The `Accept` header asks for OpenMetrics (what Prometheus servers send).
-    openmetrics: bool,
-    /// Bytes of the head, to remove from the buffer.
-    head_len: usize,
-}
-
-/// How reading one request head ended.
-#[derive(Debug)]
-enum Head {
-    Request(Request),
-    /// The client closed (or failed) between requests.
-    Closed,
-    /// Not HTTP/1.x (400).
-    Malformed(&'static str),
-    /// Over MAX_HEAD_BYTES or MAX_HEADERS (431).
-    TooLarge,
+    /// `POST /reload`.
+    control: Arc<dyn Control>,
 }
 
 /// Serves requests on one connection until the client closes, asks to close, errs, or
@@ -274,11 +263,20 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         buf.drain(..request.head_len);
         let close =
             !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
-        let mut connections = None;
-        if request.path == "/connections" && matches!(request.method.as_str(), "GET" | "HEAD") {
-            connections = Some(shared.connections.answer(&request.query).await);
-        }
-        let answer = answer(&request, shared, close, connections);
+        let made = match (request.method.as_str(), request.path.as_str()) {
+            ("GET" | "HEAD", "/connections") => {
+                Some(match shared.connections.answer(&request.query).await {
+                    Ok(json) => (200, JSON, json.into_bytes()),
+                    Err(why) => (400, TEXT, format!("{why}\n").into_bytes()),
+                })
+            }
+            ("POST", "/reload") if request.has_body => {
+                Some((400, TEXT, b"POST /reload takes no body\n".to_vec()))
+            }
+            ("POST", "/reload") => Some(reload_answer(shared.control.reload().await)),
+            _ => None,
+        };
+        let answer = answer(&request, shared, close, made);
         if close {
             return finish(stream, &answer).await;
         }
@@ -299,129 +297,45 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
     }
 }
 
-/// Reads until `buf` holds a complete request head (or proves not to).
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Head {
-    loop {
-        if !buf.is_empty() {
-            match parse(buf) {
-                Ok(Some(request)) => return Head::Request(request),
-                Ok(None) => {}
-                Err(httparse::Error::TooManyHeaders) => return Head::TooLarge,
-                Err(e) => return Head::Malformed(error_text(e)),
-            }
-        }
-        if buf.len() >= MAX_HEAD_BYTES {
-            return Head::TooLarge;
-        }
-        let start = buf.len();
-        let want = READ_CHUNK.min(MAX_HEAD_BYTES - start);
-        buf.resize(start + want, 0);
-        let read = stream.read(&mut buf[start..]).await;
-        let n = *read.as_ref().unwrap_or(&0);
-        buf.truncate(start + n);
-        if n == 0 {
-            if let Err(e) = read {
-                debug!(error = %e, "read failed");
-            }
-            return Head::Closed;
-        }
-    }
-}
+/// A status, a content type and a body.
+type Made = (u16, &'static str, Vec<u8>);
 
-fn error_text(e: httparse::Error) -> &'static str {
-    match e {
-        httparse::Error::HeaderName => "invalid header name",
-        httparse::Error::HeaderValue => "invalid header value",
-        httparse::Error::NewLine => "invalid new line",
-        httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid token",
-        httparse::Error::TooManyHeaders => "too many headers",
-        httparse::Error::Version => "invalid HTTP version",
-    }
-}
-
-/// `Ok(Some)` for a complete head, `Ok(None)` when more bytes are needed.
-fn parse(buf: &[u8]) -> Result<Option<Request>, httparse::Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf)? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return Ok(None),
+/// The answer to `POST /reload`: what the reload applied, or why it did not.
+fn reload_answer(reloaded: Reloaded) -> Made {
+    let (status, text) = match reloaded {
+        Reloaded::Applied(applied) => (200, format!("reloaded: applied {applied}\n")),
+        Reloaded::Failed(why) => (
+            422,
+            format!("reload failed, the settings in force stay: {why}\n"),
+        ),
+        Reloaded::NotTried(why) => (503, format!("reload not tried: {why}\n")),
     };
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(httparse::Error::Token);
-    };
-    let mut keep_alive = version == 1;
-    let mut has_body = false;
-    let mut openmetrics = false;
-    for header in req.headers.iter() {
-        let value = String::from_utf8_lossy(header.value);
-        let value = value.trim();
-        if header.name.eq_ignore_ascii_case("connection") {
-            for option in value.split(',').map(str::trim) {
-                if option.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                } else if option.eq_ignore_ascii_case("keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            has_body |= value != "0";
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            has_body = true;
-        } else if header.name.eq_ignore_ascii_case("accept") {
-            openmetrics |= accepts_openmetrics(value);
-        }
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Some(Request {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        keep_alive,
-        has_body,
-        openmetrics,
-        head_len,
-    }))
+    (status, TEXT, text.into_bytes())
 }
 
-/// True when an `Accept` value lists `application/openmetrics-text` with a non-zero q.
-fn accepts_openmetrics(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let mut params = range.split(';').map(str::trim);
-        let media = params.next().unwrap_or_default();
-        let q = params
-            .filter_map(|p| p.strip_prefix("q="))
-            .find_map(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
-        media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
-    })
-}
-
-/// The response to a well-formed request; `connections` is the `/connections` body, made
-/// beforehand for a GET or HEAD of it.
-fn answer(
-    request: &Request,
-    shared: &Shared,
-    close: bool,
-    connections: Option<Result<String, String>>,
-) -> Vec<u8> {
+/// The response to a well-formed request; `made` is the answer of a path that needed the
+/// daemon's work (`/connections`, `/reload`), made beforehand.
+fn answer(request: &Request, shared: &Shared, close: bool, made: Option<Made>) -> Vec<u8> {
     let head_only = request.method == "HEAD";
-    let readable = head_only || request.method == "GET";
-    let known = matches!(
-        request.path.as_str(),
-        "/metrics" | "/healthz" | "/readyz" | "/connections"
-    );
-    let (status, content_type, body): (u16, &str, Vec<u8>) = if !known {
+    let (known, allowed, allow) = match request.path.as_str() {
+        "/metrics" | "/healthz" | "/readyz" | "/connections" => {
+            (true, head_only || request.method == "GET", "GET, HEAD")
+        }
+        "/reload" => (true, request.method == "POST", "POST"),
+        _ => (false, false, ""),
+    };
+    let (status, content_type, body): Made = if let (true, Some(made)) = (allowed, made) {
+        made
+    } else if !known {
         (404, TEXT, b"not found\n".to_vec())
-    } else if !readable {
+    } else if !allowed {
         let answer = response(
             405,
             TEXT,
             b"method not allowed\n",
             false,
             close,
-            Some("Allow: GET, HEAD\r\n"),
+            Some(&format!("Allow: {allow}\r\n")),
         );
         debug!(method = %request.method, path = %request.path, status = 405, "admin request");
         return answer;
@@ -437,10 +351,6 @@ fn answer(
                 }
             }
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
-            "/connections" => match connections.unwrap_or_else(|| Ok(String::new())) {
-                Ok(json) => (200, JSON, json.into_bytes()),
-                Err(why) => (400, TEXT, format!("{why}\n").into_bytes()),
-            },
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
             _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),
@@ -449,37 +359,6 @@ fn answer(
     };
     debug!(method = %request.method, path = %request.path, status, "admin request");
     response(status, content_type, &body, head_only, close, None)
-}
-
-/// A complete response: status line, headers, and the body unless `head_only`.
-fn response(
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-    close: bool,
-    extra_headers: Option<&str>,
-) -> Vec<u8> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    };
-    let connection = if close { "close" } else { "keep-alive" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {connection}\r\n{}\r\n",
-        body.len(),
-        extra_headers.unwrap_or_default(),
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
 }
 
 /// Writes the last response of a connection and closes it without resetting it: what

@@ -3,9 +3,23 @@
 
 use super::*;
 
+/// A daemon that has no connections and whose reloads all fail.
+struct Idle;
+
+impl Control for Idle {
+    fn connections(&self, _query: &str) -> Result<String, String> {
+        Ok("{}".into())
+    }
+    fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded> {
+        Box::pin(async { Reloaded::Failed("no file".into()) })
+    }
+}
+
 fn shared() -> Shared {
+    let control: Arc<dyn Control> = Arc::new(Idle);
     Shared {
-        connections: connections::Answers::new(Arc::new(|_| Ok("{}".into()))),
+        connections: connections::Answers::new(control.clone()),
+        control,
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
         on_scrape: Box::new(|m| {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deploy/credentials-nspawn.sh: runs deploy/a-chat.service under a real systemd, booted in a
+# deploy/units-nspawn.sh: runs deploy/a-chat.service (and a-chat.socket) under a real systemd, booted in a
 # throwaway systemd-nspawn container (docs/OPERATIONS.md, "Trying the unit in a throwaway
 # system"), with its LoadCredential= lines turned on and every secret kept mode 0600 root
 # in a 0700 root directory: the TLS key and certificate, the users file, the Redis password.
@@ -14,6 +14,11 @@
 #   4. for contrast, the same key as a plain 0640 root:root file, without credentials, is
 #      unreadable to the dynamic user: that unit fails and restarts
 #   5. a LoadCredential= whose file is missing stops the start (the units' comments say so)
+#   6. `systemctl reload` reports the outcome: exit 0 when applied, non-zero (the reason in
+#      the journal, the daemon serving on) for a file the daemon refuses
+#   7. deploy/a-chat.socket's install lines work on the running service; with the chat port
+#      passed and a TLS listener only in the file, both serve (the TLS one bound by the
+#      daemon, with a warning); a restart then refuses no connect on the passed port
 # One line per check; exit 0 when all pass, 1 when one fails, 77 when it cannot run here
 # (not root, no systemd-nspawn, or the container does not boot).
 #
@@ -24,7 +29,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-say() { printf '[credentials-nspawn] %s\n' "$*"; }
+say() { printf '[units-nspawn] %s\n' "$*"; }
 # shellcheck source=deploy/lib.sh
 . "$ROOT/deploy/lib.sh"
 FAILED=0
@@ -191,20 +196,30 @@ else
     fail "did not join the cluster's Redis (/readyz $(readyz))"; journal a-chat | tail -n 20 | sed -e 's/^/    | /'
 fi
 
-# 3. Reload: the credentials are re-read; a changed source reaches the daemon at the latest
-# at a restart.
+# 3. Reload: `systemctl reload` waits for the outcome (ExecReload= is `a-chat reload`); the
+# credentials are re-read; a changed source reaches the daemon at the latest at a restart.
 printf '[users]\n%s\n%s\n' "$(user_line alice wonderland)" "$(user_line bob builder)" >"$WORK/users.toml"
 install -m 0600 -o root -g root "$WORK/users.toml" "$C/users.toml"
-in_ct systemctl reload a-chat
-for _ in $(seq 50); do journal a-chat | grep -q "configuration reloaded" && break; sleep 0.2; done
-if journal a-chat | grep -q "configuration reloaded" && probe alice wonderland; then
+if in_ct systemctl reload a-chat && journal a-chat | grep -q "reloaded: applied" && probe alice wonderland; then
     if probe bob builder; then
-        pass "systemctl reload read the credentials again, and this systemd had copied the new users file (bob logs in)"
+        pass "systemctl reload waited for the reload (exit 0, \"$(journal a-chat | grep "reloaded: applied" | tail -n1)\"), read the credentials again, and this systemd had copied the new users file (bob logs in)"
     else
-        pass "systemctl reload read the credentials again (alice logs in); this systemd copies them at start only (bob not yet known)"
+        pass "systemctl reload waited for the reload (exit 0, \"$(journal a-chat | grep "reloaded: applied" | tail -n1)\") and read the credentials again (alice logs in); this systemd copies them at start only (bob not yet known)"
     fi
 else
     fail "systemctl reload failed"; journal a-chat | tail -n 20 | sed -e 's/^/    | /'
+fi
+# A file the daemon refuses: `systemctl reload` fails, the reason is in the journal, and
+# the daemon goes on with the settings in force.
+cp "$R/etc/a-chat/a-chat.toml" "$WORK/good.toml"
+printf '[limits]\nmax_lines = 3\n' >>"$R/etc/a-chat/a-chat.toml"
+in_ct systemctl reload a-chat >/dev/null 2>&1 && status=0 || status=$?
+install -m 0644 "$WORK/good.toml" "$R/etc/a-chat/a-chat.toml"
+if [ "$status" -ne 0 ] && journal a-chat | grep -q "reload failed, the settings in force stay" \
+    && [ "$(in_ct systemctl is-active a-chat)" = active ] && probe alice wonderland; then
+    pass "systemctl reload of a file the daemon refuses fails (status $status): \"$(journal a-chat | grep -m1 "reload failed" | cut -c1-120)\"; the daemon serves on"
+else
+    fail "a refused reload: systemctl reload exited $status"; journal a-chat | tail -n 20 | sed -e 's/^/    | /'
 fi
 in_ct systemctl restart a-chat
 if wait_active a-chat && probe bob builder; then
@@ -244,9 +259,39 @@ else
     fail "a LoadCredential= naming a missing file did not stop the start"
 fi
 
+# 5. Socket activation beside configured listeners: a-chat.socket passes the chat port
+# only; the TLS listener of the file is bound by the daemon itself (with a warning), never
+# dropped. The socket unit's install lines work as written on a running service, and a
+# restart then refuses no connect on the passed port.
+sed -e 's|127.0.0.1:8080|127.0.0.1:28555|' "$ROOT/deploy/a-chat.socket" >"$R/etc/systemd/system/a-chat.socket"
+before="$(journal a-chat | wc -l)"
+in_ct systemctl daemon-reload && in_ct systemctl enable a-chat.socket >/dev/null 2>&1 \
+    && in_ct systemctl stop a-chat && in_ct systemctl start a-chat.socket a-chat && status=0 || status=$?
+since() { journal a-chat | tail -n +"$((before + 1))"; }
+if [ "$status" -eq 0 ] && wait_active a-chat && [ "$(in_ct systemctl is-active a-chat.socket)" = active ] \
+    && since | grep -q "serving the sockets passed by the service manager.*chat=1 tls=0" \
+    && since | grep -q "127.0.0.1:28557 (\[tls\] listen) was not passed" && probe alice wonderland; then
+    pass "the socket unit's install lines work on a running service; the chat port comes from systemd and the file's TLS listener is bound by the daemon (TLS login works), with a warning"
+else
+    fail "socket activation beside a configured TLS listener (install lines exited $status)"; since | tail -n 20 | sed -e 's/^/    | /'
+fi
+net bash -c 'ok=0; bad=0; end=$((SECONDS + 6)); while [ $SECONDS -lt $end ]; do
+    if (exec 3<>/dev/tcp/127.0.0.1/28555) 2>/dev/null; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+    sleep 0.01; done; echo "$ok $bad"' >"$WORK/connects" &
+connects=$!
+sleep 1
+in_ct systemctl restart a-chat && status=0 || status=$?
+wait "$connects"
+read -r ok bad <"$WORK/connects"
+if [ "$status" -eq 0 ] && wait_active a-chat && [ "$bad" -eq 0 ] && [ "$ok" -gt 50 ]; then
+    pass "systemctl restart with a-chat.socket: $ok connects to the passed port during it, $bad refused"
+else
+    fail "systemctl restart with a-chat.socket (exit $status): $ok connects, $bad refused"
+fi
+
 if [ "$FAILED" -eq 0 ]; then
-    echo "credentials-nspawn: PASS"
+    echo "units-nspawn: PASS"
     exit 0
 fi
-echo "credentials-nspawn: FAIL"
+echo "units-nspawn: FAIL"
 exit 1
