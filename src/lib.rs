@@ -25,6 +25,7 @@ pub mod client_key;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod metrics;
 pub mod names;
 pub mod notify;

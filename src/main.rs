@@ -196,7 +196,7 @@ fn serve(path: Option<&Path>, listen: Vec<SocketAddr>, sets: Vec<config::Setting
         error!(panic = %info, "panic");
     }));
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(admin::Health::new());
+    let health = Arc::new(a_chat::health::Health::new());
     // Sockets passed by systemd (LISTEN_FDS): served instead of the configured addresses.
     let passed = match activation::from_env() {
         Ok(passed) => passed,

@@ -63,35 +63,7 @@ pub enum Invalid {
 
 /// Why a connection that owed a header was closed: the `reason` label of
 /// `achat_proxy_headers_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Missing,
-    TooLong,
-    Malformed,
-    Unsupported,
-    /// No whole header within `login_timeout`.
-    Timeout,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 5] = [
-        Refusal::Missing,
-        Refusal::TooLong,
-        Refusal::Malformed,
-        Refusal::Unsupported,
-        Refusal::Timeout,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::Missing => "missing",
-            Refusal::TooLong => "too_long",
-            Refusal::Malformed => "malformed",
-            Refusal::Unsupported => "unsupported",
-            Refusal::Timeout => "timeout",
-        }
-    }
-}
+pub use crate::metrics::ProxyRefusal as Refusal;
 
 impl From<Invalid> for Refusal {
     fn from(why: Invalid) -> Refusal {

@@ -249,8 +249,11 @@ pub struct Conn {
     /// The TLS session over `sock`, on a TLS listener. Reader and writer share it: each
     /// call locks it for one poll and never across a wait. `None` on a plain listener,
     /// which pays one pointer for it and nothing else.
-    tls: Option<Arc<Mutex<crate::tls::ServerStream>>>,
+    tls: Option<Arc<Mutex<TlsServerStream>>>,
 }
+
+/// The server side of an accepted TLS connection: a rustls session over a [`Sock`].
+pub type TlsServerStream = futures_rustls::server::TlsStream<Sock>;
 
 /// The TCP socket under a TLS session (rustls reads and writes the records through it).
 pub struct Sock(Arc<async_io::Async<std::net::TcpStream>>);
@@ -311,7 +314,7 @@ impl Conn {
 
     /// The same connection, reading and writing through the TLS session `stream` (made
     /// by a handshake over [`Conn::sock`]).
-    pub fn into_tls(self, stream: crate::tls::ServerStream) -> Conn {
+    pub fn into_tls(self, stream: TlsServerStream) -> Conn {
         Conn {
             sock: self.sock,
             tls: Some(Arc::new(Mutex::new(stream))),

@@ -18,9 +18,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::config::TlsConfig;
 use crate::runtime::Sock;
-
-/// The server side of an accepted TLS connection.
-pub type ServerStream = futures_rustls::server::TlsStream<Sock>;
+/// The server side of an accepted TLS connection (defined with the sockets, in the runtime).
+pub use crate::runtime::TlsServerStream as ServerStream;
 
 /// The daemon's TLS settings, swapped whole on reload.
 pub struct Server {
@@ -56,43 +55,9 @@ impl Server {
 }
 
 /// Why a handshake failed: the `reason` label of `achat_tls_handshake_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Not TLS at all: plaintext or garbage on a TLS port.
-    NotTls,
-    /// The client's certificate was missing or not signed by `client_ca`.
-    ClientCertificate,
-    /// TLS, but the two sides could not agree (versions, ciphers, a bad record...).
-    Protocol,
-    /// The client closed or reset the connection mid-handshake.
-    Closed,
-    /// The handshake did not finish within `login_timeout`.
-    Timeout,
-    /// A ClientHello longer than a-chat takes (see `server::handshakes`).
-    TooLarge,
-}
+pub use crate::metrics::TlsFailure as Failure;
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
-        Failure::NotTls,
-        Failure::ClientCertificate,
-        Failure::Protocol,
-        Failure::Closed,
-        Failure::Timeout,
-        Failure::TooLarge,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::NotTls => "not_tls",
-            Failure::ClientCertificate => "client_certificate",
-            Failure::Protocol => "protocol",
-            Failure::Closed => "closed",
-            Failure::Timeout => "timeout",
-            Failure::TooLarge => "too_large",
-        }
-    }
-
     fn of(e: &io::Error) -> Failure {
         let Some(tls) = e
             .get_ref()

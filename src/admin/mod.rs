@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ mod connections;
 mod http;
 mod slots;
 
+pub use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
 pub use http::MAX_HEAD_BYTES;
@@ -60,54 +60,6 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
-
-/// Whether the daemon wants new chat connections, as `/readyz` reports it.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// One of `STARTING`, `READY`, `DRAINING`.
-    state: AtomicU8,
-    /// Set while a cluster node cannot reach Redis (ARCHITECTURE §10): it cannot take logins.
-    cluster_down: std::sync::atomic::AtomicBool,
-}
-
-const STARTING: u8 = 0;
-const READY: u8 = 1;
-const DRAINING: u8 = 2;
-
-impl Health {
-    pub fn new() -> Health {
-        Health::default()
-    }
-
-    /// The chat listeners are bound: ready, unless the drain has already begun.
-    pub fn set_ready(&self) {
-        let _ = self
-            .state
-            .compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// The drain has begun: not ready, for good.
-    pub fn set_draining(&self) {
-        self.state.store(DRAINING, Ordering::Release);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.state.load(Ordering::Acquire) == READY && !self.cluster_down.load(Ordering::Acquire)
-    }
-
-    pub fn is_cluster_down(&self) -> bool {
-        self.cluster_down.load(Ordering::Acquire)
-    }
-
-    /// Whether this cluster node is connected to Redis and registered.
-    pub fn set_cluster_up(&self, up: bool) {
-        self.cluster_down.store(!up, Ordering::Release);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DRAINING
-    }
-}
 
 /// What the admin endpoint can ask of the daemon. The endpoint is a thin adapter: HTTP in,
 /// one of these calls, HTTP out; the daemon implements it.

@@ -44,28 +44,9 @@ use crate::runtime;
 
 /// Why a login was refused before the router saw it: the `reason` label of
 /// `achat_auth_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Unknown name, wrong password, or a line without a password: one answer for all.
-    BadCredentials,
-    /// Too many failures from the address within a minute: refused without a check.
-    RateLimited,
-    /// The queue of logins waiting for a hash check was full: refused without a check,
-    /// and not counted against the address.
-    Busy,
-}
+pub use crate::metrics::AuthFailure as Failure;
 
 impl Failure {
-    pub const ALL: [Failure; 3] = [Failure::BadCredentials, Failure::RateLimited, Failure::Busy];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::BadCredentials => "bad_credentials",
-            Failure::RateLimited => "rate_limited",
-            Failure::Busy => "busy",
-        }
-    }
-
     /// What the client is told (after `error: `), before the connection closes.
     pub fn answer(self) -> &'static str {
         match self {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::link::{TlsOptions, TlsSetup};
-use super::plan::Target;
 
 /// Load-test an a-chat server (or Redis, for comparison) on this machine.
 #[derive(clap::Args, Debug, Clone)]
@@ -297,4 +296,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
             "{s:?} is not a positive byte count (examples: 1048576, 512k, 1MiB)"
         )),
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// An a-chat server (its line protocol).
+    Achat,
+    /// A Redis server (SUBSCRIBE / PUBLISH), to compare on one machine.
+    Redis,
 }

@@ -7,18 +7,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::args::Target;
 use super::args::{BenchArgs, Workload};
 use super::link::TlsSetup;
 use super::spread::{self, Route};
 use super::{payload, sys};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Target {
-    /// An a-chat server (its line protocol).
-    Achat,
-    /// A Redis server (SUBSCRIBE / PUBLISH), to compare on one machine.
-    Redis,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub enum Load {

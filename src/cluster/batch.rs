@@ -13,8 +13,8 @@ use redis::Value;
 
 use super::connection::relay_channel;
 use super::frame;
-use super::metrics::CrossDrop;
 use super::{Claim, Command, Inbound, Shared};
+use crate::metrics::cluster::CrossDrop;
 
 /// Logins in one call of the registry script at most.
 pub const CLAIM_CHUNK: usize = 500;

@@ -16,8 +16,8 @@ use tracing::Instrument as _;
 
 use super::checks::{check_entry, check_event, Refusal};
 use super::frame::{self, parse_entry, parse_event};
-use super::metrics::CrossDrop;
 use super::{Inbound, Logins, RedisAddr, Settings, Shared};
+use crate::metrics::cluster::CrossDrop;
 use crate::runtime;
 
 /// The registry's operations, one script (`registry.lua`).

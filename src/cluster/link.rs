@@ -18,10 +18,10 @@ use tracing::{debug, info, warn};
 
 use super::batch::Batch;
 use super::connection::{connect, relay_channel, Session, DIRECTORY};
-use super::metrics::CrossDrop;
 use super::snapshot::read_registry;
 use super::{Claim, Command, Inbound, Settings, Shared};
-use crate::admin::Health;
+use crate::health::Health;
+use crate::metrics::cluster::CrossDrop;
 use crate::runtime;
 
 /// The first wait before reconnecting, doubled after each failure up to [`BACKOFF_MAX`].

@@ -17,11 +17,10 @@ mod connection;
 mod directory;
 pub mod frame;
 mod link;
-mod metrics;
 mod snapshot;
 
+pub use crate::metrics::cluster::{ClusterMetrics, CrossDrop};
 pub use directory::{Caps, Directory, Entry, Logins};
-pub use metrics::{ClusterMetrics, CrossDrop};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,8 +29,8 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use tracing::{info_span, Instrument};
 
-use crate::admin::Health;
 use crate::config::ClusterConfig;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::{self, JoinHandle};
 

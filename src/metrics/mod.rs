@@ -1,11 +1,14 @@
 //! The daemon's counters (ARCHITECTURE §6), kept in a Prometheus registry. Hot paths hold
 //! plain counter handles (an atomic add each); the admin endpoint encodes the registry.
 
+pub mod cluster;
+pub mod labels;
 mod prelogin;
 mod process;
 mod reasons;
 mod tls_gate;
 
+pub use labels::{AuthFailure, Counters, LabelSet, ProxyRefusal, TlsFailure};
 pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
 use prometheus_client::encoding::text::encode;
@@ -65,13 +68,13 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_error: Counter,
     /// TLS handshakes failed, by reason (in `tls::Failure::ALL` order).
-    tls_failures: Vec<Counter>,
+    tls_failures: Counters<TlsFailure>,
     /// `achat_proxy_headers_refused_total`, one per `proxy::Refusal::ALL`.
-    proxy_refusals: Vec<Counter>,
+    proxy_refusals: Counters<ProxyRefusal>,
     /// Password hash checks run (each about one core for tens of milliseconds).
     pub auth_checks: Counter,
     /// Logins refused by authentication, by reason (in `auth::Failure::ALL` order).
-    auth_failures: Vec<Counter>,
+    auth_failures: Counters<AuthFailure>,
     pub panics: Counter,
     /// 1 while the drain runs.
     pub draining: Gauge,
@@ -87,7 +90,7 @@ pub struct Metrics {
     /// The `process_*` metrics every Prometheus exporter has, refreshed at each scrape.
     process: Process,
     /// `achat_cluster_*` (ARCHITECTURE §10); all 0 on a single node.
-    pub cluster: crate::cluster::ClusterMetrics,
+    pub cluster: cluster::ClusterMetrics,
     /// Probes and garbage that arrive before a login.
     pub prelogin: PreLogin,
     /// TLS handshakes in progress and waiting for a slot.
@@ -280,25 +283,16 @@ impl Metrics {
             "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check; busy: the queue of logins waiting for a check was full, refused without a check and not counted against the address)",
             auth_failed.clone(),
         );
-        let cluster = crate::cluster::ClusterMetrics::register(registry);
+        let cluster = cluster::ClusterMetrics::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
         };
-        let tls_failures = crate::tls::Failure::ALL
-            .iter()
-            .map(|why| label(&tls_failed, "reason", why.label()))
-            .collect();
-        let proxy_refusals = crate::proxy::Refusal::ALL
-            .iter()
-            .map(|why| label(&proxy_refused, "reason", why.label()))
-            .collect();
-        let auth_failures = crate::auth::Failure::ALL
-            .iter()
-            .map(|why| label(&auth_failed, "reason", why.label()))
-            .collect();
+        let tls_failures = Counters::new(&tls_failed, "reason");
+        let proxy_refusals = Counters::new(&proxy_refused, "reason");
+        let auth_failures = Counters::new(&auth_failed, "reason");
         Metrics {
             cluster,
             prelogin,
@@ -382,37 +376,24 @@ impl Metrics {
         }
     }
 
-    pub fn tls_handshake_failed(&self, why: crate::tls::Failure) {
-        let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
-        if let Some(counter) = at.and_then(|at| self.tls_failures.get(at)) {
-            counter.inc();
-        }
+    pub fn tls_handshake_failed(&self, why: TlsFailure) {
+        self.tls_failures.inc(why);
     }
 
-    pub fn tls_handshake_failures(&self, why: crate::tls::Failure) -> u64 {
-        let at = crate::tls::Failure::ALL.iter().position(|&f| f == why);
-        at.and_then(|at| self.tls_failures.get(at))
-            .map_or(0, Counter::get)
+    pub fn tls_handshake_failures(&self, why: TlsFailure) -> u64 {
+        self.tls_failures.get(why)
     }
 
-    pub fn proxy_header_refused(&self, why: crate::proxy::Refusal) {
-        let at = crate::proxy::Refusal::ALL.iter().position(|&r| r == why);
-        if let Some(counter) = at.and_then(|at| self.proxy_refusals.get(at)) {
-            counter.inc();
-        }
+    pub fn proxy_header_refused(&self, why: ProxyRefusal) {
+        self.proxy_refusals.inc(why);
     }
 
-    pub fn auth_failed(&self, why: crate::auth::Failure) {
-        let at = crate::auth::Failure::ALL.iter().position(|&f| f == why);
-        if let Some(counter) = at.and_then(|at| self.auth_failures.get(at)) {
-            counter.inc();
-        }
+    pub fn auth_failed(&self, why: AuthFailure) {
+        self.auth_failures.inc(why);
     }
 
-    pub fn auth_failures(&self, why: crate::auth::Failure) -> u64 {
-        let at = crate::auth::Failure::ALL.iter().position(|&f| f == why);
-        at.and_then(|at| self.auth_failures.get(at))
-            .map_or(0, Counter::get)
+    pub fn auth_failures(&self, why: AuthFailure) -> u64 {
+        self.auth_failures.get(why)
     }
 
     pub fn slow_consumer(&self, why: SlowReason) {

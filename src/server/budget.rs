@@ -13,10 +13,21 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, SlowReason};
-use crate::server::outbox::Queue;
 
-/// What every queue is measured against, and the running total of all of them.
-pub struct Budget {
+/// What the budget needs of a queue to cut the largest when the total is over.
+/// (The queue is `outbox::Queue`; a trait keeps this file below it, not beside it.)
+pub trait Held {
+    /// Bytes queued now.
+    fn queued(&self) -> usize;
+    /// Whether it has been cut already.
+    fn is_cut(&self) -> bool;
+    /// Cuts it off for `why`; false when it was cut already.
+    fn cut(&self, why: SlowReason) -> bool;
+}
+
+/// What every queue is measured against, and the running total of all of them. `Q` is
+/// the queue type (`outbox::Queue`).
+pub struct Budget<Q> {
     /// `outbound_queue_bytes`: a queue may stay above it for the grace, no longer. Also
     /// the most bytes of shared read buffers one queue may keep alive. Atomic, like the
     /// other bounds, so that a reload applies to every queue at once.
@@ -34,7 +45,7 @@ pub struct Budget {
     epoch: Instant,
     /// Every open queue, to find the largest ones when the total is over the bound.
     /// Touched once when a connection opens and once when it closes, never per line.
-    queues: Mutex<HashMap<u64, Weak<Queue>>>,
+    queues: Mutex<HashMap<u64, Weak<Q>>>,
     /// Ids for `queues`.
     next_id: AtomicU64,
     /// Set while one thread cuts queues down, so another that finds the total over the
@@ -42,8 +53,8 @@ pub struct Budget {
     cutting: AtomicBool,
 }
 
-impl Budget {
-    pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Budget> {
+impl<Q: Held> Budget<Q> {
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Budget<Q>> {
         let budget = Arc::new(Budget {
             soft: AtomicUsize::new(0),
             hard: AtomicUsize::new(0),
@@ -101,7 +112,7 @@ impl Budget {
     }
 
     /// Registers a new queue; the id is for [`Budget::forget`].
-    pub fn register(&self, queue: Weak<Queue>) -> u64 {
+    pub fn register(&self, queue: Weak<Q>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, queue);
         id
@@ -128,7 +139,7 @@ impl Budget {
 
     /// Every open queue (for `GET /connections`): a look at the list, which is touched
     /// once per connection opened or closed, never per line.
-    pub fn queues(&self) -> Vec<Arc<Queue>> {
+    pub fn queues(&self) -> Vec<Arc<Q>> {
         self.lock().values().filter_map(Weak::upgrade).collect()
     }
 
@@ -139,7 +150,7 @@ impl Budget {
         if self.cutting.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut largest: Vec<(usize, Arc<Queue>)> = self
+        let mut largest: Vec<(usize, Arc<Q>)> = self
             .lock()
             .values()
             .filter_map(Weak::upgrade)
@@ -165,7 +176,7 @@ impl Budget {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Queue>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Q>>> {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

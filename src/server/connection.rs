@@ -15,9 +15,9 @@ use crate::auth::Auth;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::runtime::{self, Conn};
-use crate::server::budget::Budget;
 use crate::server::handshakes;
 use crate::server::outbox;
+use crate::server::outbox::Budget;
 use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
 use crate::server::shutdown::{Shutdown, Void};
@@ -33,9 +33,9 @@ pub struct Connection {
     pub accepted: std::time::Instant,
     /// The connection token: accepting pauses while `max_connections` of these are out.
     /// Never cloned (a clone would corrupt the count).
-    pub token: crate::server::accept::Ticket,
+    pub token: crate::server::admission::Ticket,
     /// The per-address slot, when `max_connections_per_ip` is set.
-    pub ip_slot: Option<crate::server::accept::IpSlot>,
+    pub ip_slot: Option<crate::server::admission::IpSlot>,
     pub events: Sender<Event>,
     pub limits: Arc<Limits>,
     /// The bounds on what is queued for clients, shared by every connection.
@@ -55,8 +55,8 @@ struct Held {
     /// The writer task: the connection ends when it has flushed and closed.
     writer: runtime::JoinHandle<()>,
     metrics: Arc<Metrics>,
-    token: crate::server::accept::Ticket,
-    ip_slot: Option<crate::server::accept::IpSlot>,
+    token: crate::server::admission::Ticket,
+    ip_slot: Option<crate::server::admission::IpSlot>,
     alive: Sender<Void>,
     /// The connection's queue, for the figures of its close line.
     queue: Arc<crate::server::outbox::Queue>,

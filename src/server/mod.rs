@@ -7,11 +7,13 @@
 //! is gone and drops every queue, and each writer flushes, says goodbye, and closes.
 
 mod accept;
+mod admission;
 mod badlines;
 mod budget;
 mod connection;
 pub mod conninfo;
 pub mod drain;
+mod event;
 mod handshakes;
 mod outbox;
 mod prelogin;
@@ -46,7 +48,7 @@ pub struct Live {
     /// What each new connection takes at accept; connections keep the limits they got.
     limits: RwLock<Arc<Limits>>,
     /// The queue bounds and their running total, shared by every connection.
-    budget: Arc<budget::Budget>,
+    budget: Arc<outbox::Budget>,
     /// The router's inbox, to tell it about a reload; weak, so that it never keeps the
     /// router (and the drain) alive.
     router: Mutex<Option<async_channel::WeakSender<router::Event>>>,
@@ -59,7 +61,7 @@ impl Live {
     pub fn new(limits: &Limits, metrics: &Metrics) -> Arc<Live> {
         Arc::new(Live {
             limits: RwLock::new(Arc::new(limits.clone())),
-            budget: budget::Budget::new(limits, metrics),
+            budget: outbox::Budget::new(limits, metrics),
             router: Mutex::new(None),
             relay_rules: Mutex::new(None),
         })

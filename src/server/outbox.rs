@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use crate::metrics::{DropReason, SlowReason};
 use crate::runtime::Conn;
 use crate::server::badlines::BadLines;
-use crate::server::budget::Budget;
+use crate::server::budget::{self, Held};
+
+/// The memory bound every queue is measured against (see [`budget::Budget`]).
+pub type Budget = budget::Budget<Queue>;
 use crate::server::conninfo::ConnInfo;
 
 /// One line queued for a client.
@@ -452,6 +455,18 @@ impl Drop for Queue {
         // Whatever was still counted (lines left when a writer ended early) leaves the total.
         self.budget.sub(*self.queued.get_mut());
         self.budget.forget(self.id);
+    }
+}
+
+impl Held for Queue {
+    fn queued(&self) -> usize {
+        Queue::queued(self)
+    }
+    fn is_cut(&self) -> bool {
+        Queue::is_cut(self)
+    }
+    fn cut(&self, why: SlowReason) -> bool {
+        Queue::cut(self, why)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::proxy::{self, Header, Parse};
 use crate::runtime::{self, Conn};
-use crate::server::accept::PerIp;
+use crate::server::admission::PerIp;
 use crate::server::connection::Connection;
 use crate::server::writer;
 use crate::tls;

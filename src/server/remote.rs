@@ -21,8 +21,8 @@ use crate::metrics::Metrics;
 use crate::names::LoginError;
 use crate::protocol;
 use crate::runtime;
+use crate::server::event::{ConnId, Event};
 use crate::server::outbox::{Out, Outbox, Shared};
-use crate::server::router::{ConnId, Event};
 
 /// A login waiting for the registry's answer.
 pub struct Claiming {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
-use super::checks::Refusal;
+use crate::cluster::checks::Refusal;
 
 /// The least time between two warnings that input from Redis was refused.
 const REFUSED_WARN_EVERY: Duration = Duration::from_secs(60);

@@ -1,0 +1,154 @@
+//! Closed sets of label values. Each set is an enum: the compiler rejects a value that is
+//! not in it, each value's counter is made at start (so every series is exported from
+//! the first scrape, at 0), and a value finds its counter by its own index, never by a
+//! search or a string. The modules that decide these outcomes (tls, proxy, auth) use
+//! them under their own names (`tls::Failure`...); the metrics import none of them back.
+
+use std::marker::PhantomData;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::Labels;
+
+/// A closed set of label values, in `ALL`'s order.
+pub trait LabelSet: Copy + 'static {
+    /// Every value, in the order of their indices.
+    const ALL: &'static [Self];
+    /// The label value.
+    fn label(self) -> &'static str;
+    /// The value's position in `ALL`.
+    fn index(self) -> usize;
+}
+
+/// Defines a label set: the enum, its labels, and its inherent `ALL` and `label()`.
+macro_rules! label_set {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident => $label:literal,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the order of their indices.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+
+        impl LabelSet for $name {
+            const ALL: &'static [$name] = $name::ALL;
+            fn label(self) -> &'static str {
+                $name::label(self)
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+/// One counter per value of a label set, all in one family under one label key.
+#[derive(Debug)]
+pub struct Counters<L> {
+    /// Indexed by [`LabelSet::index`].
+    counters: Vec<Counter>,
+    _set: PhantomData<L>,
+}
+
+impl<L: LabelSet> Counters<L> {
+    /// Makes (and so exports) the counter of every value of `L` in `family`, under `key`.
+    pub fn new(family: &Family<Labels, Counter>, key: &'static str) -> Counters<L> {
+        let counters = L::ALL
+            .iter()
+            .map(|value| family.get_or_create_owned(&vec![(key, value.label())]))
+            .collect();
+        Counters {
+            counters,
+            _set: PhantomData,
+        }
+    }
+
+    pub fn inc(&self, value: L) {
+        self.counters[value.index()].inc();
+    }
+
+    pub fn get(&self, value: L) -> u64 {
+        self.counters[value.index()].get()
+    }
+}
+
+label_set! {
+    /// Why a TLS handshake failed: the `reason` label of `achat_tls_handshake_failures_total`.
+    pub enum TlsFailure {
+        /// Not TLS at all: plaintext or garbage on a TLS port.
+        NotTls => "not_tls",
+        /// The client's certificate was missing or not signed by `client_ca`.
+        ClientCertificate => "client_certificate",
+        /// TLS, but the two sides could not agree (versions, ciphers, a bad record...).
+        Protocol => "protocol",
+        /// The client closed or reset the connection mid-handshake.
+        Closed => "closed",
+        /// The handshake did not finish within `login_timeout`.
+        Timeout => "timeout",
+        /// A ClientHello longer than a-chat takes (see `server::handshakes`).
+        TooLarge => "too_large",
+    }
+}
+
+label_set! {
+    /// Why a connection that owed a PROXY header was closed: the `reason` label of
+    /// `achat_proxy_headers_refused_total`.
+    pub enum ProxyRefusal {
+        Missing => "missing",
+        TooLong => "too_long",
+        Malformed => "malformed",
+        Unsupported => "unsupported",
+        /// No whole header within `login_timeout`.
+        Timeout => "timeout",
+    }
+}
+
+label_set! {
+    /// Why a login was refused before the router saw it: the `reason` label of
+    /// `achat_auth_failures_total`.
+    pub enum AuthFailure {
+        /// Unknown name, wrong password, or a line without a password: one answer for all.
+        BadCredentials => "bad_credentials",
+        /// Too many failures from the address within a minute: refused without a check.
+        RateLimited => "rate_limited",
+        /// The queue of logins waiting for a hash check was full: refused without a
+        /// check, and not counted against the address.
+        Busy => "busy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_finds_its_own_counter() {
+        let family = Family::<Labels, Counter>::default();
+        let counters = Counters::<TlsFailure>::new(&family, "reason");
+        for (i, &value) in TlsFailure::ALL.iter().enumerate() {
+            assert_eq!(value.index(), i);
+            for _ in 0..=i {
+                counters.inc(value);
+            }
+        }
+        for (i, &value) in TlsFailure::ALL.iter().enumerate() {
+            assert_eq!(counters.get(value), i as u64 + 1, "{}", value.label());
+            let child = family.get_or_create_owned(&vec![("reason", value.label())]);
+            assert_eq!(child.get(), i as u64 + 1);
+        }
+    }
+}
