@@ -131,6 +131,56 @@ label_set! {
     }
 }
 
+label_set! {
+    /// Why a connection ended: its close line's `reason`. The first part of a-chat that
+    /// decides it records it (`ConnInfo::ending`); a connection nobody decided for ends as
+    /// `Closed`.
+    pub enum CloseReason {
+        /// Nobody recorded a reason.
+        Closed => "closed",
+        /// The client closed its side.
+        ClientClosed => "client_closed",
+        /// The connection was reset or a read failed.
+        Reset => "reset",
+        /// The peer stopped answering (TCP keepalive or `TCP_USER_TIMEOUT`).
+        PeerVanished => "peer_vanished",
+        LoginTaken => "login_taken",
+        InvalidLogin => "invalid_login",
+        LoginTimeout => "login_timeout",
+        BadCredentials => "bad_credentials",
+        RateLimited => "rate_limited",
+        /// The queue of logins waiting for a hash check was full.
+        Busy => "busy",
+        IdleTimeout => "idle_timeout",
+        LineTooLong => "line_too_long",
+        InvalidUtf8 => "invalid_utf8",
+        TooManyBadLines => "too_many_bad_lines",
+        SlowConsumerGrace => "slow_consumer_grace",
+        SlowConsumerHardLimit => "slow_consumer_hard_limit",
+        SlowConsumerWriteTimeout => "slow_consumer_write_timeout",
+        SlowConsumerTotalLimit => "slow_consumer_total_limit",
+        /// A reload removed the user, or changed the password it logged in with.
+        AccountRemoved => "account_removed",
+        /// The same user logged in again with the password (a takeover).
+        Replaced => "replaced",
+        ClusterUnavailable => "cluster_unavailable",
+        /// A cluster node lost the login to another node.
+        LoginLost => "login_lost",
+        /// The drain closed it.
+        Drain => "drain",
+    }
+}
+
+impl From<AuthFailure> for CloseReason {
+    fn from(why: AuthFailure) -> CloseReason {
+        match why {
+            AuthFailure::BadCredentials => CloseReason::BadCredentials,
+            AuthFailure::RateLimited => CloseReason::RateLimited,
+            AuthFailure::Busy => CloseReason::Busy,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod process;
 mod reasons;
 mod tls_gate;
 
-pub use labels::{AuthFailure, Counters, LabelSet, ProxyRefusal, TlsFailure};
+pub use labels::{AuthFailure, CloseReason, Counters, LabelSet, ProxyRefusal, TlsFailure};
 pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
 use prometheus_client::encoding::text::encode;

@@ -56,12 +56,13 @@ impl SlowReason {
     }
 
     /// The close line's `reason` for a connection cut off for this.
-    pub fn close_reason(self) -> &'static str {
+    pub fn close_reason(self) -> super::CloseReason {
+        use super::CloseReason as C;
         match self {
-            SlowReason::Grace => "slow_consumer_grace",
-            SlowReason::Hard => "slow_consumer_hard_limit",
-            SlowReason::WriteTimeout => "slow_consumer_write_timeout",
-            SlowReason::Total => "slow_consumer_total_limit",
+            SlowReason::Grace => C::SlowConsumerGrace,
+            SlowReason::Hard => C::SlowConsumerHardLimit,
+            SlowReason::WriteTimeout => C::SlowConsumerWriteTimeout,
+            SlowReason::Total => C::SlowConsumerTotalLimit,
         }
     }
 

@@ -13,7 +13,7 @@ use tracing::{debug, debug_span, error, info, info_span, Instrument};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
 use crate::runtime::{self, Conn};
 use crate::server::handshakes;
 use crate::server::outbox;
@@ -202,13 +202,13 @@ impl Held {
             info.ending(why.close_reason());
         }
         if end == Some(reader::End::Drain) {
-            info.ending("drain");
+            info.ending(CloseReason::Drain);
         }
         use crate::server::conninfo::ConnInfo as C;
         macro_rules! closed {
             ($level:ident) => {
                 $level!(
-                    reason = info.reason(),
+                    reason = info.reason().label(),
                     duration_ms = info.duration().as_millis() as u64,
                     bytes_in = C::get(&info.bytes_in),
                     bytes_out = C::get(&info.bytes_out),

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use crate::metrics::{CloseReason, LabelSet};
+
 /// One connection's figures; counters are updated once per read or write, not per line.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -24,39 +26,10 @@ pub struct ConnInfo {
     pub messages_in: AtomicU32,
     /// Deliveries written to the client.
     pub messages_out: AtomicU32,
-    /// Why it ended (an index into REASONS, 0 while undecided), set by whoever decides
-    /// first; the close line says `closed` when no one did.
+    /// Why it ended (a [`CloseReason`]'s index, 0 (`Closed`) while undecided), set by
+    /// whoever decides first; the close line says `closed` when no one did.
     reason: AtomicU8,
 }
-
-/// Every reason a connection's close line can give; index 0 is the default.
-const REASONS: [&str; 25] = [
-    "closed",
-    "client_closed",
-    "reset",
-    "peer_vanished",
-    "login_taken",
-    "invalid_login",
-    "login_timeout",
-    "bad_credentials",
-    "rate_limited",
-    "busy",
-    "idle_timeout",
-    "line_too_long",
-    "invalid_utf8",
-    "too_many_bad_lines",
-    "slow_consumer_grace",
-    "slow_consumer_hard_limit",
-    "slow_consumer_write_timeout",
-    "slow_consumer_total_limit",
-    "account_removed",
-    "replaced",
-    "cluster_unavailable",
-    "login_lost",
-    "drain",
-    "panic",
-    "other",
-];
 
 impl ConnInfo {
     pub fn new(conn: u64, peer: SocketAddr) -> ConnInfo {
@@ -76,18 +49,19 @@ impl ConnInfo {
     }
 
     /// Records why the connection ends, unless a reason was recorded already.
-    pub fn ending(&self, reason: &'static str) {
-        let at = REASONS
-            .iter()
-            .position(|&r| r == reason)
-            .unwrap_or(REASONS.len() - 1) as u8;
+    pub fn ending(&self, reason: CloseReason) {
+        let at = reason.index() as u8;
         let _ = self
             .reason
             .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    pub fn reason(&self) -> &'static str {
-        REASONS[self.reason.load(Ordering::Acquire) as usize]
+    pub fn reason(&self) -> CloseReason {
+        let at = self.reason.load(Ordering::Acquire) as usize;
+        CloseReason::ALL
+            .get(at)
+            .copied()
+            .unwrap_or(CloseReason::Closed)
     }
 
     /// How long the connection has been open.
@@ -170,9 +144,9 @@ mod tests {
             "{json}"
         );
         assert!(json.ends_with("\"bytes_in\":10,\"bytes_out\":0,\"messages_in\":0,\"messages_out\":0,\"queued_bytes\":3}"), "{json}");
-        assert_eq!(info.reason(), "closed");
-        info.ending("idle_timeout");
-        info.ending("drain");
-        assert_eq!(info.reason(), "idle_timeout");
+        assert_eq!(info.reason(), CloseReason::Closed);
+        info.ending(CloseReason::IdleTimeout);
+        info.ending(CloseReason::Drain);
+        assert_eq!(info.reason(), CloseReason::IdleTimeout);
     }
 }

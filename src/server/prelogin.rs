@@ -5,7 +5,7 @@
 
 use tracing::{debug, warn};
 
-use crate::metrics::{Garbage, Metrics, Refusal};
+use crate::metrics::{CloseReason, Garbage, Metrics, Refusal};
 use crate::names::LoginError;
 use crate::protocol;
 use crate::server::outbox::{Out, Outbox};
@@ -19,7 +19,7 @@ const TLS_ON_PLAINTEXT: &str = "this port speaks plain text, not TLS";
 /// logs nothing at info: the answer a login without a name gets, counted as a probe.
 /// The connection then closes.
 pub fn probe(outbox: &Outbox, metrics: &Metrics) {
-    outbox.info().ending("invalid_login");
+    outbox.info().ending(CloseReason::InvalidLogin);
     debug!("probe answered");
     metrics.prelogin.probes.inc();
     let _ = outbox.send(Out::Server(protocol::format_error(LoginError::Empty)));
@@ -31,14 +31,14 @@ pub fn probe(outbox: &Outbox, metrics: &Metrics) {
 pub fn garbage(outbox: &Outbox, metrics: &Metrics, kind: Garbage) {
     let (reason, answer) = match kind {
         Garbage::LineTooLong => (
-            "line_too_long",
+            CloseReason::LineTooLong,
             protocol::FrameError::LineTooLong.to_string(),
         ),
         Garbage::InvalidUtf8 => (
-            "invalid_utf8",
+            CloseReason::InvalidUtf8,
             protocol::FrameError::InvalidUtf8.to_string(),
         ),
-        Garbage::TlsOnPlaintext => ("invalid_login", TLS_ON_PLAINTEXT.to_owned()),
+        Garbage::TlsOnPlaintext => (CloseReason::InvalidLogin, TLS_ON_PLAINTEXT.to_owned()),
     };
     outbox.info().ending(reason);
     metrics.refused(Refusal::InvalidLogin);

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{looks_like_tls, Garbage, Metrics, Refusal};
+use crate::metrics::{looks_like_tls, CloseReason, Garbage, Metrics, Refusal};
 use crate::names::{self, LoginError};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
@@ -156,7 +156,7 @@ impl Reader {
             match input {
                 Input::Read(Ok(0)) => {
                     debug!("client closed the connection");
-                    self.outbox.info().ending("client_closed");
+                    self.outbox.info().ending(CloseReason::ClientClosed);
                     return End::Closed;
                 }
                 Input::Read(Ok(_)) => {}
@@ -166,7 +166,7 @@ impl Reader {
                     return End::Closed;
                 }
                 Input::Timeout => {
-                    self.outbox.info().ending("idle_timeout");
+                    self.outbox.info().ending(CloseReason::IdleTimeout);
                     info!(timeout = ?idle, "idle timeout");
                     self.say(protocol::format_notice("idle timeout"));
                     return End::Closed;
@@ -195,7 +195,7 @@ impl Reader {
             let left = deadline.saturating_sub(started.elapsed());
             match self.read(framer, left.max(Duration::from_millis(1))).await {
                 Input::Read(Ok(0)) => {
-                    self.outbox.info().ending("client_closed");
+                    self.outbox.info().ending(CloseReason::ClientClosed);
                     return Err(End::Closed);
                 }
                 Input::Read(Ok(_)) => {}
@@ -205,7 +205,7 @@ impl Reader {
                     return Err(End::Closed);
                 }
                 Input::Timeout => {
-                    self.outbox.info().ending("login_timeout");
+                    self.outbox.info().ending(CloseReason::LoginTimeout);
                     // Slowloris crowds and port probes do this by the hundred: counted, and
                     // logged at debug only.
                     debug!("refused: no login within login_timeout");
@@ -277,9 +277,9 @@ impl Reader {
             _ => Refusal::InvalidLogin,
         };
         self.outbox.info().ending(match why {
-            Refusal::LoginTaken => "login_taken",
-            Refusal::ClusterUnavailable => "cluster_unavailable",
-            _ => "invalid_login",
+            Refusal::LoginTaken => CloseReason::LoginTaken,
+            Refusal::ClusterUnavailable => CloseReason::ClusterUnavailable,
+            _ => CloseReason::InvalidLogin,
         });
         if matches!(e, LoginError::ClusterUnavailable) {
             // Every client retrying while Redis is away must not fill the log (the
@@ -369,7 +369,7 @@ impl Reader {
             }
         }
         if too_many_bad {
-            self.outbox.info().ending("too_many_bad_lines");
+            self.outbox.info().ending(CloseReason::TooManyBadLines);
             return Err(End::Closed);
         }
         match failure {
@@ -380,8 +380,8 @@ impl Reader {
 
     fn frame_error(&self, e: FrameError) -> End {
         self.outbox.info().ending(match e {
-            FrameError::LineTooLong => "line_too_long",
-            _ => "invalid_utf8",
+            FrameError::LineTooLong => CloseReason::LineTooLong,
+            _ => CloseReason::InvalidUtf8,
         });
         warn!(error = %e, "closing connection");
         self.say(protocol::format_error(e));
@@ -471,9 +471,9 @@ impl Reader {
 
 /// The close line's reason for a read that failed: ETIMEDOUT is the kernel saying the peer
 /// vanished (keepalive probes or sent data went unanswered for `dead_peer_timeout`).
-fn read_error_reason(e: &std::io::Error) -> &'static str {
+fn read_error_reason(e: &std::io::Error) -> CloseReason {
     match e.kind() {
-        std::io::ErrorKind::TimedOut => "peer_vanished",
-        _ => "reset",
+        std::io::ErrorKind::TimedOut => CloseReason::PeerVanished,
+        _ => CloseReason::Reset,
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use crate::auth::{Auth, Granted};
 use crate::cluster::{Claim, Inbound};
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
 use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::outbox::{Out, Outbox, Shared};
@@ -78,7 +78,7 @@ impl Online {
             self.looks.remove(&old.look);
             let notice = protocol::format_notice("logged in from another connection");
             let _ = old.outbox.send(Out::Server(notice));
-            old.outbox.info().ending("replaced");
+            old.outbox.info().ending(CloseReason::Replaced);
             old.outbox.stop_reading();
             info!(login = %login, old = old.conn, new = conn, "login taken over by a connection that proved the password: the older one is closed");
         }
@@ -279,7 +279,7 @@ fn revoke(users: &Auth, online: &mut Online, remote: &mut Option<Remote>, metric
             let _ = peer
                 .outbox
                 .send(Out::Server(protocol::format_notice("account removed")));
-            peer.outbox.info().ending("account_removed");
+            peer.outbox.info().ending(CloseReason::AccountRemoved);
             peer.outbox.stop_reading();
             info!(login = %login, "account removed from the users file: disconnected");
         }
@@ -319,7 +319,7 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
                     let _ = peer.outbox.send(Out::Server(protocol::format_notice(
                         "another node took this login while the cluster was unavailable",
                     )));
-                    peer.outbox.info().ending("login_lost");
+                    peer.outbox.info().ending(CloseReason::LoginLost);
                     peer.outbox.stop_reading();
                 }
                 // Not released: the registry gave it to the other node.

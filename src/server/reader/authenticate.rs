@@ -9,7 +9,7 @@ use tracing::{debug, info};
 
 use super::{End, Reader};
 use crate::auth::{Auth, Failure, Granted};
-use crate::metrics::Refusal;
+use crate::metrics::{CloseReason, Refusal};
 use crate::protocol;
 use crate::runtime;
 
@@ -54,17 +54,17 @@ impl Reader {
         match checked.or(drain).or(timeout).or(gone).await {
             Ok(Ok((name, granted))) => Ok((name.to_owned(), granted)),
             Ok(Err(why)) => {
-                self.outbox.info().ending(why.label());
+                self.outbox.info().ending(why.into());
                 self.say(protocol::format_error(why.answer()));
                 Err(End::Closed)
             }
             Err(Some(End::Closed)) => {
                 debug!("client closed the connection while its login waited for a check");
-                self.outbox.info().ending("client_closed");
+                self.outbox.info().ending(CloseReason::ClientClosed);
                 Err(End::Closed)
             }
             Err(None) => {
-                self.outbox.info().ending("login_timeout");
+                self.outbox.info().ending(CloseReason::LoginTimeout);
                 info!("refused: login not checked within login_timeout");
                 self.metrics.refused(Refusal::LoginTimeout);
                 self.say(protocol::format_error("login timeout"));
@@ -80,7 +80,7 @@ impl Reader {
     pub(super) fn users_changed(&self) -> End {
         let failure = Failure::BadCredentials;
         self.metrics.auth_failed(failure);
-        self.outbox.info().ending(failure.label());
+        self.outbox.info().ending(failure.into());
         info!("login refused: the users file was reloaded while the password was checked");
         self.say(protocol::format_error(failure.answer()));
         End::Closed
