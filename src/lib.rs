@@ -1,5 +1,6 @@
-//! a-chat: a hardened, observable line-protocol chat daemon. The binary's subcommands
-//! live in `main.rs`; everything else is here so tests and benchmarks can use it.
+//! a-chat: a hardened, observable line-protocol chat daemon. The binary's `main.rs` parses
+//! the command line; everything else is here so tests and benchmarks can use it.
+//! docs/ARCHITECTURE.md has the map of these modules and which way they depend.
 //!
 //! Where each part of the design lives:
 //! - `protocol`: the wire protocol as pure functions (docs/ARCHITECTURE.md §1)
@@ -10,7 +11,8 @@
 //! - `telemetry`, `metrics`: logs and counters (§6)
 //! - `admin`, `notify`: the HTTP endpoint for metrics and health, systemd notification (§6)
 //! - `client`, `screen`: the interactive client, what it shows, and the health probe (§2)
-//! - `daemon`: the running daemon and its control surface (reload, connections)
+//! - `daemon`: the running daemon, the checks before a start, and its control surface
+//! - `health`: starting, ready, draining (what `/readyz` says)
 //! - `client_key`: what the per-address limits count as one client address
 //! - `runtime`: the only module that names the async runtime
 

@@ -62,7 +62,7 @@ impl TlsSetup {
             (None, None) => None,
             _ => return Err("--cert and --key go together".into()),
         };
-        let mut config = crate::tls::client_config(Some(ca), pair)?;
+        let mut config = a_chat::tls::client_config(Some(ca), pair)?;
         config.resumption = Resumption::disabled();
         Ok(TlsSetup {
             config: Arc::new(config),

@@ -43,11 +43,11 @@ pub struct Budget<Q> {
     total: Gauge,
     /// The clock of the queues' `over_since` stamps starts here.
     epoch: Instant,
-    /// Every open queue, to find the largest ones when the total is over the bound.
-    /// Touched once when a connection opens and once when it closes, never per line.
+    /// Every open queue by its connection's id (the one id a connection has, as in its
+    /// log lines and in the router), to find the largest ones when the total is over the
+    /// bound and to list them. Touched once when a connection opens and once when it
+    /// closes, never per line.
     queues: Mutex<HashMap<u64, Weak<Q>>>,
-    /// Ids for `queues`.
-    next_id: AtomicU64,
     /// Set while one thread cuts queues down, so another that finds the total over the
     /// bound at the same moment does not cut a second round for the same excess.
     cutting: AtomicBool,
@@ -63,7 +63,6 @@ impl<Q: Held> Budget<Q> {
             total: metrics.outbound_queued.clone(),
             epoch: Instant::now(),
             queues: Mutex::default(),
-            next_id: AtomicU64::new(1),
             cutting: AtomicBool::new(false),
         });
         budget.set(limits);
@@ -111,11 +110,9 @@ impl<Q: Held> Budget<Q> {
         )
     }
 
-    /// Registers a new queue; the id is for [`Budget::forget`].
-    pub fn register(&self, queue: Weak<Q>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// Registers the queue of connection `id`, until [`Budget::forget`].
+    pub fn register(&self, id: u64, queue: Weak<Q>) {
         self.lock().insert(id, queue);
-        id
     }
 
     pub fn forget(&self, id: u64) {

@@ -110,8 +110,6 @@ pub struct Queue {
     cut: AtomicU8,
     /// The bounds, and the total this queue's bytes count against.
     budget: Arc<Budget>,
-    /// This queue's entry in the budget's list of queues.
-    id: u64,
     /// The socket, so that a slow consumer's blocked write fails at once.
     stream: Conn,
     /// Who the connection is and what it did, for its close line and `/connections`.
@@ -164,18 +162,20 @@ pub struct Inbox {
 
 /// A new queue for `stream`, measured against `budget`.
 pub fn new(stream: Conn, budget: Arc<Budget>, info: ConnInfo) -> (Outbox, Inbox) {
-    let queue = Arc::new_cyclic(|me| Queue {
+    let queue = Arc::new(Queue {
         lines: Mutex::default(),
         senders: AtomicUsize::new(1),
         queued: AtomicUsize::new(0),
         over_since: AtomicU64::new(0),
         pinned: AtomicUsize::new(0),
         cut: AtomicU8::new(0),
-        id: budget.register(me.clone()),
         budget,
         stream,
         info,
     });
+    queue
+        .budget
+        .register(queue.info.conn, Arc::downgrade(&queue));
     (
         Outbox {
             queue: queue.clone(),
@@ -454,7 +454,7 @@ impl Drop for Queue {
     fn drop(&mut self) {
         // Whatever was still counted (lines left when a writer ended early) leaves the total.
         self.budget.sub(*self.queued.get_mut());
-        self.budget.forget(self.id);
+        self.budget.forget(self.info.conn);
     }
 }
 

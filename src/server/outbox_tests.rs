@@ -26,7 +26,10 @@ fn queue_in(budget: &Arc<Budget>) -> (Outbox, Inbox, std::net::TcpStream) {
     let (accepted, _) = listener.accept().unwrap();
     let conn = Conn::from_accepted(accepted.into(), Duration::ZERO).unwrap();
     let peer = client.local_addr().unwrap();
-    let (outbox, inbox) = new(conn, budget.clone(), ConnInfo::new(1, peer));
+    // Each queue its own connection id, as the accept loop gives them.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (outbox, inbox) = new(conn, budget.clone(), ConnInfo::new(id, peer));
     (outbox, inbox, client)
 }
 
