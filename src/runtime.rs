@@ -126,6 +126,13 @@ where
 /// output; dropping it cancels.
 pub struct ApartTask<T>(async_executor::Task<T>);
 
+impl<T> ApartTask<T> {
+    /// Lets the work run to its end without a handle to wait for it.
+    pub fn detach(self) {
+        self.0.detach();
+    }
+}
+
 impl<T> Future for ApartTask<T> {
     type Output = T;
 

@@ -11,7 +11,9 @@
 //! the chat listener: its own task and span, its own connection cap (so it can never use
 //! up the descriptors chat connections need), a deadline on every request (a client that
 //! trickles bytes costs one of those capped slots for a few seconds, nothing more), and
-//! errors that end one admin connection and nothing else.
+//! errors that end one admin connection and nothing else. It runs on the threads apart
+//! from the chat's (`runtime::spawn_apart`, at nice 10): scrapers and `/connections`
+//! clients, however many and however fast, never take a turn of the chat's thread.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -148,7 +150,7 @@ impl Admin {
                 .unwrap_or_else(|_| "?".into());
             let shared = shared.clone();
             let span = info_span!("http", peer = %peer);
-            runtime::spawn(
+            runtime::spawn_apart(
                 async move {
                     let served = AssertUnwindSafe(serve(stream, &shared, &slot)).catch_unwind();
                     if served.await.is_err() {
@@ -158,7 +160,8 @@ impl Admin {
                     drop(token);
                 }
                 .instrument(span),
-            );
+            )
+            .detach();
         }
     }
 }

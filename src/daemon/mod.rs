@@ -333,6 +333,6 @@ impl Daemon {
             accept_error_sleep: self.config.server.accept_error_sleep,
             control: Arc::new(self.control()),
         };
-        runtime::spawn(endpoint.run().instrument(span));
+        runtime::spawn_apart(endpoint.run().instrument(span)).detach();
     }
 }

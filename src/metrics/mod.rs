@@ -97,6 +97,16 @@ pub struct Metrics {
     pub tls_gate: tls_gate::TlsGate,
 }
 
+/// Makes a metric, registers it under `name` with `help`, and gives back its handle.
+fn add<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -107,66 +117,41 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("achat");
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Chat connections open now",
-            connections_open.clone(),
-        );
-        let connections_accepted = Counter::default();
-        registry.register(
+        let connections_open: Gauge =
+            add(registry, "connections_open", "Chat connections open now");
+        let connections_accepted: Counter = add(
+            registry,
             "connections_accepted",
             "Chat connections accepted",
-            connections_accepted.clone(),
         );
-        let refused = Family::<Labels, Counter>::default();
-        registry.register(
+        let refused: Family<Labels, Counter> = add(
+            registry,
             "connections_refused",
             "Chat connections refused, by reason",
-            refused.clone(),
         );
-        let accept_paused_at_cap = Counter::default();
-        registry.register(
-            "accept_paused_at_cap",
-            "Times accepting paused because all max_connections tokens were in use; connections arriving meanwhile wait in the listen backlog (held, not refused)",
-            accept_paused_at_cap.clone(),
-        );
-        let accept_errors = Family::<Labels, Counter>::default();
-        registry.register(
-            "accept_errors",
-            "Accept errors, by class (per_connection: skipped at once; resource_shortage: followed by accept_error_sleep)",
-            accept_errors.clone(),
-        );
-        let messages_received = Counter::default();
-        registry.register(
+        let accept_paused_at_cap: Counter = add(registry, "accept_paused_at_cap", "Times accepting paused because all max_connections tokens were in use; connections arriving meanwhile wait in the listen backlog (held, not refused)");
+        let accept_errors: Family<Labels, Counter> = add(registry, "accept_errors", "Accept errors, by class (per_connection: skipped at once; resource_shortage: followed by accept_error_sleep)");
+        let messages_received: Counter = add(
+            registry,
             "messages_received",
             "Message lines received from logged-in clients",
-            messages_received.clone(),
         );
-        let deliveries_routed = Counter::default();
-        registry.register(
+        let deliveries_routed: Counter = add(
+            registry,
             "deliveries_routed",
             "Deliveries (one message to one recipient) routed to a logged-in recipient",
-            deliveries_routed.clone(),
         );
-        let messages_delivered = Counter::default();
-        registry.register(
+        let messages_delivered: Counter = add(
+            registry,
             "deliveries_written",
             "Deliveries (one message to one recipient) written to the recipient's socket",
-            messages_delivered.clone(),
         );
-        let dropped = Family::<Labels, Counter>::default();
-        registry.register(
+        let dropped: Family<Labels, Counter> = add(
+            registry,
             "deliveries_dropped",
             "Deliveries that could not be written, by reason",
-            dropped.clone(),
         );
-        let lines_rejected = Counter::default();
-        registry.register(
-            "lines_rejected",
-            "Refused message lines: one per line without a colon or with too many recipients, one per unknown recipient of a line (answered once per name and read)",
-            lines_rejected.clone(),
-        );
+        let lines_rejected: Counter = add(registry, "lines_rejected", "Refused message lines: one per line without a colon or with too many recipients, one per unknown recipient of a line (answered once per name and read)");
         let bytes_in = Counter::default();
         registry.register_with_unit(
             "received",
@@ -181,89 +166,51 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             bytes_out.clone(),
         );
-        let slow_consumers = Family::<Labels, Counter>::default();
-        registry.register(
-            "slow_consumers",
-            "Connections disconnected for not reading, by the bound they passed (grace: over outbound_queue_bytes longer than slow_consumer_grace; hard_limit: over outbound_queue_hard_bytes; write_timeout; total_limit: largest queue when all passed outbound_total_bytes)",
-            slow_consumers.clone(),
-        );
-        let outbound_queued = Gauge::default();
-        registry.register(
-            "outbound_queued_bytes",
-            "Bytes queued for clients and not yet written, all connections together (bounded by outbound_total_bytes)",
-            outbound_queued.clone(),
-        );
-        let bad_line_disconnects = Counter::default();
-        registry.register(
-            "bad_line_disconnects",
-            "Connections closed with 'too many bad lines' for sending refused lines faster than 10 a second (bursts of 20)",
-            bad_line_disconnects.clone(),
-        );
-        let panics = Counter::default();
-        registry.register(
+        let slow_consumers: Family<Labels, Counter> = add(registry, "slow_consumers", "Connections disconnected for not reading, by the bound they passed (grace: over outbound_queue_bytes longer than slow_consumer_grace; hard_limit: over outbound_queue_hard_bytes; write_timeout; total_limit: largest queue when all passed outbound_total_bytes)");
+        let outbound_queued: Gauge = add(registry, "outbound_queued_bytes", "Bytes queued for clients and not yet written, all connections together (bounded by outbound_total_bytes)");
+        let bad_line_disconnects: Counter = add(registry, "bad_line_disconnects", "Connections closed with 'too many bad lines' for sending refused lines faster than 10 a second (bursts of 20)");
+        let panics: Counter = add(
+            registry,
             "connection_panics",
             "Connection tasks that panicked and were closed",
-            panics.clone(),
         );
-        let draining = Gauge::default();
-        registry.register(
+        let draining: Gauge = add(
+            registry,
             "draining",
             "1 while the shutdown drain runs, else 0",
-            draining.clone(),
         );
-        let log_lines_dropped = Counter::default();
-        registry.register(
+        let log_lines_dropped: Counter = add(
+            registry,
             "log_lines_dropped",
             "Log lines dropped because the log writer could not keep up",
-            log_lines_dropped.clone(),
         );
-        let tls_handshakes = Counter::default();
-        registry.register(
+        let tls_handshakes: Counter = add(
+            registry,
             "tls_handshakes",
             "TLS handshakes completed on the [tls] listeners",
-            tls_handshakes.clone(),
         );
-        let tls_failed = Family::<Labels, Counter>::default();
-        registry.register(
-            "tls_handshake_failures",
-            "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; too_large: a ClientHello over 16 KiB; closed; timeout: not done within login_timeout)",
-            tls_failed.clone(),
-        );
-        let proxy_refused = Family::<Labels, Counter>::default();
-        registry.register(
-            "proxy_headers_refused",
-            "Connections from a [server] proxy_protocol_from address closed for their PROXY protocol header, by reason (missing: the connection began otherwise; too_long; malformed; unsupported: a version or command a-chat does not know; timeout: no whole header within login_timeout)",
-            proxy_refused.clone(),
-        );
-        let reloads = Family::<Labels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Configuration reloads on SIGHUP, by result (ok: applied; error: the file or a file it names could not be used, nothing changed)",
-            reloads.clone(),
-        );
-        let login_timeouts = Counter::default();
-        registry.register(
+        let tls_failed: Family<Labels, Counter> = add(registry, "tls_handshake_failures", "TLS handshakes that failed, by reason (not_tls: plaintext or garbage; client_certificate: missing or not signed by client_ca; protocol; too_large: a ClientHello over 16 KiB; closed; timeout: not done within login_timeout)");
+        let proxy_refused: Family<Labels, Counter> = add(registry, "proxy_headers_refused", "Connections from a [server] proxy_protocol_from address closed for their PROXY protocol header, by reason (missing: the connection began otherwise; too_long; malformed; unsupported: a version or command a-chat does not know; timeout: no whole header within login_timeout)");
+        let reloads: Family<Labels, Counter> = add(registry, "config_reloads", "Configuration reloads on SIGHUP, by result (ok: applied; error: the file or a file it names could not be used, nothing changed)");
+        let login_timeouts: Counter = add(
+            registry,
             "login_timeouts",
             "Connections closed for sending no login within login_timeout",
-            login_timeouts.clone(),
         );
-        let logged_in = Gauge::default();
-        registry.register(
+        let logged_in: Gauge = add(
+            registry,
             "logged_in_connections",
             "Connections logged in now",
-            logged_in.clone(),
         );
-        let max_connections = Gauge::default();
-        registry.register(
+        let max_connections: Gauge = add(
+            registry,
             "max_connections",
             "The configured max_connections (connection tokens)",
-            max_connections.clone(),
         );
-        let build_info = Family::<Labels, Gauge>::default();
-        registry.register(
+        let build_info: Family<Labels, Gauge> = add(
+            registry,
             "build_info",
             "Always 1; the labels say which a-chat runs",
-            build_info.clone(),
         );
         build_info
             .get_or_create(&vec![
@@ -271,18 +218,12 @@ impl Metrics {
                 ("commit", env!("A_CHAT_COMMIT")),
             ])
             .set(1);
-        let auth_checks = Counter::default();
-        registry.register(
+        let auth_checks: Counter = add(
+            registry,
             "auth_checks",
             "Password hash checks run for logins ([auth] users_file)",
-            auth_checks.clone(),
         );
-        let auth_failed = Family::<Labels, Counter>::default();
-        registry.register(
-            "auth_failures",
-            "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check; busy: the queue of logins waiting for a check was full, refused without a check and not counted against the address)",
-            auth_failed.clone(),
-        );
+        let auth_failed: Family<Labels, Counter> = add(registry, "auth_failures", "Logins refused by authentication, by reason (bad_credentials: unknown user, wrong or missing password; rate_limited: over max_failures_per_ip, refused without a check; busy: the queue of logins waiting for a check was full, refused without a check and not counted against the address)");
         let cluster = cluster::ClusterMetrics::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
