@@ -109,30 +109,7 @@ impl Acceptor {
                     continue;
                 }
                 Err(e) => {
-                    self.metrics.accept_errors_resource.inc();
-                    // One warning per accept_error_sleep at most: retries after each
-                    // connection that ends can come by the hundred a second.
-                    let now = std::time::Instant::now();
-                    if last_warning.is_none_or(|at| now - at >= server.accept_error_sleep) {
-                        last_warning = Some(now);
-                        warn!(error = %e, hint = %error_hint(&e), pause = ?server.accept_error_sleep, "accept failed: pausing");
-                    } else {
-                        debug!(error = %e, "accept failed again: pausing");
-                    }
-                    let _ = freed_rx.try_recv();
-                    let pause = async {
-                        runtime::sleep(server.accept_error_sleep).await;
-                        true
-                    };
-                    // A connection that ends frees a descriptor: try again then, instead
-                    // of sleeping the whole pause while a storm's dead connections wait in
-                    // the backlog to be accepted and closed.
-                    let freed_one = async {
-                        let _ = freed_rx.recv().await;
-                        true
-                    };
-                    let pause = pause.or(freed_one);
-                    if !pause.or(self.stopped()).await {
+                    if !self.pause_after(&e, &freed_rx, &mut last_warning).await {
                         break;
                     }
                     continue;
@@ -152,57 +129,7 @@ impl Acceptor {
                 _token: tokens.token(),
                 freed: freed.clone(),
             };
-            // A balancer's connection owes a PROXY header, and the per-address cap applies
-            // to the client it names, once it is read (see `proxied`).
-            let proxied = server
-                .proxy_protocol_from
-                .iter()
-                .any(|s| s.contains(peer.ip()));
-            let admitted = match proxied {
-                true => Some(None),
-                false => per_ip.take(peer.ip()),
-            };
-            let ip_slot = match admitted {
-                Some(slot) => slot,
-                None => {
-                    self.metrics.refused(Refusal::PerIp);
-                    info!(%peer, "refused: too many connections from this address");
-                    runtime::spawn(refuse(stream, token, self.metrics.clone()));
-                    continue;
-                }
-            };
-            let limits = self.live.limits();
-            let stream = match Conn::from_accepted(stream, limits.dead_peer_timeout) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    // The client is already gone (a reset right after the handshake).
-                    self.metrics.accept_errors_per_connection.inc();
-                    debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
-                    continue;
-                }
-            };
-            let connection = Connection {
-                conn: next_conn,
-                stream,
-                peer,
-                accepted: std::time::Instant::now(),
-                token,
-                ip_slot,
-                events: self.events.clone(),
-                limits,
-                budget: self.live.budget.clone(),
-                auth: self.auth.clone(),
-                metrics: self.metrics.clone(),
-                shutdown: self.shutdown.clone(),
-                alive: self.alive.clone(),
-            };
-            match (tls, proxied) {
-                (tls, true) => drop(runtime::spawn(
-                    connection.serve_proxied(tls, per_ip.clone()),
-                )),
-                (None, false) => drop(runtime::spawn(connection.serve())),
-                (Some(tls), false) => drop(runtime::spawn(connection.serve_tls(tls))),
-            }
+            self.admit(next_conn, stream, peer, tls, token, &per_ip);
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
@@ -213,6 +140,105 @@ impl Acceptor {
         // Close the listening sockets before saying so: from here on, connects are refused.
         drop(incoming);
         info!("stopped accepting: listening sockets closed");
+    }
+
+    /// After a resource shortage (EMFILE...): counts it, warns once per
+    /// `accept_error_sleep` at most, and pauses that long, or until a connection ends and
+    /// frees a descriptor. False when the drain began meanwhile.
+    async fn pause_after(
+        &self,
+        e: &std::io::Error,
+        freed_rx: &async_channel::Receiver<()>,
+        last_warning: &mut Option<std::time::Instant>,
+    ) -> bool {
+        let server = &self.config.server;
+        self.metrics.accept_errors_resource.inc();
+        // One warning per accept_error_sleep at most: retries after each connection that
+        // ends can come by the hundred a second.
+        let now = std::time::Instant::now();
+        if last_warning.is_none_or(|at| now - at >= server.accept_error_sleep) {
+            *last_warning = Some(now);
+            warn!(error = %e, hint = %error_hint(e), pause = ?server.accept_error_sleep, "accept failed: pausing");
+        } else {
+            debug!(error = %e, "accept failed again: pausing");
+        }
+        let _ = freed_rx.try_recv();
+        let pause = async {
+            runtime::sleep(server.accept_error_sleep).await;
+            true
+        };
+        // A connection that ends frees a descriptor: try again then, instead of sleeping
+        // the whole pause while a storm's dead connections wait in the backlog to be
+        // accepted and closed.
+        let freed_one = async {
+            let _ = freed_rx.recv().await;
+            true
+        };
+        pause.or(freed_one).or(self.stopped()).await
+    }
+
+    /// Admits connection `conn` (holding `token`): the per-address cap (for a balancer's
+    /// connection, once its PROXY header names the client), then its tasks.
+    fn admit(
+        &self,
+        conn: u64,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<tls::Server>>,
+        token: Ticket,
+        per_ip: &PerIp,
+    ) {
+        // A balancer's connection owes a PROXY header, and the per-address cap applies
+        // to the client it names, once it is read (see `proxied`).
+        let proxied = (self.config.server)
+            .proxy_protocol_from
+            .iter()
+            .any(|s| s.contains(peer.ip()));
+        let admitted = match proxied {
+            true => Some(None),
+            false => per_ip.take(peer.ip()),
+        };
+        let ip_slot = match admitted {
+            Some(slot) => slot,
+            None => {
+                self.metrics.refused(Refusal::PerIp);
+                info!(%peer, "refused: too many connections from this address");
+                runtime::spawn(refuse(stream, token, self.metrics.clone()));
+                return;
+            }
+        };
+        let limits = self.live.limits();
+        let stream = match Conn::from_accepted(stream, limits.dead_peer_timeout) {
+            Ok(stream) => stream,
+            Err(e) => {
+                // The client is already gone (a reset right after the handshake).
+                self.metrics.accept_errors_per_connection.inc();
+                debug!(error = %e, %peer, "dropping a connection that failed before its first byte");
+                return;
+            }
+        };
+        let connection = Connection {
+            conn,
+            stream,
+            peer,
+            accepted: std::time::Instant::now(),
+            token,
+            ip_slot,
+            events: self.events.clone(),
+            limits,
+            budget: self.live.budget.clone(),
+            auth: self.auth.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            alive: self.alive.clone(),
+        };
+        match (tls, proxied) {
+            (tls, true) => drop(runtime::spawn(
+                connection.serve_proxied(tls, per_ip.clone()),
+            )),
+            (None, false) => drop(runtime::spawn(connection.serve())),
+            (Some(tls), false) => drop(runtime::spawn(connection.serve_tls(tls))),
+        }
     }
 
     async fn stopped(&self) -> bool {
