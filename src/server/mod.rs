@@ -13,6 +13,7 @@ mod budget;
 mod connection;
 pub mod conninfo;
 pub mod drain;
+mod elsewhere;
 mod event;
 mod handshakes;
 mod outbox;

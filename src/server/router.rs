@@ -21,6 +21,7 @@ use crate::cluster::{Claim, Inbound};
 use crate::metrics::{CloseReason, Metrics};
 use crate::names::{self, LoginError};
 use crate::protocol;
+use crate::server::elsewhere::{Alone, Elsewhere};
 use crate::server::outbox::{Out, Outbox, Shared};
 use crate::server::remote::{self, Claiming, Next, Remote, Routed};
 
@@ -52,14 +53,12 @@ struct Online {
 
 impl Online {
     /// Forgets a login (logout, or its client is cut off); in a cluster, the registry
-    /// is told too.
-    fn remove(&mut self, login: &str, remote: Option<&Remote>) {
+    /// is told too (`elsewhere`; [`Alone`] to tell nobody).
+    fn remove(&mut self, login: &str, elsewhere: &impl Elsewhere) {
         if let Some(peer) = self.peers.remove(login) {
             self.logins.remove(&peer.conn);
             self.looks.remove(&peer.look);
-            if let Some(remote) = remote {
-                remote.release(peer.look);
-            }
+            elsewhere.release(peer.look);
         }
     }
 
@@ -104,43 +103,45 @@ pub async fn run(
         looks: HashMap::new(),
         logins: HashMap::new(),
     };
-    let mut remote = link.map(Remote::new);
-    loop {
-        let next = match &mut remote {
-            None => match events.recv().await {
-                Ok(event) => Next::Event(event),
-                Err(_) => break,
-            },
-            Some(remote) => match remote.next(&events).await {
-                Some(next) => next,
-                None => break,
-            },
-        };
+    match link {
+        None => route_all(&events, &metrics, &mut online, Alone).await,
+        Some(link) => route_all(&events, &metrics, &mut online, Remote::new(link)).await,
+    }
+    info!(
+        logged_in = online.peers.len(),
+        "router finished: closing every queue"
+    );
+}
+
+/// The router's loop, for one node alone or for a node of a cluster.
+async fn route_all<E: Elsewhere>(
+    events: &Receiver<Event>,
+    metrics: &Metrics,
+    online: &mut Online,
+    mut elsewhere: E,
+) {
+    while let Some(next) = elsewhere.next(events).await {
         match next {
-            Next::Event(event) => handle(event, &mut online, &mut remote, &metrics),
+            Next::Event(event) => handle(event, online, &mut elsewhere, metrics),
             Next::Inbound(message) => {
-                if let Some(r) = &mut remote {
-                    inbound(message, &mut online, r, &metrics);
+                if let Some(remote) = elsewhere.remote() {
+                    inbound(message, online, remote, metrics);
                 }
             }
             Next::Claimed(c, answer) => {
-                if let Some(r) = &mut remote {
-                    r.claimed(&c.look);
-                }
+                elsewhere.claimed(&c.look);
                 match answer {
                     Claim::Granted if !still_holds(&c.checked, &c.login) => {
                         let _ = c.reply.send(Err(LoginError::UsersChanged));
-                        if let Some(r) = &remote {
-                            r.release(c.look);
-                        }
+                        elsewhere.release(c.look);
                     }
                     Claim::Granted => {
                         // The reader may have gone (drain, or its client left) meanwhile.
                         if c.reply.send(Ok(())).is_ok() {
                             online.register(c.conn, c.login, c.look, c.outbox);
                             metrics.logged_in.set(online.peers.len() as i64);
-                        } else if let Some(r) = &remote {
-                            r.release(c.look);
+                        } else {
+                            elsewhere.release(c.look);
                         }
                     }
                     Claim::Taken => {
@@ -153,10 +154,6 @@ pub async fn run(
             }
         }
     }
-    info!(
-        logged_in = online.peers.len(),
-        "router finished: closing every queue"
-    );
 }
 
 /// Whether a login checked against a users file still holds under the one in force (true
@@ -167,7 +164,7 @@ fn still_holds(checked: &Option<Granted>, login: &str) -> bool {
 }
 
 /// One event from a reader.
-fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metrics: &Metrics) {
+fn handle<E: Elsewhere>(event: Event, online: &mut Online, elsewhere: &mut E, metrics: &Metrics) {
     match event {
         Event::Login {
             conn,
@@ -191,29 +188,25 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
                 return;
             }
             // The same name has the same look: one lookup covers both.
-            if online.looks.contains_key(&look)
-                || remote.as_ref().is_some_and(|r| r.is_claiming(&look))
-            {
+            if online.looks.contains_key(&look) || elsewhere.is_claiming(&look) {
                 let _ = reply.send(Err(LoginError::Taken(login.to_string())));
                 return;
             }
-            if let Some(remote) = remote {
-                // Granted once the registry says so, in `run`.
-                let c = Claiming {
-                    conn,
-                    login,
-                    look,
-                    outbox,
-                    checked,
-                    reply,
-                };
-                remote.claim(c, metrics);
-                return;
-            }
-            // The reader may have gone (drain) while waiting: then nothing is registered.
-            if reply.send(Ok(())).is_ok() {
-                online.register(conn, login, look, outbox);
-                metrics.logged_in.set(online.peers.len() as i64);
+            let c = Claiming {
+                conn,
+                login,
+                look,
+                outbox,
+                checked,
+                reply,
+            };
+            // In a cluster, granted once the registry says so (in `route_all`); alone, now.
+            if let Err(c) = elsewhere.claim(c, metrics) {
+                // The reader may have gone (drain) while waiting: then nothing is registered.
+                if c.reply.send(Ok(())).is_ok() {
+                    online.register(c.conn, c.login, c.look, c.outbox);
+                    metrics.logged_in.set(online.peers.len() as i64);
+                }
             }
         }
         Event::Messages { from, batch } => {
@@ -235,11 +228,9 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
                                 listed,
                                 line: &line,
                             };
-                            to.route(online, remote, metrics, &mut unknown, &mut by_look);
+                            to.route(online, elsewhere, metrics, &mut unknown, &mut by_look);
                         }
-                        if let Some(remote) = remote {
-                            remote.end_message(&from, line.bytes());
-                        }
+                        elsewhere.end_message(&from, line.bytes());
                     }
                     Item::Reply(line) => {
                         if let Some(sender) = online.peers.get(&*from) {
@@ -248,15 +239,15 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
                     }
                 }
             }
-            if let Some(remote) = remote {
+            if E::PRESENT {
                 let sender = online.outbox(&from);
-                remote.end_batch(sender.as_ref(), metrics);
+                elsewhere.end_batch(sender.as_ref(), metrics);
             }
         }
-        Event::Revoke { users } => revoke(&users, online, remote, metrics),
+        Event::Revoke { users } => revoke(&users, online, elsewhere, metrics),
         Event::Logout { conn } => {
             if let Some(login) = online.logins.get(&conn).cloned() {
-                online.remove(&login, remote.as_ref());
+                online.remove(&login, elsewhere);
                 metrics.logged_in.set(online.peers.len() as i64);
             }
         }
@@ -265,7 +256,7 @@ fn handle(event: Event, online: &mut Online, remote: &mut Option<Remote>, metric
 
 /// The users file changed (SIGHUP): logins it no longer holds are told
 /// `notice: account removed` and disconnected.
-fn revoke(users: &Auth, online: &mut Online, remote: &mut Option<Remote>, metrics: &Metrics) {
+fn revoke(users: &Auth, online: &mut Online, elsewhere: &impl Elsewhere, metrics: &Metrics) {
     let removed: Vec<Arc<str>> = online
         .peers
         .keys()
@@ -283,7 +274,7 @@ fn revoke(users: &Auth, online: &mut Online, remote: &mut Option<Remote>, metric
             peer.outbox.stop_reading();
             info!(login = %login, "account removed from the users file: disconnected");
         }
-        online.remove(&login, remote.as_ref());
+        online.remove(&login, elsewhere);
     }
     metrics.logged_in.set(online.peers.len() as i64);
 }
@@ -304,7 +295,7 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
                     recipient = &*login,
                     "relayed delivery dropped: recipient cut off"
                 );
-                online.remove(&login, Some(&*remote));
+                online.remove(&login, &*remote);
             }
         }
         Inbound::Undelivered(frame, why) => {
@@ -323,7 +314,7 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
                     peer.outbox.stop_reading();
                 }
                 // Not released: the registry gave it to the other node.
-                online.remove(&login, None);
+                online.remove(&login, &Alone);
             }
         }
     }
@@ -351,22 +342,20 @@ impl<'n> Route<'n, '_> {
     /// answer per line in flight, and a flood of lines to a made-up name costs one answer
     /// (and one canonical form) per read. It is not counted as a bad line: racing a
     /// logout is no fault.
-    fn route(
+    fn route<E: Elsewhere>(
         self,
         online: &mut Online,
-        remote: &mut Option<Remote>,
+        elsewhere: &mut E,
         metrics: &Metrics,
         unknown: &mut HashSet<&'n str>,
         by_look: &mut Vec<Arc<str>>,
     ) {
         // In a cluster, a login on another node by its exact name comes before any
         // canonical form is computed: routing to another node costs two map lookups.
-        if let Some(r) = remote.as_mut() {
-            if !online.peers.contains_key(self.name) {
-                let routed = r.route(self.name, None, metrics);
-                if self.routed_elsewhere(routed, online, unknown) {
-                    return;
-                }
+        if E::PRESENT && !online.peers.contains_key(self.name) {
+            let routed = elsewhere.route(self.name, None, metrics);
+            if self.routed_elsewhere(routed, online, unknown) {
+                return;
             }
         }
         let mut look = None;
@@ -382,8 +371,8 @@ impl<'n> Route<'n, '_> {
                     (&online.peers[&login], Some(login))
                 }
                 None => {
-                    if let (Some(r), Some(look)) = (remote.as_mut(), look.as_deref()) {
-                        let routed = r.route(self.name, Some(look), metrics);
+                    if let (true, Some(look)) = (E::PRESENT, look.as_deref()) {
+                        let routed = elsewhere.route(self.name, Some(look), metrics);
                         if self.routed_elsewhere(routed, online, unknown) {
                             return;
                         }
@@ -407,7 +396,7 @@ impl<'n> Route<'n, '_> {
             // The recipient is being disconnected; its reader's logout will find nothing.
             let login = found.unwrap_or_else(|| Arc::from(self.name));
             debug!(recipient = &*login, ?reason, "delivery dropped");
-            online.remove(&login, remote.as_ref());
+            online.remove(&login, elsewhere);
             metrics.logged_in.set(online.peers.len() as i64);
         }
     }
