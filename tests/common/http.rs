@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use super::WAIT;
 
@@ -120,4 +121,23 @@ pub fn sample(samples: &[(String, f64)], name: &str) -> f64 {
         .find(|(n, _)| n == name)
         .map(|(_, v)| *v)
         .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+/// Scrapes until every expected sample has its value (the writer counts a delivery
+/// just after the client can read it), up to WAIT; then asserts them all.
+pub fn assert_samples(admin: SocketAddr, expected: &[(&str, f64)]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let samples = scrape(admin);
+        let all = expected
+            .iter()
+            .all(|(name, value)| sample(&samples, name) == *value);
+        if all || Instant::now() >= deadline {
+            for (name, value) in expected {
+                assert_eq!(sample(&samples, name), *value, "{name}");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

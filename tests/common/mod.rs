@@ -3,6 +3,8 @@
 //! so a bug fails the test instead of hanging CI.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod flood;
 pub mod http;
@@ -11,13 +13,19 @@ pub mod tlsclient;
 pub mod users;
 
 #[allow(unused_imports)]
+pub use cli::{run_cli, run_cli_env, run_cli_input, run_cli_within};
+#[allow(unused_imports)]
+pub use client::{connect_from, connect_with_rcvbuf, Client};
+#[allow(unused_imports)]
 pub use flood::{flood_until, ping_pong, warm_up, Flood, RoundTrips, RssWatch};
 #[allow(unused_imports)] // each test binary uses some of them
-pub use http::{http_get, http_raw, read_http_response, sample, scrape, HttpResponse};
+pub use http::{
+    assert_samples, http_get, http_raw, read_http_response, sample, scrape, HttpResponse,
+};
 #[allow(unused_imports)]
 pub use pki::Pki;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -315,213 +323,6 @@ pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A chat client over a blocking socket; every read has a timeout.
-pub struct Client {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-        Client::from_stream(stream)
-    }
-
-    /// Connects with the socket's receive buffer set to `bytes` before the handshake, so
-    /// that a client which does not read leaves the daemon's writes blocked after little
-    /// data (loopback receive buffers otherwise grow to tens of MB).
-    pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: i32) -> Client {
-        Client::from_stream(connect_with_rcvbuf(addr, bytes).expect("connect"))
-    }
-
-    /// Wraps a connected socket, with the harness's timeouts.
-    pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
-    }
-
-    /// Sends one line (a `\n` is added).
-    pub fn send(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        self.stream.write_all(&bytes).expect("send");
-    }
-
-    /// Sends raw bytes.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// The next line without its `\n`; `None` at end of stream. Panics after WAIT.
-    pub fn line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => {
-                if line.ends_with('\n') {
-                    line.pop();
-                }
-                Some(line)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
-            Err(e) => panic!("reading a line: {e}"),
-        }
-    }
-
-    /// Asserts that the next line is `expected`.
-    pub fn expect(&mut self, expected: &str) {
-        let got = self.line();
-        assert_eq!(got.as_deref(), Some(expected));
-    }
-
-    /// Asserts that the server closes the connection next (end of stream or reset).
-    pub fn expect_closed(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => assert!(
-                rest.is_empty(),
-                "expected the end, got {:?}",
-                String::from_utf8_lossy(&rest)
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("expected the connection to close: {e}"),
-        }
-    }
-
-    pub fn set_read_timeout(&self, t: Duration) {
-        self.stream.set_read_timeout(Some(t)).unwrap();
-    }
-
-    /// Splits the client into its writing half and its (buffered) reading half, for tests
-    /// that read on another thread while they send.
-    pub fn split(self) -> (TcpStream, BufReader<TcpStream>) {
-        (self.stream, self.reader)
-    }
-
-    /// The next line if one arrives within `t` (`Some(None)` at end of stream), `None` if
-    /// nothing arrives in that time: a bounded negative check. The read timeout is
-    /// restored to WAIT afterwards.
-    pub fn line_within(&mut self, t: Duration) -> Option<Option<String>> {
-        self.set_read_timeout(t);
-        let mut line = String::new();
-        let got = match self.reader.read_line(&mut line) {
-            Ok(0) => Some(None),
-            Ok(_) => {
-                if line.ends_with('\n') {
-                    line.pop();
-                }
-                Some(Some(line))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(None),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                assert!(line.is_empty(), "a partial line arrived: {line:?}");
-                None
-            }
-            Err(e) => panic!("reading a line: {e}"),
-        };
-        self.set_read_timeout(WAIT);
-        got
-    }
-
-    /// Reads everything until the server closes (end of stream or reset), up to WAIT.
-    pub fn read_until_closed(&mut self) -> Vec<u8> {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.reader.read(&mut buf) {
-                Ok(0) => return all,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("expected the connection to close: {e}"),
-            }
-        }
-    }
-}
-
-/// Connects a blocking socket whose SO_RCVBUF is set before `connect`, so the window the
-/// client advertises stays small.
-pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: i32) -> std::io::Result<TcpStream> {
-    connect_v4(addr, Some(bytes), None)
-}
-
-/// Connects from the loopback address `source` (e.g. 127.0.0.2), so the daemon sees
-/// another client address than 127.0.0.1.
-pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    connect_v4(addr, None, Some(source))
-}
-
-/// A blocking IPv4 connect, with SO_RCVBUF set and the source address bound first when
-/// asked.
-fn connect_v4(
-    addr: SocketAddr,
-    rcvbuf: Option<i32>,
-    source: Option<std::net::Ipv4Addr>,
-) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("connect_v4 supports IPv4 only, got {addr}")
-    };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns; the descriptor is
-    // handed to a TcpStream (which closes it) right after it is created.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        if let Some(size) = rcvbuf {
-            let r = libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            if r != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        if let Some(ip) = source {
-            let from = sockaddr(ip, 0);
-            let r = libc::bind(
-                fd,
-                &from as *const libc::sockaddr_in as *const libc::sockaddr,
-                len,
-            );
-            if r != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let to = sockaddr(*v4.ip(), v4.port());
-        let r = libc::connect(
-            fd,
-            &to as *const libc::sockaddr_in as *const libc::sockaddr,
-            len,
-        );
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
-
 /// The value of `key=` in a log line of `key=value` fields (e.g. the drain's summary).
 pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let pat = format!(" {key}=");
@@ -540,81 +341,6 @@ pub fn log_number(line: &str, key: &str) -> u64 {
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().unwrap()
-}
-
-/// Runs `a-chat` with `args` and returns (status, stdout, stderr).
-pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run a-chat");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs `a-chat` with `args`, writing `stdin` to it and then closing its stdin, and returns
-/// (status, stdout, stderr). Panics (after killing it) if it has not exited within WAIT:
-/// for commands that must not keep running, such as a server with a bad config.
-pub fn run_cli_input(args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
-    run_cli_env(args, &[], stdin)
-}
-
-/// [`run_cli_input`] with environment variables.
-pub fn run_cli_env(
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: &[u8],
-) -> (ExitStatus, String, String) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run a-chat");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "a-chat {args:?} still running after {WAIT:?}; stderr: {}",
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    writer.join().unwrap();
-    (status, out.join().unwrap(), err.join().unwrap())
-}
-
-/// [`run_cli_input`] with an empty stdin.
-pub fn run_cli_within(args: &[&str]) -> (ExitStatus, String, String) {
-    run_cli_input(args, b"")
 }
 
 /// Raises this process's open-file limit to its hard limit (the clients of a test that
