@@ -17,6 +17,7 @@ mod connection;
 mod directory;
 pub mod frame;
 mod link;
+pub mod remote;
 mod snapshot;
 
 pub use crate::metrics::cluster::{ClusterMetrics, CrossDrop};

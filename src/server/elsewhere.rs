@@ -2,7 +2,7 @@
 //! [`Elsewhere`]: on a single node it is [`Alone`], whose every method does nothing and is
 //! compiled away, so the single-node router reads like the book's and pays nothing for a
 //! cluster that is off; in a cluster it is [`Remote`] (the directory copy and the link,
-//! in `remote.rs`).
+//! in `cluster/remote.rs`).
 
 use std::future::Future;
 
@@ -11,7 +11,7 @@ use async_channel::Receiver;
 use crate::metrics::Metrics;
 use crate::server::event::Event;
 use crate::server::outbox::Outbox;
-use crate::server::remote::{Claiming, Next, Remote, Routed};
+use crate::cluster::remote::{Claiming, Next, Remote, Routed};
 
 /// Where the logins of other nodes are, as the router sees them.
 pub trait Elsewhere: Send {

@@ -23,7 +23,7 @@ use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::elsewhere::{Alone, Elsewhere};
 use crate::server::outbox::{Out, Outbox, Shared};
-use crate::server::remote::{self, Claiming, Next, Remote, Routed};
+use crate::cluster::remote::{self, Claiming, Next, Remote, Routed};
 
 pub use crate::server::event::{Batch, ConnId, Event, Item};
 
