@@ -8,10 +8,10 @@ use std::future::Future;
 
 use async_channel::Receiver;
 
+use crate::cluster::remote::{Claiming, Next, Remote, Routed};
 use crate::metrics::Metrics;
 use crate::server::event::Event;
 use crate::server::outbox::Outbox;
-use crate::cluster::remote::{Claiming, Next, Remote, Routed};
 
 /// Where the logins of other nodes are, as the router sees them.
 pub trait Elsewhere: Send {

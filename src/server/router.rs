@@ -17,13 +17,13 @@ use async_channel::Receiver;
 use tracing::{debug, info};
 
 use crate::auth::{Auth, Granted};
+use crate::cluster::remote::{self, Claiming, Next, Remote, Routed};
 use crate::cluster::{Claim, Inbound};
 use crate::metrics::{CloseReason, Metrics};
 use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::elsewhere::{Alone, Elsewhere};
 use crate::server::outbox::{Out, Outbox, Shared};
-use crate::cluster::remote::{self, Claiming, Next, Remote, Routed};
 
 pub use crate::server::event::{Batch, ConnId, Event, Item};
 
