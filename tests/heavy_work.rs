@@ -58,20 +58,28 @@ fn check(what: &str, run: &FloodRun, rss_mib: u64) {
     );
 }
 
-#[test]
-fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
-    // Most users hashed with strong settings: each reload hashes a new dummy with them
-    // (about half a second of one core), which used to stall every chat that long.
-    let strong = argon2::Params::new(128 * 1024, 4, 1, None).unwrap();
+/// A users file whose strong users are hashed with `t` passes (m=128 MiB): a reload that
+/// finds other settings than the last hashes a new dummy with them.
+fn users_text(t: u32) -> String {
+    let strong = argon2::Params::new(128 * 1024, t, 1, None).unwrap();
     let strong = hash::make(b"strong secret", strong).unwrap();
     let cheap = hash::make(b"pw", argon2::Params::new(64, 1, 1, None).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users.toml");
     let mut text = format!("[users]\nalice = \"{cheap}\"\nbob = \"{cheap}\"\n");
     for name in ["carol", "dave", "erin"] {
         text += &format!("{name} = \"{strong}\"\n");
     }
-    std::fs::write(&users, text).unwrap();
+    text
+}
+
+#[test]
+fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
+    // Most users hashed with strong settings that change between two reloads: each
+    // reload hashes a new dummy with them (about half a second of one core), which used
+    // to stall every chat that long.
+    let texts = [users_text(4), users_text(5)];
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, &texts[0]).unwrap();
     let mut d = Daemon::with_toml(&format!(
         "[auth]\nusers_file = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         users.display()
@@ -82,15 +90,19 @@ fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
         login(d.addr, "bob", Some("pw")),
     );
     let pid = d.pid();
+    let (file, next) = (users.clone(), dir.path().join("next.toml"));
     let run = chat_through_flood(&[pid], &mut alice, &mut bob, ROUNDS, 1, move |_, stop| {
         let mut sent = 0;
         while !stop.load(Ordering::Relaxed) {
+            // The other settings, replaced whole (a reload never reads half a file).
+            std::fs::write(&next, &texts[(sent + 1) % 2]).unwrap();
+            std::fs::rename(&next, &file).unwrap();
             // SAFETY: kill with a pid we started and a signal number has no preconditions.
             unsafe { libc::kill(pid as i32, libc::SIGHUP) };
             sent += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
-        sent
+        sent as u64
     });
     eprintln!("{} SIGHUPs sent", run.flooded);
     // Reloads run one at a time (a storm is taken a reload at a time, never piled up):
@@ -104,6 +116,38 @@ fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
     assert!(
         reloads < run.flooded as f64,
         "SIGHUPs during a reload are taken together"
+    );
+}
+
+/// A storm of reloads that change no hash settings costs no hash: each reload keeps the
+/// dummy it has, so every SIGHUP is served at once and the daemon's CPU stays low.
+#[test]
+fn reloads_with_the_same_hash_settings_cost_no_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, users_text(4)).unwrap();
+    let mut d = Daemon::with_toml(&format!(
+        "[auth]\nusers_file = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        users.display()
+    ));
+    let admin = d.admin_addr();
+    let _ = login(d.addr, "alice", Some("pw"));
+    let before = d.cpu_time();
+    for _ in 0..20 {
+        let answer = common::http_raw(admin, b"POST /reload HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("an answer");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let spent = d.cpu_time() - before;
+    // A dummy with these settings takes about half a second of CPU: 20 of them, 10 s.
+    eprintln!("20 reloads cost {spent:?} of CPU");
+    assert!(
+        spent < Duration::from_secs(2),
+        "20 reloads cost {spent:?} of CPU"
+    );
+    assert_eq!(
+        sample(&scrape(admin), "achat_config_reloads_total{result=\"ok\"}"),
+        20.0
     );
 }
 

@@ -139,7 +139,11 @@ impl Auth {
                     .into(),
             );
         }
-        let fresh = Arc::new(Users::load(Path::new(&config.users_file))?);
+        let previous = self.users();
+        let fresh = Arc::new(Users::load_after(
+            Path::new(&config.users_file),
+            Some(&previous),
+        )?);
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         lock(&self.limiter).set_max(config.max_failures_per_ip);
         Ok(())

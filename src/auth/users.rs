@@ -52,14 +52,28 @@ pub struct Users {
 impl Users {
     /// Reads and checks the users file at `path`.
     pub fn load(path: &Path) -> Result<Users, String> {
+        Users::load_after(path, None)
+    }
+
+    /// [`Users::load`] at a reload: when the costliest hash settings are those of
+    /// `previous`, its dummy (and the floor learnt with it) is kept, so a reload with the
+    /// same settings costs a file read, not a hash with the strongest settings (up to a
+    /// second of one core and hundreds of MiB): a storm of reloads stays cheap.
+    pub fn load_after(path: &Path, previous: Option<&Users>) -> Result<Users, String> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the users file {file} ([auth] users_file): {e}"))?;
-        Users::parse(&text, &file)
+        Users::parse_after(&text, &file, previous)
     }
 
     /// Parses and checks the text of the users file named `file` (for messages).
     pub fn parse(text: &str, file: &str) -> Result<Users, String> {
+        Users::parse_after(text, file, None)
+    }
+
+    /// [`Users::parse`], keeping `previous`'s dummy when its settings are still the
+    /// costliest (see [`Users::load_after`]).
+    fn parse_after(text: &str, file: &str, previous: Option<&Users>) -> Result<Users, String> {
         let at = |line: Option<usize>, key: Option<&str>, message: &str| {
             let mut out = format!("invalid users file {file}");
             if let Some(line) = line {
@@ -115,8 +129,17 @@ impl Users {
             hashes.insert(name, hash);
         }
         let settings = settings(&hashes);
+        let costliest = costliest(&hashes);
+        if let Some(previous) = previous.filter(|p| hash::params_of(&p.dummy) == costliest) {
+            return Ok(Users {
+                hashes,
+                dummy: previous.dummy.clone(),
+                floor: AtomicU64::new(previous.floor.load(Ordering::Relaxed)),
+                settings,
+            });
+        }
         let started = Instant::now();
-        let dummy = dummy(&hashes).map_err(|e| at(None, None, &e))?;
+        let dummy = dummy(costliest).map_err(|e| at(None, None, &e))?;
         let floor = AtomicU64::new(nanos(started.elapsed()));
         Ok(Users {
             hashes,
@@ -243,14 +266,18 @@ fn cost(params: &Params) -> (u64, usize) {
     )
 }
 
-/// A hash of a random password with the costliest parameters `hashes` use (the built-in
-/// ones for an empty file), so that an unknown name costs what the slowest user does.
-fn dummy(hashes: &HashMap<String, PasswordHashString>) -> Result<PasswordHashString, String> {
-    let params = hashes
+/// The costliest parameters `hashes` use (the built-in ones for an empty file).
+fn costliest(hashes: &HashMap<String, PasswordHashString>) -> Params {
+    hashes
         .values()
         .map(hash::params_of)
         .max_by_key(cost)
-        .unwrap_or_else(hash::default_params);
+        .unwrap_or_else(hash::default_params)
+}
+
+/// A hash of a random password with `params` (the costliest of the users file), so that
+/// an unknown name costs what the slowest user does.
+fn dummy(params: Params) -> Result<PasswordHashString, String> {
     let password = hash::random_bytes::<32>().map_err(|e| format!("random bytes: {e}"))?;
     hash::make(&password, params)
 }
@@ -312,6 +339,32 @@ mod tests {
             64,
             "the dummy costs what the users' hashes cost"
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_dummy_while_the_costliest_settings_stay() {
+        let heavy = Params::new(256, 3, 1, None).unwrap();
+        let first = format!("[users]\na = \"{}\"\n", hash_of("x"));
+        let first = Users::parse(&first, "u.toml").unwrap();
+        // Another user with the same settings: the dummy is kept, not hashed again.
+        let more = format!(
+            "[users]\na = \"{}\"\nb = \"{}\"\n",
+            hash_of("x"),
+            hash_of("y")
+        );
+        let same = Users::parse_after(&more, "u.toml", Some(&first)).unwrap();
+        assert_eq!(same.dummy, first.dummy);
+        assert_eq!(same.floor(), first.floor());
+        assert!(same.contains("b"));
+        // Stronger settings: a new dummy with them.
+        let stronger = format!(
+            "[users]\na = \"{}\"\nc = \"{}\"\n",
+            hash_of("x"),
+            hash::make(b"z", heavy).unwrap()
+        );
+        let new = Users::parse_after(&stronger, "u.toml", Some(&first)).unwrap();
+        assert_ne!(new.dummy, first.dummy);
+        assert_eq!(hash::params_of(&new.dummy).m_cost(), 256);
     }
 
     #[test]
