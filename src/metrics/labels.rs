@@ -81,6 +81,10 @@ impl<L: LabelSet> Counters<L> {
         self.counters[value.index()].inc();
     }
 
+    pub fn inc_by(&self, value: L, n: u64) {
+        self.counters[value.index()].inc_by(n);
+    }
+
     pub fn get(&self, value: L) -> u64 {
         self.counters[value.index()].get()
     }

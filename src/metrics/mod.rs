@@ -46,18 +46,15 @@ pub struct Metrics {
     pub deliveries_routed: Counter,
     /// Deliveries written to the recipient's socket.
     pub messages_delivered: Counter,
-    dropped_recipient_gone: Counter,
-    dropped_slow_consumer: Counter,
-    dropped_drain_deadline: Counter,
+    /// Deliveries dropped, by reason.
+    dropped: Counters<DropReason>,
     /// `error:` answers to message lines: one per line without a colon or with too many
     /// recipients, one per unknown recipient (the line still reaches the others).
     pub lines_rejected: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    slow_grace: Counter,
-    slow_hard: Counter,
-    slow_write_timeout: Counter,
-    slow_total: Counter,
+    /// Slow consumers cut off, by the bound they passed.
+    slow: Counters<SlowReason>,
     /// Bytes queued for clients across every connection (the `outbound_total_bytes`
     /// budget counts against it directly).
     pub outbound_queued: Gauge,
@@ -252,16 +249,11 @@ impl Metrics {
             messages_received,
             deliveries_routed,
             messages_delivered,
-            dropped_recipient_gone: label(&dropped, "reason", "recipient_gone"),
-            dropped_slow_consumer: label(&dropped, "reason", "slow_consumer"),
-            dropped_drain_deadline: label(&dropped, "reason", "drain_deadline"),
+            dropped: Counters::new(&dropped, "reason"),
             lines_rejected,
             bytes_in,
             bytes_out,
-            slow_grace: label(&slow_consumers, "reason", "grace"),
-            slow_hard: label(&slow_consumers, "reason", "hard_limit"),
-            slow_write_timeout: label(&slow_consumers, "reason", "write_timeout"),
-            slow_total: label(&slow_consumers, "reason", "total_limit"),
+            slow: Counters::new(&slow_consumers, "reason"),
             outbound_queued,
             bad_line_disconnects,
             tls_handshakes,
@@ -338,38 +330,21 @@ impl Metrics {
     }
 
     pub fn slow_consumer(&self, why: SlowReason) {
-        self.slow_consumer_counter(why).inc();
+        self.slow.inc(why);
     }
 
     pub fn slow_consumers(&self, why: SlowReason) -> u64 {
-        self.slow_consumer_counter(why).get()
-    }
-
-    fn slow_consumer_counter(&self, why: SlowReason) -> &Counter {
-        match why {
-            SlowReason::Grace => &self.slow_grace,
-            SlowReason::Hard => &self.slow_hard,
-            SlowReason::WriteTimeout => &self.slow_write_timeout,
-            SlowReason::Total => &self.slow_total,
-        }
+        self.slow.get(why)
     }
 
     pub fn dropped(&self, why: DropReason, n: u64) {
         if n > 0 {
-            self.dropped_counter(why).inc_by(n);
+            self.dropped.inc_by(why, n);
         }
     }
 
     pub fn dropped_total(&self, why: DropReason) -> u64 {
-        self.dropped_counter(why).get()
-    }
-
-    fn dropped_counter(&self, why: DropReason) -> &Counter {
-        match why {
-            DropReason::RecipientGone => &self.dropped_recipient_gone,
-            DropReason::SlowConsumer => &self.dropped_slow_consumer,
-            DropReason::DrainDeadline => &self.dropped_drain_deadline,
-        }
+        self.dropped.get(why)
     }
 
     /// The registry in the OpenMetrics text format.

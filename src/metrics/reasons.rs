@@ -1,6 +1,8 @@
 //! The reasons the metrics are labelled with: why a connection was refused, why a
 //! delivery was dropped, which bound a slow consumer passed.
 
+use super::LabelSet;
+
 /// Why a connection was refused or closed before it could chat.
 ///
 /// There is no "cap" reason: connections beyond `max_connections` are not refused but
@@ -42,6 +44,47 @@ pub enum SlowReason {
     WriteTimeout = 3,
     /// All queues together passed `outbound_total_bytes`, and it held the most.
     Total = 4,
+}
+
+impl DropReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::RecipientGone => "recipient_gone",
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::DrainDeadline => "drain_deadline",
+        }
+    }
+}
+
+impl LabelSet for DropReason {
+    const ALL: &'static [DropReason] = &[
+        DropReason::RecipientGone,
+        DropReason::SlowConsumer,
+        DropReason::DrainDeadline,
+    ];
+    fn label(self) -> &'static str {
+        DropReason::label(self)
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl LabelSet for SlowReason {
+    const ALL: &'static [SlowReason] = &[
+        SlowReason::Grace,
+        SlowReason::Hard,
+        SlowReason::WriteTimeout,
+        SlowReason::Total,
+    ];
+    fn label(self) -> &'static str {
+        SlowReason::label(self)
+    }
+    /// Its position in `ALL` (the discriminants start at 1: 0 means "not cut" where one
+    /// is stored in an atomic).
+    fn index(self) -> usize {
+        self as usize - 1
+    }
 }
 
 impl SlowReason {
