@@ -4,7 +4,8 @@
 # clients stop reading and must be cut off as slow consumers, and steady reader pairs chat
 # for the whole run. Afterwards the daemon must hold no more descriptors than before, its
 # memory must be flat, no line between the steady readers may be lost, and it must drain
-# and exit 0 on SIGTERM. The clients are deploy/soak.py (Python 3, standard library only).
+# and exit 0 on SIGTERM. The clients are deploy/soak.py, with deploy/soak_clients.py and
+# deploy/soak_steady.py (Python 3, standard library only).
 #
 # Steps:
 #   1. take the a-chat binary (A_CHAT_BIN, default target/release/a-chat, built by the caller)
