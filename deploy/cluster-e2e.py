@@ -50,7 +50,6 @@ import sys
 import time
 import urllib.request
 
-PREFIX = "[e2e]"
 TICK = 0.01  # the sending loop's step: each client sends every SEND_EVERY, spread over steps
 SEND_EVERY = 0.1
 RETRY = 0.1  # pause between two login attempts
@@ -63,8 +62,9 @@ FROM_LINE = re.compile(r"^from (\S+): s (\d+)$")
 UNDELIVERABLE = re.compile(r'^error: (?:no such user|could not deliver to) "([^"]*)"')
 
 
-def say(*parts):
-    print(PREFIX, *parts, flush=True)
+from cluster_e2e_verdict import say, verdict  # beside this file
+
+
 
 
 class Taken(Exception):
@@ -336,154 +336,6 @@ async def request_kill(run):
 
 # ---------------------------------------------------------------------------------------
 # The verdict.
-
-
-def is_increasing(seqs):
-    return all(a < b for a, b in zip(seqs, seqs[1:]))
-
-
-def verdict(run, reasons):
-    a = run.args
-    clients = run.clients
-
-    # The balancer's PROXY header (send-proxy-v2): each node knows its clients by their own
-    # address and port, not by the balancer's.
-    seen = [c for c in clients if c.peer_seen is not None and c.local is not None]
-    own = [c for c in seen if c.peer_seen == c.local]
-    say(f"client addresses: {len(own)} of the {len(seen)} clients the nodes list are known by their own address and port")
-    if not seen or len(own) != len(seen):
-        odd = next((c for c in seen if c.peer_seen != c.local), None)
-        reasons.append(
-            f"the nodes list {len(seen) - len(own)} of {len(seen)} clients under another address"
-            + (f" ({odd.name}: {odd.peer_seen}, its own {odd.local})" if odd else "")
-        )
-    limit = a.lease + a.slack
-    stable = {c.name for c in clients if c.first_login is not None and not c.drops}
-
-    # Who lost the connection, and who should have.
-    if run.killed_node:
-        on_killed = [c for c in clients if c.node == run.killed_node]
-        dropped = [c for c in clients if c.drops]
-        wrong = [c for c in dropped if c.node != run.killed_node]
-        kept = [c for c in on_killed if not c.drops]
-        twice = [c for c in dropped if len(c.drops) > 1]
-        if not on_killed:
-            reasons.append(f"the killed node {run.killed_node} held no client (the balancer spread nobody to it?)")
-        if wrong:
-            reasons.append(
-                f"{len(wrong)} clients of surviving nodes lost their connection "
-                f"({', '.join(f'{c.name}@{c.node}' for c in wrong[:5])})"
-            )
-        if kept:
-            reasons.append(f"{len(kept)} clients of the killed node kept their connection ({kept[0].name})")
-        if twice:
-            reasons.append(f"{len(twice)} clients lost their connection more than once ({twice[0].name})")
-        slow, never = [], []
-        worst = 0.0
-        for c in dropped:
-            if not c.relogins:
-                never.append(c)
-                continue
-            took = c.relogins[0] - min(run.kill_time, c.drops[0])
-            worst = max(worst, took)
-            if took > limit:
-                slow.append((c, took))
-        if never:
-            reasons.append(f"{len(never)} clients never logged in again ({never[0].name}: {never[0].taken} times taken)")
-        if slow:
-            c, took = max(slow, key=lambda x: x[1])
-            reasons.append(
-                f"{len(slow)} clients logged in again later than lease + slack = {limit:g}s after the kill "
-                f"(worst {c.name}: {took:.2f}s)"
-            )
-        run.worst_relogin = worst
-        run.reconnected = len(dropped)
-        where = {}
-        for c in dropped:
-            where[c.node_after] = where.get(c.node_after, 0) + 1
-        say(
-            f"reconnects: {len(dropped)} clients lost their connection ({len(on_killed)} were on {run.killed_node}), "
-            f"{sum(1 for c in dropped if c.relogins)} logged in again, worst {worst:.2f}s after the kill "
-            f"(limit {limit:g}s), {sum(c.taken for c in clients)} `is taken` answers on the way; "
-            f"now on: {', '.join(f'{k}: {v}' for k, v in sorted(where.items(), key=str))}"
-        )
-    else:
-        run.worst_relogin = 0.0
-        run.reconnected = sum(1 for c in clients if c.drops)
-        if run.reconnected:
-            reasons.append(f"{run.reconnected} clients lost their connection, and no node was killed")
-
-    # Every pair.
-    exact = loose = crossing = 0
-    expected = lost = extra = 0
-    bad_exact, bad_loose = [], []  # the first few of each, described
-    n_bad_exact = n_bad_loose = 0
-    loose_delivered = loose_sent = 0
-    for s in clients:
-        for r in s.recipients:
-            got = r.recv.get(s.name, [])
-            if s.name in stable and r.name in stable:
-                exact += 1
-                if s.node is not None and r.node is not None and s.node != r.node:
-                    crossing += 1
-                expected += s.seq
-                if got != list(range(s.seq)):
-                    have = set(got)
-                    missing = sum(1 for n in range(s.seq) if n not in have)
-                    lost += missing
-                    extra += len(got) - (s.seq - missing)
-                    n_bad_exact += 1
-                    if len(bad_exact) < 5:
-                        bad_exact.append(describe(s, r, got))
-            else:
-                loose += 1
-                loose_sent += s.seq
-                loose_delivered += len(got)
-                if not is_increasing(got) or (got and got[-1] >= s.seq):
-                    n_bad_loose += 1
-                    if len(bad_loose) < 5:
-                        bad_loose.append(describe(s, r, got))
-    if bad_exact:
-        reasons.append(
-            f"{n_bad_exact} pairs between clients that stayed connected differ "
-            f"({lost} lines lost, {extra} duplicated or out of order); first: {bad_exact[0]}"
-        )
-        for b in bad_exact:
-            say(f"  pair: {b}")
-    if bad_loose:
-        reasons.append(f"{n_bad_loose} pairs with a reconnected side have duplicates or disorder; first: {bad_loose[0]}")
-        for b in bad_loose:
-            say(f"  pair (reconnected side): {b}")
-
-    # Errors.
-    undeliverable_total = 0
-    wrong_undeliv = []
-    for c in clients:
-        for who, n in c.undeliverable.items():
-            undeliverable_total += n
-            if who in stable:
-                wrong_undeliv.append(f"{c.name} was told {who} is unreachable ({n}x)")
-    if wrong_undeliv:
-        reasons.append(f"`no such user`/`could not deliver` about clients that never left: {wrong_undeliv[0]}")
-    odd = [(c.name, u) for c in clients for u in c.unexpected]
-    if odd:
-        reasons.append(f"{len(odd)} unexpected lines, first {odd[0][0]}: {odd[0][1]!r}")
-        for name, u in odd[:5]:
-            say(f"  unexpected: {name}: {u!r}")
-
-    run.pairs_exact, run.pairs_loose = exact, loose
-    say(
-        f"pairs: {exact} between clients that stayed connected ({crossing} of them across nodes; "
-        f"{expected} lines expected, "
-        f"{lost} lost, {extra} duplicated or out of order); {loose} with a reconnected side "
-        f"({loose_delivered} of {loose_sent} lines arrived, order and uniqueness checked); "
-        f"{undeliverable_total} `no such user`/`could not deliver` answers"
-    )
-
-
-def describe(s, r, got):
-    head = got[:6]
-    return f"{s.name}->{r.name}: sent 0..{s.seq - 1}, got {len(got)} lines {head}{'...' if len(got) > 6 else ''}"
 
 
 def stable_complete(run):
