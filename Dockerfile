@@ -14,7 +14,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # The whole build context (.dockerignore leaves out target/ and .git/): Cargo.toml declares
-# targets under src/, tests/ and benches/, and cargo wants every declared target present.
+# targets under src/, tests/ and benches/ and the workspace's load generator (bench/), and
+# cargo wants every declared target present. Only the daemon is built (-p a-chat).
 COPY . .
 # crt-static links glibc statically: the result runs on an empty filesystem. It must not resolve
 # host names at run time (the image has no resolver config), so every address in the config is
@@ -26,7 +27,7 @@ ENV RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     A_CHAT_COMMIT=$A_CHAT_COMMIT
 RUN target="$(uname -m)-unknown-linux-gnu" \
- && cargo build --release --locked --target "$target" \
+ && cargo build --release --locked -p a-chat --target "$target" \
  && mkdir -p /out \
  && cp "target/$target/release/a-chat" /out/a-chat \
  && /out/a-chat --version

@@ -136,12 +136,12 @@ else
     fi
     pass "build context exported ($(find "$WORK/context" -type f | wc -l) files, $(du -sh "$WORK/context" | cut -f1))"
     target="$(uname -m)-unknown-linux-gnu"
-    say "step 3b: in that context: cargo build --release --locked --target $target (static, crt-static)"
+    say "step 3b: in that context: cargo build --release --locked -p a-chat --target $target (static, crt-static)"
     # Same command and flags as the build stage; the target dir is the repository's, so
     # dependencies built before are reused.
     if ! (cd "$WORK/context" && CARGO_TARGET_DIR="$ROOT/target" \
             RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-            timeout 1500 cargo build --release --locked --target "$target") >"$WORK/cargo.log" 2>&1; then
+            timeout 1500 cargo build --release --locked -p a-chat --target "$target") >"$WORK/cargo.log" 2>&1; then
         show "$WORK/cargo.log"
         abort "static cargo build in the build context failed"
     fi

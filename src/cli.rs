@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::bench;
 use a_chat::{client, config};
 
 #[derive(Parser)]
@@ -94,7 +93,19 @@ pub enum Command {
         timeout: Duration,
     },
     /// Load-test a server: message rate, delivered messages/s, latency, loss check.
-    Bench(bench::BenchArgs),
+    #[command(
+        disable_help_flag = true,
+        long_about = "Load-test a server: runs a-chat-bench, the load generator, installed beside a-chat (its own binary, as redis-benchmark is); `a-chat bench --help` shows its help."
+    )]
+    Bench {
+        /// Everything a-chat-bench takes (a-chat bench --help).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Exit 0 if a daemon at ADDR completes a chat round trip in time, 1 otherwise (for
     /// health checks).
     Probe {

@@ -1,7 +1,6 @@
 //! The `a-chat` command line (ARCHITECTURE §2): parse the arguments and hand over to the
 //! library: the daemon, the client, the probe, the configuration check, `passwd`, `reload`.
 
-mod bench;
 mod check;
 mod cli;
 
@@ -85,7 +84,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Bench(args) => bench::run(args),
+        Command::Bench { args } => bench(args),
         Command::Probe {
             addr,
             timeout,
@@ -107,6 +106,25 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `a-chat bench ARGS`: runs `a-chat-bench ARGS` from beside this binary, with its exit
+/// status (2, with one line, when it is not there).
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("a-chat-bench")));
+    let Some(path) = beside.filter(|p| p.is_file()) else {
+        eprintln!("a-chat: bench: the load generator a-chat-bench is not installed beside a-chat (cargo build --release builds both into target/release/)");
+        return ExitCode::from(2);
+    };
+    match std::process::Command::new(&path).args(args).status() {
+        Ok(status) => ExitCode::from(status.code().map_or(1, |c| c as u8)),
+        Err(e) => {
+            eprintln!("a-chat: bench: cannot run {}: {e}", path.display());
+            ExitCode::from(2)
         }
     }
 }

@@ -36,7 +36,17 @@ pub fn run_cli_env(
     env: &[(&str, &str)],
     stdin: &[u8],
 ) -> (ExitStatus, String, String) {
-    let mut child = Command::new(bin())
+    run_program(Command::new(bin()), args, env, stdin)
+}
+
+/// Runs `program` as [`run_cli_env`] runs `a-chat`.
+fn run_program(
+    mut program: Command,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> (ExitStatus, String, String) {
+    let mut child = program
         .args(args)
         .env_remove("RUST_LOG")
         .envs(env.iter().copied())
@@ -76,6 +86,12 @@ pub fn run_cli_env(
     };
     writer.join().unwrap();
     (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// Runs the program at `path` with `args` and an empty stdin, as [`run_cli_within`] runs
+/// `a-chat`.
+pub fn run_within(path: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    run_program(Command::new(path), args, &[], b"")
 }
 
 /// [`run_cli_input`] with an empty stdin.

@@ -38,7 +38,19 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The binary under test.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_a-chat"))
+    match option_env!("CARGO_BIN_EXE_a-chat") {
+        Some(path) => PathBuf::from(path),
+        // A test of the load generator's package (bench/): the daemon is built beside it
+        // by the same `cargo test` of the workspace.
+        None => {
+            let exe = std::env::current_exe().expect("the test's path");
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target dir");
+            dir.join("a-chat")
+        }
+    }
 }
 
 /// A running daemon. Killed on drop if the test did not stop it.

@@ -1,5 +1,7 @@
-//! `a-chat bench`: a load generator for the a-chat protocol (and, for comparison
-//! on the same machine, for Redis pub/sub).
+//! `a-chat-bench` (also run as `a-chat bench`): a load generator for the a-chat protocol
+//! (and, for comparison on the same machine, for Redis pub/sub). A crate of its own: the
+//! daemon does not carry it, and it shares only the version and the TLS client setup with
+//! the daemon's library.
 //!
 //! Clients log in, confirm their login by messaging themselves, then send
 //! messages whose payload carries the sender, a per-pair sequence number and the

@@ -2,17 +2,18 @@
 //! connections make a TLS handshake before they log in (with mutual TLS when the daemon
 //! asks for client certificates), and a bench without the client certificate is refused.
 //! Certificates are made for each test with the `openssl` command.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{Daemon, Pki};
 
-/// Runs `a-chat bench --tls ... --json -q ARGS` against `addr`; returns (exit code, JSON).
+/// Runs `a-chat-bench --tls ... --json -q ARGS` against `addr`; returns (exit code, JSON).
 fn bench(addr: std::net::SocketAddr, tls: &[&str], args: &[&str]) -> (i32, serde_json::Value) {
     let addr = addr.to_string();
-    let mut all = vec!["bench", "--addr", &addr, "--json", "-q"];
+    let mut all = vec!["--addr", &addr, "--json", "-q"];
     all.extend_from_slice(tls);
     all.extend_from_slice(args);
-    let (status, out, err) = common::run_cli_within(&all);
+    let (status, out, err) = common::cli::run_within(env!("CARGO_BIN_EXE_a-chat-bench"), &all);
     let json = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
     let code = status.code().unwrap_or(-1);
     assert!(

@@ -1,16 +1,17 @@
-//! `a-chat bench` spread over several addresses (`--addr A --addr B`), against two real
+//! `a-chat-bench` spread over several addresses (`--addr A --addr B`), against two real
 //! daemons that are NOT clustered: with every recipient on the other daemon, each message
 //! gets `error: no such user` and the run fails, which proves the clients really connect
 //! to both; the same daemon given twice passes with nothing lost.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::Daemon;
 
-/// Runs `a-chat bench --json -q ARGS`; returns (exit code, JSON, stderr).
+/// Runs `a-chat-bench --json -q ARGS`; returns (exit code, JSON, stderr).
 fn bench(args: &[&str]) -> (i32, serde_json::Value, String) {
-    let mut all = vec!["bench", "--json", "-q"];
+    let mut all = vec!["--json", "-q"];
     all.extend_from_slice(args);
-    let (status, out, err) = common::run_cli_within(&all);
+    let (status, out, err) = common::cli::run_within(env!("CARGO_BIN_EXE_a-chat-bench"), &all);
     let json = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
     (status.code().unwrap_or(-1), json, err)
 }
