@@ -16,6 +16,14 @@ use common::flood::{chat_through_flood, FloodRun};
 use common::{raise_open_file_limit, sample, scrape, Client, Daemon, Start};
 use futures_rustls::rustls::{self, ClientConnection};
 
+/// Each test here floods the daemon and measures a pair's round trips and the daemon's
+/// memory: run them one at a time, so that one test's flood (or its password hashing) is
+/// not another's, on a machine with two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The bound on the pair's worst round trip during every flood here.
 const WORST: Duration = Duration::from_millis(500);
 
@@ -73,6 +81,7 @@ fn users_text(t: u32) -> String {
 
 #[test]
 fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
+    let _serial = serial();
     // Most users hashed with strong settings that change between two reloads: each
     // reload hashes a new dummy with them (about half a second of one core), which used
     // to stall every chat that long.
@@ -123,6 +132,7 @@ fn a_sighup_storm_with_strong_hash_settings_never_stalls_a_chat() {
 /// dummy it has, so every SIGHUP is served at once and the daemon's CPU stays low.
 #[test]
 fn reloads_with_the_same_hash_settings_cost_no_hash() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.toml");
     std::fs::write(&users, users_text(4)).unwrap();
@@ -180,6 +190,7 @@ fn pipeline_connections(admin: SocketAddr, stop: &AtomicBool) -> u64 {
 
 #[test]
 fn admin_clients_pipelining_connections_never_stall_a_chat() {
+    let _serial = serial();
     raise_open_file_limit();
     let mut d = Daemon::start_with(Start {
         toml: "[limits]\nlogin_timeout = \"120s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
@@ -288,6 +299,7 @@ fn handshake_bursts(tls: SocketAddr, burst: usize, stop: &AtomicBool) -> u64 {
 
 #[test]
 fn bursts_of_rsa_handshakes_never_stall_a_chat() {
+    let _serial = serial();
     raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let mut d = tls_daemon(dir.path());
@@ -340,6 +352,7 @@ fn half_sent_hellos(tls: SocketAddr, n: usize, announced: usize, sent: usize) ->
 
 #[test]
 fn half_sent_client_hellos_hold_little_memory() {
+    let _serial = serial();
     raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let mut d = tls_daemon(dir.path());
