@@ -134,11 +134,10 @@ fn mutual_tls_admits_only_certificates_signed_by_the_client_ca() {
             }
         }
     }
-    let samples = common::scrape(admin);
-    let refused = common::sample(
-        &samples,
-        "achat_tls_handshake_failures_total{reason=\"client_certificate\"}",
-    );
+    // Counted once the server's side of the handshake has ended, just after the client saw it.
+    let name = "achat_tls_handshake_failures_total{reason=\"client_certificate\"}";
+    let samples = common::scrape_until(admin, |s| common::sample(s, name) >= 2.0);
+    let refused = common::sample(&samples, name);
     assert_eq!(refused, 2.0);
     let log = d.log_text();
     assert!(
@@ -202,7 +201,20 @@ fn plaintext_garbage_and_stalled_handshakes_are_closed_and_counted_while_a_pair_
     eprintln!("{trips} round trips meanwhile; every intruder closed within {slowest:?}");
     // Within login_timeout (1 s) and a generous margin; the bug would hold them forever.
     assert!(*slowest < Duration::from_secs(4), "{slowest:?}");
-    let samples = common::scrape(admin);
+    // Counted once the server's side has ended, just after each intruder saw it.
+    let counted = |s: &[(String, f64)]| {
+        let all: f64 = (tls::Failure::ALL.iter())
+            .map(|f| {
+                let name = format!(
+                    "achat_tls_handshake_failures_total{{reason=\"{}\"}}",
+                    f.label()
+                );
+                common::sample(s, &name)
+            })
+            .sum();
+        all >= 3.0 * EACH as f64
+    };
+    let samples = common::scrape_until(admin, counted);
     let failed = |reason: &str| {
         common::sample(
             &samples,

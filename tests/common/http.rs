@@ -141,3 +141,19 @@ pub fn assert_samples(admin: SocketAddr, expected: &[(&str, f64)]) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Scrapes until `ready` holds for the samples (a counter that the daemon moves just after
+/// the client saw what it counts), up to WAIT; returns the last scrape either way.
+pub fn scrape_until(
+    admin: SocketAddr,
+    ready: impl Fn(&[(String, f64)]) -> bool,
+) -> Vec<(String, f64)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let samples = scrape(admin);
+        if ready(&samples) || Instant::now() >= deadline {
+            return samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -20,7 +20,8 @@ pub use client::{connect_from, connect_with_rcvbuf, Client};
 pub use flood::{flood_until, ping_pong, warm_up, Flood, RoundTrips, RssWatch};
 #[allow(unused_imports)] // each test binary uses some of them
 pub use http::{
-    assert_samples, http_get, http_raw, read_http_response, sample, scrape, HttpResponse,
+    assert_samples, http_get, http_raw, read_http_response, sample, scrape, scrape_until,
+    HttpResponse,
 };
 #[allow(unused_imports)]
 pub use pki::Pki;
