@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// Whether the daemon wants new chat connections, as `/readyz` reports it.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// One of `STARTING`, `READY`, `DRAINING`.
+    /// One of `STARTING`, `READY`, `LAME_DUCK`, `DRAINING`.
     state: AtomicU8,
     /// Set while a cluster node cannot reach Redis (ARCHITECTURE §10): it cannot take logins.
     cluster_down: std::sync::atomic::AtomicBool,
@@ -16,6 +16,7 @@ pub struct Health {
 const STARTING: u8 = 0;
 const READY: u8 = 1;
 const DRAINING: u8 = 2;
+const LAME_DUCK: u8 = 3;
 
 impl Health {
     pub fn new() -> Health {
@@ -27,6 +28,26 @@ impl Health {
         let _ = self
             .state
             .compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Lame duck mode has begun: not ready, for good. False when it or the drain had
+    /// begun already.
+    pub fn set_lame_duck(&self) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        while state == STARTING || state == READY {
+            match self
+                .state
+                .compare_exchange(state, LAME_DUCK, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+        false
+    }
+
+    pub fn is_lame_duck(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LAME_DUCK
     }
 
     /// The drain has begun: not ready, for good.

@@ -44,6 +44,9 @@ pub struct Targets {
     pub auth: Option<Arc<Auth>>,
     pub level: LevelHandle,
     pub metrics: Arc<Metrics>,
+    /// The admin endpoint's tokens and open paths, when it listens: re-read at every
+    /// reload, as the users file is.
+    pub gate: Option<Arc<crate::admin::Gate>>,
 }
 
 /// One difference between the configuration in force and the file.
@@ -94,9 +97,14 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         Change::Restart("server.proxy_protocol_from"),
     );
     check(old.limits != new.limits, Change::Live("limits"));
+    let (os, ns) = (&old.shutdown, &new.shutdown);
     check(
-        old.shutdown != new.shutdown,
+        os.drain_timeout != ns.drain_timeout,
         Change::Restart("shutdown.drain_timeout"),
+    );
+    check(
+        (os.drain_delay, os.lame_duck_duration) != (ns.drain_delay, ns.lame_duck_duration),
+        Change::Restart("shutdown lame duck timing"),
     );
     check(old.cluster != new.cluster, Change::Restart("cluster"));
     check(old.log.level != new.log.level, Change::Live("log.level"));
@@ -104,7 +112,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         old.log.format != new.log.format,
         Change::Restart("log.format"),
     );
-    check(old.admin != new.admin, Change::Restart("admin.listen"));
+    check(
+        old.admin.listen != new.admin.listen,
+        Change::Restart("admin.listen"),
+    );
+
     check(
         old.tls.listen != new.tls.listen,
         Change::Restart("tls.listen"),
@@ -114,6 +126,14 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         (&ot.cert, &ot.key, &ot.client_ca) != (&nt.cert, &nt.key, &nt.client_ca),
         Change::Live("tls files"),
     );
+    let admin_rules = |c: &Config| (c.admin.tokens_file.clone(), c.admin.open_paths.clone());
+    if new.admin.listen.is_some()
+        && (!new.admin.tokens_file.is_empty() || admin_rules(old) != admin_rules(new))
+    {
+        // Re-read at every reload, as the users file is: tokens are added and revoked
+        // without a change of the file's name.
+        check(true, Change::Live("admin tokens"));
+    }
     let (oa, na) = (&old.auth, &new.auth);
     if oa.users_file.is_empty() != na.users_file.is_empty() {
         // Turning authentication on or off changes what every first line means.
@@ -248,6 +268,9 @@ struct Prepared {
     changes: Vec<Change>,
     /// Whether the users file was re-read (and is now in force).
     users_live: bool,
+    /// The admin tokens read again (`Some(None)`: authentication turned off), when the
+    /// endpoint listens.
+    tokens: Option<Option<crate::admin::Tokens>>,
 }
 
 impl Targets {
@@ -272,6 +295,14 @@ impl Targets {
         };
         let changes = diff(&self.current, &new);
         let users_live = changes.contains(&Change::Live("auth users"));
+        let tokens = match (&self.gate, changes.contains(&Change::Live("admin tokens"))) {
+            (Some(_), true) if new.admin.tokens_file.is_empty() => Some(None),
+            (Some(_), true) => Some(Some(
+                crate::admin::Tokens::load(Path::new(&new.admin.tokens_file))
+                    .map_err(|e| failed(e.to_string()))?,
+            )),
+            _ => None,
+        };
         if let (Some(auth), true) = (&self.auth, users_live) {
             // The last step that can fail: it puts the new users in force when it succeeds.
             auth.reload(&new.auth).map_err(failed)?;
@@ -281,6 +312,7 @@ impl Targets {
             certificates,
             changes,
             users_live,
+            tokens,
         })
     }
 
@@ -292,6 +324,7 @@ impl Targets {
             certificates,
             changes,
             users_live,
+            tokens,
         } = prepared;
         let Some(path) = &self.path else {
             return Err("no configuration file".into());
@@ -314,6 +347,9 @@ impl Targets {
             tls.set(config);
         }
         self.live.set_limits(&new.limits);
+        if let (Some(gate), Some(tokens)) = (&self.gate, tokens) {
+            gate.set(tokens, new.admin.open_paths.clone());
+        }
         if let (Some(auth), true) = (&self.auth, users_live) {
             self.live.revoke_removed(auth.clone());
         }

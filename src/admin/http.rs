@@ -30,6 +30,8 @@ pub(super) struct Request {
     pub(super) has_body: bool,
     /// The `Accept` header asks for OpenMetrics (what Prometheus servers send).
     pub(super) openmetrics: bool,
+    /// The `Authorization` header's value, for the token check.
+    pub(super) authorization: Option<String>,
     /// Bytes of the head, to remove from the buffer.
     pub(super) head_len: usize,
 }
@@ -101,6 +103,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, httparse::Error> {
     let mut keep_alive = version == 1;
     let mut has_body = false;
     let mut openmetrics = false;
+    let mut authorization = None;
     for header in req.headers.iter() {
         let value = String::from_utf8_lossy(header.value);
         let value = value.trim();
@@ -118,6 +121,8 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, httparse::Error> {
             has_body = true;
         } else if header.name.eq_ignore_ascii_case("accept") {
             openmetrics |= accepts_openmetrics(value);
+        } else if header.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_owned());
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -128,6 +133,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Option<Request>, httparse::Error> {
         keep_alive,
         has_body,
         openmetrics,
+        authorization,
         head_len,
     }))
 }
@@ -157,6 +163,7 @@ pub(super) fn response(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         422 => "Unprocessable Content",

@@ -25,17 +25,24 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
 mod connections;
+mod gate;
 mod http;
+mod routes;
 mod slots;
+mod tokens;
 
 pub use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
+pub use crate::server::Closing;
+pub use gate::Gate;
 pub use http::MAX_HEAD_BYTES;
 #[cfg(test)]
 use http::{accepts_openmetrics, parse, MAX_HEADERS};
 use http::{read_head, response, Head, Request, READ_CHUNK};
+use routes::{route, Route};
 use slots::{Slot, Slots};
+pub use tokens::{Tokens, TokensError};
 
 /// Admin connections served at once. A connection that arrives when all are taken takes
 /// the place of the one that has waited longest for a request head (a client trickling
@@ -71,6 +78,18 @@ pub trait Control: Send + Sync + 'static {
     fn connections(&self, query: &str) -> Result<String, String>;
     /// Reloads the configuration file, as SIGHUP does, and says how it went.
     fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded>;
+    /// Closes connection `conn` with `notice: disconnected by the operator` (and
+    /// `reason`, when given); `None` when no open connection has that id. `by` names the
+    /// token that asked, for the audit log.
+    fn close(&self, conn: u64, reason: Option<&str>, by: &str) -> Option<Closing>;
+    /// Closes every connection logged in as `login`, as [`Control::close`] does.
+    fn close_login(&self, login: &str, reason: Option<&str>, by: &str) -> Vec<Closing>;
+    /// Starts lame duck mode (`/readyz` 503 at once, accepting stops after
+    /// `[shutdown] drain_delay`, clients closed spread over `lame_duck_duration`, then the
+    /// drain); false when it or the drain had begun already.
+    fn lame_duck(&self, by: &str) -> bool;
+    /// Starts the drain, as SIGTERM does; false when it had begun already.
+    fn drain(&self, by: &str) -> bool;
 }
 
 /// How a reload asked for with `POST /reload` ended.
@@ -100,6 +119,8 @@ pub struct Admin {
     /// The daemon: `GET /connections` (off the chat's threads, see [`connections`]) and
     /// `POST /reload`.
     pub control: Arc<dyn Control>,
+    /// Who may use which path (`[admin] tokens_file`, `open_paths`), changed by reloads.
+    pub gate: Arc<Gate>,
 }
 
 /// The span every admin event carries.
@@ -118,6 +139,7 @@ impl Admin {
             on_scrape,
             accept_error_sleep,
             control,
+            gate,
         } = self;
         let shared = Arc::new(Shared {
             metrics,
@@ -125,6 +147,7 @@ impl Admin {
             on_scrape,
             connections: connections::Answers::new(control.clone()),
             control,
+            gate,
         });
         // Per-connection accept errors are skipped; resource shortages are logged and
         // followed by a pause, never a spin; at MAX_CONNECTIONS a newcomer takes the
@@ -176,8 +199,10 @@ struct Shared {
     on_scrape: Box<dyn Fn(&Metrics) + Send + Sync>,
     /// `GET /connections` from its query string, one at a time off the chat's threads.
     connections: connections::Answers,
-    /// `POST /reload`.
+    /// `POST /reload` and the other acts.
     control: Arc<dyn Control>,
+    /// Who may use which path.
+    gate: Arc<Gate>,
 }
 
 /// Serves requests on one connection until the client closes, asks to close, errs, or
@@ -218,19 +243,7 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
         buf.drain(..request.head_len);
         let close =
             !request.keep_alive || request.has_body || served >= MAX_REQUESTS_PER_CONNECTION;
-        let made = match (request.method.as_str(), request.path.as_str()) {
-            ("GET" | "HEAD", "/connections") => {
-                Some(match shared.connections.answer(&request.query).await {
-                    Ok(json) => (200, JSON, json.into_bytes()),
-                    Err(why) => (400, TEXT, format!("{why}\n").into_bytes()),
-                })
-            }
-            ("POST", "/reload") if request.has_body => {
-                Some((400, TEXT, b"POST /reload takes no body\n".to_vec()))
-            }
-            ("POST", "/reload") => Some(reload_answer(shared.control.reload().await)),
-            _ => None,
-        };
+        let made = routes::made(&request, shared).await;
         let answer = answer(&request, shared, close, made);
         if close {
             return finish(stream, &answer).await;
@@ -255,35 +268,13 @@ async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
 /// A status, a content type and a body.
 type Made = (u16, &'static str, Vec<u8>);
 
-/// The answer to `POST /reload`: what the reload applied, or why it did not.
-fn reload_answer(reloaded: Reloaded) -> Made {
-    let (status, text) = match reloaded {
-        Reloaded::Applied(applied) => (200, format!("reloaded: applied {applied}\n")),
-        Reloaded::Failed(why) => (
-            422,
-            format!("reload failed, the settings in force stay: {why}\n"),
-        ),
-        Reloaded::NotTried(why) => (503, format!("reload not tried: {why}\n")),
-    };
-    (status, TEXT, text.into_bytes())
-}
-
 /// The response to a well-formed request; `made` is the answer of a path that needed the
 /// daemon's work (`/connections`, `/reload`), made beforehand.
 fn answer(request: &Request, shared: &Shared, close: bool, made: Option<Made>) -> Vec<u8> {
     let head_only = request.method == "HEAD";
-    let (known, allowed, allow) = match request.path.as_str() {
-        "/metrics" | "/healthz" | "/readyz" | "/connections" => {
-            (true, head_only || request.method == "GET", "GET, HEAD")
-        }
-        "/reload" => (true, request.method == "POST", "POST"),
-        _ => (false, false, ""),
-    };
-    let (status, content_type, body): Made = if let (true, Some(made)) = (allowed, made) {
+    let (status, content_type, body): Made = if let Some(made) = made {
         made
-    } else if !known {
-        (404, TEXT, b"not found\n".to_vec())
-    } else if !allowed {
+    } else if let Route::Method(allow) = route(&request.method, &request.path) {
         let answer = response(
             405,
             TEXT,
@@ -294,6 +285,8 @@ fn answer(request: &Request, shared: &Shared, close: bool, made: Option<Made>) -
         );
         debug!(method = %request.method, path = %request.path, status = 405, "admin request");
         return answer;
+    } else if route(&request.method, &request.path) != Route::Read {
+        (404, TEXT, b"not found\n".to_vec())
     } else {
         match request.path.as_str() {
             "/metrics" => {
@@ -308,12 +301,15 @@ fn answer(request: &Request, shared: &Shared, close: bool, made: Option<Made>) -
             "/healthz" => (200, TEXT, b"ok\n".to_vec()),
             _ if shared.health.is_ready() => (200, TEXT, b"ready\n".to_vec()),
             _ if shared.health.is_draining() => (503, TEXT, b"draining\n".to_vec()),
+            _ if shared.health.is_lame_duck() => (503, TEXT, b"lame duck\n".to_vec()),
             _ if shared.health.is_cluster_down() => (503, TEXT, b"cluster unavailable\n".to_vec()),
             _ => (503, TEXT, b"starting\n".to_vec()),
         }
     };
     debug!(method = %request.method, path = %request.path, status, "admin request");
-    response(status, content_type, &body, head_only, close, None)
+    let challenge =
+        (status == 401).then_some("WWW-Authenticate: Bearer realm=\"a-chat admin\"\r\n");
+    response(status, content_type, &body, head_only, close, challenge)
 }
 
 /// Writes the last response of a connection and closes it without resetting it: what

@@ -13,6 +13,18 @@ impl Control for Idle {
     fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded> {
         Box::pin(async { Reloaded::Failed("no file".into()) })
     }
+    fn close(&self, _conn: u64, _reason: Option<&str>, _by: &str) -> Option<Closing> {
+        None
+    }
+    fn close_login(&self, _login: &str, _reason: Option<&str>, _by: &str) -> Vec<Closing> {
+        Vec::new()
+    }
+    fn lame_duck(&self, _by: &str) -> bool {
+        false
+    }
+    fn drain(&self, _by: &str) -> bool {
+        false
+    }
 }
 
 fn shared() -> Shared {
@@ -20,6 +32,7 @@ fn shared() -> Shared {
     Shared {
         connections: connections::Answers::new(control.clone()),
         control,
+        gate: Arc::new(Gate::new(None, Vec::new())),
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(Health::new()),
         on_scrape: Box::new(|m| {

@@ -1,17 +1,19 @@
 //! The configuration file of ARCHITECTURE §3: its TOML schema, the built-in defaults, range
 //! checks, and error messages that name the file, the line and the key.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod error;
 mod formats;
 mod secret;
 mod setting;
 mod validate;
+pub use error::ConfigError;
+pub(crate) use error::{locate_key, toml_error};
 pub use formats::parse_addr;
 use formats::{duration, one_or_many_addrs, optional_addr, sources};
 pub use secret::{read_password, redact_url, Credential};
@@ -140,12 +142,22 @@ pub struct ShutdownConfig {
     /// Hard deadline for the drain after SIGINT/SIGTERM.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// Lame duck mode: how long the listeners keep accepting after `/readyz` turns 503,
+    /// for balancers to notice and send newcomers elsewhere.
+    #[serde(with = "duration")]
+    pub drain_delay: Duration,
+    /// Lame duck mode: the time over which logged-in clients are closed, spread evenly,
+    /// so that they reconnect to the other nodes a few at a time; then the drain.
+    #[serde(with = "duration")]
+    pub lame_duck_duration: Duration,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             drain_timeout: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(5),
+            lame_duck_duration: Duration::from_secs(30),
         }
     }
 }
@@ -189,12 +201,27 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the HTTP endpoint for /metrics, /healthz, /readyz; empty means off.
     #[serde(with = "optional_addr")]
     pub listen: Option<SocketAddr>,
+    /// TOML file of `[tokens] name = "token"`: when set, every path but `open_paths`
+    /// needs `Authorization: Bearer <token>`; `""` means no authentication (loopback only).
+    pub tokens_file: String,
+    /// With `tokens_file`: the paths served without a token (orchestrators' probes).
+    pub open_paths: Vec<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            tokens_file: String::new(),
+            open_paths: vec!["/healthz".into(), "/readyz".into()],
+        }
+    }
 }
 
 /// `[tls]` (ARCHITECTURE §9): TLS listeners; absent or `listen = []` means none.
@@ -282,36 +309,6 @@ impl ClusterConfig {
         !self.redis.is_empty()
     }
 }
-
-/// A configuration error, written for the operator who reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, when the configuration came from one.
-    pub file: Option<String>,
-    /// 1-based line of the offending key, when known.
-    pub line: Option<usize>,
-    /// Dotted path of the key, e.g. `limits.max_line_bytes`.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid configuration")?;
-        if let Some(file) = &self.file {
-            write!(f, " in {file}")?;
-        }
-        if let Some(line) = self.line {
-            write!(f, ", line {line}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ", key `{key}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -411,59 +408,6 @@ impl Config {
             })?;
         Ok(config)
     }
-}
-
-/// Turns a TOML or schema error into one line naming the key and, where known, the line.
-pub(crate) fn toml_error(text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigError {
-    let line = e
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
-        .or_else(|| key.as_deref().and_then(|k| locate_key(text, k)));
-    ConfigError {
-        file: None,
-        line,
-        key,
-        message: plain_types(e.message().trim()),
-    }
-}
-
-/// Says the expected types of serde's messages in words: `expected usize` means nothing
-/// to the person who edits the file.
-fn plain_types(message: &str) -> String {
-    const TYPES: [(&str, &str); 6] = [
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected u32", "expected a whole number (0 or more)"),
-        ("expected u16", "expected a whole number (0 or more)"),
-        ("expected a string", "expected a string in double quotes"),
-        ("expected a boolean", "expected true or false"),
-    ];
-    let mut message = message.to_owned();
-    for (serde, plain) in TYPES {
-        message = message.replace(serde, plain);
-    }
-    message
-        .replace("floating point `", "the number `")
-        .replace("invalid value: integer `", "invalid value: `")
-}
-
-/// Finds the line of `section.key` in the text, for errors found after parsing.
-pub(crate) fn locate_key(text: &str, dotted: &str) -> Option<usize> {
-    let (section, key) = dotted.split_once('.')?;
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if let Some(header) = line.strip_prefix('[') {
-            current = header.trim_end_matches(']').trim().to_owned();
-        } else if current == section {
-            if let Some((k, _)) = line.split_once('=') {
-                if k.trim().trim_matches('"') == key {
-                    return Some(i + 1);
-                }
-            }
-        }
-    }
-    None
 }
 
 impl Config {

@@ -112,6 +112,7 @@ impl super::Config {
             ("tls.key", &mut self.tls.key),
             ("tls.client_ca", &mut self.tls.client_ca),
             ("auth.users_file", &mut self.auth.users_file),
+            ("admin.tokens_file", &mut self.admin.tokens_file),
             ("cluster.tls_ca", &mut self.cluster.tls_ca),
             ("cluster.tls_cert", &mut self.cluster.tls_cert),
             ("cluster.tls_key", &mut self.cluster.tls_key),

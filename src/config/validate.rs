@@ -137,6 +137,14 @@ impl Config {
         }
         nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        for path in &self.admin.open_paths {
+            if !path.starts_with('/') || path.contains(['?', ' ']) {
+                return Err((
+                    "admin.open_paths",
+                    format!("{path:?} is not a path: write it as the request names it, e.g. \"/healthz\""),
+                ));
+            }
+        }
         if let Err(e) = check_log_filter(&self.log.level) {
             return Err(("log.level", e));
         }

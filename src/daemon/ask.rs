@@ -47,12 +47,12 @@ pub fn reload(
     pid: Option<u32>,
     timeout: Duration,
 ) -> Result<Asked, ReloadError> {
-    let from_file = match config {
-        Some(path) => admin_listen(path)?,
-        None => None,
+    let (from_file, token) = match config {
+        Some(path) => (admin_listen(path)?, token_for(path)?),
+        None => (None, std::env::var(TOKEN_VAR).ok()),
     };
     match (admin.or(from_file), pid) {
-        (Some(addr), _) => ask(addr, timeout).map(Asked::Applied),
+        (Some(addr), _) => ask(addr, token.as_deref(), timeout).map(Asked::Applied),
         (None, Some(pid)) => signal(pid).map(|()| Asked::Signalled(pid)),
         (None, None) => Err(ReloadError::Nowhere),
     }
@@ -78,8 +78,53 @@ fn admin_listen(path: &Path) -> Result<Option<SocketAddr>, ReloadError> {
     }
 }
 
+/// The environment variable that gives `a-chat reload` the admin token to present.
+pub const TOKEN_VAR: &str = "A_CHAT_ADMIN_TOKEN";
+
+/// The token `a-chat reload` presents: `$A_CHAT_ADMIN_TOKEN`, else, when the file names an
+/// `[admin] tokens_file` this process can read, its token named `reload`, else its first
+/// by name (the daemon's audit line says which).
+fn token_for(path: &Path) -> Result<Option<String>, ReloadError> {
+    if let Ok(token) = std::env::var(TOKEN_VAR) {
+        return Ok(Some(token));
+    }
+    let unreadable = |why: String| ReloadError::Unreadable {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let file = table
+        .get("admin")
+        .and_then(|admin| admin.get("tokens_file"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if file.is_empty() {
+        return Ok(None);
+    }
+    // `credential:NAME` is the file of that name among the service's credentials.
+    let file = match file.strip_prefix("credential:") {
+        Some(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => Path::new(&dir).join(name),
+            None => return Ok(None),
+        },
+        None => Path::new(file).to_path_buf(),
+    };
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(None);
+    };
+    let tokens: toml::Table = toml::from_str(&text).unwrap_or_default();
+    let Some(tokens) = tokens.get("tokens").and_then(|t| t.as_table()) else {
+        return Ok(None);
+    };
+    let chosen = tokens
+        .get("reload")
+        .or_else(|| tokens.iter().min_by(|a, b| a.0.cmp(b.0)).map(|(_, v)| v));
+    Ok(chosen.and_then(|v| v.as_str()).map(str::to_owned))
+}
+
 /// `POST /reload` to the endpoint at `addr`; the answer's text when it says 200.
-fn ask(addr: SocketAddr, timeout: Duration) -> Result<String, ReloadError> {
+fn ask(addr: SocketAddr, token: Option<&str>, timeout: Duration) -> Result<String, ReloadError> {
     let unreachable = |why: String| ReloadError::Unreachable { addr, why };
     // An unspecified address (0.0.0.0:9100) is asked on loopback, as a local client would.
     let mut target = addr;
@@ -99,8 +144,11 @@ fn ask(addr: SocketAddr, timeout: Duration) -> Result<String, ReloadError> {
         .set_read_timeout(Some(left))
         .and_then(|()| stream.set_write_timeout(Some(left)))
         .map_err(|e| unreachable(e.to_string()))?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "POST /reload HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /reload HTTP/1.1\r\nHost: {target}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
@@ -119,6 +167,9 @@ fn ask(addr: SocketAddr, timeout: Duration) -> Result<String, ReloadError> {
             .unwrap_or(&text)
             .to_owned()),
         422 | 503 => Err(ReloadError::Refused(text)),
+        401 => Err(unreachable(format!(
+            "the endpoint needs a token: set {TOKEN_VAR}, or let this process read [admin] tokens_file"
+        ))),
         404 => Err(unreachable(
             "the daemon has no POST /reload (an older a-chat?)".into(),
         )),

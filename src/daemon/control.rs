@@ -1,21 +1,53 @@
 //! The daemon's control surface: what an operator can ask of a running daemon, whoever
 //! carries the request (the admin endpoint's HTTP, a signal). Each door is a thin adapter
-//! over these calls.
+//! over these calls; each act is logged here once, at info, naming who asked.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tracing::info;
 
+use super::stop::Stop;
 use crate::admin::{self, Reloaded};
+use crate::metrics::CloseReason;
 use crate::reload::{NotTried, Reloads};
-use crate::server::Live;
+use crate::server::{Closing, Live};
 
 /// The calls the admin endpoint makes, answered by the running daemon's parts.
 pub struct Control {
-    /// The open connections, for `GET /connections`.
+    /// The open connections: `GET /connections` and the closes.
     pub live: Arc<Live>,
     /// The reloader, for `POST /reload` (SIGHUP asks the same one).
     pub reloads: Reloads,
+    /// The drain and lame duck mode (the stop signals ask the same one).
+    pub stop: Arc<Stop>,
+}
+
+/// What a client closed by an operator reads last.
+fn kick_notice(reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("disconnected by the operator: {reason}"),
+        None => "disconnected by the operator".into(),
+    }
+}
+
+/// One audit line per connection an operator closed.
+fn audit(closing: &Closing, by: &str, reason: Option<&str>) {
+    match closing {
+        Closing::Now { conn, login } => info!(
+            conn,
+            login = login.as_deref().unwrap_or("-"),
+            by,
+            reason = reason.unwrap_or("-"),
+            "connection kicked by the operator"
+        ),
+        Closing::Already { conn, reason: was } => info!(
+            conn,
+            by,
+            closing_for = was.label(),
+            "kick asked for a connection already closing: nothing more done"
+        ),
+    }
 }
 
 impl admin::Control for Control {
@@ -32,5 +64,37 @@ impl admin::Control for Control {
                 Err(why @ (NotTried::Busy | NotTried::Gone)) => Reloaded::NotTried(why.to_string()),
             }
         })
+    }
+
+    fn close(&self, conn: u64, reason: Option<&str>, by: &str) -> Option<Closing> {
+        let closing = self
+            .live
+            .close(conn, CloseReason::Kicked, &kick_notice(reason));
+        match &closing {
+            Some(closing) => audit(closing, by, reason),
+            None => info!(conn, by, "kick asked for an unknown connection"),
+        }
+        closing
+    }
+
+    fn close_login(&self, login: &str, reason: Option<&str>, by: &str) -> Vec<Closing> {
+        let closed = self
+            .live
+            .close_login(login, CloseReason::Kicked, &kick_notice(reason));
+        if closed.is_empty() {
+            info!(login, by, "kick asked for a login with no open connection");
+        }
+        for closing in &closed {
+            audit(closing, by, reason);
+        }
+        closed
+    }
+
+    fn lame_duck(&self, by: &str) -> bool {
+        self.stop.lame_duck(&format!("admin token {by}"))
+    }
+
+    fn drain(&self, by: &str) -> bool {
+        self.stop.drain(&format!("admin token {by}"))
     }
 }

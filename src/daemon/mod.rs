@@ -8,6 +8,7 @@ pub mod ask;
 pub mod control;
 mod listeners;
 pub mod preflight;
+pub mod stop;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::telemetry::{self, Logging};
 use crate::{admin, cluster, notify};
 use listeners::PassedSockets;
 use preflight::Preflight;
+use stop::Stop;
 
 /// How the daemon was asked to start: `a-chat server`'s flags.
 pub struct Options {
@@ -147,6 +149,12 @@ pub struct Daemon {
     listeners: Vec<server::Listener>,
     /// The admin endpoint's socket, when there is one.
     admin: Option<TcpListener>,
+    /// Who may use which admin path; the reloader changes it.
+    gate: Arc<admin::Gate>,
+    /// The drain and lame duck mode, started by signals or the admin endpoint.
+    stop: Arc<Stop>,
+    /// Resolves when the drain begins (the server's shutdown).
+    drain_begins: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 impl Daemon {
@@ -162,6 +170,7 @@ impl Daemon {
         let Preflight {
             auth,
             tls,
+            tokens,
             warnings,
             mixed_hashes,
             ..
@@ -200,6 +209,7 @@ impl Daemon {
                 "cluster node: logins are shared through Redis"
             );
         }
+        let gate = Arc::new(admin::Gate::new(tokens, config.admin.open_paths.clone()));
         let reloads = reload::start(reload::Targets {
             path,
             current: config.clone(),
@@ -209,7 +219,14 @@ impl Daemon {
             auth: auth.clone(),
             level: logging.level.clone(),
             metrics: metrics.clone(),
+            gate: admin.as_ref().map(|_| gate.clone()),
         });
+        let (stop, drain_begins) = Stop::new(
+            health.clone(),
+            live.clone(),
+            metrics.clone(),
+            config.shutdown.clone(),
+        );
         Ok(Daemon {
             config: Arc::new(config),
             metrics,
@@ -220,6 +237,9 @@ impl Daemon {
             reloads,
             listeners,
             admin,
+            gate,
+            stop,
+            drain_begins: Some(Box::pin(drain_begins)),
         })
     }
 
@@ -228,6 +248,7 @@ impl Daemon {
         control::Control {
             live: self.live.clone(),
             reloads: self.reloads.clone(),
+            stop: self.stop.clone(),
         }
     }
 
@@ -239,21 +260,19 @@ impl Daemon {
             return ExitCode::FAILURE;
         }
         let on_first = {
-            let health = self.health.clone();
+            let stop = self.stop.clone();
             move || {
-                health.set_draining();
-                notify::stopping();
+                stop.drain("signal");
             }
         };
-        let shutdown = match server::drain::ignore_habitual_signals()
-            .and_then(|()| server::drain::on_signals(on_first))
-        {
-            Ok(shutdown) => shutdown,
-            Err(e) => {
-                eprintln!("a-chat: {}", StartError::Signals(e));
-                return ExitCode::FAILURE;
-            }
-        };
+        let signals = server::drain::ignore_habitual_signals()
+            .and_then(|()| stop::on_sigquit(self.stop.clone()))
+            .and_then(|()| server::drain::on_signals(on_first));
+        if let Err(e) = signals {
+            eprintln!("a-chat: {}", StartError::Signals(e));
+            return ExitCode::FAILURE;
+        }
+        let shutdown = self.drain_begins.take().expect("run is called once");
         // The chat listeners are bound: ready, before the admin endpoint says where it
         // listens, so that whoever reads that line and asks /readyz gets 200.
         self.health.set_ready();
@@ -314,7 +333,7 @@ impl Daemon {
         let span = admin::span(addr);
         span.in_scope(|| {
             info!("admin listening on {addr}");
-            if !addr.ip().to_canonical().is_loopback() {
+            if !addr.ip().to_canonical().is_loopback() && !self.gate.is_on() {
                 warn!(
                     %addr,
                     "the admin endpoint {addr} ([admin] listen) is not loopback: anyone who reaches it reads /metrics and /connections (logins and client addresses), without authentication; listen on 127.0.0.1, or allow only your scrapers with a firewall"
@@ -332,6 +351,7 @@ impl Daemon {
             }),
             accept_error_sleep: self.config.server.accept_error_sleep,
             control: Arc::new(self.control()),
+            gate: self.gate.clone(),
         };
         runtime::spawn_apart(endpoint.run().instrument(span)).detach();
     }

@@ -27,6 +27,9 @@ pub enum Refused {
     /// The TLS certificate, key or client CA cannot be used.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// The admin tokens file (`[admin] tokens_file`) cannot be used.
+    #[error("{0}")]
+    Tokens(#[from] crate::admin::TokensError),
 }
 
 /// What the checks found in a configuration that can run.
@@ -35,6 +38,8 @@ pub struct Preflight {
     pub auth: Option<Arc<Auth>>,
     /// The TLS settings, loaded, when a TLS listener is configured (or asked for).
     pub tls: Option<Arc<tls::Server>>,
+    /// The admin endpoint's tokens, when it listens and `[admin] tokens_file` is set.
+    pub tokens: Option<crate::admin::Tokens>,
     /// Readings of this machine that are fine (check-config prints them).
     pub notes: Vec<String>,
     /// Settings that will not work as written here (logged at start, printed to stderr by
@@ -60,6 +65,12 @@ impl Preflight {
                 tls::Server::load(&config.tls).map_err(Refused::Tls)?,
             ))
         };
+        let tokens = match (&config.admin.listen, config.admin.tokens_file.as_str()) {
+            (Some(_), file) if !file.is_empty() => {
+                Some(crate::admin::Tokens::load(std::path::Path::new(file))?)
+            }
+            _ => None,
+        };
         let (notes, mut warnings) = machine_readings(config);
         let mut mixed_hashes = None;
         if let Some(auth) = &auth {
@@ -69,6 +80,7 @@ impl Preflight {
         Ok(Preflight {
             auth,
             tls,
+            tokens,
             notes,
             warnings,
             mixed_hashes,

@@ -172,6 +172,10 @@ label_set! {
         LoginLost => "login_lost",
         /// The drain closed it.
         Drain => "drain",
+        /// An operator closed it (`POST /connections/{id}/close` or by its login).
+        Kicked => "kicked",
+        /// Lame duck mode closed it, spread over `[shutdown] lame_duck_duration`.
+        LameDuck => "lame_duck",
     }
 }
 

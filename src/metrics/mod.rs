@@ -4,6 +4,7 @@
 pub mod cluster;
 mod families;
 pub mod labels;
+mod operator;
 mod prelogin;
 mod process;
 mod reasons;
@@ -90,6 +91,8 @@ pub struct Metrics {
     process: Process,
     /// `achat_cluster_*` (ARCHITECTURE §10); all 0 on a single node.
     pub cluster: cluster::ClusterMetrics,
+    /// Closes by reason and what operators did (kicks, lame duck, refused admin requests).
+    pub operator: operator::Operator,
     /// Probes and garbage that arrive before a login.
     pub prelogin: PreLogin,
     /// TLS handshakes in progress and waiting for a slot.
@@ -140,6 +143,7 @@ impl Metrics {
             auth_checks,
         } = Lifecycle::register(registry);
         let cluster = cluster::ClusterMetrics::register(registry);
+        let operator = operator::Operator::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
@@ -151,6 +155,7 @@ impl Metrics {
         let auth_failures = Counters::new(&auth_failed, "reason");
         Metrics {
             cluster,
+            operator,
             prelogin,
             tls_gate,
             connections_open,

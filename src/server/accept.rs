@@ -50,7 +50,10 @@ pub struct Acceptor {
     pub events: Sender<Event>,
     /// With `[auth] users_file`: handed to every connection for its login.
     pub auth: Option<Arc<Auth>>,
+    /// Handed to every connection: the drain has begun.
     pub shutdown: Shutdown,
+    /// Accepting stops: at the drain, or earlier in lame duck mode.
+    pub stop: Shutdown,
     /// Handed to every connection; the drain waits until all are dropped.
     pub alive: Sender<Void>,
 }
@@ -93,7 +96,7 @@ impl Acceptor {
             let next = async { incoming.next().await };
             let (accepted, tls) = match next
                 .or(async {
-                    self.shutdown.wait().await;
+                    self.stop.wait().await;
                     None
                 })
                 .await
@@ -242,7 +245,7 @@ impl Acceptor {
     }
 
     async fn stopped(&self) -> bool {
-        self.shutdown.wait().await;
+        self.stop.wait().await;
         false
     }
 }

@@ -140,6 +140,11 @@ impl<Q: Held> Budget<Q> {
         self.lock().values().filter_map(Weak::upgrade).collect()
     }
 
+    /// The open queue of connection `id`, if there is one.
+    pub fn find(&self, id: u64) -> Option<Arc<Q>> {
+        self.lock().get(&id).and_then(Weak::upgrade)
+    }
+
     /// Cuts off the connections holding the most until the rest fits within the bound.
     /// Runs only when a queued line took the total over it, so its cost (a look at every
     /// queue) is paid once per excess, not per line.

@@ -204,6 +204,7 @@ impl Held {
         if end == Some(reader::End::Drain) {
             info.ending(CloseReason::Drain);
         }
+        self.metrics.operator.closed(info.reason());
         use crate::server::conninfo::ConnInfo as C;
         macro_rules! closed {
             ($level:ident) => {

@@ -48,12 +48,13 @@ impl ConnInfo {
         }
     }
 
-    /// Records why the connection ends, unless a reason was recorded already.
-    pub fn ending(&self, reason: CloseReason) {
+    /// Records why the connection ends, unless a reason was recorded already; true when
+    /// this call recorded it.
+    pub fn ending(&self, reason: CloseReason) -> bool {
         let at = reason.index() as u8;
-        let _ = self
-            .reason
-            .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+        self.reason
+            .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     pub fn reason(&self) -> CloseReason {

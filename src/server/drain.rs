@@ -2,11 +2,9 @@
 //! and the drain ends with one summary line of what was delivered and what was dropped.
 //! The ordered drain itself is the tail of [`crate::server::run`].
 
-use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use futures::channel::oneshot;
 use futures::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_async_std::Signals;
@@ -135,14 +133,11 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Listens for SIGINT and SIGTERM. The returned future resolves at the first one (after
-/// `on_first` ran); a second one ends the process at once with status 128 + its number
-/// (130 for SIGINT, 143 for SIGTERM).
-pub fn on_signals(
-    on_first: impl FnOnce() + Send + 'static,
-) -> io::Result<impl Future<Output = ()>> {
+/// Listens for SIGINT and SIGTERM. The first one runs `on_first` (which starts the
+/// drain); a second one ends the process at once with status 128 + its number (130 for
+/// SIGINT, 143 for SIGTERM).
+pub fn on_signals(on_first: impl FnOnce() + Send + 'static) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let (first_tx, first_rx) = oneshot::channel::<()>();
     runtime::spawn(async move {
         let Some(first) = signals.next().await else {
             return;
@@ -152,7 +147,6 @@ pub fn on_signals(
             "signal received: draining (send it again to exit at once)"
         );
         on_first();
-        let _ = first_tx.send(());
         if let Some(second) = signals.next().await {
             warn!(
                 signal = signal_name(second),
@@ -162,9 +156,7 @@ pub fn on_signals(
             crate::telemetry::exit(128 + second);
         }
     });
-    Ok(async move {
-        let _ = first_rx.await;
-    })
+    Ok(())
 }
 
 /// Signals an operator may send by habit whose default action would end the process:

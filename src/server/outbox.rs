@@ -420,6 +420,28 @@ impl Queue {
         true
     }
 
+    /// Queues `out` as the connection's last line and ends its reading side: the reader
+    /// sees the end of input, and the writer sends what is queued, this line last, then
+    /// closes. False when the queue was closed already (the connection is ending).
+    pub fn finish_with(&self, out: Out) -> bool {
+        let n = out.bytes().len();
+        let mut lines = self.lock();
+        if lines.closed {
+            return false;
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        lines.items.push_back(out);
+        let waiting = lines.waiting.take();
+        drop(lines);
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
+        // One short line: the total may pass its bound by that much until the next check.
+        self.budget.add(n);
+        let _ = self.stream.shutdown(SocketShutdown::Read);
+        true
+    }
+
     /// Why the connection was cut off, if it was.
     pub fn cut_reason(&self) -> Option<SlowReason> {
         SlowReason::from_u8(self.cut.load(Ordering::Acquire))
