@@ -13,7 +13,8 @@ fn hist(values: &[u64]) -> Histogram {
     h
 }
 
-/// A summary of fixed figures for `plan`; `set` changes what a case needs.
+/// The text and JSON of a summary of fixed figures for the command line `line`;
+/// `set` changes what a case needs.
 fn render(line: &str, set: impl FnOnce(&mut Summary<'_>)) -> (String, String) {
     let args = args(line);
     let plan = build_plan(&args).unwrap();
