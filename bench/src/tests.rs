@@ -7,7 +7,10 @@ use clap::Parser;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
 
 mod report;
 mod spread;
