@@ -26,18 +26,26 @@ pub enum Load {
 /// What the run does; fixed before the workers start.
 #[derive(Debug)]
 pub struct Plan {
+    /// Which protocol the clients speak: a-chat lines or Redis pub/sub.
     pub target: Target,
+    /// How fast clients send: a window of unacknowledged messages, a schedule, or not at all.
     pub load: Load,
+    /// How many clients log in; each is one connection (two against Redis when it
+    /// sends: a subscriber and a publisher).
     pub clients: usize,
     /// `--clients` (or the workload's count) before it was rounded up to a multiple
     /// of the addresses, for the report to say so.
     pub requested_clients: usize,
+    /// Recipients of each message: every delivery is checked at each of them.
     pub fanout: usize,
     /// Whom each client's messages go to (the next `fanout` clients, or with
     /// `--cross-node` the next ones on other nodes).
     pub route: Route,
+    /// Bytes of each payload, header included.
     pub size: usize,
+    /// `--messages`: each client stops after this many, and the run once all have.
     pub messages: Option<u64>,
+    /// Client i logs in as `prefix` followed by i.
     pub prefix: String,
     /// The servers; client i connects to `addrs[i % addrs.len()]`.
     pub addrs: Vec<SocketAddr>,
@@ -46,7 +54,9 @@ pub struct Plan {
     pub cross_share: f64,
     /// Spread connections over 127.0.0.1..=127.0.0.N by binding first (0: don't).
     pub source_ips: u32,
+    /// Worker threads; client i belongs to worker i mod `threads`.
     pub threads: usize,
+    /// How long one connect, and the logins after the last connect, may take.
     pub connect_timeout: Duration,
     /// `--tls`: every connection makes a TLS handshake first.
     pub tls: Option<Arc<TlsSetup>>,
@@ -89,33 +99,7 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
             ..
         }
     );
-    let (requested_clients, fanout, load) = match args.workload {
-        Workload::Direct => (
-            args.clients_or(100),
-            1,
-            Load::Closed {
-                inflight: args.inflight,
-            },
-        ),
-        Workload::Fanout { k, .. } => (
-            args.clients_or(100),
-            k,
-            Load::Closed {
-                inflight: args.inflight,
-            },
-        ),
-        Workload::Rate { rate } => (
-            args.clients_or(100),
-            1,
-            Load::Open {
-                interval_ns: args.clients_or(100) as f64 / rate * 1e9,
-            },
-        ),
-        Workload::Idle { connections } => (connections, 1, Load::Idle),
-        Workload::Storm { .. } | Workload::Burst { .. } => {
-            return Err("storm and burst have plans of their own".into())
-        }
-    };
+    let (requested_clients, fanout, load) = workload_shape(args)?;
     let size = args.size_or(64);
     if requested_clients == 0 {
         return Err("need at least one client".into());
@@ -130,37 +114,8 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
     } else {
         requested_clients
     };
-    if fanout == 0 || fanout > clients {
-        return Err(format!(
-            "fanout K must be between 1 and the number of clients ({clients})"
-        ));
-    }
-    let route = if cross_node {
-        let elsewhere = spread::clients_elsewhere(clients, nodes);
-        if fanout > elsewhere {
-            return Err(format!(
-                "fanout {fanout} --cross-node: each client has only {elsewhere} clients on \
-                 other nodes ({clients} clients over {nodes} addresses); use K <= {elsewhere} \
-                 or more --clients"
-            ));
-        }
-        Route::cross_node(fanout, nodes)
-    } else {
-        Route::next(fanout)
-    };
-    if args.inflight == 0 {
-        return Err("--inflight must be at least 1".into());
-    }
-    if size < payload::HEADER_LEN {
-        return Err(format!(
-            "--size {} is too small: payloads carry a {}-byte header",
-            size,
-            payload::HEADER_LEN
-        ));
-    }
-    if args.messages == Some(0) || args.messages.is_some_and(|m| m > payload::MAX_SEQ) {
-        return Err("--messages must be between 1 and 2^48 - 1".into());
-    }
+    let route = plan_route(clients, nodes, fanout, cross_node)?;
+    check_messages(args, size)?;
     let prefix = login_prefix(args, clients)?;
     let idle = matches!(load, Load::Idle);
     let source_ips = source_ips(args, &addrs, idle.then_some(clients))?;
@@ -187,6 +142,84 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
         connect_timeout: args.connect_timeout,
         password: args.password.clone(),
     })
+}
+
+/// What the workload asks for: the clients (before any rounding up), the
+/// recipients of each message, and the load shape.
+fn workload_shape(args: &BenchArgs) -> Result<(usize, usize, Load), String> {
+    Ok(match args.workload {
+        Workload::Direct => (
+            args.clients_or(100),
+            1,
+            Load::Closed {
+                inflight: args.inflight,
+            },
+        ),
+        Workload::Fanout { k, .. } => (
+            args.clients_or(100),
+            k,
+            Load::Closed {
+                inflight: args.inflight,
+            },
+        ),
+        Workload::Rate { rate } => (
+            args.clients_or(100),
+            1,
+            Load::Open {
+                interval_ns: args.clients_or(100) as f64 / rate * 1e9,
+            },
+        ),
+        Workload::Idle { connections } => (connections, 1, Load::Idle),
+        Workload::Storm { .. } | Workload::Burst { .. } => {
+            return Err("storm and burst have plans of their own".into())
+        }
+    })
+}
+
+/// Whom each client's messages go to: the next `fanout` clients, or with
+/// `cross_node` the next ones on other nodes, if there are that many.
+fn plan_route(
+    clients: usize,
+    nodes: usize,
+    fanout: usize,
+    cross_node: bool,
+) -> Result<Route, String> {
+    if fanout == 0 || fanout > clients {
+        return Err(format!(
+            "fanout K must be between 1 and the number of clients ({clients})"
+        ));
+    }
+    if !cross_node {
+        return Ok(Route::next(fanout));
+    }
+    let elsewhere = spread::clients_elsewhere(clients, nodes);
+    if fanout > elsewhere {
+        return Err(format!(
+            "fanout {fanout} --cross-node: each client has only {elsewhere} clients on \
+             other nodes ({clients} clients over {nodes} addresses); use K <= {elsewhere} \
+             or more --clients"
+        ));
+    }
+    Ok(Route::cross_node(fanout, nodes))
+}
+
+/// Checks what each client sends: its window, the payload size (room for the
+/// header), and `--messages` (within the sequence numbers a payload carries).
+fn check_messages(args: &BenchArgs, size: usize) -> Result<(), String> {
+    if args.inflight == 0 {
+        return Err("--inflight must be at least 1".into());
+    }
+    if size < payload::HEADER_LEN {
+        return Err(format!(
+            "--size {} is too small: payloads carry a {}-byte header",
+            size,
+            payload::HEADER_LEN
+        ));
+    }
+    if args.messages == Some(0) || args.messages.is_some_and(|m| m > payload::MAX_SEQ) {
+        return Err("--messages must be between 1 and 2^48 - 1".into());
+    }
+    Ok(())
 }
 
 /// The server addresses: every `--addr`, or the target's default; loopback only,
