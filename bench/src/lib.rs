@@ -15,14 +15,16 @@
 //! `shared` (coordinator/worker state), `worker` (the epoll loops), `report`
 //! (the summary), `storm` and `burst` (workloads with loops of their own),
 //! `link` (a connection's transport: plain TCP or TLS), `spread` (clients over
-//! several addresses, the nodes of a cluster), and the pure helpers `wire`,
-//! `payload`, `checker`, `histogram`, `sys`.
+//! several addresses, the nodes of a cluster), `input` (reading a connection
+//! dry, for `worker` and `burst`), and the pure helpers `wire`, `payload`,
+//! `checker`, `histogram`, `sys`.
 
 mod args;
 mod burst;
 mod checker;
 mod coordinator;
 mod histogram;
+mod input;
 mod link;
 mod payload;
 mod plan;
