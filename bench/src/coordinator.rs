@@ -85,7 +85,7 @@ impl<'a> Coordinator<'a> {
             return Err(format!(
                 "could not log in all {} clients at {} ({confirmed} confirmed): {}",
                 plan.clients,
-                spread::addrs_text(&plan.addrs),
+                spread::addrs_text(&plan.access.addrs),
                 notes.join("; ")
             ));
         }
@@ -94,7 +94,7 @@ impl<'a> Coordinator<'a> {
             format_args!(
                 "[{:5.1}s] {confirmed} clients logged in at {} ({} worker thread{})",
                 login_time.as_secs_f64(),
-                spread::addrs_text(&plan.addrs),
+                spread::addrs_text(&plan.access.addrs),
                 plan.threads,
                 if plan.threads == 1 { "" } else { "s" }
             ),
@@ -123,7 +123,7 @@ impl<'a> Coordinator<'a> {
             if all_connected && confirmed + shared.login_failed.load(SeqCst) == opened {
                 return failed == 0;
             }
-            if connected_at.is_some_and(|t| t.elapsed() > plan.connect_timeout) {
+            if connected_at.is_some_and(|t| t.elapsed() > plan.access.connect_timeout) {
                 shared.note(|| {
                     format!(
                         "only {confirmed} of {opened} logins confirmed within --connect-timeout"

@@ -19,6 +19,7 @@
 //! dry, for `worker` and `burst`), and the pure helpers `wire`, `payload`,
 //! `checker`, `histogram`, `sys`.
 
+mod access;
 mod args;
 mod burst;
 mod checker;

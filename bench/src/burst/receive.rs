@@ -26,7 +26,7 @@ impl Reader for Burst<'_> {
 
     /// Handles every complete line / RESP value; returns the bytes used.
     fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
-        let resp = self.plan.target == Target::Redis;
+        let resp = self.plan.access.target == Target::Redis;
         let split = input::split(data, resp, |item| match item {
             Item::Line(line) => self.on_line(ci, line),
             Item::Resp(v, n) => self.on_resp(ci, v, n as u64),
@@ -57,12 +57,12 @@ impl Burst<'_> {
     pub(super) fn on_line(&mut self, ci: usize, line: &[u8]) {
         match wire::parse_chat_line(line) {
             ChatLine::From { login, text } if text == b"ping" => {
-                if login == self.plan.name(ci).as_bytes() {
+                if login == self.plan.access.name(ci).as_bytes() {
                     self.conns[ci].confirmed = true;
                 }
             }
             ChatLine::From { login, text } if ci < self.plan.readers => {
-                let from = wire::client_index(login, self.plan.prefix.as_bytes());
+                let from = wire::client_index(login, self.plan.access.prefix.as_bytes());
                 self.on_payload(ci, text, from, line.len() as u64 + 1);
             }
             ChatLine::Error(_) | ChatLine::Notice(_) => {
@@ -73,7 +73,10 @@ impl Burst<'_> {
             _ => {
                 self.c.malformed += 1;
                 let l = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
-                self.note(format!("unexpected line to {}: {l}", self.plan.name(ci)));
+                self.note(format!(
+                    "unexpected line to {}: {l}",
+                    self.plan.access.name(ci)
+                ));
             }
         }
     }
@@ -104,7 +107,7 @@ impl Burst<'_> {
                 self.c.malformed += 1;
                 self.note(format!(
                     "unexpected reply to {}: {other:?}",
-                    self.plan.name(ci)
+                    self.plan.access.name(ci)
                 ));
             }
         }

@@ -65,9 +65,9 @@ impl Summary<'_> {
         let p = self.plan;
         o.field("workload", json_str(self.args.workload.name()));
         o.field("target", json_str(self.target()));
-        o.field("addr", json_str(&p.addrs[0].to_string()));
-        o.field("addrs", addrs_json(&p.addrs));
-        o.field("addresses", p.addrs.len().to_string());
+        o.field("addr", json_str(&p.access.addrs[0].to_string()));
+        o.field("addrs", addrs_json(&p.access.addrs));
+        o.field("addresses", p.access.addrs.len().to_string());
         o.field("clients", p.clients.to_string());
         o.field("clients_requested", p.requested_clients.to_string());
         o.field("fanout", p.fanout.to_string());
@@ -82,7 +82,7 @@ impl Summary<'_> {
         );
         o.field("size", p.size.to_string());
         o.field("threads", p.threads.to_string());
-        o.field("tls", p.tls.is_some().to_string());
+        o.field("tls", p.access.tls.is_some().to_string());
         o.field(
             "inflight",
             match p.load {

@@ -197,7 +197,7 @@ impl<'a> Summary<'a> {
     }
 
     fn target(&self) -> &'static str {
-        match self.plan.target {
+        match self.plan.access.target {
             Target::Achat => "achat",
             Target::Redis => "redis",
         }

@@ -46,8 +46,12 @@ impl Summary<'_> {
             "a-chat bench: {} against {} at {}{}: {} clients, {}-byte payloads{}, {} thread{}",
             self.workload(),
             self.target(),
-            addrs_text(&p.addrs),
-            if p.tls.is_some() { " over TLS" } else { "" },
+            addrs_text(&p.access.addrs),
+            if p.access.tls.is_some() {
+                " over TLS"
+            } else {
+                ""
+            },
             p.clients,
             p.size,
             match p.load {
@@ -63,14 +67,14 @@ impl Summary<'_> {
     /// deliveries cross nodes.
     fn text_nodes(&self, o: &mut String) {
         let p = self.plan;
-        if p.addrs.len() <= 1 {
+        if p.access.addrs.len() <= 1 {
             return;
         }
         let _ = writeln!(
             o,
             "  nodes       {} addresses (client i on address i mod {}){}{}",
-            p.addrs.len(),
-            p.addrs.len(),
+            p.access.addrs.len(),
+            p.access.addrs.len(),
             if self.idle() {
                 String::new()
             } else {

@@ -58,7 +58,7 @@ impl Reader for Worker {
 impl Worker {
     pub(super) fn trouble(&mut self, cl: usize, what: &str, line: &[u8]) {
         self.shared.trouble.fetch_add(1, Relaxed);
-        let who = self.plan.name(self.clients[cl].id);
+        let who = self.plan.access.name(self.clients[cl].id);
         let line = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
         self.shared.note(|| format!("{what} to {who}: {line}"));
     }

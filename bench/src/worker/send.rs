@@ -186,7 +186,10 @@ impl Worker {
         if self.shared.phase.load(SeqCst) != DONE {
             self.stats.closed += 1;
             self.shared.trouble.fetch_add(1, Relaxed);
-            let who = self.plan.name(self.clients[self.conns[ci].client].id);
+            let who = self
+                .plan
+                .access
+                .name(self.clients[self.conns[ci].client].id);
             self.shared.note(|| format!("connection of {who}: {why}"));
         }
     }
