@@ -1,15 +1,12 @@
-//! What a run does, fixed before any worker starts: the target protocol, the
-//! load shape, the clients, their names, addresses and recipients ([`Plan`]); how
-//! it is built from the command line and checked, and the warnings and descriptor
-//! limits it implies. Spreading over several addresses is in `spread`.
+//! What a run does, fixed before any worker starts: how clients reach the
+//! servers (`access`), the load shape, the clients and their recipients
+//! ([`Plan`]); how it is built from the command line and checked, and the
+//! warnings and descriptor limits it implies. Spreading over several addresses
+//! is in `spread`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
-
+use super::access::{login_prefix, source_ips, target_addrs, Access};
 pub use super::args::Target;
 use super::args::{BenchArgs, Workload};
-use super::link::TlsSetup;
 use super::spread::{self, Route};
 use super::{payload, sys};
 
@@ -26,52 +23,36 @@ pub enum Load {
 /// What the run does; fixed before the workers start.
 #[derive(Debug)]
 pub struct Plan {
-    pub target: Target,
+    /// How each client connects and logs in.
+    pub access: Access,
+    /// How fast clients send: a window of unacknowledged messages, a schedule, or not at all.
     pub load: Load,
+    /// How many clients log in; each is one connection (two against Redis when it
+    /// sends: a subscriber and a publisher).
     pub clients: usize,
     /// `--clients` (or the workload's count) before it was rounded up to a multiple
     /// of the addresses, for the report to say so.
     pub requested_clients: usize,
+    /// Recipients of each message: every delivery is checked at each of them.
     pub fanout: usize,
     /// Whom each client's messages go to (the next `fanout` clients, or with
     /// `--cross-node` the next ones on other nodes).
     pub route: Route,
+    /// Bytes of each payload, header included.
     pub size: usize,
+    /// `--messages`: each client stops after this many, and the run once all have.
     pub messages: Option<u64>,
-    pub prefix: String,
-    /// The servers; client i connects to `addrs[i % addrs.len()]`.
-    pub addrs: Vec<SocketAddr>,
     /// Of the planned deliveries, the share whose sender and recipient use different
     /// addresses (0 with one address).
     pub cross_share: f64,
-    /// Spread connections over 127.0.0.1..=127.0.0.N by binding first (0: don't).
-    pub source_ips: u32,
+    /// Worker threads; client i belongs to worker i mod `threads`.
     pub threads: usize,
-    pub connect_timeout: Duration,
-    /// `--tls`: every connection makes a TLS handshake first.
-    pub tls: Option<Arc<TlsSetup>>,
-    /// `--password`: logins are `NAME PASSWORD`.
-    pub password: Option<String>,
 }
 
 impl Plan {
-    pub fn name(&self, i: usize) -> String {
-        format!("{}{}", self.prefix, i)
-    }
-
     /// The `fanout` recipients of every message of client `i`.
     pub fn recipients(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.route.recipients(i, self.clients)
-    }
-
-    /// The server client `client` connects to.
-    pub fn addr_of(&self, client: usize) -> SocketAddr {
-        self.addrs[spread::node_of(client, self.addrs.len())]
-    }
-
-    pub fn source(&self, conn_no: usize) -> Option<Ipv4Addr> {
-        (self.source_ips > 0)
-            .then(|| Ipv4Addr::new(127, 0, 0, 1 + (conn_no % self.source_ips as usize) as u8))
     }
 
     pub fn owner(&self, client: usize) -> usize {
@@ -89,7 +70,49 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
             ..
         }
     );
-    let (requested_clients, fanout, load) = match args.workload {
+    let (requested_clients, fanout, load) = workload_shape(args)?;
+    let size = args.size_or(64);
+    if requested_clients == 0 {
+        return Err("need at least one client".into());
+    }
+    if cross_node && nodes < 2 {
+        return Err("fanout --cross-node needs several --addr (the nodes to cross between)".into());
+    }
+    // direct and cross-node fan-out: as many clients on every node, so that every
+    // delivery crosses nodes.
+    let clients = if nodes > 1 && (cross_node || matches!(args.workload, Workload::Direct)) {
+        spread::round_up_clients(requested_clients, nodes)
+    } else {
+        requested_clients
+    };
+    let route = plan_route(clients, nodes, fanout, cross_node)?;
+    check_messages(args, size)?;
+    let prefix = login_prefix(args, clients)?;
+    let idle = matches!(load, Load::Idle);
+    let source_ips = source_ips(args, &addrs, idle.then_some(clients))?;
+    let cross_share = if idle {
+        0.0
+    } else {
+        spread::cross_share(&addrs, clients, &route)
+    };
+    Ok(Plan {
+        access: Access::new(args, addrs, prefix, source_ips)?,
+        load,
+        clients,
+        requested_clients,
+        fanout,
+        route,
+        size,
+        messages: args.messages,
+        cross_share,
+        threads: args.threads.clamp(1, clients),
+    })
+}
+
+/// What the workload asks for: the clients (before any rounding up), the
+/// recipients of each message, and the load shape.
+fn workload_shape(args: &BenchArgs) -> Result<(usize, usize, Load), String> {
+    Ok(match args.workload {
         Workload::Direct => (
             args.clients_or(100),
             1,
@@ -115,39 +138,39 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
         Workload::Storm { .. } | Workload::Burst { .. } => {
             return Err("storm and burst have plans of their own".into())
         }
-    };
-    let size = args.size_or(64);
-    if requested_clients == 0 {
-        return Err("need at least one client".into());
-    }
-    if cross_node && nodes < 2 {
-        return Err("fanout --cross-node needs several --addr (the nodes to cross between)".into());
-    }
-    // direct and cross-node fan-out: as many clients on every node, so that every
-    // delivery crosses nodes.
-    let clients = if nodes > 1 && (cross_node || matches!(args.workload, Workload::Direct)) {
-        spread::round_up_clients(requested_clients, nodes)
-    } else {
-        requested_clients
-    };
+    })
+}
+
+/// Whom each client's messages go to: the next `fanout` clients, or with
+/// `cross_node` the next ones on other nodes, if there are that many.
+fn plan_route(
+    clients: usize,
+    nodes: usize,
+    fanout: usize,
+    cross_node: bool,
+) -> Result<Route, String> {
     if fanout == 0 || fanout > clients {
         return Err(format!(
             "fanout K must be between 1 and the number of clients ({clients})"
         ));
     }
-    let route = if cross_node {
-        let elsewhere = spread::clients_elsewhere(clients, nodes);
-        if fanout > elsewhere {
-            return Err(format!(
-                "fanout {fanout} --cross-node: each client has only {elsewhere} clients on \
-                 other nodes ({clients} clients over {nodes} addresses); use K <= {elsewhere} \
-                 or more --clients"
-            ));
-        }
-        Route::cross_node(fanout, nodes)
-    } else {
-        Route::next(fanout)
-    };
+    if !cross_node {
+        return Ok(Route::next(fanout));
+    }
+    let elsewhere = spread::clients_elsewhere(clients, nodes);
+    if fanout > elsewhere {
+        return Err(format!(
+            "fanout {fanout} --cross-node: each client has only {elsewhere} clients on \
+             other nodes ({clients} clients over {nodes} addresses); use K <= {elsewhere} \
+             or more --clients"
+        ));
+    }
+    Ok(Route::cross_node(fanout, nodes))
+}
+
+/// Checks what each client sends: its window, the payload size (room for the
+/// header), and `--messages` (within the sequence numbers a payload carries).
+fn check_messages(args: &BenchArgs, size: usize) -> Result<(), String> {
     if args.inflight == 0 {
         return Err("--inflight must be at least 1".into());
     }
@@ -161,96 +184,7 @@ pub fn build_plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.messages == Some(0) || args.messages.is_some_and(|m| m > payload::MAX_SEQ) {
         return Err("--messages must be between 1 and 2^48 - 1".into());
     }
-    let prefix = login_prefix(args, clients)?;
-    let idle = matches!(load, Load::Idle);
-    let source_ips = source_ips(args, &addrs, idle.then_some(clients))?;
-    let cross_share = if idle {
-        0.0
-    } else {
-        spread::cross_share(&addrs, clients, &route)
-    };
-    Ok(Plan {
-        target: args.target,
-        load,
-        clients,
-        requested_clients,
-        fanout,
-        route,
-        size,
-        messages: args.messages,
-        prefix,
-        tls: args.tls_setup(&addrs)?,
-        addrs,
-        cross_share,
-        source_ips,
-        threads: args.threads.clamp(1, clients),
-        connect_timeout: args.connect_timeout,
-        password: args.password.clone(),
-    })
-}
-
-/// The server addresses: every `--addr`, or the target's default; loopback only,
-/// and one for Redis.
-pub fn target_addrs(args: &BenchArgs) -> Result<Vec<SocketAddr>, String> {
-    if args.target == Target::Redis && args.addr.len() > 1 {
-        return Err(format!(
-            "--target redis takes one --addr, not {}: the comparison runs against one Redis",
-            args.addr.len()
-        ));
-    }
-    let addrs = if args.addr.is_empty() {
-        vec![match args.target {
-            Target::Achat => "127.0.0.1:8080".parse().unwrap(),
-            Target::Redis => "127.0.0.1:6379".parse().unwrap(),
-        }]
-    } else {
-        args.addr.clone()
-    };
-    if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-        return Err(format!(
-            "{addr} is not a loopback address: the bench only targets 127.0.0.0/8 or ::1"
-        ));
-    }
-    Ok(addrs)
-}
-
-/// The login prefix (`--prefix` or `b<pid>-`), checked against the longest
-/// login it makes for `clients` clients.
-pub fn login_prefix(args: &BenchArgs, clients: usize) -> Result<String, String> {
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("b{}-", std::process::id()));
-    let longest = format!("{prefix}{}", clients.saturating_sub(1));
-    if prefix.is_empty()
-        || longest.len() > 64
-        || prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == ',')
-    {
-        return Err(format!(
-            "--prefix {prefix:?}: logins must be 1..=64 bytes without whitespace, ':' or ','"
-        ));
-    }
-    Ok(prefix)
-}
-
-/// How many 127.0.0.x source addresses to spread over: `--source-ips`, or
-/// with `spread` connections one address per 4000 of them (IPv4 only), or 0.
-pub fn source_ips(
-    args: &BenchArgs,
-    addrs: &[SocketAddr],
-    spread: Option<usize>,
-) -> Result<u32, String> {
-    let v4 = addrs.iter().all(SocketAddr::is_ipv4);
-    Ok(match (args.source_ips, v4, spread) {
-        (Some(_), false, _) => {
-            return Err("--source-ips needs IPv4 loopback addresses (--addr)".into())
-        }
-        (Some(n), _, _) => n,
-        (None, true, Some(conns)) => conns.div_ceil(4000).clamp(1, 254) as u32,
-        (None, _, _) => 0,
-    })
+    Ok(())
 }
 
 /// Warnings about limits of the server under test that the plan goes past.
@@ -262,10 +196,10 @@ pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
              delivery crosses nodes",
             plan.requested_clients,
             plan.clients,
-            plan.addrs.len()
+            plan.access.addrs.len()
         ));
     }
-    if plan.target == Target::Achat {
+    if plan.access.target == Target::Achat {
         if plan.fanout > 64 {
             w.push(format!(
                 "fanout {} is above the server's default max_recipients (64): expect errors",
@@ -273,7 +207,7 @@ pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
             ));
         }
         let names: usize = (0..plan.fanout)
-            .map(|k| plan.name(plan.clients - 1 - k).len() + 2)
+            .map(|k| plan.access.name(plan.clients - 1 - k).len() + 2)
             .sum();
         if names + plan.size > 8192 {
             w.push(format!(
@@ -281,22 +215,22 @@ pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
                 names + plan.size
             ));
         }
-        let per_node = plan.clients.div_ceil(plan.addrs.len());
+        let per_node = plan.clients.div_ceil(plan.access.addrs.len());
         if matches!(plan.load, Load::Idle) && per_node > 10_000 {
             w.push(format!(
                 "{per_node} connections{} exceed the server's default max_connections (10000): the rest wait in the backlog",
-                if plan.addrs.len() > 1 { " per server" } else { "" }
+                if plan.access.addrs.len() > 1 { " per server" } else { "" }
             ));
         }
     }
     // Each server takes its share of the connections.
-    let conns = (plan.clients * conns_per_client(plan) as usize).div_ceil(plan.addrs.len());
+    let conns = (plan.clients * conns_per_client(plan) as usize).div_ceil(plan.access.addrs.len());
     for &pid in pids {
         if let Some(limit) = sys::proc_nofile(pid) {
             if conns as u64 + 16 > limit {
                 w.push(format!(
                     "the server (pid {pid}) may open only {limit} files (RLIMIT_NOFILE), fewer than the {conns} connections planned{}",
-                    if plan.addrs.len() > 1 { " for it" } else { "" }
+                    if plan.access.addrs.len() > 1 { " for it" } else { "" }
                 ));
             }
         }
@@ -305,7 +239,7 @@ pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
 }
 
 fn conns_per_client(plan: &Plan) -> u64 {
-    match (plan.target, plan.load) {
+    match (plan.access.target, plan.load) {
         (Target::Redis, Load::Idle) | (Target::Achat, _) => 1,
         (Target::Redis, _) => 2,
     }

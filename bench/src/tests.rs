@@ -7,8 +7,12 @@ use clap::Parser;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
 
+mod report;
 mod spread;
 mod storm_burst;
 
@@ -273,8 +277,15 @@ fn refuses_bad_plans() {
     assert!(plan("--size 10 direct").contains("too small"));
     assert!(plan("-c 3 fanout 4").contains("fanout"));
     assert!(plan("--prefix a:b direct").contains("prefix"));
-    assert!(build_plan(&args("--target redis direct")).unwrap().addrs[0].port() == 6379);
-    assert_eq!(build_plan(&args("idle 9000")).unwrap().source_ips, 3);
+    assert!(
+        build_plan(&args("--target redis direct"))
+            .unwrap()
+            .access
+            .addrs[0]
+            .port()
+            == 6379
+    );
+    assert_eq!(build_plan(&args("idle 9000")).unwrap().access.source_ips, 3);
 }
 
 #[test]

@@ -14,15 +14,14 @@ mod report;
 
 pub use report::Outcome;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::access::{login_prefix, source_ips, target_addrs, Access};
 use super::args::BenchArgs;
 use super::checker::SeqChecker;
-use super::link::{Link, TlsSetup};
+use super::link::Link;
 use super::payload;
-use super::plan::{ensure_fds, login_prefix, source_ips, target_addrs, Target};
+use super::plan::{ensure_fds, Target};
 use super::report::fmt_ns;
 use super::spread;
 use super::sys::{self, Epoll};
@@ -31,9 +30,9 @@ use super::wire::{self, Template};
 /// What a burst run does; checked before any connect.
 #[derive(Debug)]
 pub struct BurstPlan {
-    pub target: Target,
-    /// The servers; client i (readers first, then senders) connects to the (i mod n)-th.
-    pub addrs: Vec<SocketAddr>,
+    /// How each client connects and logs in; client i (readers first, then
+    /// senders) connects to the (i mod n)-th address.
+    pub access: Access,
     pub readers: usize,
     pub senders: usize,
     pub size: usize,
@@ -41,14 +40,7 @@ pub struct BurstPlan {
     /// Lines per sender and round.
     pub lines: u64,
     pub rounds: u32,
-    pub prefix: String,
-    pub source_ips: u32,
-    pub connect_timeout: Duration,
     pub round_timeout: Duration,
-    /// `--tls`: every connection makes a TLS handshake first.
-    pub tls: Option<Arc<TlsSetup>>,
-    /// `--password`: logins are `NAME PASSWORD`.
-    pub password: Option<String>,
 }
 
 impl BurstPlan {
@@ -81,31 +73,18 @@ impl BurstPlan {
             return Err("--burst-bytes / --size × --rounds must stay below 2^48".into());
         }
         let addrs = target_addrs(args)?;
+        let prefix = login_prefix(args, readers + senders)?;
+        let source_ips = source_ips(args, &addrs, None)?;
         Ok(BurstPlan {
-            target: args.target,
+            access: Access::new(args, addrs, prefix, source_ips)?,
             readers,
             senders,
             size,
             burst_bytes,
             lines,
             rounds,
-            prefix: login_prefix(args, readers + senders)?,
-            source_ips: source_ips(args, &addrs, None)?,
-            connect_timeout: args.connect_timeout,
             round_timeout: args.duration,
-            tls: args.tls_setup(&addrs)?,
-            addrs,
-            password: args.password.clone(),
         })
-    }
-
-    /// The server client `client` connects to.
-    pub fn addr_of(&self, client: usize) -> SocketAddr {
-        self.addrs[spread::node_of(client, self.addrs.len())]
-    }
-
-    pub fn name(&self, client: usize) -> String {
-        format!("{}{client}", self.prefix)
     }
 
     /// Lines each reader gets per round.
@@ -116,14 +95,16 @@ impl BurstPlan {
     /// Limits of a default a-chat server that the plan goes past.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.target == Target::Achat {
+        if self.access.target == Target::Achat {
             if self.readers > 64 {
                 w.push(format!(
                     "{} readers are above the server's default max_recipients (64): expect errors",
                     self.readers
                 ));
             }
-            let names: usize = (0..self.readers).map(|r| self.name(r).len() + 2).sum();
+            let names: usize = (0..self.readers)
+                .map(|r| self.access.name(r).len() + 2)
+                .sum();
             if names + self.size > 8192 {
                 w.push(format!(
                     "lines of about {} bytes exceed the server's default max_line_bytes (8192)",
@@ -220,7 +201,7 @@ pub fn run(
         "{} readers and {} senders logged in at {}",
         plan.readers,
         plan.senders,
-        spread::addrs_text(&plan.addrs)
+        spread::addrs_text(&plan.access.addrs)
     ));
     let mut times: Vec<Option<Duration>> = Vec::new();
     for r in 0..plan.rounds {
@@ -259,21 +240,27 @@ impl Burst<'_> {
         let p = self.plan;
         for client in 0..p.readers + p.senders {
             let reader = client < p.readers;
-            let source = (p.source_ips > 0).then(|| {
-                std::net::Ipv4Addr::new(127, 0, 0, 1 + (client % p.source_ips as usize) as u8)
+            let source = (p.access.source_ips > 0).then(|| {
+                std::net::Ipv4Addr::new(
+                    127,
+                    0,
+                    0,
+                    1 + (client % p.access.source_ips as usize) as u8,
+                )
             });
-            let addr = p.addr_of(client);
-            let stream = sys::connect(addr, source, p.connect_timeout)
+            let addr = p.access.addr_of(client);
+            let stream = sys::connect(addr, source, p.access.connect_timeout)
                 .map_err(|e| format!("connect {addr}: {e}"))?;
-            let link = Link::new(stream, p.tls.as_deref()).map_err(|e| format!("TLS: {e}"))?;
+            let link =
+                Link::new(stream, p.access.tls.as_deref()).map_err(|e| format!("TLS: {e}"))?;
             self.epoll
                 .add(link.raw_fd(), client as u64)
                 .map_err(|e| format!("epoll: {e}"))?;
-            let name = p.name(client);
-            let hello = match (p.target, reader) {
-                (Target::Achat, _) => wire::achat_hello(&name, p.password.as_deref()),
-                (Target::Redis, true) => format!("SUBSCRIBE {name}\r\n"),
+            let name = p.access.name(client);
+            // Redis senders only publish: they log in to nothing.
+            let hello = match (p.access.target, reader) {
                 (Target::Redis, false) => String::new(),
+                _ => p.access.hello(&name),
             };
             self.conns.push(Conn {
                 link,
@@ -282,7 +269,7 @@ impl Burst<'_> {
                 out_pos: 0,
                 writable: true,
                 partial: Vec::new(),
-                confirmed: p.target == Target::Redis && !reader,
+                confirmed: p.access.target == Target::Redis && !reader,
                 closed: None,
                 checkers: if reader {
                     vec![SeqChecker::new(); p.senders]
@@ -295,12 +282,12 @@ impl Burst<'_> {
             });
             self.flush(client);
         }
-        let deadline = Instant::now() + p.connect_timeout;
+        let deadline = Instant::now() + p.access.connect_timeout;
         while !self.conns.iter().all(|c| c.confirmed) {
             if let Some(c) = self.conns.iter().find(|c| c.closed.is_some()) {
                 return Err(format!(
                     "could not log in {}: {}",
-                    p.name(c.client),
+                    p.access.name(c.client),
                     c.closed.as_deref().unwrap_or_default()
                 ));
             }
@@ -320,11 +307,11 @@ impl Burst<'_> {
     /// the first write until every reader has all of it, or `None`.
     fn round(&mut self, r: u64) -> Option<Duration> {
         let p = self.plan;
-        let names: Vec<String> = (0..p.readers).map(|i| p.name(i)).collect();
+        let names: Vec<String> = (0..p.readers).map(|i| p.access.name(i)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         for j in 0..p.senders {
             let client = p.readers + j;
-            let t: Template = match p.target {
+            let t: Template = match p.access.target {
                 Target::Achat => wire::chat_template(&names, client as u32, p.size),
                 Target::Redis => wire::redis_template(&names, client as u32, p.size),
             };
@@ -414,7 +401,7 @@ impl Burst<'_> {
             return;
         }
         let p = self.plan;
-        let name = p.name(ci);
+        let name = p.access.name(ci);
         let n = if ci < p.readers {
             let when = self.t0.map_or(String::new(), |t| {
                 format!(", {} into the round", fmt_ns(t.elapsed().as_nanos() as u64))

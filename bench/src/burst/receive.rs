@@ -1,94 +1,68 @@
-//! The readers' side of a burst run: reading each socket dry, splitting
-//! lines or RESP values, and checking every payload's sender and sequence.
+//! The readers' side of a burst run: what `input` needs to read each socket
+//! dry and split lines or RESP values, and checking every payload's sender
+//! and sequence.
 
-use std::io;
 use std::time::Instant;
 
 use super::super::checker::Arrival;
+use super::super::input::{self, Item, Reader};
+use super::super::link::Link;
 use super::super::payload;
 use super::super::plan::Target;
 use super::super::wire::{self, ChatLine, Resp};
 use super::Burst;
 
-impl Burst<'_> {
-    pub(super) fn read(&mut self, ci: usize, hangup: bool) {
-        let mut rbuf = std::mem::take(&mut self.rbuf);
-        loop {
-            let c = &mut self.conns[ci];
-            if c.closed.is_some() {
-                break;
-            }
-            let plen = c.partial.len();
-            if plen > rbuf.len() / 2 {
-                self.c.malformed += 1;
-                self.lost(ci, format!("incomplete input over {plen} bytes"));
-                break;
-            }
-            rbuf[..plen].copy_from_slice(&c.partial);
-            let room = rbuf.len() - plen;
-            match c.link.read(&mut rbuf[plen..]) {
-                Ok(0) => {
-                    self.lost(ci, "closed by the server (EOF)".into());
-                    break;
-                }
-                Ok(n) => {
-                    let total = plen + n;
-                    let used = self.consume(ci, &rbuf[..total]);
-                    let c = &mut self.conns[ci];
-                    c.partial.clear();
-                    c.partial.extend_from_slice(&rbuf[used..total]);
-                    if n < room && !hangup {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.lost(ci, format!("read: {e}"));
-                    break;
-                }
-            }
-        }
-        self.rbuf = rbuf;
+impl Reader for Burst<'_> {
+    const EOF: &'static str = "closed by the server (EOF)";
+
+    fn is_closed(&self, ci: usize) -> bool {
+        self.conns[ci].closed.is_some()
+    }
+
+    fn input(&mut self, ci: usize) -> (&mut Link, &mut Vec<u8>) {
+        let c = &mut self.conns[ci];
+        (&mut c.link, &mut c.partial)
     }
 
     /// Handles every complete line / RESP value; returns the bytes used.
-    pub(super) fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
-        let mut pos = 0;
-        match self.plan.target {
-            Target::Achat => {
-                while let Some(n) = wire::find_byte(&data[pos..], b'\n') {
-                    self.on_line(ci, &data[pos..pos + n]);
-                    pos += n + 1;
-                }
-            }
-            Target::Redis => loop {
-                match wire::parse_resp(&data[pos..]) {
-                    Ok(Some((v, n))) => {
-                        self.on_resp(ci, v, n as u64);
-                        pos += n;
-                    }
-                    Ok(None) => break,
-                    Err(()) => {
-                        self.c.malformed += 1;
-                        self.lost(ci, "unparsable RESP".into());
-                        return data.len();
-                    }
-                }
-            },
-        }
-        pos
+    fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
+        let resp = self.plan.access.target == Target::Redis;
+        let split = input::split(data, resp, |item| match item {
+            Item::Line(line) => self.on_line(ci, line),
+            Item::Resp(v, n) => self.on_resp(ci, v, n as u64),
+        });
+        split.unwrap_or_else(|()| {
+            self.c.malformed += 1;
+            self.lost(ci, "unparsable RESP".into());
+            data.len()
+        })
+    }
+
+    fn malformed(&mut self) {
+        self.c.malformed += 1;
+    }
+
+    fn lost(&mut self, ci: usize, why: String) {
+        Burst::lost(self, ci, why);
+    }
+}
+
+impl Burst<'_> {
+    pub(super) fn read(&mut self, ci: usize, hangup: bool) {
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        input::read_dry(self, ci, &mut rbuf, hangup);
+        self.rbuf = rbuf;
     }
 
     pub(super) fn on_line(&mut self, ci: usize, line: &[u8]) {
         match wire::parse_chat_line(line) {
             ChatLine::From { login, text } if text == b"ping" => {
-                if login == self.plan.name(ci).as_bytes() {
+                if login == self.plan.access.name(ci).as_bytes() {
                     self.conns[ci].confirmed = true;
                 }
             }
             ChatLine::From { login, text } if ci < self.plan.readers => {
-                let from = wire::client_index(login, self.plan.prefix.as_bytes());
+                let from = wire::client_index(login, self.plan.access.prefix.as_bytes());
                 self.on_payload(ci, text, from, line.len() as u64 + 1);
             }
             ChatLine::Error(_) | ChatLine::Notice(_) => {
@@ -99,7 +73,10 @@ impl Burst<'_> {
             _ => {
                 self.c.malformed += 1;
                 let l = String::from_utf8_lossy(&line[..line.len().min(100)]).into_owned();
-                self.note(format!("unexpected line to {}: {l}", self.plan.name(ci)));
+                self.note(format!(
+                    "unexpected line to {}: {l}",
+                    self.plan.access.name(ci)
+                ));
             }
         }
     }
@@ -130,7 +107,7 @@ impl Burst<'_> {
                 self.c.malformed += 1;
                 self.note(format!(
                     "unexpected reply to {}: {other:?}",
-                    self.plan.name(ci)
+                    self.plan.access.name(ci)
                 ));
             }
         }

@@ -51,8 +51,8 @@ impl Outcome {
         let _ = writeln!(
             o,
             "a-chat bench: burst against {} at {}: {} readers, {} senders × {} bytes ({} lines of {} bytes) to every reader, {} round{}",
-            if p.target == Target::Achat { "achat" } else { "redis" },
-            addrs_text(&p.addrs), p.readers, p.senders, p.burst_bytes, p.lines, p.size, p.rounds,
+            if p.access.target == Target::Achat { "achat" } else { "redis" },
+            addrs_text(&p.access.addrs), p.readers, p.senders, p.burst_bytes, p.lines, p.size, p.rounds,
             if p.rounds == 1 { "" } else { "s" }
         );
         let rounds: Vec<String> = self
@@ -124,9 +124,9 @@ impl Outcome {
              \"bytes_per_reader\":{},\"lost\":{},\"duplicates\":{},\"reordered\":{},\"misrouted\":{},\
              \"malformed\":{},\"server_lines\":{},\"unheard_publishes\":{},\"readers_disconnected\":{},\
              \"senders_closed\":{},\"notes\":[{}],\"warnings\":[{}],\"ok\":{}}}",
-            json_str(if p.target == Target::Achat { "achat" } else { "redis" }),
-            json_str(&p.addrs[0].to_string()),
-            addrs_json(&p.addrs),
+            json_str(if p.access.target == Target::Achat { "achat" } else { "redis" }),
+            json_str(&p.access.addrs[0].to_string()),
+            addrs_json(&p.access.addrs),
             p.readers, p.senders, p.size, p.burst_bytes, p.lines, p.rounds,
             rounds.join(","),
             f(mmm.map(|m| m.0)), f(mmm.map(|m| m.1)), f(mmm.map(|m| m.2)),

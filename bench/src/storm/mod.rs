@@ -15,16 +15,14 @@ pub use report::{json, text};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::access::{login_prefix, source_ips, target_addrs, Access};
 use super::args::BenchArgs;
 use super::histogram::Histogram;
-use super::link::{Link, TlsSetup};
-use super::plan::{ensure_fds, login_prefix, source_ips, target_addrs, Target};
-use super::spread;
+use super::link::Link;
+use super::plan::{ensure_fds, Target};
 use super::sys::{self, Epoll};
 use super::wire::{self, ChatLine, Resp};
 
@@ -38,18 +36,11 @@ pub const KERNEL_COUNTERS: [&str; 3] = [
 /// What a storm does; checked before any connect.
 #[derive(Debug)]
 pub struct StormPlan {
-    pub target: Target,
-    /// The servers; client i connects to the (i mod n)-th.
-    pub addrs: Vec<SocketAddr>,
+    /// How each client connects and logs in (client i on the (i mod n)-th
+    /// address); with `--tls` the handshake is part of the login.
+    pub access: Access,
     pub clients: usize,
     pub concurrency: usize,
-    pub source_ips: u32,
-    pub prefix: String,
-    pub timeout: Duration,
-    /// `--tls`: each client's TLS handshake is part of its login.
-    pub tls: Option<Arc<TlsSetup>>,
-    /// `--password`: logins are `NAME PASSWORD`.
-    pub password: Option<String>,
 }
 
 impl StormPlan {
@@ -61,27 +52,13 @@ impl StormPlan {
             return Err("--concurrency must be at least 1".into());
         }
         let addrs = target_addrs(args)?;
+        let source_ips = source_ips(args, &addrs, Some(clients))?;
+        let prefix = login_prefix(args, clients)?;
         Ok(StormPlan {
-            target: args.target,
+            access: Access::new(args, addrs, prefix, source_ips)?,
             clients,
             concurrency,
-            source_ips: source_ips(args, &addrs, Some(clients))?,
-            prefix: login_prefix(args, clients)?,
-            timeout: args.connect_timeout,
-            tls: args.tls_setup(&addrs)?,
-            addrs,
-            password: args.password.clone(),
         })
-    }
-
-    /// The server client `i` connects to.
-    pub fn addr_of(&self, i: usize) -> SocketAddr {
-        self.addrs[spread::node_of(i, self.addrs.len())]
-    }
-
-    fn source(&self, i: usize) -> Option<std::net::Ipv4Addr> {
-        (self.source_ips > 0)
-            .then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % self.source_ips as usize) as u8))
     }
 }
 
@@ -214,12 +191,8 @@ pub fn run(args: &BenchArgs, clients: usize, concurrency: usize) -> Result<bool,
 }
 
 impl Storm<'_> {
-    fn name(&self, i: usize) -> String {
-        format!("{}{i}", self.plan.prefix)
-    }
-
     fn run_loop(&mut self) {
-        let deadline = self.start + self.plan.timeout;
+        let deadline = self.start + self.plan.access.connect_timeout;
         let mut next_tick = self.start + TICK;
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
         let mut rbuf = vec![0u8; 64 * 1024];
@@ -254,7 +227,7 @@ impl Storm<'_> {
                 .failures
                 .entry(format!(
                     "not logged in within --connect-timeout {}",
-                    humantime::format_duration(self.plan.timeout)
+                    humantime::format_duration(self.plan.access.connect_timeout)
                 ))
                 .or_default() += left;
         }
@@ -288,7 +261,7 @@ impl Storm<'_> {
             buf: Vec::new(),
         });
         self.in_flight += 1;
-        match sys::connect_start(self.plan.addr_of(i), self.plan.source(i)) {
+        match sys::connect_start(self.plan.access.addr_of(i), self.plan.access.source(i)) {
             Ok((stream, connected)) => {
                 if let Err(e) = self.epoll.add(stream.as_raw_fd(), i as u64) {
                     return self.fail(i, format!("epoll: {e}"));
@@ -335,13 +308,9 @@ impl Storm<'_> {
     /// The connect completed: send the login and its confirmation request (with
     /// `--tls`, start the handshake; the login follows it).
     fn connected(&mut self, i: usize) {
-        let name = self.name(i);
-        let hello = match self.plan.target {
-            Target::Achat => wire::achat_hello(&name, self.plan.password.as_deref()),
-            Target::Redis => format!("SUBSCRIBE {name}\r\n"),
-        };
+        let hello = self.plan.access.hello(&self.plan.access.name(i));
         self.slots[i].state = State::LoggingIn;
-        if let Some(tls) = self.plan.tls.clone() {
+        if let Some(tls) = self.plan.access.tls.clone() {
             let Some(Link::Plain(sock)) = self.slots[i].stream.take() else {
                 return;
             };
@@ -394,11 +363,11 @@ impl Storm<'_> {
 
     /// Looks through what client `i` received for its confirmation or an error.
     fn scan(&mut self, i: usize) {
-        let name = self.name(i);
+        let name = self.plan.access.name(i);
         let buf = std::mem::take(&mut self.slots[i].buf);
         let mut pos = 0;
         let mut outcome: Option<Result<(), String>> = None;
-        match self.plan.target {
+        match self.plan.access.target {
             Target::Achat => {
                 while let Some(n) = wire::find_byte(&buf[pos..], b'\n') {
                     let line = &buf[pos..pos + n];
@@ -479,7 +448,7 @@ impl Storm<'_> {
         slot.buf = Vec::new();
         self.in_flight -= 1;
         self.res.failed += 1;
-        let key = failure_key(&why, &self.name(i));
+        let key = failure_key(&why, &self.plan.access.name(i));
         *self.res.failures.entry(key).or_default() += 1;
     }
 }

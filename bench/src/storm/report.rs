@@ -18,7 +18,9 @@ fn notes(plan: &StormPlan, res: &StormResult) -> Vec<String> {
         .take(8)
         .map(|(why, count)| format!("{count} × {why}"))
         .collect();
-    if plan.target == Target::Redis && res.failures.keys().any(|k| k.contains("protected mode")) {
+    if plan.access.target == Target::Redis
+        && res.failures.keys().any(|k| k.contains("protected mode"))
+    {
         n.push(
             "Redis in protected mode refuses sources other than 127.0.0.1: start it with \
              --protected-mode no, or pass --source-ips 1"
@@ -30,7 +32,7 @@ fn notes(plan: &StormPlan, res: &StormResult) -> Vec<String> {
 
 pub fn text(plan: &StormPlan, res: &StormResult) -> String {
     let mut o = String::new();
-    let target = match plan.target {
+    let target = match plan.access.target {
         Target::Achat => "achat",
         Target::Redis => "redis",
     };
@@ -38,11 +40,15 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
         o,
         "a-chat bench: storm {} against {target} at {}{}: concurrency {}, {} source address{}",
         plan.clients,
-        addrs_text(&plan.addrs),
-        if plan.tls.is_some() { " over TLS" } else { "" },
+        addrs_text(&plan.access.addrs),
+        if plan.access.tls.is_some() {
+            " over TLS"
+        } else {
+            ""
+        },
         plan.concurrency,
-        plan.source_ips.max(1),
-        if plan.source_ips > 1 { "es" } else { "" }
+        plan.access.source_ips.max(1),
+        if plan.access.source_ips > 1 { "es" } else { "" }
     );
     let _ = writeln!(
         o,
@@ -60,7 +66,7 @@ pub fn text(plan: &StormPlan, res: &StormResult) -> String {
         res.timed_out
     );
     if let Some(r) = res.rate() {
-        let what = if plan.tls.is_some() {
+        let what = if plan.access.tls.is_some() {
             "TLS handshakes plus logins"
         } else {
             "logins"
@@ -109,15 +115,15 @@ pub fn json(plan: &StormPlan, res: &StormResult) -> String {
         "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"addrs\":{},\"clients\":{},\"concurrency\":{},\
          \"source_ips\":{},\"logged_in\":{},\"failed\":{},\"timed_out\":{},\"all_logged_in_s\":{},\
          \"tls\":{},\"logins_per_s\":{},\"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
-        json_str(match plan.target {
+        json_str(match plan.access.target {
             Target::Achat => "achat",
             Target::Redis => "redis",
         }),
-        json_str(&plan.addrs[0].to_string()),
-        addrs_json(&plan.addrs),
+        json_str(&plan.access.addrs[0].to_string()),
+        addrs_json(&plan.access.addrs),
         plan.clients,
         plan.concurrency,
-        plan.source_ips.max(1),
+        plan.access.source_ips.max(1),
         res.logged_in,
         res.failed,
         res.timed_out,

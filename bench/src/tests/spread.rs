@@ -108,9 +108,9 @@ fn plans_over_several_addresses() {
     assert_eq!(p.cross_share, 1.0);
     assert_eq!(
         (
-            p.addr_of(0).port(),
-            p.addr_of(1).port(),
-            p.addr_of(2).port()
+            p.access.addr_of(0).port(),
+            p.access.addr_of(1).port(),
+            p.access.addr_of(2).port()
         ),
         (1, 2, 1)
     );
@@ -130,7 +130,10 @@ fn plans_over_several_addresses() {
     );
     // One address: nothing changes.
     let p = build_plan(&args("--addr 127.0.0.1:1 -c 99 direct")).unwrap();
-    assert_eq!((p.clients, p.addrs.len(), p.cross_share), (99, 1, 0.0));
+    assert_eq!(
+        (p.clients, p.access.addrs.len(), p.cross_share),
+        (99, 1, 0.0)
+    );
     assert!(plan_warnings(&p, &[]).is_empty());
     // rate and idle spread without rounding.
     let p = build_plan(&args("--addr 127.0.0.1:1 --addr 127.0.0.1:2 -c 5 rate 100")).unwrap();

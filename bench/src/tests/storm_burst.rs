@@ -27,9 +27,9 @@ fn storm_and_burst_arguments() {
         }
     ));
     let p = storm::StormPlan::new(&a, 5000, 2048).unwrap();
-    assert_eq!((p.source_ips, p.addrs[0].port()), (2, 8080));
+    assert_eq!((p.access.source_ips, p.access.addrs[0].port()), (2, 8080));
     let p = storm::StormPlan::new(&args("--source-ips 9 storm 10"), 10, 1).unwrap();
-    assert_eq!(p.source_ips, 9);
+    assert_eq!(p.access.source_ips, 9);
     assert!(storm::StormPlan::new(&a, 0, 1).is_err());
     assert!(storm::StormPlan::new(&a, 5, 0)
         .unwrap_err()
@@ -55,7 +55,7 @@ fn storm_and_burst_arguments() {
         (p.readers, p.size, p.lines, p.per_reader()),
         (2, 2048, 512, 30 * 512)
     );
-    assert_eq!(p.source_ips, 0);
+    assert_eq!(p.access.source_ips, 0);
     assert!(p.warnings().is_empty());
     let a = args("burst -c 3 --size 100 --senders 4 --burst-bytes 10k --rounds 2");
     let Workload::Burst {
@@ -266,5 +266,9 @@ fn tls_options_are_global_and_checked() {
     // A missing CA file is an error before any connect, naming the option.
     let e = plan::build_plan(&args("--tls --ca /nonexistent/ca.pem direct")).unwrap_err();
     assert!(e.contains("--ca"), "{e}");
-    assert!(plan::build_plan(&args("direct")).unwrap().tls.is_none());
+    assert!(plan::build_plan(&args("direct"))
+        .unwrap()
+        .access
+        .tls
+        .is_none());
 }

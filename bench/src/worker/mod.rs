@@ -91,7 +91,7 @@ pub fn run(plan: Arc<Plan>, shared: Arc<Shared>, me: usize) -> WorkerStats {
     let mut w = Worker {
         credits: vec![0; plan.fanout.max(1)],
         foreign: vec![false; plan.threads],
-        prefix: plan.prefix.clone().into_bytes(),
+        prefix: plan.access.prefix.clone().into_bytes(),
         plan,
         shared,
         me,
@@ -132,9 +132,9 @@ impl Worker {
             let template = if idle {
                 Template::default()
             } else {
-                let names: Vec<String> = plan.recipients(id).map(|r| plan.name(r)).collect();
+                let names: Vec<String> = plan.recipients(id).map(|r| plan.access.name(r)).collect();
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                match plan.target {
+                match plan.access.target {
                     Target::Achat => wire::chat_template(&names, id as u32, plan.size),
                     Target::Redis => wire::redis_template(&names, id as u32, plan.size),
                 }
@@ -160,22 +160,16 @@ impl Worker {
                     vec![SeqChecker::new(); plan.fanout]
                 },
             });
-            let name = plan.name(id);
-            let opened = match plan.target {
-                Target::Achat => self.open(
-                    cl,
-                    Role::Chat,
-                    wire::achat_hello(&name, plan.password.as_deref()),
-                ),
-                Target::Redis => self
-                    .open(cl, Role::Sub, format!("SUBSCRIBE {name}\r\n"))
-                    .and_then(|sub| {
-                        if idle {
-                            Ok(sub)
-                        } else {
-                            self.open(cl, Role::Pub, String::new())
-                        }
-                    }),
+            let hello = plan.access.hello(&plan.access.name(id));
+            let opened = match plan.access.target {
+                Target::Achat => self.open(cl, Role::Chat, hello),
+                Target::Redis => self.open(cl, Role::Sub, hello).and_then(|sub| {
+                    if idle {
+                        Ok(sub)
+                    } else {
+                        self.open(cl, Role::Pub, String::new())
+                    }
+                }),
             };
             match opened {
                 Ok(conn) => self.clients[cl].send = (!idle).then_some(conn),
@@ -183,8 +177,9 @@ impl Worker {
                     // Counted as a failed connect, not as a login to wait for.
                     self.clients[cl].failed = true;
                     self.shared.connect_failed.fetch_add(1, SeqCst);
-                    self.shared
-                        .note(|| format!("connect {} for client {id}: {e}", plan.addr_of(id)));
+                    self.shared.note(|| {
+                        format!("connect {} for client {id}: {e}", plan.access.addr_of(id))
+                    });
                     return;
                 }
             }
@@ -195,11 +190,11 @@ impl Worker {
     fn open(&mut self, cl: usize, role: Role, hello: String) -> io::Result<usize> {
         let conn_no = self.conns.len() * self.plan.threads + self.me;
         let stream = sys::connect(
-            self.plan.addr_of(self.clients[cl].id),
-            self.plan.source(conn_no),
-            self.plan.connect_timeout,
+            self.plan.access.addr_of(self.clients[cl].id),
+            self.plan.access.source(conn_no),
+            self.plan.access.connect_timeout,
         )?;
-        let link = Link::new(stream, self.plan.tls.as_deref())?;
+        let link = Link::new(stream, self.plan.access.tls.as_deref())?;
         let ci = self.conns.len();
         self.epoll.add(link.raw_fd(), ci as u64)?;
         self.shared.open_conns.fetch_add(1, SeqCst);

@@ -1,85 +1,43 @@
-//! The worker's receiving side: reading each socket dry, splitting lines or
-//! RESP values, confirming logins, and checking every payload (sequence,
-//! route, latency) before crediting its sender.
+//! The worker's receiving side: what `input` needs to read each socket dry
+//! and split lines or RESP values, confirming logins, and checking every
+//! payload (sequence, route, latency) before crediting its sender.
 
-use std::io;
 use std::sync::atomic::Ordering::*;
 
 use super::super::checker::Arrival;
+use super::super::input::{self, Item, Reader};
+use super::super::link::Link;
 use super::super::payload;
 use super::super::shared::WorkerStats;
 use super::super::wire::{self, ChatLine, Resp};
 use super::{Role, Worker};
 
-impl Worker {
-    /// Reads until the socket is drained: until a short read, or with `hangup`
-    /// (the peer closed: the end of the stream must be seen) until EOF or EAGAIN.
-    pub(super) fn read_conn(&mut self, ci: usize, rbuf: &mut [u8], hangup: bool) {
-        loop {
-            let conn = &mut self.conns[ci];
-            if conn.closed {
-                return;
-            }
-            let plen = conn.partial.len();
-            if plen > rbuf.len() / 2 {
-                self.stats.malformed += 1;
-                self.lost_conn(ci, format!("incomplete input over {plen} bytes"));
-                return;
-            }
-            rbuf[..plen].copy_from_slice(&conn.partial);
-            let room = rbuf.len() - plen;
-            match conn.link.read(&mut rbuf[plen..]) {
-                Ok(0) => {
-                    self.lost_conn(ci, "closed by the server".into());
-                    return;
-                }
-                Ok(n) => {
-                    let total = plen + n;
-                    let used = self.consume(ci, &rbuf[..total]);
-                    let conn = &mut self.conns[ci];
-                    conn.partial.clear();
-                    conn.partial.extend_from_slice(&rbuf[used..total]);
-                    if n < room && !hangup {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.lost_conn(ci, format!("read: {e}"));
-                    return;
-                }
-            }
-        }
+impl Reader for Worker {
+    const EOF: &'static str = "closed by the server";
+
+    fn is_closed(&self, ci: usize) -> bool {
+        self.conns[ci].closed
     }
 
-    /// Handles every complete line / RESP value in `data`; returns the bytes used.
-    pub(super) fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
+    fn input(&mut self, ci: usize) -> (&mut Link, &mut Vec<u8>) {
+        let conn = &mut self.conns[ci];
+        (&mut conn.link, &mut conn.partial)
+    }
+
+    /// Handles every complete line / RESP value in `data`, then credits the
+    /// senders of what was delivered; returns the bytes used.
+    fn consume(&mut self, ci: usize, data: &[u8]) -> usize {
         let (cl, role) = (self.conns[ci].client, self.conns[ci].role);
         let before = self.stats.delivered;
-        let mut pos = 0;
-        match role {
-            Role::Chat => {
-                while let Some(n) = wire::find_byte(&data[pos..], b'\n') {
-                    self.on_chat_line(cl, &data[pos..pos + n]);
-                    pos += n + 1;
-                }
-            }
-            Role::Sub | Role::Pub => loop {
-                match wire::parse_resp(&data[pos..]) {
-                    Ok(Some((v, n))) => {
-                        self.on_resp(cl, role, v);
-                        pos += n;
-                    }
-                    Ok(None) => break,
-                    Err(()) => {
-                        self.stats.malformed += 1;
-                        self.lost_conn(ci, "unparsable RESP".into());
-                        return data.len();
-                    }
-                }
-            },
-        }
+        let split = input::split(data, role != Role::Chat, |item| match item {
+            Item::Line(line) => self.on_chat_line(cl, line),
+            Item::Resp(v, _) => self.on_resp(cl, role, v),
+        });
+        let Ok(pos) = split else {
+            self.stats.malformed += 1;
+            self.lost_conn(ci, "unparsable RESP".into());
+            return data.len();
+        };
         let got = self.stats.delivered - before;
         if got > 0 {
             self.shared.delivered.fetch_add(got, SeqCst);
@@ -88,9 +46,19 @@ impl Worker {
         pos
     }
 
+    fn malformed(&mut self) {
+        self.stats.malformed += 1;
+    }
+
+    fn lost(&mut self, ci: usize, why: String) {
+        self.lost_conn(ci, why);
+    }
+}
+
+impl Worker {
     pub(super) fn trouble(&mut self, cl: usize, what: &str, line: &[u8]) {
         self.shared.trouble.fetch_add(1, Relaxed);
-        let who = self.plan.name(self.clients[cl].id);
+        let who = self.plan.access.name(self.clients[cl].id);
         let line = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
         self.shared.note(|| format!("{what} to {who}: {line}"));
     }

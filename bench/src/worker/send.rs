@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
+use super::super::input;
 use super::super::payload;
 use super::super::plan::Load;
 use super::super::shared::{DONE, DRAIN, LOGIN, RUN};
@@ -68,7 +69,7 @@ impl Worker {
                 self.flush(ci);
             }
             if flags & sys::READABLE != 0 {
-                self.read_conn(ci, &mut rbuf, flags & sys::HANGUP != 0);
+                input::read_dry(self, ci, &mut rbuf, flags & sys::HANGUP != 0);
             }
         }
         self.rbuf = rbuf;
@@ -185,7 +186,10 @@ impl Worker {
         if self.shared.phase.load(SeqCst) != DONE {
             self.stats.closed += 1;
             self.shared.trouble.fetch_add(1, Relaxed);
-            let who = self.plan.name(self.clients[self.conns[ci].client].id);
+            let who = self
+                .plan
+                .access
+                .name(self.clients[self.conns[ci].client].id);
             self.shared.note(|| format!("connection of {who}: {why}"));
         }
     }
