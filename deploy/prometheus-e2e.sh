@@ -8,9 +8,10 @@
 #      target/debug, else `cargo build --release`)
 #   2. install the Debian `prometheus` package with apt-get if `prometheus` is missing
 #   3. start a-chat with chat and admin endpoints on free 127.0.0.1 ports (port 0; the
-#      ports are read from its log)
+#      ports are read from its log), the admin endpoint wanting a bearer token for
+#      /metrics ([admin] tokens_file); check /metrics answers 401 without it
 #   4. start Prometheus on a free 127.0.0.1 port with a temporary config (scrape a-chat
-#      every second) and a temporary storage folder
+#      every second, presenting the token from a file) and a temporary storage folder
 #   5. wait for the first scrape and check up{job="a-chat"} == 1
 #   6. send N chat messages over TCP, wait until Prometheus has scraped them, and check
 #      achat_messages_received_total and achat_deliveries_written_total == N
@@ -126,12 +127,20 @@ if ! command -v prometheus >/dev/null; then
 fi
 say "$(prometheus --version 2>&1 | head -n 1)"
 
-# 3. a-chat, on ephemeral ports.
+# 3. a-chat, on ephemeral ports, its admin endpoint wanting a token for /metrics.
+TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s' "$TOKEN" >"$WORK/prometheus-token"
+cat >"$WORK/admin-tokens.toml" <<EOF
+[tokens]
+prometheus = "$TOKEN"
+EOF
+chmod 600 "$WORK/admin-tokens.toml" "$WORK/prometheus-token"
 cat >"$WORK/a-chat.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
+tokens_file = "$WORK/admin-tokens.toml"
 EOF
 "$BIN" server --config "$WORK/a-chat.toml" 2>"$WORK/a-chat.log" &
 ACHAT_PID=$!
@@ -147,7 +156,13 @@ say "a-chat: chat on $CHAT_ADDR, admin on $ADMIN_ADDR"
 # The page is read whole before it is searched: `grep -q` stops at its first
 # match, and curl, still writing a page that has grown past a pipe's buffer,
 # would fail with "Failed writing body" and fail the pipeline with it.
-METRICS_PAGE="$(curl -fsS --max-time 5 "http://$ADMIN_ADDR/metrics")"
+UNAUTHORIZED="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$ADMIN_ADDR/metrics")"
+if [ "$UNAUTHORIZED" = 401 ]; then
+    pass "/metrics without the token: 401"
+else
+    fail "/metrics without the token answered $UNAUTHORIZED, expected 401"
+fi
+METRICS_PAGE="$(curl -fsS --max-time 5 -H "Authorization: Bearer $TOKEN" "http://$ADMIN_ADDR/metrics")"
 if grep -q '^achat_messages_received_total 0$' <<<"$METRICS_PAGE"; then
     pass "a-chat serves /metrics"
 else
@@ -163,6 +178,8 @@ global:
   evaluation_interval: 1s
 scrape_configs:
   - job_name: a-chat
+    authorization:
+      credentials_file: $WORK/prometheus-token
     static_configs:
       - targets: ["$ADMIN_ADDR"]
 EOF
