@@ -189,7 +189,7 @@ async fn connect(target: &Target, tls: Option<&TlsOptions>) -> std::io::Result<L
             plain: Some(stream),
         });
     };
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let invalid = |e: tls::LoadError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let cert_and_key = options
         .cert_and_key
         .as_ref()

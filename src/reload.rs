@@ -267,7 +267,9 @@ impl Targets {
         let new = (self.load)(path).map_err(|e| failed(e.to_string()))?;
         // Everything that can fail is tried before anything is applied.
         let certificates = match (&self.tls, new.tls.listen.is_empty()) {
-            (Some(_), false) => Some(tls::server_config(&new.tls).map_err(failed)?),
+            (Some(_), false) => {
+                Some(tls::server_config(&new.tls).map_err(|e| failed(e.to_string()))?)
+            }
             _ => None,
         };
         let changes = diff(&self.current, &new);

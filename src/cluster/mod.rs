@@ -341,13 +341,9 @@ fn redis_tls(
     };
     let names = ["cluster.tls_ca", "cluster.tls_cert", "cluster.tls_key"];
     let client = crate::tls::client_config_named(config.tls_ca.as_ref(), cert_and_key, names)
-        .map_err(|e| {
-            // The message begins with the key whose file failed.
-            let key = names.into_iter().rev().find(|k| e.starts_with(k));
-            (key.unwrap_or("cluster.tls_ca"), e)
-        })?;
+        .map_err(|e| (e.key().unwrap_or("cluster.tls_ca"), e.to_string()))?;
     let (connector, name) =
-        crate::tls::connector(client, host).map_err(|e| ("cluster.redis", e))?;
+        crate::tls::connector(client, host).map_err(|e| ("cluster.redis", e.to_string()))?;
     Ok(Some(RedisTls { connector, name }))
 }
 

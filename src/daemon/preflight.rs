@@ -26,7 +26,7 @@ pub enum Refused {
     Users(String),
     /// The TLS certificate, key or client CA cannot be used.
     #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    Tls(tls::LoadError),
 }
 
 /// What the checks found in a configuration that can run.
