@@ -276,7 +276,7 @@ impl Targets {
         let users_live = changes.contains(&Change::Live("auth users"));
         if let (Some(auth), true) = (&self.auth, users_live) {
             // The last step that can fail: it puts the new users in force when it succeeds.
-            auth.reload(&new.auth).map_err(failed)?;
+            auth.reload(&new.auth).map_err(|e| failed(e.to_string()))?;
         }
         Ok(Prepared {
             new,
