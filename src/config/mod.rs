@@ -14,7 +14,9 @@ mod setting;
 mod validate;
 pub use formats::parse_addr;
 use formats::{duration, one_or_many_addrs, optional_addr, sources};
-pub use secret::{read_password, redact_url, Credential};
+pub use secret::{
+    read_password, redact_url, Credential, CredentialError, PasswordError, ReadPasswordError,
+};
 pub use setting::Setting;
 pub use validate::check_log_filter;
 

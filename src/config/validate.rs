@@ -140,7 +140,7 @@ impl Config {
         if let Err(e) = check_log_filter(&self.log.level) {
             return Err(("log.level", e));
         }
-        crate::cluster::check(&self.cluster)?;
+        crate::cluster::check(&self.cluster).map_err(|e| (e.key(), e.to_string()))?;
         Ok(())
     }
 }
