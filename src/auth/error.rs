@@ -27,8 +27,9 @@ pub enum UsersError {
         line: Option<usize>,
         /// The dotted key the problem is at (`users.alice`), when it is at one.
         key: Option<String>,
-        /// Which rule it breaks.
-        problem: Problem,
+        /// Which rule it breaks (boxed, so that the error stays small on its way up
+        /// through preflight and the daemon's start).
+        problem: Box<Problem>,
     },
     /// A reload found `[auth] users_file` emptied: turning authentication off would
     /// change what every first line means, so it waits for a restart.

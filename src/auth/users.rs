@@ -81,7 +81,7 @@ impl Users {
             file: file.to_owned(),
             line,
             key,
-            problem,
+            problem: Box::new(problem),
         };
         let de = toml::Deserializer::parse(text).map_err(|e| {
             let e = toml_error(text, &e, None);
