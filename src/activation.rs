@@ -31,9 +31,23 @@ pub struct Passed {
     pub role: Role,
 }
 
+/// Why the `LISTEN_*` variables meant for this process cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivationError {
+    /// `LISTEN_FDS` is not a number.
+    #[error("LISTEN_FDS={fds:?} is not a number of descriptors")]
+    NotANumber {
+        /// The variable's value.
+        fds: String,
+    },
+    /// `LISTEN_FDS` is a number of sockets a-chat does not take (none, or over 64).
+    #[error("LISTEN_FDS={0}: expected 1 to 64 sockets")]
+    Count(RawFd),
+}
+
 /// Reads the passed sockets from the `LISTEN_*` variables, if they are meant for this
 /// process, and removes the variables so that nothing started later takes them too.
-pub fn from_env() -> Result<Option<Vec<Passed>>, String> {
+pub fn from_env() -> Result<Option<Vec<Passed>>, ActivationError> {
     let var = |name: &str| std::env::var(name).ok();
     let parsed = parse(
         var("LISTEN_PID").as_deref(),
@@ -54,7 +68,7 @@ pub fn parse(
     fds: Option<&str>,
     names: Option<&str>,
     me: u32,
-) -> Result<Option<Vec<Passed>>, String> {
+) -> Result<Option<Vec<Passed>>, ActivationError> {
     let (Some(pid), Some(fds)) = (pid, fds) else {
         return Ok(None);
     };
@@ -64,9 +78,11 @@ pub fn parse(
     let count: RawFd = fds
         .trim()
         .parse()
-        .map_err(|_| format!("LISTEN_FDS={fds:?} is not a number of descriptors"))?;
+        .map_err(|_| ActivationError::NotANumber {
+            fds: fds.to_owned(),
+        })?;
     if !(1..=64).contains(&count) {
-        return Err(format!("LISTEN_FDS={count}: expected 1 to 64 sockets"));
+        return Err(ActivationError::Count(count));
     }
     let names: Vec<&str> = names.map(|n| n.split(':').collect()).unwrap_or_default();
     Ok(Some(

@@ -158,10 +158,10 @@ impl TlsArgs {
     }
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+fn parse_addr(s: &str) -> Result<SocketAddr, config::NotAnAddress> {
     config::parse_addr(s)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
 }

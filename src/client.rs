@@ -21,6 +21,10 @@ use futures::{
 use crate::screen::{LineCutter, MAX_LINE};
 use crate::{runtime, tls};
 
+#[path = "client_errors.rs"]
+mod errors;
+pub use errors::{CredentialsError, ProbeError, TargetError};
+
 /// Bytes asked of one read from the server.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -97,7 +101,7 @@ pub struct Target {
 
 impl Target {
     /// Reads `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`, resolving a host name.
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub fn parse(s: &str) -> Result<Target, TargetError> {
         use std::net::ToSocketAddrs;
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(Target {
@@ -108,16 +112,17 @@ impl Target {
         if s.rsplit_once(':')
             .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
         {
-            return Err(format!(
-                "{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080, localhost:8080)"
-            ));
+            return Err(TargetError::NotHostPort { text: s.to_owned() });
         }
         let addrs: Vec<SocketAddr> = s
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {s}: {e}"))?
+            .map_err(|source| TargetError::Resolve {
+                text: s.to_owned(),
+                source,
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(format!("{s} resolves to no address"));
+            return Err(TargetError::NoAddress { text: s.to_owned() });
         }
         Ok(Target {
             name: s.to_owned(),
@@ -189,7 +194,7 @@ async fn connect(target: &Target, tls: Option<&TlsOptions>) -> std::io::Result<L
             plain: Some(stream),
         });
     };
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let invalid = |e: tls::LoadError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     let cert_and_key = options
         .cert_and_key
         .as_ref()
@@ -212,18 +217,14 @@ async fn connect(target: &Target, tls: Option<&TlsOptions>) -> std::io::Result<L
 }
 
 /// The first line for a server with authenticated logins: `NAME PASSWORD`.
-pub fn credentials(user: &str) -> Result<String, String> {
-    let password =
-        match std::env::var("A_CHAT_PASSWORD") {
-            Ok(password) => password,
-            Err(_) if std::io::stdin().is_terminal() => {
-                crate::auth::passwd::ask(&format!("Password for {user}: "))?
-            }
-            Err(_) => return Err(
-                "--user needs a password: set A_CHAT_PASSWORD, or run on a terminal to be asked"
-                    .into(),
-            ),
-        };
+pub fn credentials(user: &str) -> Result<String, CredentialsError> {
+    let password = match std::env::var("A_CHAT_PASSWORD") {
+        Ok(password) => password,
+        Err(_) if std::io::stdin().is_terminal() => {
+            crate::auth::passwd::ask(&format!("Password for {user}: "))?
+        }
+        Err(_) => return Err(CredentialsError::NoPassword),
+    };
     Ok(format!("{user} {password}\n"))
 }
 
@@ -341,14 +342,14 @@ pub fn probe(
     timeout: Duration,
     tls: Option<TlsOptions>,
     user: Option<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     runtime::block_on(async move {
         let round_trip = async {
             let Link {
                 reader, mut writer, ..
             } = connect(addr, tls.as_ref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ProbeError::Connect)?;
             // Without a user, an empty first line: the daemon's reader and writer answer
             // it (`error: login is empty`), which proves a round trip without a login in
             // the log.
@@ -362,27 +363,31 @@ pub fn probe(
             writer
                 .write_all(ping.as_bytes())
                 .await
-                .map_err(|e| e.to_string())?;
-            writer.flush().await.map_err(|e| e.to_string())?;
+                .map_err(ProbeError::Io)?;
+            writer.flush().await.map_err(ProbeError::Io)?;
             let mut lines = BufReader::new(reader).lines();
             while let Some(line) = lines.next().await {
-                let line = line.map_err(|e| e.to_string())?;
+                let line = line.map_err(ProbeError::Io)?;
                 match &want {
                     Some(want) if line == *want => return Ok(()),
                     None if line.starts_with("error: ") => return Ok(()),
                     Some(_) if line.starts_with("error: ") => {
-                        return Err(format!("the daemon at {addr} answered {line:?}"))
+                        let target = addr.to_string();
+                        return Err(ProbeError::Answered { target, line });
                     }
                     _ => {}
                 }
             }
-            Err(format!("the daemon at {addr} closed the connection"))
+            Err(ProbeError::Closed {
+                target: addr.to_string(),
+            })
         };
         match runtime::timeout(timeout, round_trip).await {
             Ok(result) => result,
-            Err(runtime::Elapsed) => Err(format!(
-                "no chat round trip with {addr} within {timeout:?} (nothing listens, or it cannot take a client now)"
-            )),
+            Err(runtime::Elapsed) => Err(ProbeError::Timeout {
+                target: addr.to_string(),
+                timeout,
+            }),
         }
     })
 }

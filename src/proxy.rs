@@ -249,14 +249,20 @@ impl Source {
     }
 }
 
-impl std::str::FromStr for Source {
-    type Err = String;
+/// Why a `proxy_protocol_from` entry is not an address or a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{text}\" is not an address or a network: write e.g. \"10.0.0.5\", \"10.0.0.0/8\" or \"2001:db8::/32\"")]
+pub struct NotASource {
+    /// The entry as written.
+    pub text: String,
+}
 
-    fn from_str(text: &str) -> Result<Source, String> {
-        let bad = || {
-            format!(
-                "\"{text}\" is not an address or a network: write e.g. \"10.0.0.5\", \"10.0.0.0/8\" or \"2001:db8::/32\""
-            )
+impl std::str::FromStr for Source {
+    type Err = NotASource;
+
+    fn from_str(text: &str) -> Result<Source, NotASource> {
+        let bad = || NotASource {
+            text: text.to_owned(),
         };
         let (ip, prefix) = match text.split_once('/') {
             None => (text, None),

@@ -281,7 +281,7 @@ fn sources_are_addresses_or_networks() {
         "host",
         "",
     ] {
-        let err = bad.parse::<Source>().unwrap_err();
+        let err = bad.parse::<Source>().unwrap_err().to_string();
         assert!(
             err.contains("is not an address or a network"),
             "{bad}: {err}"

@@ -18,11 +18,11 @@ use signal_hook::consts::SIGHUP;
 use signal_hook_async_std::Signals;
 use tracing::{error, info, warn};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, UsersError};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::server::Live;
-use crate::telemetry::LevelHandle;
+use crate::telemetry::{LevelError, LevelHandle};
 use crate::{runtime, tls};
 
 /// Reads the configuration file as the command line asked (see [`Targets::load`]).
@@ -149,8 +149,36 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     changes
 }
 
-/// How one reload ended: what it applied (`"limits, log.level"`), or why nothing was.
-pub type Outcome = Result<String, String>;
+/// How one reload ended: what it applied (`"limits, log.level"`), or why nothing was
+/// (shared by every request the reload served).
+pub type Outcome = Result<String, Arc<Failed>>;
+
+/// Why a reload changed nothing; the settings in force stay.
+#[derive(Debug, thiserror::Error)]
+pub enum Failed {
+    /// The daemon runs on its built-in defaults: there is no file to read again.
+    #[error("the daemon runs on built-in defaults (no --config): nothing to reload")]
+    NoConfigFile,
+    /// The file was gone from the settings by the time they were applied (never after
+    /// a file was read).
+    #[error("no configuration file")]
+    NoPath,
+    /// The configuration file cannot be read, or is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The new TLS certificate, key or client CA cannot be used.
+    #[error("{0}")]
+    Tls(#[from] tls::LoadError),
+    /// The users file cannot be used.
+    #[error("{0}")]
+    Users(#[from] UsersError),
+    /// The new `[log] level` was not taken.
+    #[error("log.level: {0}")]
+    Level(#[from] LevelError),
+    /// The admin tokens file cannot be used.
+    #[error("{0}")]
+    Tokens(#[from] crate::admin::TokensError),
+}
 
 /// Reloads asked for and not yet started; more are refused (`POST /reload` answers 503)
 /// or, for a SIGHUP, folded into one already waiting.
@@ -246,7 +274,8 @@ async fn reload_once(targets: Targets) -> (Targets, Outcome) {
     let outcome = match prepared {
         Ok(prepared) => targets.apply(prepared),
         Err(e) => Err(e),
-    };
+    }
+    .map_err(Arc::new);
     targets.metrics.config_reloaded(outcome.is_ok());
     // systemd hears the outcome (`systemctl status` shows it), with the time, so a
     // failed reload is not mistaken for the last good one.
@@ -277,20 +306,20 @@ impl Targets {
     /// The blocking half of a reload: reads and checks the file, the certificates and the
     /// users file; `None` (after one error line) when nothing may be applied. The users
     /// file, when it is read, is put in force here, as its last step.
-    fn prepare(&self) -> Result<Prepared, String> {
+    fn prepare(&self) -> Result<Prepared, Failed> {
         let Some(path) = &self.path else {
-            let why = "the daemon runs on built-in defaults (no --config): nothing to reload";
+            let why = Failed::NoConfigFile;
             warn!("SIGHUP: {why}");
-            return Err(why.into());
+            return Err(why);
         };
-        let failed = |e: String| {
+        let failed = |e: Failed| {
             error!("reload failed, the settings in force stay: {e}");
             e
         };
-        let new = (self.load)(path).map_err(|e| failed(e.to_string()))?;
+        let new = (self.load)(path).map_err(|e| failed(e.into()))?;
         // Everything that can fail is tried before anything is applied.
         let certificates = match (&self.tls, new.tls.listen.is_empty()) {
-            (Some(_), false) => Some(tls::server_config(&new.tls).map_err(failed)?),
+            (Some(_), false) => Some(tls::server_config(&new.tls).map_err(|e| failed(e.into()))?),
             _ => None,
         };
         let changes = diff(&self.current, &new);
@@ -299,13 +328,13 @@ impl Targets {
             (Some(_), true) if new.admin.tokens_file.is_empty() => Some(None),
             (Some(_), true) => Some(Some(
                 crate::admin::Tokens::load(Path::new(&new.admin.tokens_file))
-                    .map_err(|e| failed(e.to_string()))?,
+                    .map_err(|e| failed(e.into()))?,
             )),
             _ => None,
         };
         if let (Some(auth), true) = (&self.auth, users_live) {
             // The last step that can fail: it puts the new users in force when it succeeds.
-            auth.reload(&new.auth).map_err(failed)?;
+            auth.reload(&new.auth).map_err(|e| failed(e.into()))?;
         }
         Ok(Prepared {
             new,
@@ -318,7 +347,7 @@ impl Targets {
 
     /// The quick half of a reload: puts what [`Targets::prepare`] made in force, and says
     /// what it applied; why not, when nothing more could be applied.
-    fn apply(&mut self, prepared: Prepared) -> Result<String, String> {
+    fn apply(&mut self, prepared: Prepared) -> Result<String, Failed> {
         let Prepared {
             new,
             certificates,
@@ -327,11 +356,12 @@ impl Targets {
             tokens,
         } = prepared;
         let Some(path) = &self.path else {
-            return Err("no configuration file".into());
+            return Err(Failed::NoPath);
         };
         if let Err(e) = self.level.set(&new.log.level) {
-            error!("reload failed, the settings in force stay: log.level: {e}");
-            return Err(format!("log.level: {e}"));
+            let e = Failed::Level(e);
+            error!("reload failed, the settings in force stay: {e}");
+            return Err(e);
         }
         for change in &changes {
             if let Change::Restart(key) = change {

@@ -23,12 +23,26 @@ pub struct Logging {
     pub level: LevelHandle,
 }
 
+/// The subscriber's reload handle refused a new filter (the subscriber is gone).
+type ReloadFailed = tracing_subscriber::reload::Error;
+
+/// Why a new log level was not put in force; the level in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    /// The level is not a filter the subscriber can take.
+    #[error("not a log filter: {0}")]
+    NotAFilter(tracing_subscriber::filter::ParseError),
+    /// The subscriber did not take the new filter.
+    #[error("{0}")]
+    Reload(ReloadFailed),
+}
+
 /// Changes the log filter of the installed subscriber.
 #[derive(Clone)]
 pub struct LevelHandle {
     /// The subscriber's reload handle, behind a closure: its type differs between the
     /// text and the JSON format.
-    set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    set: Arc<dyn Fn(EnvFilter) -> Result<(), ReloadFailed> + Send + Sync>,
     /// `RUST_LOG` chose the filter: it keeps winning over `[log] level`.
     from_env: bool,
 }
@@ -36,14 +50,14 @@ pub struct LevelHandle {
 impl LevelHandle {
     /// Applies `level` (a filter such as `info` or `a_chat=debug,info`); Ok(false) when
     /// `RUST_LOG` is set and keeps its own filter.
-    pub fn set(&self, level: &str) -> Result<bool, String> {
+    pub fn set(&self, level: &str) -> Result<bool, LevelError> {
         if self.from_env {
             return Ok(false);
         }
         let filter = EnvFilter::builder()
             .parse(level)
-            .map_err(|e| format!("not a log filter: {e}"))?;
-        (self.set)(filter)?;
+            .map_err(LevelError::NotAFilter)?;
+        (self.set)(filter).map_err(LevelError::Reload)?;
         Ok(true)
     }
 }
@@ -78,7 +92,8 @@ pub fn init(config: &LogConfig) -> Logging {
     // a priority from a `<N>` prefix (sd-daemon(3)): then text lines carry that prefix and
     // no timestamp of their own, so `journalctl -p warning` works.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
-    let set: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = match config.format {
+    let set: Arc<dyn Fn(EnvFilter) -> Result<(), ReloadFailed> + Send + Sync> = match config.format
+    {
         LogFormat::Text if journal => {
             let format = Journald(
                 tracing_subscriber::fmt::format()
@@ -91,13 +106,13 @@ pub fn init(config: &LogConfig) -> Logging {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             builder.init();
-            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+            Arc::new(move |f| handle.reload(f))
         }
         LogFormat::Text => {
             let builder = builder.with_ansi(false).with_filter_reloading();
             let handle = builder.reload_handle();
             builder.init();
-            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+            Arc::new(move |f| handle.reload(f))
         }
         LogFormat::Json => {
             let builder = builder
@@ -108,7 +123,7 @@ pub fn init(config: &LogConfig) -> Logging {
                 .with_filter_reloading();
             let handle = builder.reload_handle();
             builder.init();
-            Arc::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+            Arc::new(move |f| handle.reload(f))
         }
     };
     if let Some((env, e)) = bad_env {

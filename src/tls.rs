@@ -7,19 +7,121 @@
 //! renewed certificate reaches new connections while live ones keep theirs.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use futures_rustls::{TlsAcceptor, TlsConnector};
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName};
 
 use crate::config::TlsConfig;
 use crate::runtime::Sock;
 /// The server side of an accepted TLS connection (defined with the sockets, in the runtime).
 pub use crate::runtime::TlsServerStream as ServerStream;
+
+/// Why a TLS configuration (the daemon's, or a client's) could not be made. Each message
+/// names the config key or command-line option that gave the file, and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A PEM file (certificate, key or CA) cannot be read, or one of its sections is not
+    /// valid PEM.
+    #[error("{key} ({}): {source}", path.display())]
+    Pem {
+        /// The key or option that named the file (`tls.cert`, `--ca`), first in the
+        /// message so a reader (and [`LoadError::key`]) knows what to fix.
+        key: &'static str,
+        /// The file, as configured.
+        path: PathBuf,
+        /// What reading or decoding it said.
+        source: pem::Error,
+    },
+    /// A certificate or CA file holds no PEM certificate at all.
+    #[error("{key} ({}): no PEM certificate in the file", path.display())]
+    NoCertificate {
+        /// The key or option that named the file.
+        key: &'static str,
+        /// The file, as configured.
+        path: PathBuf,
+    },
+    /// A CA file's certificate cannot be a trust anchor.
+    #[error("{key} ({}): {source}", path.display())]
+    Anchor {
+        /// The key or option that named the CA file.
+        key: &'static str,
+        /// The CA file, as configured.
+        path: PathBuf,
+        /// Why rustls refused the certificate.
+        source: rustls::Error,
+    },
+    /// rustls refused its own default protocol versions for the ring provider.
+    #[error("TLS: {0}")]
+    Versions(rustls::Error),
+    /// The client CA (`tls.client_ca`) cannot verify client certificates.
+    #[error("tls.client_ca ({}): {source}", path.display())]
+    ClientCa {
+        /// The client CA file, as configured.
+        path: PathBuf,
+        /// Why the verifier could not be built from it.
+        source: VerifierBuilderError,
+    },
+    /// The daemon's key (`tls.key`) is not the key of its certificate (`tls.cert`).
+    #[error("tls.key ({}) does not fit tls.cert ({}): {source}", key.display(), cert.display())]
+    ServerKeyMismatch {
+        /// The key file, as configured.
+        key: PathBuf,
+        /// The certificate file, as configured.
+        cert: PathBuf,
+        /// What rustls said of the pair.
+        source: rustls::Error,
+    },
+    /// A client's key is not the key of its certificate.
+    #[error("{key_name} does not fit {cert_name}: {source}")]
+    ClientKeyMismatch {
+        /// The option or key that named the key file (`--key`, `cluster.tls_key`).
+        key_name: &'static str,
+        /// The option or key that named the certificate file.
+        cert_name: &'static str,
+        /// What rustls said of the pair.
+        source: rustls::Error,
+    },
+    /// A client given no CA found none it could use on this system.
+    #[error(
+        "no trusted certificate authorities found on this system{}: give the server's CA with --ca",
+        first.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    NoSystemRoots {
+        /// The first error met reading the system's CA bundle, when there was one.
+        first: Option<rustls_native_certs::Error>,
+    },
+    /// The host a client connects to cannot be a TLS server name.
+    #[error("{host:?} cannot name a TLS server: {source}")]
+    ServerName {
+        /// The host, as given (from the address or `--server-name`).
+        host: String,
+        /// Why it is not a DNS name or an IP address.
+        source: InvalidDnsNameError,
+    },
+}
+
+impl LoadError {
+    /// The config key or option that gave the file this error is about; `None` when it
+    /// is about no file in particular.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            LoadError::Pem { key, .. }
+            | LoadError::NoCertificate { key, .. }
+            | LoadError::Anchor { key, .. } => Some(key),
+            LoadError::ClientCa { .. } => Some("tls.client_ca"),
+            LoadError::ServerKeyMismatch { .. } => Some("tls.key"),
+            LoadError::ClientKeyMismatch { key_name, .. } => Some(key_name),
+            LoadError::Versions(_)
+            | LoadError::NoSystemRoots { .. }
+            | LoadError::ServerName { .. } => None,
+        }
+    }
+}
 
 /// The daemon's TLS settings, swapped whole on reload.
 pub struct Server {
@@ -29,7 +131,7 @@ pub struct Server {
 
 impl Server {
     /// Reads the certificate, key and client CA named in `[tls]`.
-    pub fn load(config: &TlsConfig) -> Result<Server, String> {
+    pub fn load(config: &TlsConfig) -> Result<Server, LoadError> {
         Ok(Server {
             current: RwLock::new(Arc::new(server_config(config)?)),
         })
@@ -77,28 +179,32 @@ impl Failure {
 
 /// The server configuration of `[tls]`: TLS 1.2 and 1.3 at rustls's defaults, the ring
 /// provider, and client certificates required when `client_ca` is set.
-pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, String> {
+pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, LoadError> {
     let certs = certificates(&config.cert, "tls.cert")?;
     let key = private_key(&config.key, "tls.key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(LoadError::Versions)?;
     let builder = if config.client_ca.is_empty() {
         builder.with_no_client_auth()
     } else {
         let roots = roots(&config.client_ca, "tls.client_ca")?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| format!("tls.client_ca ({}): {e}", config.client_ca))?;
+            .map_err(|source| LoadError::ClientCa {
+                path: config.client_ca.clone().into(),
+                source,
+            })?;
         builder.with_client_cert_verifier(verifier)
     };
-    builder.with_single_cert(certs, key).map_err(|e| {
-        format!(
-            "tls.key ({}) does not fit tls.cert ({}): {e}",
-            config.key, config.cert
-        )
-    })
+    builder
+        .with_single_cert(certs, key)
+        .map_err(|source| LoadError::ServerKeyMismatch {
+            key: config.key.clone().into(),
+            cert: config.cert.clone().into(),
+            source,
+        })
 }
 
 /// A client configuration for a-chat's own clients: trusts `ca` (PEM), and presents
@@ -106,9 +212,9 @@ pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, String> {
 pub fn client_config(
     ca: Option<&Path>,
     cert_and_key: Option<(&Path, &Path)>,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, LoadError> {
     let roots = match ca {
-        Some(ca) => roots(&ca.to_string_lossy(), "--ca")?,
+        Some(ca) => roots(ca, "--ca")?,
         None => system_roots()?,
     };
     with_roots(roots, cert_and_key, ["--cert", "--key"])
@@ -116,19 +222,14 @@ pub fn client_config(
 
 /// The certificate authorities this system trusts (its CA bundle, or `SSL_CERT_FILE` /
 /// `SSL_CERT_DIR` when set), for a client given no `--ca`.
-fn system_roots() -> Result<RootCertStore, String> {
+fn system_roots() -> Result<RootCertStore, LoadError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no trusted certificate authorities found on this system{why}: give the server's CA with --ca"
-        ));
+        return Err(LoadError::NoSystemRoots {
+            first: found.errors.into_iter().next(),
+        });
     }
     Ok(roots)
 }
@@ -138,10 +239,10 @@ fn system_roots() -> Result<RootCertStore, String> {
 pub fn client_config_named(
     ca: &Path,
     cert_and_key: Option<(&Path, &Path)>,
-    names: [&str; 3],
-) -> Result<ClientConfig, String> {
+    names: [&'static str; 3],
+) -> Result<ClientConfig, LoadError> {
     let [ca_name, cert_name, key_name] = names;
-    let roots = roots(&ca.to_string_lossy(), ca_name)?;
+    let roots = roots(ca, ca_name)?;
     with_roots(roots, cert_and_key, [cert_name, key_name])
 }
 
@@ -150,22 +251,26 @@ pub fn client_config_named(
 fn with_roots(
     roots: RootCertStore,
     cert_and_key: Option<(&Path, &Path)>,
-    names: [&str; 2],
-) -> Result<ClientConfig, String> {
+    names: [&'static str; 2],
+) -> Result<ClientConfig, LoadError> {
     let [cert_name, key_name] = names;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(LoadError::Versions)?
         .with_root_certificates(roots);
     match cert_and_key {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let certs = certificates(&cert.to_string_lossy(), cert_name)?;
-            let key = private_key(&key.to_string_lossy(), key_name)?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("{key_name} does not fit {cert_name}: {e}"))
+            let certs = certificates(cert, cert_name)?;
+            let key = private_key(key, key_name)?;
+            builder.with_client_auth_cert(certs, key).map_err(|source| {
+                LoadError::ClientKeyMismatch {
+                    key_name,
+                    cert_name,
+                    source,
+                }
+            })
         }
     }
 }
@@ -175,33 +280,61 @@ fn with_roots(
 pub fn connector(
     config: ClientConfig,
     host: &str,
-) -> Result<(TlsConnector, ServerName<'static>), String> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host:?} cannot name a TLS server: {e}"))?;
+) -> Result<(TlsConnector, ServerName<'static>), LoadError> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|source| LoadError::ServerName {
+        host: host.to_owned(),
+        source,
+    })?;
     Ok((TlsConnector::from(Arc::new(config)), name))
 }
 
-fn certificates(path: &str, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of the PEM file at `path`, which the key or option `key` names.
+fn certificates(
+    path: impl AsRef<Path>,
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let path = path.as_ref();
+    let pem = |source| LoadError::Pem {
+        key,
+        path: path.to_owned(),
+        source,
+    };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{key} ({path}): {e}"))?
+        .map_err(pem)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key} ({path}): {e}"))?;
+        .map_err(pem)?;
     if certs.is_empty() {
-        return Err(format!("{key} ({path}): no PEM certificate in the file"));
+        return Err(LoadError::NoCertificate {
+            key,
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-fn private_key(path: &str, key: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{key} ({path}): {e}"))
+/// The private key of the PEM file at `path`, which the key or option `key` names.
+fn private_key(
+    path: impl AsRef<Path>,
+    key: &'static str,
+) -> Result<PrivateKeyDer<'static>, LoadError> {
+    let path = path.as_ref();
+    PrivateKeyDer::from_pem_file(path).map_err(|source| LoadError::Pem {
+        key,
+        path: path.to_owned(),
+        source,
+    })
 }
 
-fn roots(path: &str, key: &str) -> Result<RootCertStore, String> {
+/// The CA certificates of the PEM file at `path`, which the key or option `key` names.
+fn roots(path: impl AsRef<Path>, key: &'static str) -> Result<RootCertStore, LoadError> {
+    let path = path.as_ref();
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, key)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{key} ({path}): {e}"))?;
+        roots.add(cert).map_err(|source| LoadError::Anchor {
+            key,
+            path: path.to_owned(),
+            source,
+        })?;
     }
     Ok(roots)
 }

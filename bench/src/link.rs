@@ -62,7 +62,7 @@ impl TlsSetup {
             (None, None) => None,
             _ => return Err("--cert and --key go together".into()),
         };
-        let mut config = a_chat::tls::client_config(Some(ca), pair)?;
+        let mut config = a_chat::tls::client_config(Some(ca), pair).map_err(|e| e.to_string())?;
         config.resumption = Resumption::disabled();
         Ok(TlsSetup {
             config: Arc::new(config),

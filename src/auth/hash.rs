@@ -6,7 +6,7 @@
 
 use std::io;
 
-use argon2::password_hash::{PasswordHashString, SaltString};
+use argon2::password_hash::{self, PasswordHashString, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 
 /// Memory per check, KiB: OWASP's minimum for argon2id (2025) with [`PASSES`] passes.
@@ -24,15 +24,45 @@ pub fn default_params() -> Params {
     Params::new(MEMORY_KIB, PASSES, LANES, None).expect("the built-in argon2 parameters are valid")
 }
 
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum MakeError {
+    /// The kernel gave no random bytes for the salt.
+    #[error("cannot read random bytes for the salt: {0}")]
+    Random(io::Error),
+    /// The random bytes could not be encoded as a salt.
+    #[error("salt: {0}")]
+    Salt(password_hash::Error),
+    /// argon2 refused to hash (the parameters do not fit this machine's memory, say).
+    #[error("cannot hash the password: {0}")]
+    Hash(password_hash::Error),
+}
+
+/// Why a users file's value is not a hash a-chat can check passwords against.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The text is not a PHC string at all.
+    #[error("{0}")]
+    Phc(password_hash::Error),
+    /// A PHC string of another algorithm (argon2i, bcrypt...).
+    #[error("the algorithm is {0}, not argon2id")]
+    Algorithm(String),
+    /// A PHC string without its salt or its hash.
+    #[error("the salt or the hash is missing")]
+    Incomplete,
+    /// Parameters argon2 cannot use (out of range, unknown).
+    #[error("bad parameters: {0}")]
+    Params(password_hash::Error),
+}
+
 /// Hashes `password` with a fresh random salt into a PHC string (`$argon2id$v=19$...`).
-pub fn make(password: &[u8], params: Params) -> Result<PasswordHashString, String> {
-    let salt = random_bytes::<SALT_BYTES>()
-        .map_err(|e| format!("cannot read random bytes for the salt: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+pub fn make(password: &[u8], params: Params) -> Result<PasswordHashString, MakeError> {
+    let salt = random_bytes::<SALT_BYTES>().map_err(MakeError::Random)?;
+    let salt = SaltString::encode_b64(&salt).map_err(MakeError::Salt)?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password, &salt)
         .map(|hash| hash.serialize())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+        .map_err(MakeError::Hash)
 }
 
 /// True if `password` matches `hash`, computed with the parameters, salt and version the
@@ -44,15 +74,15 @@ pub fn verify(hash: &PasswordHashString, password: &[u8]) -> bool {
 }
 
 /// Checks that `text` is an argon2id PHC string a-chat can verify against, and parses it.
-pub fn parse(text: &str) -> Result<PasswordHashString, String> {
-    let hash = PasswordHash::new(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<PasswordHashString, ParseError> {
+    let hash = PasswordHash::new(text).map_err(ParseError::Phc)?;
     if hash.algorithm != argon2::ARGON2ID_IDENT {
-        return Err(format!("the algorithm is {}, not argon2id", hash.algorithm));
+        return Err(ParseError::Algorithm(hash.algorithm.to_string()));
     }
     if hash.salt.is_none() || hash.hash.is_none() {
-        return Err("the salt or the hash is missing".into());
+        return Err(ParseError::Incomplete);
     }
-    Params::try_from(&hash).map_err(|e| format!("bad parameters: {e}"))?;
+    Params::try_from(&hash).map_err(ParseError::Params)?;
     Ok(hash.serialize())
 }
 
@@ -133,7 +163,10 @@ pub mod tests {
         assert_eq!(parse(hash.as_str()).unwrap(), hash);
         assert_eq!(params_of(&hash).m_cost(), 64);
         let argon2i = hash.as_str().replacen("$argon2id$", "$argon2i$", 1);
-        assert!(parse(&argon2i).unwrap_err().contains("not argon2id"));
+        assert!(parse(&argon2i)
+            .unwrap_err()
+            .to_string()
+            .contains("not argon2id"));
         assert!(parse("hunter2").is_err());
         assert!(parse("$argon2id$v=19$m=64,t=1,p=1").is_err());
     }

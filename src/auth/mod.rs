@@ -14,12 +14,14 @@
 //!
 //! - `credentials`: the login line, split into name and password
 //! - `users`: the users file, and the password check against it
+//! - `error`: why the users file cannot be used
 //! - `hash`: argon2id PHC strings (make, parse, verify)
 //! - `limiter`: failed logins per address
 //! - `queue`: the bounded, two-class queue of logins waiting for a hash check
 //! - `passwd`: the `a-chat passwd` command
 
 mod credentials;
+mod error;
 pub mod hash;
 mod limiter;
 pub mod passwd;
@@ -27,6 +29,7 @@ mod queue;
 mod users;
 
 pub use credentials::{parse as parse_credentials, Credentials};
+pub use error::{Problem, UsersError};
 pub use limiter::{Attempt, Limiter};
 pub use queue::MAX_WAITING;
 pub use users::Users;
@@ -113,7 +116,7 @@ pub struct Auth {
 
 impl Auth {
     /// Reads the users file named in `[auth]`.
-    pub fn load(config: &AuthConfig) -> Result<Auth, String> {
+    pub fn load(config: &AuthConfig) -> Result<Auth, UsersError> {
         hash::return_memory_after_checks();
         let users = Users::load(Path::new(&config.users_file))?;
         // A core is left to the chat: a storm of logins must not take every core from the
@@ -132,12 +135,9 @@ impl Auth {
     /// Re-reads the users file and takes the new `max_failures_per_ip`; on error the users
     /// in force stay. Logins already granted are not touched here: whoever reloads asks
     /// [`Auth::contains`] about each to find the removed ones.
-    pub fn reload(&self, config: &AuthConfig) -> Result<(), String> {
+    pub fn reload(&self, config: &AuthConfig) -> Result<(), UsersError> {
         if config.users_file.is_empty() {
-            return Err(
-                "[auth] users_file cannot be emptied by a reload: turning authentication off needs a restart"
-                    .into(),
-            );
+            return Err(UsersError::Emptied);
         }
         let previous = self.users();
         let fresh = Arc::new(Users::load_after(
@@ -329,7 +329,7 @@ mod tests {
             users_file: String::new(),
             ..config
         };
-        assert!(auth.reload(&off).unwrap_err().contains("restart"));
+        assert!(matches!(auth.reload(&off), Err(UsersError::Emptied)));
     }
 
     #[test]

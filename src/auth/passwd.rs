@@ -11,39 +11,91 @@ use std::path::Path;
 use crate::auth::hash;
 use crate::config::Limits;
 
+pub use file::{EditError, FileError};
+
+/// Why `a-chat passwd` made nothing (with `--file`: changed nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    /// The name given could never be sent as a login.
+    #[error("\"{name}\" cannot be a login: {why}")]
+    NotALogin {
+        /// The name as given.
+        name: String,
+        /// Which rule of logins it breaks.
+        why: crate::names::LoginError,
+    },
+    /// On a terminal, the password and its confirmation were not the same.
+    #[error("the two passwords differ; nothing was made")]
+    Differ,
+    /// The terminal could not be asked (see [`AskError`]).
+    #[error("{0}")]
+    Ask(#[from] AskError),
+    /// Not on a terminal, and stdin could not be read.
+    #[error("cannot read the password from stdin: {0}")]
+    Stdin(io::Error),
+    /// The password read was empty.
+    #[error("the password is empty")]
+    Empty,
+    /// The password could not be hashed.
+    #[error("{0}")]
+    Hash(#[from] hash::MakeError),
+    /// With `--file`: the users file could not be edited.
+    #[error("{0}")]
+    File(#[from] FileError),
+}
+
+/// Why a password could not be asked for on the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The terminal's echo cannot be turned off (stdin is not a terminal after all).
+    #[error("cannot turn off the terminal's echo: {0}")]
+    EchoOff(io::Error),
+    /// The line typed could not be read.
+    #[error("cannot read the password: {0}")]
+    Read(io::Error),
+}
+
 /// Makes the users-file line for `name`, reading the password from stdin.
-pub fn run(name: &str) -> Result<String, String> {
+pub fn run(name: &str) -> Result<String, PasswdError> {
     let hash = read_and_hash(name)?;
     Ok(users_line(name, hash.as_str()))
 }
 
 /// Adds `name` to the users file at `path`, or replaces its password there, reading the
 /// password from stdin; says what it did.
-pub fn run_file(name: &str, path: &Path) -> Result<String, String> {
+pub fn run_file(name: &str, path: &Path) -> Result<String, PasswdError> {
     let hash = read_and_hash(name)?;
-    file::write(path, name, hash.as_str(), &users_line(name, hash.as_str()))
+    Ok(file::write(
+        path,
+        name,
+        hash.as_str(),
+        &users_line(name, hash.as_str()),
+    )?)
 }
 
 /// Checks that `name` can be a login, reads its password and hashes it.
-fn read_and_hash(name: &str) -> Result<argon2::password_hash::PasswordHashString, String> {
+fn read_and_hash(name: &str) -> Result<argon2::password_hash::PasswordHashString, PasswdError> {
     let max = Limits::default().max_login_bytes;
-    crate::names::validate_login(name, max, crate::names::LoginCharset::Unicode)
-        .map_err(|e| format!("\"{name}\" cannot be a login: {e}"))?;
+    crate::names::validate_login(name, max, crate::names::LoginCharset::Unicode).map_err(
+        |why| PasswdError::NotALogin {
+            name: name.to_owned(),
+            why,
+        },
+    )?;
     let password = if io::stdin().is_terminal() {
         let first = ask(&format!("Password for {name}: "))?;
         let again = ask("Again, to be sure: ")?;
         if first != again {
-            return Err("the two passwords differ; nothing was made".into());
+            return Err(PasswdError::Differ);
         }
         first
     } else {
-        read_line(&mut io::stdin().lock())
-            .map_err(|e| format!("cannot read the password from stdin: {e}"))?
+        read_line(&mut io::stdin().lock()).map_err(PasswdError::Stdin)?
     };
     if password.is_empty() {
-        return Err("the password is empty".into());
+        return Err(PasswdError::Empty);
     }
-    hash::make(password.as_bytes(), hash::default_params())
+    Ok(hash::make(password.as_bytes(), hash::default_params())?)
 }
 
 /// The users-file line for `name`: a bare TOML key where the name allows one, a quoted
@@ -75,16 +127,15 @@ fn read_line(input: &mut impl BufRead) -> io::Result<String> {
 
 /// Asks for a password on the terminal with echo turned off, restoring it afterwards
 /// (also for `a-chat client --user`).
-pub fn ask(prompt: &str) -> Result<String, String> {
+pub fn ask(prompt: &str) -> Result<String, AskError> {
     let mut stderr = io::stderr();
     let _ = write!(stderr, "{prompt}");
     let _ = stderr.flush();
-    let echo_off =
-        EchoOff::new().map_err(|e| format!("cannot turn off the terminal's echo: {e}"))?;
+    let echo_off = EchoOff::new().map_err(AskError::EchoOff)?;
     let line = read_line(&mut io::stdin().lock());
     drop(echo_off);
     let _ = writeln!(stderr);
-    line.map_err(|e| format!("cannot read the password: {e}"))
+    line.map_err(AskError::Read)
 }
 
 /// The terminal's settings before echo was turned off, put back on drop.

@@ -16,6 +16,7 @@ use argon2::password_hash::PasswordHashString;
 use argon2::Params;
 use serde::Deserialize;
 
+use crate::auth::error::{Problem, UsersError};
 use crate::auth::hash;
 use crate::config::{locate_key, toml_error};
 
@@ -51,7 +52,7 @@ pub struct Users {
 
 impl Users {
     /// Reads and checks the users file at `path`.
-    pub fn load(path: &Path) -> Result<Users, String> {
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
         Users::load_after(path, None)
     }
 
@@ -59,73 +60,62 @@ impl Users {
     /// `previous`, its dummy (and the floor learnt with it) is kept, so a reload with the
     /// same settings costs a file read, not a hash with the strongest settings (up to a
     /// second of one core and hundreds of MiB): a storm of reloads stays cheap.
-    pub fn load_after(path: &Path, previous: Option<&Users>) -> Result<Users, String> {
+    pub fn load_after(path: &Path, previous: Option<&Users>) -> Result<Users, UsersError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the users file {file} ([auth] users_file): {e}"))?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(source) => return Err(UsersError::Read { file, source }),
+        };
         Users::parse_after(&text, &file, previous)
     }
 
     /// Parses and checks the text of the users file named `file` (for messages).
-    pub fn parse(text: &str, file: &str) -> Result<Users, String> {
+    pub fn parse(text: &str, file: &str) -> Result<Users, UsersError> {
         Users::parse_after(text, file, None)
     }
 
     /// [`Users::parse`], keeping `previous`'s dummy when its settings are still the
     /// costliest (see [`Users::load_after`]).
-    fn parse_after(text: &str, file: &str, previous: Option<&Users>) -> Result<Users, String> {
-        let at = |line: Option<usize>, key: Option<&str>, message: &str| {
-            let mut out = format!("invalid users file {file}");
-            if let Some(line) = line {
-                out += &format!(", line {line}");
-            }
-            if let Some(key) = key {
-                out += &format!(", key `{key}`");
-            }
-            format!("{out}: {message}")
+    fn parse_after(text: &str, file: &str, previous: Option<&Users>) -> Result<Users, UsersError> {
+        let at = |line: Option<usize>, key: Option<String>, problem: Problem| UsersError::Invalid {
+            file: file.to_owned(),
+            line,
+            key,
+            problem: Box::new(problem),
         };
         let de = toml::Deserializer::parse(text).map_err(|e| {
             let e = toml_error(text, &e, None);
-            at(e.line, None, &e.message)
+            at(e.line, None, Problem::Toml(e.message))
         })?;
         let parsed: UsersFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let key = (path != ".").then_some(path);
             let e = toml_error(text, e.inner(), key);
-            at(e.line, e.key.as_deref(), &e.message)
+            at(e.line, e.key, Problem::Toml(e.message))
         })?;
         if let Some([(a, a_line), (b, b_line)]) = look_alikes(text, parsed.users.keys()) {
-            let key = format!("users.{b}");
-            let message = format!(
-                "user \"{b}\" looks like user \"{a}\"{}: they would be one login with two passwords; keep one of them",
-                a_line.map_or(String::new(), |line| format!(" (line {line})"))
-            );
-            return Err(at(b_line, Some(&key), &message));
+            let problem = Problem::LookAlike {
+                name: b.to_owned(),
+                like: a.to_owned(),
+                like_line: a_line,
+            };
+            return Err(at(b_line, Some(format!("users.{b}")), problem));
         }
         let mut hashes = HashMap::with_capacity(parsed.users.len());
         for (name, value) in parsed.users {
             let key = format!("users.{name}");
             let line = locate_key(text, &key);
-            if let Err(e) = crate::names::validate_login(
+            if let Err(why) = crate::names::validate_login(
                 &name,
                 MAX_NAME_BYTES,
                 crate::names::LoginCharset::Unicode,
             ) {
-                return Err(at(
-                    line,
-                    Some(&key),
-                    &format!("user \"{name}\" is not a valid login: {e}"),
-                ));
+                return Err(at(line, Some(key), Problem::NotALogin { name, why }));
             }
-            let hash = hash::parse(&value).map_err(|e| {
-                at(
-                    line,
-                    Some(&key),
-                    &format!(
-                        "the password of user \"{name}\" is not an argon2id hash ({e}): make one with `a-chat passwd {name}`"
-                    ),
-                )
-            })?;
+            let hash = match hash::parse(&value) {
+                Ok(hash) => hash,
+                Err(source) => return Err(at(line, Some(key), Problem::NotAHash { name, source })),
+            };
             hashes.insert(name, hash);
         }
         let settings = settings(&hashes);
@@ -139,7 +129,7 @@ impl Users {
             });
         }
         let started = Instant::now();
-        let dummy = dummy(costliest).map_err(|e| at(None, None, &e))?;
+        let dummy = dummy(costliest).map_err(|problem| at(None, None, problem))?;
         let floor = AtomicU64::new(nanos(started.elapsed()));
         Ok(Users {
             hashes,
@@ -277,9 +267,9 @@ fn costliest(hashes: &HashMap<String, PasswordHashString>) -> Params {
 
 /// A hash of a random password with `params` (the costliest of the users file), so that
 /// an unknown name costs what the slowest user does.
-fn dummy(params: Params) -> Result<PasswordHashString, String> {
-    let password = hash::random_bytes::<32>().map_err(|e| format!("random bytes: {e}"))?;
-    hash::make(&password, params)
+fn dummy(params: Params) -> Result<PasswordHashString, Problem> {
+    let password = hash::random_bytes::<32>().map_err(Problem::Random)?;
+    hash::make(&password, params).map_err(Problem::Dummy)
 }
 
 /// Each distinct parameter set of `hashes` as `m=..,t=..,p=..` and how many users have
@@ -407,23 +397,26 @@ mod tests {
 
     #[test]
     fn unknown_sections_and_keys_name_file_line_and_key() {
-        let e =
-            Users::parse("[users]\n\n[groups]\nadmins = \"alice\"\n", "/etc/u.toml").unwrap_err();
+        let e = Users::parse("[users]\n\n[groups]\nadmins = \"alice\"\n", "/etc/u.toml")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("invalid users file /etc/u.toml, line 3"),
             "{e}"
         );
         assert!(e.contains("unknown field `groups`"), "{e}");
-        let e = Users::parse("[users]\nalice = 3\n", "u.toml").unwrap_err();
+        let e = Users::parse("[users]\nalice = 3\n", "u.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2, key `users.alice`"), "{e}");
-        let e = Users::parse("[users\n", "u.toml").unwrap_err();
+        let e = Users::parse("[users\n", "u.toml").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]
     fn a_value_that_is_not_an_argon2id_hash_names_the_user() {
         let text = format!("[users]\nalice = \"{}\"\nbob = \"hunter2\"\n", hash_of("x"));
-        let e = Users::parse(&text, "u.toml").unwrap_err();
+        let e = Users::parse(&text, "u.toml").unwrap_err().to_string();
         assert!(e.contains("line 3, key `users.bob`"), "{e}");
         assert!(e.contains("user \"bob\" is not an argon2id hash"), "{e}");
         assert!(e.contains("a-chat passwd bob"), "{e}");
@@ -434,7 +427,7 @@ mod tests {
     fn look_alike_names_are_refused_naming_both_lines() {
         let hash = hash_of("x");
         let text = format!("[users]\nbob = \"{hash}\"\nalice = \"{hash}\"\nAlice = \"{hash}\"\n");
-        let e = Users::parse(&text, "u.toml").unwrap_err();
+        let e = Users::parse(&text, "u.toml").unwrap_err().to_string();
         assert!(e.contains("line 4, key `users.Alice`"), "{e}");
         assert!(
             e.contains("user \"Alice\" looks like user \"alice\" (line 3)"),
@@ -444,7 +437,7 @@ mod tests {
         let text = format!(
             "[users]\n\"\u{430}lice\" = \"{hash}\"\nbob = \"{hash}\"\nalice = \"{hash}\"\n"
         );
-        let e = Users::parse(&text, "u.toml").unwrap_err();
+        let e = Users::parse(&text, "u.toml").unwrap_err().to_string();
         assert!(e.contains("line 4, key `users.alice`"), "{e}");
         assert!(e.contains("(line 2)"), "{e}");
         let text = format!("[users]\nalice = \"{hash}\"\nalicia = \"{hash}\"\n");
@@ -454,7 +447,7 @@ mod tests {
     #[test]
     fn a_name_that_cannot_be_a_login_is_an_error() {
         let text = format!("[users]\n\"al ice\" = \"{}\"\n", hash_of("x"));
-        let e = Users::parse(&text, "u.toml").unwrap_err();
+        let e = Users::parse(&text, "u.toml").unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
         assert!(e.contains("user \"al ice\" is not a valid login"), "{e}");
     }

@@ -13,7 +13,7 @@ use redis::Value;
 
 use super::connection::relay_channel;
 use super::frame;
-use super::{Claim, Command, Inbound, Shared};
+use super::{Claim, Command, Inbound, LinkError, Shared};
 use crate::metrics::cluster::CrossDrop;
 
 /// Logins in one call of the registry script at most.
@@ -100,7 +100,7 @@ impl Batch {
         held: &mut HashMap<Box<str>, Arc<str>>,
         shared: &Shared,
         inbound: &Sender<Inbound>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LinkError> {
         let m = &shared.metrics.cluster;
         let answers = match answers {
             Ok(answers) => answers,
@@ -116,7 +116,7 @@ impl Batch {
                 for (_, frame) in self.frames {
                     shared.give_back(inbound, frame, CrossDrop::LinkDown);
                 }
-                return Err(e.to_string());
+                return Err(LinkError::Redis(e));
             }
         };
         let mut answers = answers.into_iter();

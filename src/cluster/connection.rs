@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::checks::{check_entry, check_event, Refusal};
 use super::frame::{self, parse_entry, parse_event};
-use super::{Inbound, Logins, RedisAddr, Settings, Shared};
+use super::{Inbound, LinkError, Logins, RedisAddr, Settings, Shared};
 use crate::metrics::cluster::CrossDrop;
 use crate::runtime;
 
@@ -54,7 +54,7 @@ pub async fn connect(
     settings: &Settings,
     shared: &Arc<Shared>,
     inbound: &Sender<Inbound>,
-) -> Result<Session, String> {
+) -> Result<Session, LinkError> {
     let timeout = (settings.lease / 3).clamp(Duration::from_millis(500), Duration::from_secs(5));
     let pushes = {
         let shared = shared.clone();
@@ -86,8 +86,7 @@ pub async fn connect(
         .arg("LOAD")
         .arg(REGISTRY)
         .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     shared.metrics.cluster.connects.inc();
     Ok(Session {
         conn,
@@ -111,28 +110,30 @@ async fn dial(
     timeout: Duration,
     config: AsyncConnectionConfig,
     closing: async_channel::Sender<()>,
-) -> Result<Dialed, String> {
+) -> Result<Dialed, LinkError> {
     let (host, port) = match &settings.addr {
         RedisAddr::Tcp { host, port } => (host, *port),
         RedisAddr::Unix(path) => {
+            let to = || path.display().to_string();
             let stream = runtime::timeout(timeout, runtime::connect_unix(path))
                 .await
-                .map_err(|_| format!("no connection to {} within {timeout:?}", path.display()))?
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|_| LinkError::ConnectTimeout { to: to(), timeout })?
+                .map_err(|source| LinkError::Connect { to: to(), source })?;
             return speak_resp(settings, stream, timeout, config, closing).await;
         }
     };
+    let to = || format!("{host}:{port}");
     let stream = runtime::timeout(timeout, runtime::connect_host(host, port))
         .await
-        .map_err(|_| format!("no connection to {host}:{port} within {timeout:?}"))?
-        .map_err(|e| format!("{host}:{port}: {e}"))?;
+        .map_err(|_| LinkError::ConnectTimeout { to: to(), timeout })?
+        .map_err(|source| LinkError::Connect { to: to(), source })?;
     let Some(tls) = &settings.tls else {
         return speak_resp(settings, stream, timeout, config, closing).await;
     };
     let stream = runtime::timeout(timeout, tls.connector.connect(tls.name.clone(), stream))
         .await
-        .map_err(|_| format!("no TLS handshake with Redis within {timeout:?}"))?
-        .map_err(|e| format!("TLS handshake with Redis: {e}"))?;
+        .map_err(|_| LinkError::TlsTimeout(timeout))?
+        .map_err(LinkError::Tls)?;
     speak_resp(settings, stream, timeout, config, closing).await
 }
 
@@ -144,7 +145,7 @@ async fn speak_resp<S>(
     timeout: Duration,
     config: AsyncConnectionConfig,
     closing: async_channel::Sender<()>,
-) -> Result<Dialed, String>
+) -> Result<Dialed, LinkError>
 where
     S: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
 {
@@ -153,8 +154,7 @@ where
         MultiplexedConnection::new_with_config(&settings.redis, stream.compat(), config),
     )
     .await
-    .map_err(|_| "Redis did not answer the handshake".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| LinkError::HandshakeTimeout)??;
     let driver = Box::pin(
         async move {
             driver.await;

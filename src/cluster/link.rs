@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::batch::Batch;
 use super::connection::{connect, relay_channel, Session, DIRECTORY};
 use super::snapshot::read_registry;
-use super::{Claim, Command, Inbound, Settings, Shared};
+use super::{Claim, Command, Inbound, LinkError, Settings, Shared};
 use crate::health::Health;
 use crate::metrics::cluster::CrossDrop;
 use crate::runtime;
@@ -60,7 +60,7 @@ enum Ended {
     /// The router is gone (the drain ended): this node has left the cluster.
     Left,
     /// The connection failed.
-    Lost(String),
+    Lost(LinkError),
 }
 
 pub struct Link {
@@ -220,7 +220,7 @@ impl Link {
     /// Joins the registry (the first time, freeing what an earlier life of this node
     /// held), claims this node's logins again (the ones another node took meanwhile are evicted), and, on a
     /// new connection, subscribes and sends the router a snapshot of the directory.
-    async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), String> {
+    async fn register(&mut self, session: &mut Session, fresh: bool) -> Result<(), LinkError> {
         if fresh {
             // The snapshot below answers any request to read the registry again.
             while self.resync.try_recv().is_ok() {}
@@ -230,8 +230,7 @@ impl Link {
             session
                 .subscriber
                 .subscribe(&[DIRECTORY, own.as_str()])
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         let expiry = self.expiry_ms.to_string();
         if !self.joined {
@@ -247,8 +246,7 @@ impl Link {
             let listed: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(&key)
                 .query_async(&mut session.conn)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let stale: Vec<&str> = listed
                 .iter()
                 .map(String::as_str)
@@ -291,7 +289,7 @@ impl Link {
 
     /// Reads the registry into a new directory copy (`snapshot.rs`) and hands it to the
     /// router.
-    async fn snapshot(&mut self, session: &mut Session) -> Result<(), String> {
+    async fn snapshot(&mut self, session: &mut Session) -> Result<(), LinkError> {
         let copy = read_registry(&mut session.conn, &self.settings.node_id, &self.shared).await?;
         let _ = self.inbound.send(Inbound::Snapshot(copy)).await;
         Ok(())
@@ -299,7 +297,7 @@ impl Link {
 
     /// Directory events were lost (their queue was full): the router keeps the events
     /// from here on, and gets a new copy of the registry to replay them over.
-    async fn read_again(&mut self, session: &mut Session) -> Result<(), String> {
+    async fn read_again(&mut self, session: &mut Session) -> Result<(), LinkError> {
         self.shared.metrics.cluster.resyncs.inc();
         debug!("directory events were lost: reading the registry again");
         let _ = self.inbound.send(Inbound::Subscribed).await;
@@ -307,7 +305,7 @@ impl Link {
     }
 
     /// Runs the registry script with `args` after the operation's caller.
-    async fn call(&self, session: &mut Session, args: &[&str]) -> Result<Value, String> {
+    async fn call(&self, session: &mut Session, args: &[&str]) -> Result<Value, LinkError> {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&session.sha)
             .arg(0)
@@ -316,9 +314,7 @@ impl Link {
         for a in &args[1..] {
             cmd.arg(*a);
         }
-        cmd.query_async(&mut session.conn)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(cmd.query_async(&mut session.conn).await?)
     }
 
     /// Connected: the router's commands, the lease, until the router or the connection
@@ -413,7 +409,7 @@ impl Link {
                         break Ended::Lost(e);
                     }
                 }
-                Wake::Closed => break Ended::Lost("the connection closed".into()),
+                Wake::Closed => break Ended::Lost(LinkError::Closed),
             }
         };
         // What was sent is answered, or fails with the connection: either way its claims
@@ -424,7 +420,7 @@ impl Link {
         ended
     }
 
-    async fn renew(&mut self, session: &mut Session) -> Result<(), String> {
+    async fn renew(&mut self, session: &mut Session) -> Result<(), LinkError> {
         let expiry = self.expiry_ms.to_string();
         let m = &self.shared.metrics.cluster;
         match self.call(session, &["renew", &expiry]).await {

@@ -15,6 +15,7 @@ mod batch;
 pub mod checks;
 mod connection;
 mod directory;
+mod error;
 pub mod frame;
 mod link;
 pub mod remote;
@@ -22,6 +23,7 @@ mod snapshot;
 
 pub use crate::metrics::cluster::{ClusterMetrics, CrossDrop};
 pub use directory::{Caps, Directory, Entry, Logins};
+pub use error::{LinkError, SettingsError, StartError};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -200,30 +202,21 @@ impl std::fmt::Debug for RedisTls {
 }
 
 /// Checks `[cluster]` for `check-config` and the start: the key at fault and why.
-pub fn check(config: &ClusterConfig) -> Result<(), (&'static str, String)> {
+pub fn check(config: &ClusterConfig) -> Result<(), SettingsError> {
     if !config.enabled() {
         return match config.redis_password_file.is_empty() {
             true => Ok(()),
-            false => Err((
-                "cluster.redis_password_file",
-                "is for a cluster, and cluster.redis is empty".into(),
-            )),
+            false => Err(SettingsError::PasswordFileAlone),
         };
     }
     settings(config).map(|_| ())
 }
 
 /// The checked settings of `[cluster]`, the password read from its file.
-pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str, String)> {
+pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, SettingsError> {
     use redis::IntoConnectionInfo;
-    let unsupported = || {
-        (
-            "cluster.redis",
-            format!(
-                "{:?}: use redis://host:port/, rediss://host:port/ (TLS) or unix:///path/to/redis.sock",
-                crate::config::redact_url(&config.redis)
-            ),
-        )
+    let unsupported = || SettingsError::Unsupported {
+        url: crate::config::redact_url(&config.redis),
     };
     // redis-rs is built without TLS of its own: a-chat starts TLS on the socket itself, and
     // the URL is read as its redis:// twin.
@@ -233,12 +226,10 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
     };
     // The value is not repeated: a URL that does not parse cannot be told where its
     // password ends.
-    let info = url.as_str().into_connection_info().map_err(|e| {
-        (
-            "cluster.redis",
-            format!("is not a Redis URL ({e}): write redis://[user:password@]host:port/[db], rediss://… (TLS) or unix:///path/to/redis.sock (the value is not shown: it may hold a password)"),
-        )
-    })?;
+    let info = url
+        .as_str()
+        .into_connection_info()
+        .map_err(SettingsError::NotAUrl)?;
     let addr = match info.addr() {
         redis::ConnectionAddr::Tcp(host, port) => RedisAddr::Tcp {
             host: host.clone(),
@@ -252,13 +243,7 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
         RedisAddr::Unix(_) => redis_tls(config, false, "")?,
     };
     if config.lease < Duration::from_secs(1) || config.lease > Duration::from_secs(3600) {
-        return Err((
-            "cluster.lease",
-            format!(
-                "{} is out of range: a lease is at least 1s (it is renewed every third of it) and at most 1h",
-                humantime::format_duration(config.lease)
-            ),
-        ));
+        return Err(SettingsError::Lease(config.lease));
     }
     let node_id = if config.node_id.is_empty() {
         default_node_id()
@@ -266,10 +251,7 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
         config.node_id.clone()
     };
     if !checks::node_ok(&node_id) {
-        return Err((
-            "cluster.node_id",
-            format!("{node_id:?}: use at most 128 letters, digits, '.', '_' or '-'"),
-        ));
+        return Err(SettingsError::NodeId(node_id));
     }
     let mut redis = info
         .redis_settings()
@@ -277,13 +259,10 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
         .set_protocol(redis::ProtocolVersion::RESP3);
     if !config.redis_password_file.is_empty() {
         if redis.password().is_some() {
-            return Err((
-                "cluster.redis",
-                "holds a password, and cluster.redis_password_file gives one too: remove it from the URL".into(),
-            ));
+            return Err(SettingsError::TwoPasswords);
         }
         let password = crate::config::read_password(&config.redis_password_file)
-            .map_err(|e| ("cluster.redis_password_file", e))?;
+            .map_err(SettingsError::PasswordFile)?;
         redis = redis.set_password(password);
     }
     for (key, value) in [
@@ -291,10 +270,7 @@ pub(crate) fn settings(config: &ClusterConfig) -> Result<Settings, (&'static str
         ("cluster.max_remote_logins", config.max_remote_logins),
     ] {
         if value == 0 {
-            return Err((
-                key,
-                "0 would leave every other node out of reach: use at least 1".into(),
-            ));
+            return Err(SettingsError::ZeroCap { key });
         }
     }
     Ok(Settings {
@@ -315,39 +291,28 @@ fn redis_tls(
     config: &ClusterConfig,
     tls: bool,
     host: &str,
-) -> Result<Option<RedisTls>, (&'static str, String)> {
+) -> Result<Option<RedisTls>, SettingsError> {
     let given = [&config.tls_ca, &config.tls_cert, &config.tls_key];
     if !tls {
         return match given.iter().any(|path| !path.is_empty()) {
-            true => Err((
-                "cluster.tls_ca",
-                "tls_ca, tls_cert and tls_key are for a rediss:// URL; cluster.redis is not one"
-                    .into(),
-            )),
+            true => Err(SettingsError::TlsWithoutRediss),
             false => Ok(None),
         };
     }
     if config.tls_ca.is_empty() {
-        return Err((
-            "cluster.tls_ca",
-            "a rediss:// URL needs the CA (PEM file) that signed Redis's certificate".into(),
-        ));
+        return Err(SettingsError::NoCa);
     }
     let cert_and_key = match (config.tls_cert.is_empty(), config.tls_key.is_empty()) {
         (true, true) => None,
         (false, false) => Some((config.tls_cert.as_ref(), config.tls_key.as_ref())),
-        (false, true) => return Err(("cluster.tls_key", "tls_cert needs its key".into())),
-        (true, false) => return Err(("cluster.tls_cert", "tls_key needs its certificate".into())),
+        (false, true) => return Err(SettingsError::CertWithoutKey),
+        (true, false) => return Err(SettingsError::KeyWithoutCert),
     };
     let names = ["cluster.tls_ca", "cluster.tls_cert", "cluster.tls_key"];
     let client = crate::tls::client_config_named(config.tls_ca.as_ref(), cert_and_key, names)
-        .map_err(|e| {
-            // The message begins with the key whose file failed.
-            let key = names.into_iter().rev().find(|k| e.starts_with(k));
-            (key.unwrap_or("cluster.tls_ca"), e)
-        })?;
+        .map_err(SettingsError::Tls)?;
     let (connector, name) =
-        crate::tls::connector(client, host).map_err(|e| ("cluster.redis", e))?;
+        crate::tls::connector(client, host).map_err(SettingsError::ServerName)?;
     Ok(Some(RedisTls { connector, name }))
 }
 
@@ -375,11 +340,11 @@ pub fn start(
     rules: checks::Rules,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-) -> Result<Option<Node>, String> {
+) -> Result<Option<Node>, StartError> {
     if !config.enabled() {
         return Ok(None);
     }
-    let settings = settings(config).map_err(|(key, why)| format!("{key}: {why}"))?;
+    let settings = settings(config).map_err(StartError)?;
     health.set_cluster_up(false);
     let (resync, resync_rx) = async_channel::bounded(1);
     let shared = Arc::new(Shared {

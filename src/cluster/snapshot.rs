@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 
 use super::connection::read_page;
-use super::{Logins, Shared};
+use super::{LinkError, Logins, Shared};
 
 /// Registry entries asked for per page of the snapshot.
 const SNAPSHOT_PAGE: usize = 2000;
@@ -25,12 +25,11 @@ pub async fn read_registry(
     conn: &mut MultiplexedConnection,
     me: &std::sync::Arc<str>,
     shared: &Shared,
-) -> Result<Logins, String> {
+) -> Result<Logins, LinkError> {
     let size: usize = redis::cmd("HLEN")
         .arg("achat:logins")
         .query_async(conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let caps = shared.caps;
     let mut copy = Logins::new(me.clone(), caps);
     copy.reserve(size.min(PRESIZE_MAX).min(caps.total));
@@ -42,8 +41,7 @@ pub async fn read_registry(
             .arg("COUNT")
             .arg(SNAPSHOT_PAGE)
             .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         read_page(page, &mut copy, shared);
         if next == 0 {
             return Ok(copy);

@@ -30,13 +30,17 @@ pub(super) fn one_or_many_addrs<'de, D: Deserializer<'de>>(
         .collect()
 }
 
+/// Why a value is not an `IP:PORT` address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{text}\" is not an address: write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"")]
+pub struct NotAnAddress {
+    /// The value as written.
+    pub text: String,
+}
+
 /// Parses `IP:PORT`. Names are not resolved: a daemon should not depend on DNS to start.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!(
-            "\"{s}\" is not an address: write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
-        )
-    })
+pub fn parse_addr(s: &str) -> Result<SocketAddr, NotAnAddress> {
+    s.parse().map_err(|_| NotAnAddress { text: s.to_owned() })
 }
 
 pub(super) mod duration {

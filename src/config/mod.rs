@@ -14,11 +14,13 @@ mod setting;
 mod validate;
 pub use error::ConfigError;
 pub(crate) use error::{locate_key, toml_error};
-pub use formats::parse_addr;
 use formats::{duration, one_or_many_addrs, optional_addr, sources};
-pub use secret::{read_password, redact_url, Credential};
-pub use setting::Setting;
-pub use validate::check_log_filter;
+pub use formats::{parse_addr, NotAnAddress};
+pub use secret::{
+    read_password, redact_url, Credential, CredentialError, PasswordError, ReadPasswordError,
+};
+pub use setting::{Setting, SettingError};
+pub use validate::{check_log_filter, LogFilterError};
 
 pub use crate::names::LoginCharset;
 

@@ -27,28 +27,90 @@ pub struct Credential {
     pub name: String,
 }
 
+/// Why a `credential:NAME` value names no file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The name is not one file name (empty, `.`, `..`, or with a `/`).
+    #[error("{value:?}: a credential's name is one file name (letters, digits, '.', '_', '-'), as in LoadCredential=NAME:/path")]
+    BadName {
+        /// The key's value as written.
+        value: String,
+    },
+    /// `$CREDENTIALS_DIRECTORY` is not set: a-chat runs outside a unit that passes
+    /// credentials.
+    #[error("{value:?} names a systemd credential, but ${DIRECTORY_VAR} is not set: run a-chat from a unit with LoadCredential={name}:/path/to/file (to check by hand, set {DIRECTORY_VAR} to a directory holding {name})")]
+    NoDirectory {
+        /// The key's value as written.
+        value: String,
+        /// The credential's name, for the unit line to add.
+        name: String,
+    },
+    /// `$CREDENTIALS_DIRECTORY` is a relative path, which systemd never sets.
+    #[error("{value:?}: ${DIRECTORY_VAR} ({}) is not an absolute path", dir.display())]
+    RelativeDirectory {
+        /// The key's value as written.
+        value: String,
+        /// The directory the variable gives.
+        dir: PathBuf,
+    },
+}
+
+/// Why the contents of a password file are not a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// Nothing in the file, or an empty line.
+    #[error("the file is empty: it must hold the password on one line")]
+    Empty,
+    /// More than the password's one line (a second line, or a blank one after it).
+    #[error("the file holds more than one line: it must hold the password alone")]
+    Lines,
+}
+
+/// Why the Redis password could not be read from its file (the contents are never part
+/// of the message).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadPasswordError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file, as configured.
+        path: String,
+        /// What reading it said.
+        source: std::io::Error,
+    },
+    /// The file was read and does not hold one password.
+    #[error("{path}: {problem}")]
+    Contents {
+        /// The file, as configured.
+        path: String,
+        /// What is wrong with what it holds.
+        problem: PasswordError,
+    },
+}
+
 /// The path a file key's value stands for: `None` when it is not `credential:NAME` (the
 /// value is a path as it is), the file in `dir` when it is. Pure: `dir` is the value of
 /// `$CREDENTIALS_DIRECTORY`, if set.
-pub fn resolve(value: &str, dir: Option<&Path>) -> Result<Option<PathBuf>, String> {
+pub fn resolve(value: &str, dir: Option<&Path>) -> Result<Option<PathBuf>, CredentialError> {
     let Some(name) = value.strip_prefix(PREFIX) else {
         return Ok(None);
     };
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(format!(
-            "{value:?}: a credential's name is one file name (letters, digits, '.', '_', '-'), as in LoadCredential=NAME:/path"
-        ));
+        return Err(CredentialError::BadName {
+            value: value.to_owned(),
+        });
     }
     let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) else {
-        return Err(format!(
-            "{value:?} names a systemd credential, but ${DIRECTORY_VAR} is not set: run a-chat from a unit with LoadCredential={name}:/path/to/file (to check by hand, set {DIRECTORY_VAR} to a directory holding {name})"
-        ));
+        return Err(CredentialError::NoDirectory {
+            value: value.to_owned(),
+            name: name.to_owned(),
+        });
     };
     if !dir.is_absolute() {
-        return Err(format!(
-            "{value:?}: ${DIRECTORY_VAR} ({}) is not an absolute path",
-            dir.display()
-        ));
+        return Err(CredentialError::RelativeDirectory {
+            value: value.to_owned(),
+            dir: dir.to_owned(),
+        });
     }
     Ok(Some(dir.join(name)))
 }
@@ -86,14 +148,14 @@ pub fn redact_url(url: &str) -> String {
 
 /// The contents of a password file: one line, without its final newline (`echo` and
 /// editors add one; it is not part of the password). Errors never include the contents.
-pub fn password_from(text: &str) -> Result<String, String> {
+pub fn password_from(text: &str) -> Result<String, PasswordError> {
     let line = text.strip_suffix('\n').unwrap_or(text);
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.is_empty() {
-        return Err("the file is empty: it must hold the password on one line".into());
+        return Err(PasswordError::Empty);
     }
     if line.contains(['\n', '\r']) {
-        return Err("the file holds more than one line: it must hold the password alone".into());
+        return Err(PasswordError::Lines);
     }
     Ok(line.to_owned())
 }
@@ -121,7 +183,7 @@ impl super::Config {
                 &mut self.cluster.redis_password_file,
             ),
         ] {
-            let Some(path) = resolve(value, dir).map_err(|e| (key, e))? else {
+            let Some(path) = resolve(value, dir).map_err(|e| (key, e.to_string()))? else {
                 continue;
             };
             let name = value[PREFIX.len()..].to_owned();
@@ -144,9 +206,15 @@ impl super::Config {
 
 /// Reads the Redis password from `path` (`[cluster] redis_password_file`); errors name
 /// the file, never its contents.
-pub fn read_password(path: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    password_from(&text).map_err(|e| format!("{path}: {e}"))
+pub fn read_password(path: &str) -> Result<String, ReadPasswordError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReadPasswordError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    password_from(&text).map_err(|problem| ReadPasswordError::Contents {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +230,7 @@ mod tests {
             resolve("credential:tls.key", Some(dir)),
             Ok(Some(dir.join("tls.key")))
         );
-        let absent = resolve("credential:tls.key", None).unwrap_err();
+        let absent = resolve("credential:tls.key", None).unwrap_err().to_string();
         assert!(
             absent.contains("CREDENTIALS_DIRECTORY is not set"),
             "{absent}"

@@ -2,6 +2,23 @@
 
 use super::ConfigError;
 
+/// Why a `--set` flag is not `section.key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// No `=` in the flag.
+    #[error("{flag:?} is not section.key=value (e.g. limits.max_line_bytes=4096)")]
+    NotKeyValue {
+        /// The flag as it may be shown (a Redis URL's password hidden).
+        flag: String,
+    },
+    /// No `.` between a section and a key before the `=`.
+    #[error("{path:?} is not section.key (e.g. admin.listen)")]
+    NotSectionKey {
+        /// What came before the `=`.
+        path: String,
+    },
+}
+
 /// One `--set section.key=value` of the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
@@ -16,17 +33,18 @@ pub struct Setting {
 
 impl Setting {
     /// Parses `section.key=value` (clap's value parser for `--set`).
-    pub fn parse(flag: &str) -> Result<Setting, String> {
-        let (path, value) = flag.split_once('=').ok_or_else(|| {
-            format!(
-                "{:?} is not section.key=value (e.g. limits.max_line_bytes=4096)",
-                super::redact_url(flag)
-            )
-        })?;
-        let (section, key) = path
-            .trim()
-            .split_once('.')
-            .ok_or_else(|| format!("{path:?} is not section.key (e.g. admin.listen)"))?;
+    pub fn parse(flag: &str) -> Result<Setting, SettingError> {
+        let (path, value) = flag
+            .split_once('=')
+            .ok_or_else(|| SettingError::NotKeyValue {
+                flag: super::redact_url(flag),
+            })?;
+        let (section, key) =
+            path.trim()
+                .split_once('.')
+                .ok_or_else(|| SettingError::NotSectionKey {
+                    path: path.to_owned(),
+                })?;
         let value = value.trim();
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
             .ok()

@@ -146,9 +146,9 @@ impl Config {
             }
         }
         if let Err(e) = check_log_filter(&self.log.level) {
-            return Err(("log.level", e));
+            return Err(("log.level", e.to_string()));
         }
-        crate::cluster::check(&self.cluster)?;
+        crate::cluster::check(&self.cluster).map_err(|e| (e.key(), e.to_string()))?;
         Ok(())
     }
 }
@@ -163,27 +163,56 @@ const BAD_LINE_ANSWERS: usize = 21;
 /// Levels a log filter may name.
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
+/// What a log filter may hold, said after each way it can be wrong.
+const FILTER_HINT: &str = "write a level (error, warn, info, debug, trace, off) or target=level, comma-separated, e.g. \"info\" or \"a_chat=debug,info\"";
+
+/// Why a log filter (`[log] level` or `RUST_LOG`) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFilterError {
+    /// Nothing but blanks.
+    #[error("empty log filter: {FILTER_HINT}")]
+    Empty,
+    /// A `=target` directive: `=` with nothing before it.
+    #[error("{directive:?} has no target before '=': {FILTER_HINT}")]
+    NoTarget {
+        /// The directive as written.
+        directive: String,
+    },
+    /// A directive whose level is not one of the levels (a typo, a lone target name).
+    #[error("{directive:?} is not a log level: {FILTER_HINT}")]
+    NotALevel {
+        /// The directive as written.
+        directive: String,
+    },
+    /// The filter parser itself refused it.
+    #[error("not a log filter: {0}")]
+    Parse(tracing_subscriber::filter::ParseError),
+}
+
 /// Checks a log filter (`[log] level` or `RUST_LOG`): comma-separated directives, each a
 /// level (`info`) or `target=level` (`a_chat=debug`). Stricter than the filter parser
 /// itself, which takes a lone word such as `verbose` for a target name and then shows
 /// nothing at all: a typo would silence the daemon.
-pub fn check_log_filter(filter: &str) -> Result<(), String> {
-    let hint = "write a level (error, warn, info, debug, trace, off) or target=level, comma-separated, e.g. \"info\" or \"a_chat=debug,info\"";
+pub fn check_log_filter(filter: &str) -> Result<(), LogFilterError> {
     if filter.trim().is_empty() {
-        return Err(format!("empty log filter: {hint}"));
+        return Err(LogFilterError::Empty);
     }
     for directive in filter.split(',').map(str::trim) {
         let level = match directive.rsplit_once('=') {
             Some((target, level)) if !target.trim().is_empty() => level,
-            Some(_) => return Err(format!("{directive:?} has no target before '=': {hint}")),
+            Some(_) => {
+                let directive = directive.to_owned();
+                return Err(LogFilterError::NoTarget { directive });
+            }
             None => directive,
         };
         if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
-            return Err(format!("{directive:?} is not a log level: {hint}"));
+            let directive = directive.to_owned();
+            return Err(LogFilterError::NotALevel { directive });
         }
     }
     tracing_subscriber::EnvFilter::builder()
         .parse(filter)
         .map(|_| ())
-        .map_err(|e| format!("not a log filter: {e}"))
+        .map_err(LogFilterError::Parse)
 }

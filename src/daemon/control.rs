@@ -60,7 +60,7 @@ impl admin::Control for Control {
         Box::pin(async move {
             match reloads.reload().await {
                 Ok(Ok(applied)) => Reloaded::Applied(applied),
-                Ok(Err(why)) => Reloaded::Failed(why),
+                Ok(Err(why)) => Reloaded::Failed(why.to_string()),
                 Err(why @ (NotTried::Busy | NotTried::Gone)) => Reloaded::NotTried(why.to_string()),
             }
         })

@@ -31,7 +31,9 @@ pub struct PassedSockets {
 impl PassedSockets {
     /// The sockets in `LISTEN_FDS`, if any.
     pub fn from_env() -> Result<PassedSockets, StartError> {
-        let Some(passed) = activation::from_env().map_err(StartError::Activation)? else {
+        let Some(passed) =
+            activation::from_env().map_err(|e| StartError::Activation(e.to_string()))?
+        else {
             return Ok(PassedSockets::default());
         };
         let take = |role: Role| -> Result<Vec<TcpListener>, StartError> {

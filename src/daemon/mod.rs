@@ -200,7 +200,7 @@ impl Daemon {
         // Not ready (/readyz) until the node has joined the cluster.
         let rules = cluster::checks::Rules::of(&config.limits);
         let cluster = cluster::start(&config.cluster, rules, metrics.clone(), health.clone())
-            .map_err(StartError::Cluster)?;
+            .map_err(|e| StartError::Cluster(e.to_string()))?;
         if let Some(node) = &cluster {
             info!(
                 node = %node.router.shared.id,

@@ -23,10 +23,10 @@ pub const FD_HEADROOM: u64 = 64;
 pub enum Refused {
     /// The users file (`[auth] users_file`) cannot be used.
     #[error("{0}")]
-    Users(String),
+    Users(crate::auth::UsersError),
     /// The TLS certificate, key or client CA cannot be used.
     #[error("cannot set up TLS: {0}")]
-    Tls(String),
+    Tls(tls::LoadError),
     /// The admin tokens file (`[admin] tokens_file`) cannot be used.
     #[error("{0}")]
     Tokens(#[from] crate::admin::TokensError),

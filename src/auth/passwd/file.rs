@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::auth::Users;
+use crate::auth::{Users, UsersError};
 
 /// What [`upsert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,18 +30,97 @@ struct Table {
     users: BTreeMap<String, String>,
 }
 
-fn users_of(text: &str) -> Result<BTreeMap<String, String>, String> {
-    toml::from_str::<Table>(text)
-        .map(|t| t.users)
-        .map_err(|e| e.message().to_owned())
+/// Why a users file's text cannot be edited.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The text is not TOML, or its `users` is not a table of strings.
+    #[error("it is not a valid users file: {}", .0.message())]
+    NotUsersFile(toml::de::Error),
+    /// The edit would change more than `name`'s hash: the user's line is not one
+    /// `a-chat passwd` can find and replace (an inline table, a dotted key...).
+    #[error("its layout is not one `a-chat passwd` can edit safely (user \"{name}\" is not on a line of its own under [users]); nothing changed: edit it by hand")]
+    Layout {
+        /// The user being added or changed.
+        name: String,
+    },
+}
+
+/// Why `a-chat passwd --file` left the users file as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The path cannot be followed to its file (a symbolic link to nowhere readable).
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The users file, as given.
+        path: PathBuf,
+        /// What resolving it said.
+        source: std::io::Error,
+    },
+    /// The file exists and cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The users file, as given.
+        path: PathBuf,
+        /// What reading it said.
+        source: std::io::Error,
+    },
+    /// The file was read, but its mode and owner cannot be (to give them to the new file).
+    #[error("{0}")]
+    Metadata(std::io::Error),
+    /// The text cannot be edited (see [`EditError`]).
+    #[error("{}: {source}", path.display())]
+    Edit {
+        /// The users file, as given.
+        path: PathBuf,
+        /// Why its text cannot be edited.
+        source: EditError,
+    },
+    /// The edited file would not pass the daemon's checks.
+    #[error("{0}; nothing changed")]
+    Check(UsersError),
+    /// The edited file could not be written in place of the old one.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The users file, as given.
+        path: PathBuf,
+        /// Why the new file could not replace it.
+        source: ReplaceError,
+    },
+}
+
+/// Why the new users file could not replace the old one (the old one is as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    /// The temporary file is there already: another edit is under way, or one was
+    /// interrupted.
+    #[error("{} exists: another `a-chat passwd --file` is editing it, or one was interrupted (then remove that file)", temp.display())]
+    Busy {
+        /// The temporary file beside the users file.
+        temp: PathBuf,
+    },
+    /// The temporary file could not be created.
+    #[error("cannot create {}: {source}", temp.display())]
+    Create {
+        /// The temporary file beside the users file.
+        temp: PathBuf,
+        /// What creating it said.
+        source: std::io::Error,
+    },
+    /// Writing, flushing or renaming the temporary file failed (it is removed).
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+fn users_of(text: &str) -> Result<BTreeMap<String, String>, toml::de::Error> {
+    toml::from_str::<Table>(text).map(|t| t.users)
 }
 
 /// The users file `text` with `line` (`NAME = "HASH"`, from `users_line`) for `name`:
 /// in place of that user's line if there is one, else at the end of the `[users]` table
 /// (a header first if the file has none). Refused when the result would hold anything
 /// else than the same users with `name`'s hash set to `hash`.
-pub fn upsert(text: &str, name: &str, hash: &str, line: &str) -> Result<(String, Edit), String> {
-    let mut users = users_of(text).map_err(|e| format!("it is not a valid users file: {e}"))?;
+pub fn upsert(text: &str, name: &str, hash: &str, line: &str) -> Result<(String, Edit), EditError> {
+    let mut users = users_of(text).map_err(EditError::NotUsersFile)?;
     let mut lines: Vec<&str> = text.lines().collect();
     let header = lines.iter().position(|l| is_users_header(l));
     let found = header.and_then(|header| {
@@ -84,9 +163,9 @@ pub fn upsert(text: &str, name: &str, hash: &str, line: &str) -> Result<(String,
     users.insert(name.to_owned(), hash.to_owned());
     let unchanged = users_of(&out).is_ok_and(|after| after == users);
     if !unchanged {
-        return Err(format!(
-            "its layout is not one `a-chat passwd` can edit safely (user \"{name}\" is not on a line of its own under [users]); nothing changed: edit it by hand"
-        ));
+        return Err(EditError::Layout {
+            name: name.to_owned(),
+        });
     }
     Ok((out, edit))
 }
@@ -124,29 +203,47 @@ fn is_users_header(line: &str) -> bool {
 
 /// Adds or replaces `name`'s line (`line`, whose hash is `hash`) in the users file at
 /// `path`, and says what it did, for the person who ran it.
-pub fn write(path: &Path, name: &str, hash: &str, line: &str) -> Result<String, String> {
+pub fn write(path: &Path, name: &str, hash: &str, line: &str) -> Result<String, FileError> {
     let shown = path.display();
     // The file a symbolic link points to is the one to replace, not the link.
     let target = match std::fs::canonicalize(path) {
         Ok(target) => target,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
-        Err(e) => return Err(format!("cannot open {shown}: {e}")),
+        Err(source) => {
+            return Err(FileError::Open {
+                path: path.to_owned(),
+                source,
+            })
+        }
     };
     let existing = match std::fs::read_to_string(&target) {
-        Ok(text) => Some((text, std::fs::metadata(&target).map_err(|e| e.to_string())?)),
+        Ok(text) => Some((
+            text,
+            std::fs::metadata(&target).map_err(FileError::Metadata)?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+        Err(source) => {
+            return Err(FileError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
     };
     let text = existing.as_ref().map_or("", |(text, _)| text.as_str());
-    let (new, edit) = upsert(text, name, hash, line).map_err(|e| format!("{shown}: {e}"))?;
+    let (new, edit) = upsert(text, name, hash, line).map_err(|source| FileError::Edit {
+        path: path.to_owned(),
+        source,
+    })?;
     // Every check the daemon makes (look-alike names among them) before anything is written.
-    Users::parse(&new, &shown.to_string()).map_err(|e| format!("{e}; nothing changed"))?;
+    Users::parse(&new, &shown.to_string()).map_err(FileError::Check)?;
     let mode = existing
         .as_ref()
         .map_or(0o600, |(_, meta)| meta.permissions().mode() & 0o7777);
     let owner = existing.as_ref().map(|(_, meta)| (meta.uid(), meta.gid()));
-    replace(&target, new.as_bytes(), mode, owner)
-        .map_err(|e| format!("cannot write {shown}: {e}"))?;
+    replace(&target, new.as_bytes(), mode, owner).map_err(|source| FileError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(match edit {
         Edit::Added => format!("added user \"{name}\" to {shown}"),
         Edit::Replaced => format!("replaced the password of user \"{name}\" in {shown}"),
@@ -156,7 +253,12 @@ pub fn write(path: &Path, name: &str, hash: &str, line: &str) -> Result<String, 
 /// Writes `data` to a new file beside `target` (with `mode`, and `owner` when given),
 /// flushes it to disk and renames it over `target`. The temporary file's fixed name makes
 /// a second `a-chat passwd --file` on the same file fail rather than lose an edit.
-fn replace(target: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<(), String> {
+fn replace(
+    target: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), ReplaceError> {
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -170,12 +272,12 @@ fn replace(target: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> 
         .create_new(true)
         .mode(0o600)
         .open(&temp)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => format!(
-                "{} exists: another `a-chat passwd --file` is editing it, or one was interrupted (then remove that file)",
-                temp.display()
-            ),
-            _ => format!("cannot create {}: {e}", temp.display()),
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => ReplaceError::Busy { temp: temp.clone() },
+            _ => ReplaceError::Create {
+                temp: temp.clone(),
+                source,
+            },
         })?;
     let written = (|| -> std::io::Result<()> {
         if let Some((uid, gid)) = owner {
@@ -190,7 +292,7 @@ fn replace(target: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> 
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);
-        return Err(e.to_string());
+        return Err(ReplaceError::Io(e));
     }
     Ok(())
 }
@@ -251,10 +353,12 @@ mod tests {
     fn a_layout_it_cannot_edit_is_refused() {
         let inline = format!("users = {{ alice = \"{A}\" }}\n");
         let e = upsert(&inline, "bob", B, &line("bob", B)).unwrap_err();
-        assert!(e.contains("nothing changed"), "{e}");
+        assert!(matches!(e, EditError::Layout { .. }), "{e}");
+        assert!(e.to_string().contains("nothing changed"), "{e}");
         let e = upsert(&inline, "alice", B, &line("alice", B)).unwrap_err();
-        assert!(e.contains("nothing changed"), "{e}");
+        assert!(e.to_string().contains("nothing changed"), "{e}");
         let e = upsert("[users\n", "bob", B, &line("bob", B)).unwrap_err();
-        assert!(e.contains("not a valid users file"), "{e}");
+        assert!(matches!(e, EditError::NotUsersFile(_)), "{e}");
+        assert!(e.to_string().contains("not a valid users file"), "{e}");
     }
 }
