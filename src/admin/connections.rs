@@ -30,7 +30,7 @@ impl Answers {
     }
 
     /// The `/connections` body for `query`, made on a blocking thread when its turn comes.
-    pub async fn answer(&self, query: &str) -> Result<String, String> {
+    pub async fn answer(&self, query: &str) -> Result<String, super::QueryError> {
         let _turn = self.turns.acquire().await;
         let (make, query) = (self.make.clone(), query.to_owned());
         runtime::spawn_blocking(move || {

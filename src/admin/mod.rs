@@ -34,7 +34,7 @@ mod tokens;
 pub use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::{self, TcpListener, TcpStream};
-pub use crate::server::Closing;
+pub use crate::server::{Closing, QueryError};
 pub use gate::Gate;
 pub use http::MAX_HEAD_BYTES;
 #[cfg(test)]
@@ -75,7 +75,7 @@ const JSON: &str = "application/json";
 pub trait Control: Send + Sync + 'static {
     /// The `GET /connections` body (JSON) for a query string, or why the query cannot be
     /// answered (a 400). Called on a blocking thread, one at a time.
-    fn connections(&self, query: &str) -> Result<String, String>;
+    fn connections(&self, query: &str) -> Result<String, QueryError>;
     /// Reloads the configuration file, as SIGHUP does, and says how it went.
     fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded>;
     /// Closes connection `conn` with `notice: disconnected by the operator` (and

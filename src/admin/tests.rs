@@ -7,7 +7,7 @@ use super::*;
 struct Idle;
 
 impl Control for Idle {
-    fn connections(&self, _query: &str) -> Result<String, String> {
+    fn connections(&self, _query: &str) -> Result<String, QueryError> {
         Ok("{}".into())
     }
     fn reload(&self) -> futures::future::BoxFuture<'static, Reloaded> {

@@ -51,7 +51,7 @@ fn audit(closing: &Closing, by: &str, reason: Option<&str>) {
 }
 
 impl admin::Control for Control {
-    fn connections(&self, query: &str) -> Result<String, String> {
+    fn connections(&self, query: &str) -> Result<String, crate::server::QueryError> {
         self.live.connections_json(query)
     }
 

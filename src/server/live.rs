@@ -47,27 +47,19 @@ impl Live {
     /// `GET /connections?sort=queued|bytes_out|since&limit=N&login=NAME`: one JSON object
     /// per open connection, the most first (oldest first for `since`), at most `limit`
     /// (100 by default, 1000 at most), in `{"total": N, "connections": [...]}`.
-    pub fn connections_json(&self, query: &str) -> Result<String, String> {
+    pub fn connections_json(&self, query: &str) -> Result<String, QueryError> {
         let (mut sort, mut limit, mut login) = ("queued", 100usize, None::<String>);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "sort" if matches!(value, "queued" | "bytes_out" | "since") => sort = value,
-                "sort" => {
-                    return Err(format!(
-                        "sort={value:?}: sort by queued (the default), bytes_out or since"
-                    ))
-                }
+                "sort" => return Err(QueryError::Sort(value.to_owned())),
                 "limit" => match value.parse() {
                     Ok(n) if n <= 1000 => limit = n,
-                    _ => return Err(format!("limit={value:?}: a number from 0 to 1000")),
+                    _ => return Err(QueryError::Limit(value.to_owned())),
                 },
                 "login" => login = Some(percent_decoded(value)),
-                _ => {
-                    return Err(format!(
-                        "{key:?} is not a parameter of /connections: sort, limit or login"
-                    ))
-                }
+                _ => return Err(QueryError::Unknown(key.to_owned())),
             }
         }
         // A login is found by its look, as the chat finds recipients: `Alice` finds
@@ -150,6 +142,20 @@ impl Live {
         self.budget.set(limits);
         *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits.clone());
     }
+}
+
+/// Why a `GET /connections` query cannot be answered (a 400, with this line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// `sort=` names no column.
+    #[error("sort={0:?}: sort by queued (the default), bytes_out or since")]
+    Sort(String),
+    /// `limit=` is not a number from 0 to 1000.
+    #[error("limit={0:?}: a number from 0 to 1000")]
+    Limit(String),
+    /// A parameter `/connections` does not take.
+    #[error("{0:?} is not a parameter of /connections: sort, limit or login")]
+    Unknown(String),
 }
 
 /// How a request to close one connection ended.

@@ -26,7 +26,7 @@ pub mod shutdown;
 mod writer;
 
 pub use drain::Summary;
-pub use live::{percent_decoded, Closing, Live};
+pub use live::{percent_decoded, Closing, Live, QueryError};
 
 use std::future::Future;
 use std::sync::Arc;
