@@ -195,6 +195,10 @@ start_node() {
 listen = "127.0.0.1:$NODE_PORT"
 max_connections = 19000
 
+[limits]
+# a-chat bench measures the server at full speed, not the per-client rate limit
+messages_per_second = 0
+
 [log]
 level = "warn"
 

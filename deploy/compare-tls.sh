@@ -112,6 +112,10 @@ start_achat() {
 listen = []
 max_connections = 19000
 
+[limits]
+# a-chat bench measures the server at full speed, not the per-client rate limit
+messages_per_second = 0
+
 [log]
 level = "info"
 

@@ -149,6 +149,10 @@ start_achat() {
 listen = "127.0.0.1:0"
 max_connections = 19000
 
+[limits]
+# a-chat bench measures the server at full speed, not the per-client rate limit
+messages_per_second = 0
+
 [log]
 level = "info"
 EOF

@@ -105,6 +105,8 @@ max_connections = 1000
 
 [limits]
 login_timeout = "2s"
+# the soak's senders and slow-consumer floods run past the default per-client rate
+messages_per_second = 0
 outbound_queue_bytes = 65536
 write_timeout = "2s"
 EOF

@@ -117,6 +117,12 @@ pub struct Limits {
     /// and `TCP_USER_TIMEOUT` (see `runtime::set_dead_peer_timeout`). Zero turns it off.
     #[serde(with = "duration")]
     pub dead_peer_timeout: Duration,
+    /// Deliveries a client may cause per second (a line to 64 names costs 64), after a
+    /// burst of `message_burst`; past it the client's socket is not read until the rate
+    /// allows (TCP slows the client; nothing is lost). Zero turns the limit off.
+    pub messages_per_second: u32,
+    /// Deliveries a client may cause at once, before `messages_per_second` applies.
+    pub message_burst: u32,
 }
 
 impl Default for Limits {
@@ -134,6 +140,8 @@ impl Default for Limits {
             outbound_total_bytes: 268_435_456,
             write_timeout: Duration::from_secs(10),
             dead_peer_timeout: Duration::from_secs(120),
+            messages_per_second: 100,
+            message_burst: 1000,
         }
     }
 }

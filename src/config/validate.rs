@@ -98,6 +98,15 @@ impl Config {
         at_most("limits.max_line_bytes", l.max_line_bytes, 16 << 20)?;
         at_least("limits.max_recipients", l.max_recipients, 1)?;
         at_most("limits.max_recipients", l.max_recipients, 10_000)?;
+        if l.messages_per_second > 0 && (l.message_burst as usize) < l.max_recipients {
+            return Err((
+                "limits.message_burst",
+                format!(
+                    "{} is below limits.max_recipients ({}): a line to every recipient allowed must fit in one burst",
+                    l.message_burst, l.max_recipients
+                ),
+            ));
+        }
         nonzero("limits.login_timeout", l.login_timeout)?;
         nonzero("limits.write_timeout", l.write_timeout)?;
         // A queue must hold at least one delivery of the longest line, and the longest

@@ -21,6 +21,8 @@ pub struct Operator {
     pub admin_unauthorized: Counter,
     /// 1 from the moment lame duck mode begins (the daemon is leaving).
     pub lame_duck: Gauge,
+    /// Pauses of a client's reading because it passed `messages_per_second`.
+    pub rate_limited: Counter,
 }
 
 impl Operator {
@@ -36,6 +38,11 @@ impl Operator {
                 registry,
                 "admin_unauthorized",
                 "Admin requests refused with 401: no bearer token, or one the [admin] tokens_file does not hold",
+            ),
+            rate_limited: add(
+                registry,
+                "rate_limited",
+                "Times a client's socket was not read for a while because it passed [limits] messages_per_second (after message_burst); nothing it sent is lost",
             ),
             lame_duck: add(
                 registry,

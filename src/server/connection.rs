@@ -152,6 +152,7 @@ impl Connection {
                 // inside it), so its events name the connection at every level.
                 .in_current_span(),
         );
+        let rate = super::rate::Bucket::new(&self.limits, std::time::Instant::now());
         let reader = Reader {
             conn: self.conn,
             stream: self.stream,
@@ -164,6 +165,8 @@ impl Connection {
             accepted: self.accepted,
             span: tracing::Span::current(),
             emptied: false,
+            rate,
+            slowed: false,
         };
         let held = Held {
             conn: self.conn,

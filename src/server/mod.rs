@@ -20,6 +20,7 @@ mod live;
 pub(crate) mod outbox;
 mod prelogin;
 mod proxied;
+mod rate;
 mod reader;
 mod router;
 pub mod shutdown;

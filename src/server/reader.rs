@@ -6,27 +6,25 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_channel::Sender;
-use futures::channel::oneshot;
 use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{looks_like_tls, CloseReason, Garbage, Metrics, Refusal};
-use crate::names::{self, LoginError};
+use crate::metrics::{CloseReason, Metrics};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
 use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{BadLine, Out, Outbox};
-use crate::server::prelogin;
 use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
 mod authenticate;
+mod login;
 
 /// Bytes asked of one `read`. Reads go into a buffer shared by every connection that its
 /// thread serves (see [`SCRATCH`]), so a connection waiting for input holds no read
@@ -77,6 +75,10 @@ pub struct Reader {
     /// readiness before reading again rather than pay a read that can only say "would
     /// block".
     pub emptied: bool,
+    /// The client's message rate (`None` when `messages_per_second` is 0).
+    pub rate: Option<super::rate::Bucket>,
+    /// The client was told `notice: slow down` already (once per connection).
+    pub slowed: bool,
 }
 
 /// Most message lines one connection routes in one turn of its task. A 64 KiB read of
@@ -130,7 +132,12 @@ impl Reader {
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
-            match self.route_lines(&login, &mut framer).await {
+            let allowed = self.allowance().await;
+            let turn = self.route_lines(&login, &mut framer, allowed).await;
+            if let (Ok((_, deliveries)), Some(bucket)) = (&turn, &mut self.rate) {
+                bucket.spend(*deliveries);
+            }
+            match turn.map(|(turn, _)| turn) {
                 Err(end) => return end,
                 Ok(Turn::More) if !self.shutdown.is_draining() => {
                     // A read of tiny lines can hold tens of thousands: the rest waits for
@@ -173,130 +180,56 @@ impl Reader {
                 }
                 Input::Drain => {
                     self.take_in_received(&mut framer);
-                    while let Ok(Turn::More) = self.route_lines(&login, &mut framer).await {}
+                    while let Ok((Turn::More, _)) =
+                        self.route_lines(&login, &mut framer, usize::MAX).await
+                    {
+                    }
                     return End::Drain;
                 }
             }
         }
     }
 
-    /// Reads the login line, asks the router for it, and returns it once granted.
-    async fn login(&mut self, framer: &mut LineFramer) -> Result<Arc<str>, End> {
-        let deadline = self.limits.login_timeout;
-        let started = self.accepted;
-        let line = loop {
-            if looks_like_tls(framer.front()) {
-                prelogin::garbage(&self.outbox, &self.metrics, Garbage::TlsOnPlaintext);
-                return Err(End::Closed);
+    /// How many deliveries the client may cause now (no bound when the rate is off or
+    /// the drain has begun). Past its rate, waits until it may cause one: meanwhile its
+    /// socket is not read (TCP slows the client) and what it sent waits in the framer,
+    /// lost to no one. The first wait tells it `notice: slow down`.
+    async fn allowance(&mut self) -> usize {
+        loop {
+            let Some(bucket) = &mut self.rate else {
+                return usize::MAX;
+            };
+            if self.shutdown.is_draining() {
+                return usize::MAX;
             }
-            if let Some(line) = framer.next_line() {
-                break line.map(str::to_owned);
+            let wait = match bucket.allowance(&self.limits, Instant::now()) {
+                Ok(allowed) => return allowed,
+                Err(wait) => wait,
+            };
+            self.metrics.operator.rate_limited.inc();
+            if !self.slowed {
+                self.slowed = true;
+                debug!(wait = ?wait, "over messages_per_second: not reading for a while");
+                self.say(protocol::format_notice("slow down"));
             }
-            let left = deadline.saturating_sub(started.elapsed());
-            match self.read(framer, left.max(Duration::from_millis(1))).await {
-                Input::Read(Ok(0)) => {
-                    self.outbox.info().ending(CloseReason::ClientClosed);
-                    return Err(End::Closed);
-                }
-                Input::Read(Ok(_)) => {}
-                Input::Read(Err(e)) => {
-                    debug!(error = %e, "read failed before login");
-                    self.outbox.info().ending(read_error_reason(&e));
-                    return Err(End::Closed);
-                }
-                Input::Timeout => {
-                    self.outbox.info().ending(CloseReason::LoginTimeout);
-                    // Slowloris crowds and port probes do this by the hundred: counted, and
-                    // logged at debug only.
-                    debug!("refused: no login within login_timeout");
-                    self.metrics.refused(Refusal::LoginTimeout);
-                    self.say(protocol::format_error("login timeout"));
-                    return Err(End::Closed);
-                }
-                Input::Drain => return Err(End::Drain),
-            }
-        };
-        let mut line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                prelogin::garbage(&self.outbox, &self.metrics, prelogin::kind_of(e));
-                return Err(End::Closed);
-            }
-        };
-        if line.is_empty() {
-            // What `a-chat probe` sends: answered before any password check, so a health
-            // check never counts as a failed login of its address.
-            prelogin::probe(&self.outbox, &self.metrics);
-            return Err(End::Closed);
+            let drain = self.shutdown.clone();
+            runtime::sleep(wait)
+                .or(async move { drain.wait().await })
+                .await;
         }
-        let mut checked = None;
-        if let Some(auth) = self.auth.clone() {
-            let sent_more = framer.partial_len() > 0;
-            let (name, granted) = self.authenticate(&auth, line, sent_more).await?;
-            (line, checked) = (name, Some(granted));
-        }
-        let limits = &self.limits;
-        if let Err(e) = names::validate_login(&line, limits.max_login_bytes, limits.login_charset) {
-            return Err(self.refuse_login(e));
-        }
-        // Here, once per login, so that the router only compares.
-        let look = names::canonical(&line).into_boxed_str();
-        let login: Arc<str> = line.into();
-        let (reply, granted) = oneshot::channel();
-        let asked = self.events.send(Event::Login {
-            conn: self.conn,
-            login: login.clone(),
-            look,
-            outbox: self.outbox.clone(),
-            checked,
-            reply,
-        });
-        if asked.await.is_err() {
-            return Err(End::Drain);
-        }
-        match granted.await {
-            Ok(Ok(())) => {
-                // Recorded first, so that this event already carries the login.
-                self.span.record("login", &*login);
-                let _ = self.outbox.info().login.set(login.clone());
-                info!("logged in");
-                Ok(login)
-            }
-            Ok(Err(e)) => Err(self.refuse_login(e)),
-            Err(_) => Err(End::Drain),
-        }
-    }
-
-    fn refuse_login(&self, e: LoginError) -> End {
-        if let LoginError::UsersChanged = e {
-            return self.users_changed();
-        }
-        let why = match e {
-            LoginError::Taken(_) => Refusal::LoginTaken,
-            LoginError::ClusterUnavailable => Refusal::ClusterUnavailable,
-            _ => Refusal::InvalidLogin,
-        };
-        self.outbox.info().ending(match why {
-            Refusal::LoginTaken => CloseReason::LoginTaken,
-            Refusal::ClusterUnavailable => CloseReason::ClusterUnavailable,
-            _ => CloseReason::InvalidLogin,
-        });
-        if matches!(e, LoginError::ClusterUnavailable) {
-            // Every client retrying while Redis is away must not fill the log (the
-            // cluster link warns about that once, and the refusals are counted).
-            debug!(reason = %e, "login refused");
-        } else {
-            info!(reason = %e, "login refused");
-        }
-        self.metrics.refused(why);
-        self.say(protocol::format_error(&e));
-        End::Closed
     }
 
     /// Parses every complete line in the buffer and hands the messages to the router
-    /// as one batch. A framing error is answered and ends the connection, after the
-    /// lines before it were routed.
-    async fn route_lines(&self, login: &Arc<str>, framer: &mut LineFramer) -> Result<Turn, End> {
+    /// as one batch, and says how many deliveries they asked for. A framing error is
+    /// answered and ends the connection, after the lines before it were routed.
+    /// At most `allowed` deliveries are routed (a line is routed whole, so the first may
+    /// pass it); the rest stay in the framer for the next turn.
+    async fn route_lines(
+        &self,
+        login: &Arc<str>,
+        framer: &mut LineFramer,
+        allowed: usize,
+    ) -> Result<(Turn, usize), End> {
         let mut lines = Vec::new();
         let mut names = String::new();
         let mut items = Vec::new();
@@ -327,7 +260,9 @@ impl Reader {
                         line: line_start..lines.len(),
                         names: names_start..names.len(),
                     });
-                    if items.len() == LINES_PER_TURN || deliveries >= DELIVERIES_PER_TURN {
+                    if items.len() == LINES_PER_TURN
+                        || deliveries >= DELIVERIES_PER_TURN.min(allowed)
+                    {
                         turn = Turn::More;
                         break;
                     }
@@ -374,7 +309,7 @@ impl Reader {
         }
         match failure {
             Some(e) => Err(self.frame_error(e)),
-            None => Ok(turn),
+            None => Ok((turn, deliveries)),
         }
     }
 

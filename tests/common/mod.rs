@@ -157,6 +157,11 @@ impl Daemon {
         if args.is_empty() || !opts.toml.is_empty() {
             cmd.arg("--config").arg(&config_path);
         }
+        // Tests send as fast as they can: the per-client message rate is off unless a
+        // test sets it (tests/rate.rs tests it on, at its defaults too).
+        if args.is_empty() && !opts.toml.contains("messages_per_second") {
+            cmd.arg("--set").arg("limits.messages_per_second=0");
+        }
         cmd.args(args)
             .env_remove("RUST_LOG")
             // The daemon's thread count comes from its config unless a test says otherwise.
