@@ -152,7 +152,7 @@ impl Connection {
                 // inside it), so its events name the connection at every level.
                 .in_current_span(),
         );
-        let rate = super::rate::Bucket::new(&self.limits, std::time::Instant::now());
+        let rate = super::rate::Bucket::new(&self.limits);
         let reader = Reader {
             conn: self.conn,
             stream: self.stream,

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_channel::Sender;
 use futures_lite::future::FutureExt as _;
@@ -75,8 +75,8 @@ pub struct Reader {
     /// readiness before reading again rather than pay a read that can only say "would
     /// block".
     pub emptied: bool,
-    /// The client's message rate (`None` when `messages_per_second` is 0).
-    pub rate: Option<super::rate::Bucket>,
+    /// The client's message rate (unused when `messages_per_second` is 0).
+    pub rate: super::rate::Bucket,
     /// The client was told `notice: slow down` already (once per connection).
     pub slowed: bool,
 }
@@ -134,8 +134,8 @@ impl Reader {
             // Lines that arrived with the login, or in the last read.
             let allowed = self.allowance().await;
             let turn = self.route_lines(&login, &mut framer, allowed).await;
-            if let (Ok((_, deliveries)), Some(bucket)) = (&turn, &mut self.rate) {
-                bucket.spend(*deliveries);
+            if let Ok((_, deliveries)) = &turn {
+                self.rate.spend(*deliveries);
             }
             match turn.map(|(turn, _)| turn) {
                 Err(end) => return end,
@@ -196,13 +196,11 @@ impl Reader {
     /// lost to no one. The first wait tells it `notice: slow down`.
     async fn allowance(&mut self) -> usize {
         loop {
-            let Some(bucket) = &mut self.rate else {
-                return usize::MAX;
-            };
-            if self.shutdown.is_draining() {
+            // Off: no clock read, nothing counted.
+            if self.limits.messages_per_second == 0 || self.shutdown.is_draining() {
                 return usize::MAX;
             }
-            let wait = match bucket.allowance(&self.limits, Instant::now()) {
+            let wait = match self.rate.allowance(&self.limits, self.accepted.elapsed()) {
                 Ok(allowed) => return allowed,
                 Err(wait) => wait,
             };
