@@ -1,15 +1,16 @@
 //! The daemon's control surface: what an operator can ask of a running daemon, whoever
 //! carries the request (the admin endpoint's HTTP, a signal). Each door is a thin adapter
-//! over these calls; each act is logged here once, at info, naming who asked.
+//! over these calls; each act that does something is logged here once, at info, naming
+//! who asked (one that finds nothing to do, at debug: a loop of them floods no log).
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::stop::Stop;
 use crate::admin::{self, Reloaded};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, Metrics};
 use crate::reload::{NotTried, Reloads};
 use crate::server::{Closing, Live};
 
@@ -21,6 +22,8 @@ pub struct Control {
     pub reloads: Reloads,
     /// The drain and lame duck mode (the stop signals ask the same one).
     pub stop: Arc<Stop>,
+    /// Counts the kicks.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a client closed by an operator reads last.
@@ -31,17 +34,20 @@ fn kick_notice(reason: Option<&str>) -> String {
     }
 }
 
-/// One audit line per connection an operator closed.
-fn audit(closing: &Closing, by: &str, reason: Option<&str>) {
+/// One audit line per connection an operator closed, and the count of kicks.
+fn audit(closing: &Closing, by: &str, reason: Option<&str>, metrics: &Metrics) {
     match closing {
-        Closing::Now { conn, login } => info!(
-            conn,
-            login = login.as_deref().unwrap_or("-"),
-            by,
-            reason = reason.unwrap_or("-"),
-            "connection kicked by the operator"
-        ),
-        Closing::Already { conn, reason: was } => info!(
+        Closing::Now { conn, login } => {
+            metrics.operator.kicks.inc();
+            info!(
+                conn,
+                login = login.as_deref().unwrap_or("-"),
+                by,
+                reason = reason.unwrap_or("-"),
+                "connection kicked by the operator"
+            )
+        }
+        Closing::Already { conn, reason: was } => debug!(
             conn,
             by,
             closing_for = was.label(),
@@ -71,8 +77,8 @@ impl admin::Control for Control {
             .live
             .close(conn, CloseReason::Kicked, &kick_notice(reason));
         match &closing {
-            Some(closing) => audit(closing, by, reason),
-            None => info!(conn, by, "kick asked for an unknown connection"),
+            Some(closing) => audit(closing, by, reason, &self.metrics),
+            None => debug!(conn, by, "kick asked for an unknown connection"),
         }
         closing
     }
@@ -82,10 +88,10 @@ impl admin::Control for Control {
             .live
             .close_login(login, CloseReason::Kicked, &kick_notice(reason));
         if closed.is_empty() {
-            info!(login, by, "kick asked for a login with no open connection");
+            debug!(login, by, "kick asked for a login with no open connection");
         }
         for closing in &closed {
-            audit(closing, by, reason);
+            audit(closing, by, reason, &self.metrics);
         }
         closed
     }

@@ -249,6 +249,7 @@ impl Daemon {
             live: self.live.clone(),
             reloads: self.reloads.clone(),
             stop: self.stop.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

@@ -19,6 +19,9 @@ pub struct Operator {
     /// Admin requests refused with 401 (no token, or one the tokens file does not hold):
     /// a rising count is someone probing the admin endpoint.
     pub admin_unauthorized: Counter,
+    /// Connections an operator asked to close (by id or by login), counted when asked;
+    /// each is also counted in `connections_closed{reason="kicked"}` once it has closed.
+    pub kicks: Counter,
     /// 1 from the moment lame duck mode begins (the daemon is leaving).
     pub lame_duck: Gauge,
     /// Pauses of a client's reading because it passed `messages_per_second`.
@@ -43,6 +46,11 @@ impl Operator {
                 registry,
                 "rate_limited",
                 "Times a client's socket was not read for a while because it passed [limits] messages_per_second (after message_burst); nothing it sent is lost",
+            ),
+            kicks: add(
+                registry,
+                "kicks",
+                "Connections an operator closed over the admin endpoint (POST /connections/ID/close, POST /logins/NAME/close), counted when asked",
             ),
             lame_duck: add(
                 registry,
