@@ -22,6 +22,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("A_CHAT_
 pub mod activation;
 pub mod admin;
 pub mod auth;
+pub mod certificate;
 pub mod client;
 pub mod client_key;
 pub mod cluster;

@@ -375,6 +375,11 @@ impl Targets {
         if let (Some(tls), Some(config)) = (&self.tls, certificates) {
             // Re-read whether or not the paths changed: a renewal rewrites the same files.
             tls.set(config);
+            let expiry = crate::certificate::expiry_of_pem_file(Path::new(&new.tls.cert));
+            self.metrics
+                .operator
+                .certificate_expiry
+                .set(expiry.unwrap_or(0));
         }
         self.live.set_limits(&new.limits);
         if let (Some(gate), Some(tokens)) = (&self.gate, tokens) {

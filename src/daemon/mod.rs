@@ -197,6 +197,11 @@ impl Daemon {
             .max_connections
             .set(config.server.max_connections as i64);
         let live = Live::new(&config.limits, &metrics);
+        metrics.operator.applied_now();
+        if tls.is_some() {
+            let expiry = crate::certificate::expiry_of_pem_file(Path::new(&config.tls.cert));
+            metrics.operator.certificate_expiry.set(expiry.unwrap_or(0));
+        }
         // Not ready (/readyz) until the node has joined the cluster.
         let rules = cluster::checks::Rules::of(&config.limits);
         let cluster = cluster::start(&config.cluster, rules, metrics.clone(), health.clone())
@@ -342,6 +347,7 @@ impl Daemon {
             }
         });
         let dropped_lines = logging.dropped_lines.clone();
+        let health = self.health.clone();
         let endpoint = admin::Admin {
             listener,
             metrics: self.metrics.clone(),
@@ -349,6 +355,7 @@ impl Daemon {
             on_scrape: Box::new(move |m: &Metrics| {
                 m.log_lines_dropped(dropped_lines.dropped_lines() as u64);
                 m.observe_process();
+                m.operator.ready.set(health.is_ready() as i64);
             }),
             accept_error_sleep: self.config.server.accept_error_sleep,
             control: Arc::new(self.control()),

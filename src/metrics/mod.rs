@@ -227,6 +227,7 @@ impl Metrics {
     pub fn config_reloaded(&self, ok: bool) {
         if ok {
             self.reloads_ok.inc();
+            self.operator.applied_now();
         } else {
             self.reloads_error.inc();
         }

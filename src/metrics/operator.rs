@@ -24,6 +24,14 @@ pub struct Operator {
     pub kicks: Counter,
     /// 1 from the moment lame duck mode begins (the daemon is leaving).
     pub lame_duck: Gauge,
+    /// 1 while `/readyz` would answer 200 (set at each scrape): an alert needs no probe.
+    pub ready: Gauge,
+    /// When the served TLS certificate stops being valid (Unix seconds); absent without TLS.
+    pub certificate_expiry: Gauge,
+    /// When the configuration was last applied (start or reload), in Unix seconds.
+    pub last_reload: Gauge,
+    /// `[limits] outbound_total_bytes`, for a dashboard to draw the queued bytes against.
+    pub outbound_limit: Gauge,
     /// Pauses of a client's reading because it passed `messages_per_second`.
     pub rate_limited: Counter,
 }
@@ -52,6 +60,26 @@ impl Operator {
                 "kicks",
                 "Connections an operator closed over the admin endpoint (POST /connections/ID/close, POST /logins/NAME/close), counted when asked",
             ),
+            ready: add(
+                registry,
+                "ready",
+                "1 while the daemon wants chat connections (/readyz answers 200), 0 while starting, draining, in lame duck mode or cut off from the cluster",
+            ),
+            certificate_expiry: add(
+                registry,
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate ([tls] cert, its first) stops being valid, in Unix seconds; re-read at every reload",
+            ),
+            last_reload: add(
+                registry,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration was last applied (at start, or by a successful reload), in Unix seconds",
+            ),
+            outbound_limit: add(
+                registry,
+                "outbound_limit_bytes",
+                "[limits] outbound_total_bytes: what achat_outbound_queued_bytes may reach before the largest queues are cut",
+            ),
             lame_duck: add(
                 registry,
                 "lame_duck",
@@ -63,6 +91,14 @@ impl Operator {
     /// Counts one connection closed for `why`.
     pub fn closed(&self, why: CloseReason) {
         self.closed.inc(why);
+    }
+
+    /// Says that the configuration was applied now.
+    pub fn applied_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.last_reload.set(now);
     }
 
     /// Connections closed for `why` so far.

@@ -38,6 +38,8 @@ pub struct Budget<Q> {
     grace_ns: AtomicU64,
     /// `outbound_total_bytes`: the bound on `total`.
     limit: AtomicUsize,
+    /// The same bound, as the metrics show it.
+    limit_gauge: Gauge,
     /// Bytes queued across every connection: the metrics gauge itself, so that keeping
     /// the total costs one atomic add per queued line and nothing at scrape time.
     total: Gauge,
@@ -60,6 +62,7 @@ impl<Q: Held> Budget<Q> {
             hard: AtomicUsize::new(0),
             grace_ns: AtomicU64::new(0),
             limit: AtomicUsize::new(0),
+            limit_gauge: metrics.operator.outbound_limit.clone(),
             total: metrics.outbound_queued.clone(),
             epoch: Instant::now(),
             queues: Mutex::default(),
@@ -79,6 +82,8 @@ impl<Q: Held> Budget<Q> {
         self.grace_ns.store(grace, Ordering::Relaxed);
         self.limit
             .store(limits.outbound_total_bytes, Ordering::Relaxed);
+        self.limit_gauge
+            .set(limits.outbound_total_bytes.min(i64::MAX as usize) as i64);
     }
 
     pub fn soft(&self) -> usize {

@@ -34,6 +34,17 @@ impl Pki {
         self.serial("server.pem")
     }
 
+    /// A renewal valid for `days` days (the first certificates are valid for 2).
+    pub fn renew_server_for(&self, days: u32) -> String {
+        self.issue_for(
+            "server",
+            "ca",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            days,
+        );
+        self.serial("server.pem")
+    }
+
     pub fn serial(&self, cert: &str) -> String {
         let out = Command::new("openssl")
             .args(["x509", "-noout", "-serial", "-in", &self.path(cert)])
@@ -63,6 +74,11 @@ impl Pki {
     }
 
     fn issue(&self, name: &str, ca: &str, ext: &str) {
+        self.issue_for(name, ca, ext, 2)
+    }
+
+    fn issue_for(&self, name: &str, ca: &str, ext: &str, days: u32) {
+        let days = days.to_string();
         let csr = self.path(&format!("{name}.csr"));
         let extfile = self.path(&format!("{name}.ext"));
         std::fs::write(&extfile, format!("{ext}\n")).unwrap();
@@ -99,7 +115,7 @@ impl Pki {
                     % 1_000_000_007
             ),
             "-days",
-            "2",
+            &days,
             "-extfile",
             &extfile,
             "-out",
