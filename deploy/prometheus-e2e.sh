@@ -15,7 +15,12 @@
 #   5. wait for the first scrape and check up{job="a-chat"} == 1
 #   6. send N chat messages over TCP, wait until Prometheus has scraped them, and check
 #      achat_messages_received_total and achat_deliveries_written_total == N
-#   7. stop a-chat with SIGTERM: it drains and exits 0
+#   7. the shipped alert rules (deploy/observability/a-chat-alerts.yml): promtool checks
+#      them and runs their test cases, and this Prometheus loads them
+#   8. the shipped dashboard (deploy/observability/a-chat-dashboard.json): `a-chat bench`
+#      runs against a-chat for a few seconds, then every panel's query must return data
+#      from this Prometheus
+#   9. stop a-chat with SIGTERM: it drains and exits 0
 # Every wait has a timeout and prints its progress; all traffic stays on loopback. Both
 # processes and the temporary files are removed on exit. Exit status: 0 if every check
 # passed, 1 otherwise.
@@ -138,6 +143,9 @@ chmod 600 "$WORK/admin-tokens.toml" "$WORK/prometheus-token"
 cat >"$WORK/a-chat.toml" <<EOF
 [server]
 listen = "127.0.0.1:0"
+[limits]
+# a-chat bench (step 8) sends at full speed, past the default per-client rate
+messages_per_second = 0
 [admin]
 listen = "127.0.0.1:0"
 tokens_file = "$WORK/admin-tokens.toml"
@@ -176,6 +184,8 @@ global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files:
+  - $ROOT/deploy/observability/a-chat-alerts.yml
 scrape_configs:
   - job_name: a-chat
     authorization:
@@ -236,7 +246,51 @@ else
     fail "achat_deliveries_written_total is $(query 'achat_deliveries_written_total{job="a-chat"}'), expected $MESSAGES"
 fi
 
-# 7. a-chat drains and exits 0 on SIGTERM.
+# 7. The alert rules: checked, their test cases run, and loaded by this Prometheus.
+OBS="$ROOT/deploy/observability"
+if promtool check rules "$OBS/a-chat-alerts.yml" >"$WORK/promtool.log" 2>&1 &&
+    (cd "$OBS" && promtool test rules a-chat-alerts.test.yml) >>"$WORK/promtool.log" 2>&1; then
+    pass "promtool: the alert rules are valid and every test case passes"
+else
+    show "$WORK/promtool.log"
+    fail "promtool refused the alert rules or a test case failed"
+fi
+RULES_LOADED="$(curl -fsS --max-time 5 "http://127.0.0.1:$PROM_PORT/api/v1/rules" | grep -o '"type":"alerting"' | wc -l)"
+if [ "$RULES_LOADED" -eq "$(grep -c -- '- alert:' "$OBS/a-chat-alerts.yml")" ]; then
+    pass "Prometheus loaded the $RULES_LOADED alert rules"
+else
+    fail "Prometheus loaded $RULES_LOADED alerting rules"
+fi
+
+# 8. The dashboard: every panel's query returns data once a-chat has been under load.
+if "$BIN" bench --addr "$CHAT_ADDR" -q -d 3s direct >"$WORK/bench.log" 2>&1; then
+    pass "a-chat bench ran against a-chat for 3 s"
+else
+    show "$WORK/bench.log"
+    fail "a-chat bench failed (is a-chat-bench installed beside a-chat?)"
+fi
+busy() { [ -n "$(query 'rate(achat_deliveries_written_total{job="a-chat"}[1m]) > 0')" ]; }
+wait_for "a scrape of the bench's traffic" busy || fail "Prometheus saw no deliveries from the bench"
+EXPRS="$(python3 -c 'import json,sys
+for p in json.load(open(sys.argv[1]))["panels"]:
+    for t in p["targets"]:
+        print(t["expr"])' "$OBS/a-chat-dashboard.json")"
+EMPTY=0
+TOTAL=0
+while IFS= read -r expr; do
+    TOTAL=$((TOTAL + 1))
+    if [ -z "$(query "$expr")" ]; then
+        EMPTY=$((EMPTY + 1))
+        say "  no data: $expr"
+    fi
+done <<<"$EXPRS"
+if [ "$EMPTY" -eq 0 ]; then
+    pass "every one of the dashboard's $TOTAL queries returns data"
+else
+    fail "$EMPTY of the dashboard's $TOTAL queries return no data"
+fi
+
+# 9. a-chat drains and exits 0 on SIGTERM.
 kill -TERM "$ACHAT_PID"
 exited() { ! kill -0 "$ACHAT_PID" 2>/dev/null; }
 if wait_for "a-chat to drain" exited; then

@@ -207,6 +207,7 @@ impl Daemon {
         let cluster = cluster::start(&config.cluster, rules, metrics.clone(), health.clone())
             .map_err(|e| StartError::Cluster(e.to_string()))?;
         if let Some(node) = &cluster {
+            metrics.cluster_on();
             info!(
                 node = %node.router.shared.id,
                 redis = %config::redact_url(&config.cluster.redis),

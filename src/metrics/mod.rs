@@ -14,7 +14,7 @@ use families::{Families, Lifecycle, Traffic};
 pub use labels::{AuthFailure, CloseReason, Counters, LabelSet, ProxyRefusal, TlsFailure};
 pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,6 +27,11 @@ type Labels = Vec<(&'static str, &'static str)>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The `achat_cluster_*` series, encoded only once [`Metrics::cluster_on`] said the
+    /// node is in a cluster: a single node shows none of them.
+    cluster_registry: Registry,
+    /// Set by [`Metrics::cluster_on`].
+    cluster_shown: std::sync::atomic::AtomicBool,
     pub connections_open: Gauge,
     pub connections_accepted: Counter,
     refused_per_ip: Counter,
@@ -142,7 +147,9 @@ impl Metrics {
             max_connections,
             auth_checks,
         } = Lifecycle::register(registry);
-        let cluster = cluster::ClusterMetrics::register(registry);
+        let mut cluster_root = Registry::default();
+        let cluster =
+            cluster::ClusterMetrics::register(cluster_root.sub_registry_with_prefix("achat"));
         let operator = operator::Operator::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
@@ -194,6 +201,8 @@ impl Metrics {
             max_connections,
             process,
             registry: root,
+            cluster_registry: cluster_root,
+            cluster_shown: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -272,9 +281,24 @@ impl Metrics {
     }
 
     /// The registry in the OpenMetrics text format.
+    /// The node is in a cluster: the `achat_cluster_*` series are shown from now on.
+    pub fn cluster_on(&self) {
+        self.cluster_shown
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let shown = self
+            .cluster_shown
+            .load(std::sync::atomic::Ordering::Relaxed);
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| match shown {
+                true => encode_registry(&mut out, &self.cluster_registry),
+                false => Ok(()),
+            })
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
     }
 

@@ -26,7 +26,7 @@ pub struct Operator {
     pub lame_duck: Gauge,
     /// 1 while `/readyz` would answer 200 (set at each scrape): an alert needs no probe.
     pub ready: Gauge,
-    /// When the served TLS certificate stops being valid (Unix seconds); absent without TLS.
+    /// When the served TLS certificate stops being valid (Unix seconds); 0 without TLS.
     pub certificate_expiry: Gauge,
     /// When the configuration was last applied (start or reload), in Unix seconds.
     pub last_reload: Gauge,
@@ -68,7 +68,7 @@ impl Operator {
             certificate_expiry: add(
                 registry,
                 "tls_certificate_expiry_timestamp_seconds",
-                "When the served TLS certificate ([tls] cert, its first) stops being valid, in Unix seconds; re-read at every reload",
+                "When the served TLS certificate ([tls] cert, its first) stops being valid, in Unix seconds (0 without TLS); re-read at every reload",
             ),
             last_reload: add(
                 registry,
