@@ -63,6 +63,8 @@ pub enum LoginError {
     Taken(String),
     /// A cluster node cannot reach Redis, so it cannot know who is online elsewhere.
     ClusterUnavailable,
+    /// An operator banned this login (the text says so, with the ban's reason).
+    Banned(String),
     /// The password was checked against a users file that a reload replaced before the
     /// login took effect, and the new one removed the user or changed the password.
     UsersChanged,
@@ -99,6 +101,7 @@ impl fmt::Display for LoginError {
             ),
             LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
             LoginError::ClusterUnavailable => f.write_str("cluster unavailable, try again"),
+            LoginError::Banned(text) => f.write_str(text),
             LoginError::UsersChanged => f.write_str("authentication failed"),
         }
     }

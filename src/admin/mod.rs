@@ -90,6 +90,32 @@ pub trait Control: Send + Sync + 'static {
     fn lame_duck(&self, by: &str) -> bool;
     /// Starts the drain, as SIGTERM does; false when it had begun already.
     fn drain(&self, by: &str) -> bool;
+    /// `GET /bans`: the bans in force, as JSON.
+    fn bans(&self) -> String;
+    /// Sets a ban and closes the connections it covers; the ban and the count closed as
+    /// JSON, or why it cannot be set (a 400).
+    fn ban(&self, ban: BanOrder, by: &str) -> Result<String, crate::server::bans::BanError>;
+    /// Lifts ban `id`; false when there is none.
+    fn lift(&self, id: u64, by: &str) -> bool;
+}
+
+/// What `POST /bans` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanOrder {
+    pub target: Banning,
+    /// How long the ban lasts.
+    pub lasting: std::time::Duration,
+    /// Why, as the operator said (shown to the banned client).
+    pub reason: Option<String>,
+}
+
+/// What `POST /bans` asks to ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Banning {
+    /// `?login=NAME`: the login and every one that looks the same.
+    Login(String),
+    /// `?address=ADDR` or `ADDR/PREFIX` (an IPv6 address alone stands for its /64).
+    Address(String),
 }
 
 /// How a reload asked for with `POST /reload` ended.

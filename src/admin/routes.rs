@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::gate::Pass;
 use super::http::Request;
-use super::{Control, Made, Reloaded, Shared, JSON, TEXT};
+use super::{BanOrder, Banning, Control, Made, Reloaded, Shared, JSON, TEXT};
 use crate::server::Closing;
 
 /// A request's path and method, understood.
@@ -22,6 +22,9 @@ pub(super) enum Route {
     CloseLogin(String),
     LameDuck,
     Drain,
+    Bans,
+    Ban,
+    Lift(u64),
     /// A known path asked with a method it does not take; the `Allow` header's value.
     Method(&'static str),
     NotFound,
@@ -44,6 +47,8 @@ pub(super) fn route(method: &str, path: &str) -> Route {
         "/reload" => wanted(post, Route::Reload, "POST"),
         "/lame-duck" => wanted(post, Route::LameDuck, "POST"),
         "/drain" => wanted(post, Route::Drain, "POST"),
+        "/bans" if read => Route::Bans,
+        "/bans" => wanted(post, Route::Ban, "GET, HEAD, POST"),
         _ => {
             if let Some(id) = path
                 .strip_prefix("/connections/")
@@ -51,6 +56,15 @@ pub(super) fn route(method: &str, path: &str) -> Route {
             {
                 return match id.parse() {
                     Ok(id) => wanted(post, Route::Close(id), "POST"),
+                    Err(_) => Route::NotFound,
+                };
+            }
+            if let Some(id) = path
+                .strip_prefix("/bans/")
+                .and_then(|rest| rest.strip_suffix("/lift"))
+            {
+                return match id.parse() {
+                    Ok(id) => wanted(post, Route::Lift(id), "POST"),
                     Err(_) => Route::NotFound,
                 };
             }
@@ -86,7 +100,13 @@ pub(super) async fn made(request: &Request, shared: &Shared) -> Option<Made> {
     };
     let acting = matches!(
         route(&request.method, &request.path),
-        Route::Reload | Route::Close(_) | Route::CloseLogin(_) | Route::LameDuck | Route::Drain
+        Route::Reload
+            | Route::Close(_)
+            | Route::CloseLogin(_)
+            | Route::LameDuck
+            | Route::Drain
+            | Route::Ban
+            | Route::Lift(_)
     );
     if acting && request.has_body {
         return Some((
@@ -117,6 +137,16 @@ pub(super) async fn made(request: &Request, shared: &Shared) -> Option<Made> {
             let started = control.drain(&by);
             info!(by = &*by, started, "admin: drain");
             stopping(started, "drain started\n")
+        }
+        Route::Bans => (200, JSON, control.bans().into_bytes()),
+        Route::Ban => ban(control, &request.query, &by),
+        Route::Lift(id) => {
+            let lifted = control.lift(id, &by);
+            info!(by = &*by, id, lifted, "admin: lift a ban");
+            match lifted {
+                true => (200, TEXT, format!("ban {id} lifted\n").into_bytes()),
+                false => (404, TEXT, format!("no ban has id {id}\n").into_bytes()),
+            }
         }
         Route::Read | Route::Method(_) | Route::NotFound => return None,
     };
@@ -151,6 +181,41 @@ fn reason_of(query: &str) -> Option<String> {
         .collect();
     let text = text.trim().to_owned();
     (!text.is_empty()).then_some(text)
+}
+
+/// The value of `key` in a query, decoded.
+fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, value)| decoded(value))
+}
+
+/// `POST /bans?login=NAME|address=ADDR[&for=DURATION][&reason=TEXT]` (for: 1h by default).
+fn ban(control: &dyn Control, query: &str, by: &str) -> Made {
+    let bad = |why: &str| (400, TEXT, format!("{why}\n").into_bytes());
+    let target = match (param(query, "login"), param(query, "address")) {
+        (Some(login), None) if !login.is_empty() => Banning::Login(login),
+        (None, Some(address)) if !address.is_empty() => Banning::Address(address),
+        _ => return bad("POST /bans takes login=NAME or address=ADDR (one of them), for=DURATION (1h by default) and reason=TEXT"),
+    };
+    let lasting = match param(query, "for") {
+        None => std::time::Duration::from_secs(3600),
+        Some(text) => match humantime::parse_duration(&text) {
+            Ok(d) => d,
+            Err(_) => return bad("for= is a duration such as 30m, 12h or 7d"),
+        },
+    };
+    let order = BanOrder {
+        target,
+        lasting,
+        reason: reason_of(query),
+    };
+    match control.ban(order, by) {
+        Ok(json) => (200, JSON, json.into_bytes()),
+        Err(e) => bad(&e.to_string()),
+    }
 }
 
 fn close(control: &dyn Control, conn: u64, query: &str, by: &str) -> Made {
@@ -252,6 +317,10 @@ mod tests {
         assert_eq!(route("GET", "/drain"), Route::Method("POST"));
         assert_eq!(route("POST", "/metrics"), Route::Method("GET, HEAD"));
         assert_eq!(route("GET", "/nope"), Route::NotFound);
+        assert_eq!(route("GET", "/bans"), Route::Bans);
+        assert_eq!(route("POST", "/bans"), Route::Ban);
+        assert_eq!(route("DELETE", "/bans"), Route::Method("GET, HEAD, POST"));
+        assert_eq!(route("POST", "/bans/3/lift"), Route::Lift(3));
     }
 
     #[test]

@@ -25,6 +25,15 @@ impl Control for Idle {
     fn drain(&self, _by: &str) -> bool {
         false
     }
+    fn bans(&self) -> String {
+        "{\"bans\":[]}\n".into()
+    }
+    fn ban(&self, _ban: BanOrder, _by: &str) -> Result<String, crate::server::bans::BanError> {
+        Err(crate::server::bans::BanError::Full)
+    }
+    fn lift(&self, _id: u64, _by: &str) -> bool {
+        false
+    }
 }
 
 fn shared() -> Shared {

@@ -69,6 +69,14 @@ pub struct ServerConfig {
     /// `/connections` entry uses. Empty: no connection is asked for one.
     #[serde(with = "sources")]
     pub proxy_protocol_from: Vec<crate::proxy::Source>,
+    /// Connects one address may make in `connects_window` (IPv6 counted by /64); more
+    /// are refused until the window ends. 0 turns the throttle off.
+    pub connects_per_address: u32,
+    #[serde(with = "duration")]
+    pub connects_window: Duration,
+    /// Addresses and networks never throttled: a balancer, an office behind one NAT.
+    #[serde(with = "sources")]
+    pub connects_exempt: Vec<crate::proxy::Source>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +90,12 @@ impl Default for ServerConfig {
             at_capacity: AtCapacity::Wait,
             worker_threads: 1,
             proxy_protocol_from: Vec::new(),
+            connects_per_address: 32,
+            connects_window: Duration::from_secs(600),
+            connects_exempt: vec![
+                "127.0.0.0/8".parse().expect("a network"),
+                "::1".parse().expect("an address"),
+            ],
         }
     }
 }

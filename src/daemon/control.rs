@@ -12,6 +12,7 @@ use super::stop::Stop;
 use crate::admin::{self, Reloaded};
 use crate::metrics::{CloseReason, Metrics};
 use crate::reload::{NotTried, Reloads};
+use crate::server::bans::{self, BanError, Target};
 use crate::server::{Closing, Live};
 
 /// The calls the admin endpoint makes, answered by the running daemon's parts.
@@ -102,5 +103,61 @@ impl admin::Control for Control {
 
     fn drain(&self, by: &str) -> bool {
         self.stop.drain(&format!("admin token {by}"))
+    }
+
+    fn bans(&self) -> String {
+        self.live.bans.json()
+    }
+
+    fn ban(&self, order: admin::BanOrder, by: &str) -> Result<String, BanError> {
+        let admin::BanOrder {
+            target,
+            lasting,
+            reason,
+        } = order;
+        let (ban, closed) = match target {
+            admin::Banning::Login(login) => {
+                let look = crate::names::canonical(&login);
+                let ban =
+                    self.live
+                        .bans
+                        .add(Target::Login(look), &login, lasting, reason, by.into())?;
+                let notice = ban.refusal(&format!("login {login:?}"));
+                let closed = self.live.close_login(&login, CloseReason::Banned, &notice);
+                (ban, closed)
+            }
+            admin::Banning::Address(text) => {
+                let net = bans::net(&text)?;
+                let ban =
+                    self.live
+                        .bans
+                        .add(Target::Net(net), &text, lasting, reason, by.into())?;
+                let notice = ban.refusal("your address");
+                let closed = self.live.close_address(&net, CloseReason::Banned, &notice);
+                (ban, closed)
+            }
+        };
+        let closed = closed
+            .iter()
+            .filter(|c| matches!(c, Closing::Now { .. }))
+            .count();
+        info!(
+            id = ban.id,
+            target = %ban.shown,
+            until = ban.until_unix,
+            by,
+            reason = ban.reason.as_deref().unwrap_or("-"),
+            closed,
+            "ban set"
+        );
+        Ok(format!("{{\"ban\":{},\"closed\":{closed}}}\n", ban.json()))
+    }
+
+    fn lift(&self, id: u64, by: &str) -> bool {
+        let lifted = self.live.bans.lift(id);
+        if lifted {
+            info!(id, by, "ban lifted");
+        }
+        lifted
     }
 }

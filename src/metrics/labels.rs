@@ -176,6 +176,10 @@ label_set! {
         Kicked => "kicked",
         /// Lame duck mode closed it, spread over `[shutdown] lame_duck_duration`.
         LameDuck => "lame_duck",
+        /// Its address or login is banned (at accept, at login, or when the ban was set).
+        Banned => "banned",
+        /// Its address connected more often than `connects_per_address` allows.
+        Throttled => "throttled",
     }
 }
 

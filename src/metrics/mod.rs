@@ -39,6 +39,8 @@ pub struct Metrics {
     refused_login_taken: Counter,
     refused_invalid_login: Counter,
     refused_cluster_unavailable: Counter,
+    refused_banned: Counter,
+    refused_throttled: Counter,
     /// Connections closed for not logging in within `login_timeout` (not a refusal of
     /// anything they asked for).
     login_timeouts: Counter,
@@ -172,6 +174,8 @@ impl Metrics {
             refused_login_taken: label(&refused, "reason", "login_taken"),
             refused_invalid_login: label(&refused, "reason", "invalid_login"),
             refused_cluster_unavailable: label(&refused, "reason", "cluster_unavailable"),
+            refused_banned: label(&refused, "reason", "banned"),
+            refused_throttled: label(&refused, "reason", "throttled"),
             login_timeouts,
             accept_paused_at_cap,
             accept_errors_per_connection: label(&accept_errors, "class", "per_connection"),
@@ -214,6 +218,8 @@ impl Metrics {
             Refusal::InvalidLogin => &self.refused_invalid_login,
             Refusal::LoginTimeout => &self.login_timeouts,
             Refusal::ClusterUnavailable => &self.refused_cluster_unavailable,
+            Refusal::Banned => &self.refused_banned,
+            Refusal::Throttled => &self.refused_throttled,
         }
         .inc();
     }

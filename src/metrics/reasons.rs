@@ -18,6 +18,10 @@ pub enum Refusal {
     LoginTimeout,
     /// A cluster node could not reach Redis to claim the login.
     ClusterUnavailable,
+    /// The address or the login is banned by an operator.
+    Banned,
+    /// The address connected more often than `connects_per_address` allows.
+    Throttled,
 }
 
 /// Why a delivery (one message to one recipient) was not written to its recipient.

@@ -19,7 +19,7 @@ use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::runtime::{self, Conn, TcpStream};
-use crate::server::admission::{PerIp, Ticket};
+use crate::server::admission::{Door, PerIp, Ticket};
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
@@ -68,6 +68,12 @@ impl Acceptor {
         let (freed, freed_rx) = async_channel::bounded::<()>(1);
         let mut last_warning: Option<std::time::Instant> = None;
         let per_ip = PerIp::new(server.max_connections_per_ip);
+        let throttle = crate::server::throttle::Throttle::new(
+            server.connects_per_address,
+            server.connects_window,
+            server.connects_exempt.clone(),
+        );
+        let door = Door::new(self.live.bans.clone(), throttle);
         let mut incoming = stream::select_all(
             std::mem::take(&mut self.listeners)
                 .into_iter()
@@ -132,7 +138,7 @@ impl Acceptor {
                 _token: tokens.token(),
                 freed: freed.clone(),
             };
-            self.admit(next_conn, stream, peer, tls, token, &per_ip);
+            self.admit(next_conn, stream, peer, tls, token, (&per_ip, &door));
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
@@ -189,7 +195,7 @@ impl Acceptor {
         peer: SocketAddr,
         tls: Option<Arc<tls::Server>>,
         token: Ticket,
-        per_ip: &PerIp,
+        (per_ip, door): (&PerIp, &Door),
     ) {
         // A balancer's connection owes a PROXY header, and the per-address cap applies
         // to the client it names, once it is read (see `proxied`).
@@ -197,6 +203,17 @@ impl Acceptor {
             .proxy_protocol_from
             .iter()
             .any(|s| s.contains(peer.ip()));
+        if !proxied {
+            if let Err(shut) = door.check(peer.ip()) {
+                // At debug: a reconnect loop is what the throttle is for, and must not
+                // fill the log; the refusals are counted.
+                self.metrics.refused(shut.refusal());
+                debug!(%peer, why = shut.line(), "refused at the door");
+                let line = shut.line().to_owned();
+                runtime::spawn(refuse(stream, token, self.metrics.clone(), line));
+                return;
+            }
+        }
         let admitted = match proxied {
             true => Some(None),
             false => per_ip.take(peer.ip()),
@@ -206,7 +223,8 @@ impl Acceptor {
             None => {
                 self.metrics.refused(Refusal::PerIp);
                 info!(%peer, "refused: too many connections from this address");
-                runtime::spawn(refuse(stream, token, self.metrics.clone()));
+                let line = "too many connections from your address".to_owned();
+                runtime::spawn(refuse(stream, token, self.metrics.clone(), line));
                 return;
             }
         };
@@ -236,9 +254,11 @@ impl Acceptor {
             alive: self.alive.clone(),
         };
         match (tls, proxied) {
-            (tls, true) => drop(runtime::spawn(
-                connection.serve_proxied(tls, per_ip.clone()),
-            )),
+            (tls, true) => drop(runtime::spawn(connection.serve_proxied(
+                tls,
+                per_ip.clone(),
+                door.clone(),
+            ))),
             (None, false) => drop(runtime::spawn(connection.serve())),
             (Some(tls), false) => drop(runtime::spawn(connection.serve_tls(tls))),
         }
@@ -271,9 +291,10 @@ fn refuse_now(stream: TcpStream, metrics: &Metrics) {
     }
 }
 
-/// Answers a connection over the per-address cap and closes it, without blocking the loop.
-async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>) {
-    let line = protocol::format_error("too many connections from your address");
+/// Answers a connection refused at the door (a ban, the throttle, the per-address cap)
+/// with `error: <why>` and closes it, without blocking the loop.
+async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>, why: String) {
+    let line = protocol::format_error(why);
     let sent = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
     if let Ok(Ok(())) = sent {
         metrics.bytes_out.inc_by(line.len() as u64);

@@ -24,6 +24,68 @@ impl Drop for Ticket {
     }
 }
 
+/// What an address meets at the door, before its connection is served: the operators'
+/// address bans and the connect-rate throttle (checked where the per-address cap is: at
+/// accept, or once a balancer's PROXY header named the client).
+#[derive(Clone)]
+pub struct Door {
+    /// The bans in force (shared with the admin's control surface).
+    bans: Arc<crate::server::bans::Bans>,
+    /// `None` when `connects_per_address` is 0.
+    throttle: Option<Arc<crate::server::throttle::Throttle>>,
+}
+
+/// Why the door stays shut, and the line the client reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shut {
+    Banned(String),
+    Throttled,
+}
+
+impl Shut {
+    /// What the refused client reads before the close.
+    pub fn line(&self) -> &str {
+        match self {
+            Shut::Banned(line) => line,
+            Shut::Throttled => "too many connections from your address, try again later",
+        }
+    }
+
+    pub fn refusal(&self) -> crate::metrics::Refusal {
+        match self {
+            Shut::Banned(_) => crate::metrics::Refusal::Banned,
+            Shut::Throttled => crate::metrics::Refusal::Throttled,
+        }
+    }
+}
+
+impl Door {
+    pub fn new(
+        bans: Arc<crate::server::bans::Bans>,
+        throttle: Option<crate::server::throttle::Throttle>,
+    ) -> Door {
+        Door {
+            bans,
+            throttle: throttle.map(Arc::new),
+        }
+    }
+
+    /// Whether a connection from `ip` may come in (counted against the throttle).
+    pub fn check(&self, ip: IpAddr) -> Result<(), Shut> {
+        if !self.bans.is_empty() {
+            if let Some(ban) = self.bans.on_address(ip) {
+                return Err(Shut::Banned(ban.refusal("your address")));
+            }
+        }
+        match &self.throttle {
+            Some(throttle) if !throttle.allow(ip, std::time::Instant::now()) => {
+                Err(Shut::Throttled)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Counts open connections per client address when `max_connections_per_ip` is set.
 #[derive(Clone)]
 pub struct PerIp {

@@ -31,6 +31,8 @@ pub struct Live {
     /// The accept loop's stop signal: dropped when the drain begins, or earlier when lame
     /// duck mode stops accepting while logged-in clients are still served.
     pub(super) accepting: Mutex<Option<Sender<Void>>>,
+    /// The operators' bans, consulted at accept and at login; kept across reloads.
+    pub bans: Arc<super::bans::Bans>,
 }
 
 impl Live {
@@ -41,6 +43,7 @@ impl Live {
             router: Mutex::new(None),
             relay_rules: Mutex::new(None),
             accepting: Mutex::new(None),
+            bans: Arc::default(),
         })
     }
 
@@ -190,6 +193,21 @@ impl Live {
                     .get()
                     .is_some_and(|l| **l == *login || crate::names::canonical(l) == look)
             })
+            .map(|q| close_queue(&q, why, notice))
+            .collect()
+    }
+
+    /// Closes every connection from `net`, as [`Live::close`] does (a ban on an address).
+    pub fn close_address(
+        &self,
+        net: &crate::proxy::Source,
+        why: CloseReason,
+        notice: &str,
+    ) -> Vec<Closing> {
+        self.budget
+            .queues()
+            .into_iter()
+            .filter(|q| net.contains(q.info.peer.ip()))
             .map(|q| close_queue(&q, why, notice))
             .collect()
     }

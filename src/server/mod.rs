@@ -9,6 +9,7 @@
 mod accept;
 mod admission;
 mod badlines;
+pub mod bans;
 mod budget;
 mod connection;
 pub mod conninfo;
@@ -24,6 +25,7 @@ mod rate;
 mod reader;
 mod router;
 pub mod shutdown;
+mod throttle;
 mod writer;
 
 pub use drain::Summary;
@@ -85,8 +87,13 @@ pub async fn run(
     let (events, router_events) = async_channel::bounded(ROUTER_QUEUE);
     *live.router.lock().unwrap_or_else(|e| e.into_inner()) = Some(events.downgrade());
     let router = runtime::spawn(
-        router::run(router_events, metrics.clone(), cluster_router)
-            .instrument(info_span!("router")),
+        router::run(
+            router_events,
+            metrics.clone(),
+            cluster_router,
+            live.bans.clone(),
+        )
+        .instrument(info_span!("router")),
     );
     let acceptor = accept::Acceptor {
         listeners,

@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, Refusal};
 use crate::protocol;
 use crate::proxy::{self, Header, Parse};
 use crate::runtime::{self, Conn};
-use crate::server::admission::PerIp;
+use crate::server::admission::{Door, PerIp};
 use crate::server::connection::Connection;
 use crate::server::writer;
 use crate::tls;
@@ -33,7 +33,7 @@ impl Connection {
     /// `login_timeout` (which the TLS handshake and the login then share), the client's
     /// place under `max_connections_per_ip`, then [`Connection::serve_tls`] or
     /// [`Connection::serve`] as a task of their own.
-    pub async fn serve_proxied(mut self, tls: Option<Arc<tls::Server>>, per_ip: PerIp) {
+    pub async fn serve_proxied(mut self, tls: Option<Arc<tls::Server>>, per_ip: PerIp, door: Door) {
         let balancer = self.peer;
         let left = self
             .limits
@@ -78,6 +78,12 @@ impl Connection {
                 }
             });
             close_with(&self.stream, "bad PROXY protocol header", &self.metrics).await;
+            return;
+        }
+        if let Err(shut) = door.check(self.peer.ip()) {
+            self.metrics.refused(shut.refusal());
+            debug!(peer = %self.peer, via = %balancer, why = shut.line(), "refused at the door");
+            close_with(&self.stream, shut.line(), &self.metrics).await;
             return;
         }
         match per_ip.take(self.peer.ip()) {

@@ -49,6 +49,8 @@ struct Online {
     looks: HashMap<Box<str>, Arc<str>>,
     /// Live logins by connection, for the logout.
     logins: HashMap<ConnId, Arc<str>>,
+    /// The operators' bans: a banned login is refused here, where logins are granted.
+    bans: Arc<super::bans::Bans>,
 }
 
 impl Online {
@@ -97,11 +99,13 @@ pub async fn run(
     events: Receiver<Event>,
     metrics: Arc<Metrics>,
     link: Option<crate::cluster::Router>,
+    bans: Arc<super::bans::Bans>,
 ) {
     let mut online = Online {
         peers: HashMap::new(),
         looks: HashMap::new(),
         logins: HashMap::new(),
+        bans,
     };
     match link {
         None => route_all(&events, &metrics, &mut online, Alone).await,
@@ -176,6 +180,11 @@ fn handle<E: Elsewhere>(event: Event, online: &mut Online, elsewhere: &mut E, me
         } => {
             if !still_holds(&checked, &login) {
                 let _ = reply.send(Err(LoginError::UsersChanged));
+                return;
+            }
+            if let Some(ban) = online.bans.on_login(&look) {
+                let refusal = ban.refusal(&format!("login {:?}", &*login));
+                let _ = reply.send(Err(LoginError::Banned(refusal)));
                 return;
             }
             // A user who proved the password takes their own login over from an older

@@ -101,7 +101,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 /// Scrapes `/metrics` and returns every sample as (name with labels, value), e.g.
 /// `("achat_connections_refused_total{reason=\"login_taken\"}", 1.0)`.
 pub fn scrape(admin: SocketAddr) -> Vec<(String, f64)> {
-    let response = http_get(admin, "/metrics");
+    samples_of(http_get(admin, "/metrics"))
+}
+
+/// [`scrape`] of an endpoint that wants a bearer token.
+pub fn scrape_with(admin: SocketAddr, token: &str) -> Vec<(String, f64)> {
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: a-chat\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    samples_of(http_raw(admin, request.as_bytes()).expect("an answer to GET /metrics"))
+}
+
+fn samples_of(response: HttpResponse) -> Vec<(String, f64)> {
     assert_eq!(response.status, 200, "{}", response.text());
     response
         .text()

@@ -21,7 +21,7 @@ pub use flood::{flood_until, ping_pong, warm_up, Flood, RoundTrips, RssWatch};
 #[allow(unused_imports)] // each test binary uses some of them
 pub use http::{
     assert_samples, http_get, http_raw, read_http_response, sample, scrape, scrape_until,
-    HttpResponse,
+    scrape_with, HttpResponse,
 };
 #[allow(unused_imports)]
 pub use pki::Pki;

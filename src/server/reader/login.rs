@@ -110,11 +110,13 @@ impl Reader {
         let why = match e {
             LoginError::Taken(_) => Refusal::LoginTaken,
             LoginError::ClusterUnavailable => Refusal::ClusterUnavailable,
+            LoginError::Banned(_) => Refusal::Banned,
             _ => Refusal::InvalidLogin,
         };
         self.outbox.info().ending(match why {
             Refusal::LoginTaken => CloseReason::LoginTaken,
             Refusal::ClusterUnavailable => CloseReason::ClusterUnavailable,
+            Refusal::Banned => CloseReason::Banned,
             _ => CloseReason::InvalidLogin,
         });
         if matches!(e, LoginError::ClusterUnavailable) {
