@@ -1,8 +1,9 @@
-//! When a certificate stops being valid: its `notAfter`, read from the DER of an X.509
-//! certificate (RFC 5280) by walking just far enough into its structure, for the
+//! What a-chat reads in an X.509 certificate (RFC 5280), walking its DER just far enough:
+//! when it stops being valid (`notAfter`, for the
 //! `achat_tls_certificate_expiry_timestamp_seconds` gauge that an alert fires on weeks
-//! before a renewal is missed. Pure: bytes in, a Unix time out; anything unexpected is
-//! `None`, never a panic.
+//! before a renewal is missed), and the names a client certificate vouches for (for
+//! `[tls] client_identity = "login"`). Pure: bytes in, values out; anything unexpected is
+//! `None` or nothing, never a panic.
 
 use std::path::Path;
 
@@ -28,26 +29,56 @@ fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// The `notAfter` of a DER certificate, in seconds since the Unix epoch.
-pub fn not_after(der: &[u8]) -> Option<i64> {
-    const SEQUENCE: u8 = 0x30;
+const SEQUENCE: u8 = 0x30;
+
+/// The parts of a certificate's `tbsCertificate` a-chat reads.
+struct Tbs<'a> {
+    validity: &'a [u8],
+    subject: &'a [u8],
+    /// The contents of `[3] extensions`, when there are any.
+    extensions: Option<&'a [u8]>,
+}
+
+fn tbs(der: &[u8]) -> Option<Tbs<'_>> {
     let (SEQUENCE, certificate, _) = element(der)? else {
         return None;
     };
     let (SEQUENCE, mut tbs, _) = element(certificate)? else {
         return None;
     };
-    // [0] version (optional), serialNumber, signature, issuer, then validity.
+    // [0] version (optional), serialNumber, signature, issuer, then validity, subject and
+    // subjectPublicKeyInfo, then the optional [1] and [2] unique ids and [3] extensions.
     if tbs.first() == Some(&0xa0) {
         tbs = element(tbs)?.2;
     }
     for _ in 0..3 {
         tbs = element(tbs)?.2;
     }
-    let (SEQUENCE, validity, _) = element(tbs)? else {
+    let (SEQUENCE, validity, rest) = element(tbs)? else {
         return None;
     };
-    let after = element(validity)?.2;
+    let (SEQUENCE, subject, rest) = element(rest)? else {
+        return None;
+    };
+    let mut rest = element(rest)?.2;
+    let mut extensions = None;
+    while !rest.is_empty() {
+        let (tag, content, after) = element(rest)?;
+        if tag == 0xa3 {
+            extensions = Some(element(content)?.1);
+        }
+        rest = after;
+    }
+    Some(Tbs {
+        validity,
+        subject,
+        extensions,
+    })
+}
+
+/// The `notAfter` of a DER certificate, in seconds since the Unix epoch.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let after = element(tbs(der)?.validity)?.2;
     let (tag, time, _) = element(after)?;
     let time = std::str::from_utf8(time).ok()?;
     match tag {
@@ -55,6 +86,78 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
         0x18 => generalized_time(time),
         _ => None,
     }
+}
+
+/// The names a client certificate vouches for, as `[tls] client_identity = "login"`
+/// reads them: its subjectAltName's email addresses and DNS names, or, when it has
+/// none, its subject's common name (CN). Empty when it has neither.
+pub fn identity(der: &[u8]) -> Vec<String> {
+    let Some(tbs) = tbs(der) else {
+        return Vec::new();
+    };
+    let sans = tbs.extensions.map(alt_names).unwrap_or_default();
+    if !sans.is_empty() {
+        return sans;
+    }
+    common_name(tbs.subject).into_iter().collect()
+}
+
+/// The subject's common name (CN), for the log line of a login.
+pub fn subject(der: &[u8]) -> Option<String> {
+    common_name(tbs(der)?.subject)
+}
+
+/// The email (`[1]`) and DNS (`[2]`) names of the subjectAltName extension.
+fn alt_names(mut extensions: &[u8]) -> Vec<String> {
+    const SUBJECT_ALT_NAME: [u8; 3] = [0x55, 0x1d, 0x11];
+    let mut names = Vec::new();
+    while let Some((SEQUENCE, extension, rest)) = element(extensions) {
+        extensions = rest;
+        let Some((0x06, oid, mut fields)) = element(extension) else {
+            continue;
+        };
+        if oid != SUBJECT_ALT_NAME {
+            continue;
+        }
+        // An optional `critical` BOOLEAN, then the value in an OCTET STRING.
+        if fields.first() == Some(&0x01) {
+            fields = element(fields).map_or(&[][..], |(_, _, rest)| rest);
+        }
+        let Some((0x04, value, _)) = element(fields) else {
+            continue;
+        };
+        let Some((SEQUENCE, mut general, _)) = element(value) else {
+            continue;
+        };
+        while let Some((tag, name, rest)) = element(general) {
+            general = rest;
+            if matches!(tag, 0x81 | 0x82) {
+                if let Ok(name) = std::str::from_utf8(name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The first common name (2.5.4.3) of a Name.
+fn common_name(mut name: &[u8]) -> Option<String> {
+    const CN: [u8; 3] = [0x55, 0x04, 0x03];
+    while let Some((0x31, set, rest)) = element(name) {
+        name = rest;
+        let Some((SEQUENCE, pair, _)) = element(set) else {
+            continue;
+        };
+        let Some((0x06, oid, value)) = element(pair) else {
+            continue;
+        };
+        if oid == CN {
+            let (_, text, _) = element(value)?;
+            return std::str::from_utf8(text).ok().map(str::to_owned);
+        }
+    }
+    None
 }
 
 /// `YYMMDDHHMMSSZ` (years 1950 to 2049).
@@ -123,6 +226,12 @@ mod tests {
     }
 
     fn certificate(version: bool, after: Vec<u8>) -> Vec<u8> {
+        with_names(version, after, "client", &[])
+    }
+
+    /// A certificate whose subject's CN is `cn` and whose subjectAltName holds `sans`
+    /// (`(tag, name)`: 0x81 email, 0x82 DNS, 0x87 an IP address).
+    fn with_names(version: bool, after: Vec<u8>, cn: &str, sans: &[(u8, &str)]) -> Vec<u8> {
         let mut tbs = Vec::new();
         if version {
             tbs.extend(der(0xa0, &der(0x02, &[2])));
@@ -133,8 +242,50 @@ mod tests {
         let mut validity = der(0x17, b"250101000000Z");
         validity.extend(after);
         tbs.extend(der(0x30, &validity));
-        tbs.extend(der(0x30, &[]));
+        let mut country = der(0x06, &[0x55, 0x04, 0x06]);
+        country.extend(der(0x13, b"FR"));
+        let mut common = der(0x06, &[0x55, 0x04, 0x03]);
+        common.extend(der(0x0c, cn.as_bytes()));
+        let mut subject = der(0x31, &der(0x30, &country));
+        subject.extend(der(0x31, &der(0x30, &common)));
+        tbs.extend(der(0x30, &subject));
+        tbs.extend(der(0x30, &[0x05, 0x00]));
+        if !sans.is_empty() {
+            let names: Vec<u8> = sans
+                .iter()
+                .flat_map(|(tag, name)| der(*tag, name.as_bytes()))
+                .collect();
+            let mut basic = der(0x06, &[0x55, 0x1d, 0x13]);
+            basic.extend(der(0x04, &der(0x30, &[])));
+            let mut san = der(0x06, &[0x55, 0x1d, 0x11]);
+            san.extend(der(0x01, &[0xff]));
+            san.extend(der(0x04, &der(0x30, &names)));
+            let mut list = der(0x30, &basic);
+            list.extend(der(0x30, &san));
+            tbs.extend(der(0xa3, &der(0x30, &list)));
+        }
         der(0x30, &der(0x30, &tbs))
+    }
+
+    #[test]
+    fn identity_is_the_alt_names_or_else_the_common_name() {
+        let after = || der(0x17, b"270102030405Z");
+        let plain = with_names(true, after(), "alice", &[]);
+        assert_eq!(identity(&plain), ["alice"]);
+        assert_eq!(subject(&plain).as_deref(), Some("alice"));
+        let sans = [
+            (0x81, "bob@example.org"),
+            (0x87, "\x7f\0\0\x01"),
+            (0x82, "bob"),
+        ];
+        let with_san = with_names(true, after(), "Bob Smith", &sans);
+        assert_eq!(identity(&with_san), ["bob@example.org", "bob"]);
+        assert_eq!(subject(&with_san).as_deref(), Some("Bob Smith"));
+        assert_eq!(not_after(&with_san), Some(1_798_859_045));
+        for cut in 0..with_san.len() {
+            let _ = identity(&with_san[..cut]);
+        }
+        assert!(identity(b"not a certificate").is_empty());
     }
 
     #[test]

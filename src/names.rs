@@ -65,6 +65,9 @@ pub enum LoginError {
     ClusterUnavailable,
     /// An operator banned this login (the text says so, with the ban's reason).
     Banned(String),
+    /// With `[tls] client_identity = "login"`: the login is none of the names of the
+    /// client's certificate (the login, and those names).
+    NotCertified(String, Vec<String>),
     /// The password was checked against a users file that a reload replaced before the
     /// login took effect, and the new one removed the user or changed the password.
     UsersChanged,
@@ -102,6 +105,19 @@ impl fmt::Display for LoginError {
             LoginError::Taken(name) => write!(f, "login \"{name}\" is taken"),
             LoginError::ClusterUnavailable => f.write_str("cluster unavailable, try again"),
             LoginError::Banned(text) => f.write_str(text),
+            LoginError::NotCertified(login, names) if names.is_empty() => write!(
+                f,
+                "login {login:?} needs a client certificate that names it"
+            ),
+            LoginError::NotCertified(login, names) => write!(
+                f,
+                "login {login:?} is not a name of your certificate (it names {})",
+                names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             LoginError::UsersChanged => f.write_str("authentication failed"),
         }
     }

@@ -121,6 +121,10 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         old.tls.listen != new.tls.listen,
         Change::Restart("tls.listen"),
     );
+    check(
+        old.tls.client_identity != new.tls.client_identity,
+        Change::Restart("tls.client_identity"),
+    );
     let (ot, nt) = (&old.tls, &new.tls);
     check(
         (&ot.cert, &ot.key, &ot.client_ca) != (&nt.cert, &nt.key, &nt.client_ca),

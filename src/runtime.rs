@@ -319,6 +319,15 @@ impl Conn {
         Sock(self.sock.clone())
     }
 
+    /// The client's certificate (the first of its chain), on a TLS connection that
+    /// presented one.
+    pub fn peer_certificate(&self) -> Option<rustls_pki_types::CertificateDer<'static>> {
+        let tls = self.tls.as_ref()?;
+        let session = tls.lock().unwrap_or_else(|e| e.into_inner());
+        let first = session.get_ref().1.peer_certificates()?.first()?;
+        Some(first.clone().into_owned())
+    }
+
     /// The same connection, reading and writing through the TLS session `stream` (made
     /// by a handshake over [`Conn::sock`]).
     pub fn into_tls(self, stream: TlsServerStream) -> Conn {

@@ -127,6 +127,9 @@ impl LoadError {
 pub struct Server {
     /// The configuration new handshakes use.
     current: RwLock<Arc<ServerConfig>>,
+    /// `[tls] client_identity = "login"`: each connection's login must be a name of its
+    /// client certificate (set at start; a change needs a restart).
+    pub client_identity: bool,
 }
 
 impl Server {
@@ -134,6 +137,7 @@ impl Server {
     pub fn load(config: &TlsConfig) -> Result<Server, LoadError> {
         Ok(Server {
             current: RwLock::new(Arc::new(server_config(config)?)),
+            client_identity: config.client_identity == crate::config::ClientIdentity::Login,
         })
     }
 

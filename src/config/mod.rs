@@ -261,6 +261,20 @@ pub struct TlsConfig {
     pub key: String,
     /// When set, clients must present a certificate signed by this CA (PEM): mutual TLS.
     pub client_ca: String,
+    /// `"login"`: a client's certificate names the only logins its connection may use
+    /// (its subjectAltName's email and DNS names, else its CN); needs `client_ca`.
+    pub client_identity: ClientIdentity,
+}
+
+/// `[tls] client_identity`: what a client certificate says about the login.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIdentity {
+    /// The certificate proves the client may connect; the login line chooses the name.
+    #[default]
+    None,
+    /// The login must be one of the certificate's names.
+    Login,
 }
 
 /// `[auth]` (ARCHITECTURE §9): authenticated logins; `users_file = ""` means open logins.

@@ -146,6 +146,13 @@ impl Config {
         }
         nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        if self.tls.client_identity == super::ClientIdentity::Login && self.tls.client_ca.is_empty()
+        {
+            return Err((
+                "tls.client_identity",
+                "\"login\" needs tls.client_ca: without client certificates there is no name to check the login against".into(),
+            ));
+        }
         for path in &self.admin.open_paths {
             if !path.starts_with('/') || path.contains(['?', ' ']) {
                 return Err((

@@ -252,6 +252,7 @@ impl Acceptor {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             alive: self.alive.clone(),
+            identity: false,
         };
         match (tls, proxied) {
             (tls, true) => drop(runtime::spawn(connection.serve_proxied(

@@ -46,6 +46,9 @@ pub struct Connection {
     pub shutdown: Shutdown,
     /// Dropped when the connection ends, so the drain knows when all are gone.
     pub alive: Sender<Void>,
+    /// `[tls] client_identity = "login"` on this connection's TLS listener: its login
+    /// must be a name of its client certificate.
+    pub identity: bool,
 }
 
 /// What a connection keeps while its reader runs, to finish once the reader is done.
@@ -77,6 +80,7 @@ impl Connection {
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
+        let identity = tls.client_identity;
         let handshake = Box::pin(runtime::timeout(
             deadline,
             handshakes::shake(tls, self.stream.sock(), &self.metrics),
@@ -88,6 +92,7 @@ impl Connection {
         match shaken {
             Ok(session) => {
                 self.metrics.tls_handshakes.inc();
+                self.identity = identity;
                 self.stream = self.stream.into_tls(session);
                 self.serve().await
             }
@@ -167,6 +172,7 @@ impl Connection {
             emptied: false,
             rate,
             slowed: false,
+            identity: self.identity,
         };
         let held = Held {
             conn: self.conn,

@@ -79,6 +79,8 @@ pub struct Reader {
     pub rate: super::rate::Bucket,
     /// The client was told `notice: slow down` already (once per connection).
     pub slowed: bool,
+    /// The login must be a name of the client's certificate (`[tls] client_identity`).
+    pub identity: bool,
 }
 
 /// Most message lines one connection routes in one turn of its task. A 64 KiB read of

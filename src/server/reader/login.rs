@@ -77,6 +77,10 @@ impl Reader {
         }
         // Here, once per login, so that the router only compares.
         let look = names::canonical(&line).into_boxed_str();
+        let certificate = match self.identity {
+            true => Some(self.certified(&line, &look)?),
+            false => None,
+        };
         let login: Arc<str> = line.into();
         let (reply, granted) = oneshot::channel();
         let asked = self.events.send(Event::Login {
@@ -95,12 +99,30 @@ impl Reader {
                 // Recorded first, so that this event already carries the login.
                 self.span.record("login", &*login);
                 let _ = self.outbox.info().login.set(login.clone());
-                info!("logged in");
+                match certificate {
+                    Some(subject) => info!(certificate = %subject, "logged in"),
+                    None => info!("logged in"),
+                }
                 Ok(login)
             }
             Ok(Err(e)) => Err(self.refuse_login(e)),
             Err(_) => Err(End::Drain),
         }
+    }
+
+    /// With `[tls] client_identity = "login"`: the login (of look `look`) must be one of
+    /// the names of the client's certificate; the certificate's subject, for the log.
+    fn certified(&self, login: &str, look: &str) -> Result<String, End> {
+        let der = self.stream.peer_certificate();
+        let names = der
+            .as_deref()
+            .map(crate::certificate::identity)
+            .unwrap_or_default();
+        if names.iter().any(|name| names::canonical(name) == look) {
+            let subject = der.as_deref().and_then(crate::certificate::subject);
+            return Ok(subject.unwrap_or_else(|| names.join(", ")));
+        }
+        Err(self.refuse_login(LoginError::NotCertified(login.to_owned(), names)))
     }
 
     fn refuse_login(&self, e: LoginError) -> End {
