@@ -59,6 +59,37 @@ impl Config {
         Ok(())
     }
 
+    /// Who may do what: the rate a client may send at, client certificates as logins,
+    /// and the admin paths open without a token.
+    fn validate_access(&self) -> Result<(), (&'static str, String)> {
+        let l = &self.limits;
+        if l.messages_per_second > 0 && (l.message_burst as usize) < l.max_recipients {
+            return Err((
+                "limits.message_burst",
+                format!(
+                    "{} is below limits.max_recipients ({}): a line to every recipient allowed must fit in one burst",
+                    l.message_burst, l.max_recipients
+                ),
+            ));
+        }
+        if self.tls.client_identity == super::ClientIdentity::Login && self.tls.client_ca.is_empty()
+        {
+            return Err((
+                "tls.client_identity",
+                "\"login\" needs tls.client_ca: without client certificates there is no name to check the login against".into(),
+            ));
+        }
+        for path in &self.admin.open_paths {
+            if !path.starts_with('/') || path.contains(['?', ' ']) {
+                return Err((
+                    "admin.open_paths",
+                    format!("{path:?} is not a path: write it as the request names it, e.g. \"/healthz\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Range checks that the types alone cannot express.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
         fn at_least(key: &'static str, v: usize, min: usize) -> Result<(), (&'static str, String)> {
@@ -98,15 +129,6 @@ impl Config {
         at_most("limits.max_line_bytes", l.max_line_bytes, 16 << 20)?;
         at_least("limits.max_recipients", l.max_recipients, 1)?;
         at_most("limits.max_recipients", l.max_recipients, 10_000)?;
-        if l.messages_per_second > 0 && (l.message_burst as usize) < l.max_recipients {
-            return Err((
-                "limits.message_burst",
-                format!(
-                    "{} is below limits.max_recipients ({}): a line to every recipient allowed must fit in one burst",
-                    l.message_burst, l.max_recipients
-                ),
-            ));
-        }
         nonzero("limits.login_timeout", l.login_timeout)?;
         nonzero("limits.write_timeout", l.write_timeout)?;
         // A queue must hold at least one delivery of the longest line, and the longest
@@ -146,21 +168,7 @@ impl Config {
         }
         nonzero("limits.slow_consumer_grace", l.slow_consumer_grace)?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
-        if self.tls.client_identity == super::ClientIdentity::Login && self.tls.client_ca.is_empty()
-        {
-            return Err((
-                "tls.client_identity",
-                "\"login\" needs tls.client_ca: without client certificates there is no name to check the login against".into(),
-            ));
-        }
-        for path in &self.admin.open_paths {
-            if !path.starts_with('/') || path.contains(['?', ' ']) {
-                return Err((
-                    "admin.open_paths",
-                    format!("{path:?} is not a path: write it as the request names it, e.g. \"/healthz\""),
-                ));
-            }
-        }
+        self.validate_access()?;
         if let Err(e) = check_log_filter(&self.log.level) {
             return Err(("log.level", e.to_string()));
         }
