@@ -239,6 +239,7 @@ fn metric_names_follow_the_prometheus_conventions() {
         match kind.as_str() {
             "counter" => assert!(name.ends_with("_total"), "counter {name} without _total"),
             "gauge" => assert!(!name.ends_with("_total"), "gauge {name} ends in _total"),
+            "histogram" => assert!(!name.ends_with("_total"), "histogram {name} ends in _total"),
             other => panic!("{name}: unexpected type {other}"),
         }
         let base = name.trim_end_matches("_total");

@@ -222,6 +222,7 @@ impl Auth {
             let users = auth.users();
             let started = Instant::now();
             let right = users.verify(&name, &password);
+            (counters.timings.password_check).observe(started.elapsed().as_secs_f64());
             // Counted here, so that a check whose client left meanwhile counts too.
             match right {
                 true => lock(&auth.limiter).succeeded(peer),

@@ -8,6 +8,7 @@ mod operator;
 mod prelogin;
 mod process;
 mod reasons;
+mod timings;
 mod tls_gate;
 
 use families::{Families, Lifecycle, Traffic};
@@ -100,6 +101,8 @@ pub struct Metrics {
     pub cluster: cluster::ClusterMetrics,
     /// Closes by reason and what operators did (kicks, lame duck, refused admin requests).
     pub operator: operator::Operator,
+    /// Password checks and TLS handshakes as histograms; logins granted.
+    pub timings: timings::Timings,
     /// Probes and garbage that arrive before a login.
     pub prelogin: PreLogin,
     /// TLS handshakes in progress and waiting for a slot.
@@ -153,6 +156,7 @@ impl Metrics {
         let cluster =
             cluster::ClusterMetrics::register(cluster_root.sub_registry_with_prefix("achat"));
         let operator = operator::Operator::register(registry);
+        let timings = timings::Timings::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
@@ -165,6 +169,7 @@ impl Metrics {
         Metrics {
             cluster,
             operator,
+            timings,
             prelogin,
             tls_gate,
             connections_open,

@@ -48,6 +48,14 @@ fn the_classic_text_format_declares_every_sample_name() {
         .collect();
     for sample in text.lines().filter(|l| !l.starts_with('#')) {
         let name = sample.split(['{', ' ']).next().unwrap();
-        assert!(declared.contains(name), "{name} undeclared in\n{text}");
+        // A histogram's samples are its declared name with _bucket, _sum or _count.
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .any(|base| text.contains(&format!("# TYPE {base} histogram\n")));
+        assert!(
+            declared.contains(name) || histogram,
+            "{name} undeclared in\n{text}"
+        );
     }
 }

@@ -89,9 +89,11 @@ pub async fn shake(
         SLOTS.acquire().await
     };
     let _in_progress = Counted::new(&metrics.tls_gate.in_progress);
+    let started = std::time::Instant::now();
     // The connection's span goes along, for what rustls logs.
     let handshake = runtime::spawn_apart(async move { tls.accept(sock).await }.in_current_span());
     let shaken = handshake.await;
+    (metrics.timings.tls_handshake).observe(started.elapsed().as_secs_f64());
     drop(slot);
     shaken
 }

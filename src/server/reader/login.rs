@@ -99,6 +99,7 @@ impl Reader {
                 // Recorded first, so that this event already carries the login.
                 self.span.record("login", &*login);
                 let _ = self.outbox.info().login.set(login.clone());
+                self.metrics.timings.logins.inc();
                 match certificate {
                     Some(subject) => info!(certificate = %subject, "logged in"),
                     None => info!("logged in"),
