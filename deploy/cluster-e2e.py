@@ -59,6 +59,7 @@ QUIET = 1.0  # the traffic must be quiet this long before the final count
 KILLED_WAIT = 5.0  # longest wait for the script to report the kill
 
 FROM_LINE = re.compile(r"^from (\S+): s (\d+)$")
+LAME_DUCK_NOTICE = "notice: server going away, reconnect to another"
 UNDELIVERABLE = re.compile(r'^error: (?:no such user|could not deliver to) "([^"]*)"')
 
 
@@ -89,6 +90,7 @@ class Client:
         self.first_login = None  # wall-clock time
         self.drops = []  # wall-clock times the connection was lost
         self.relogins = []  # wall-clock times of logins after a drop
+        self.told = []  # wall-clock times of lame duck notices
         self.taken = 0  # `is taken` answers while logging in again
         self.failed_attempts = 0  # connects or logins that failed otherwise
         self.attempts = 0
@@ -143,6 +145,9 @@ def handle_line(run, c, text):
         return
     if text.startswith(f"from {c.name}: hello "):
         return  # the echo of an earlier attempt's hello
+    if text == LAME_DUCK_NOTICE and run.args.stop == "lame":
+        c.told.append(time.time())
+        return
     if len(c.unexpected) < 3:
         c.unexpected.append(text[:120])
 
@@ -328,7 +333,8 @@ async def request_kill(run):
         if text.endswith("\n"):
             node, when = text.split()
             run.killed_node, run.kill_time = node, float(when)
-            say(f"{node} was killed (SIGKILL) at t={run.kill_time - run.wall0:.2f}s; its clients log in again")
+            how = "put in lame duck mode (SIGQUIT)" if run.args.stop == "lame" else "killed (SIGKILL)"
+            say(f"{node} was {how} at t={run.kill_time - run.wall0:.2f}s; its clients log in again")
             return True
         await asyncio.sleep(0.02)
     return False
@@ -459,6 +465,14 @@ def main():
     r.add_argument("--slack", type=float, default=2.0)
     r.add_argument("--send-seconds", type=float, default=14.0)
     r.add_argument("--kill-after", type=float, default=5.0, help="negative: no kill")
+    r.add_argument("--stop", choices=["kill", "lame"], default="kill",
+                   help="how the node is stopped: SIGKILL, or lame duck mode (SIGQUIT)")
+    r.add_argument("--relogin-limit", type=float, default=None,
+                   help="seconds after the stop by which its clients must be back (default lease + slack)")
+    r.add_argument("--spread", type=float, default=0.0,
+                   help="lame duck: [shutdown] lame_duck_duration, over which the closes are spread")
+    r.add_argument("--delay", type=float, default=0.0,
+                   help="lame duck: [shutdown] drain_delay, before the first close")
     args = parser.parse_args()
     return asyncio.run(run_main(args))
 

@@ -36,6 +36,11 @@
 #   A_CHAT_KEEP_LOGS=1     keep the scratch folder (configs, node, Redis and HAProxy logs)
 #   E2E_CLIENTS=N          clients (default 300)
 #   E2E_KILL=NODE          the node to kill (default n2); `none` kills nobody
+#   E2E_STOP=lame          stop that node with lame duck mode (SIGQUIT) instead of SIGKILL:
+#                          its clients must be told, closed spread over lame_duck_duration
+#                          (not all in one second), and back on the other nodes in time;
+#                          nothing lost between the others, no accept queue overflowing
+#                          (TcpExtListenOverflows), and the node drains and exits 0
 #   E2E_NODES=N            nodes (default 3)
 #   E2E_REDIS=0            plain nodes without [cluster] and no Redis: for trying the script
 #                          and HAProxy on a binary without the cluster (with E2E_NODES=1)
@@ -46,6 +51,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/deploy/lib.sh"
 CLIENTS="${E2E_CLIENTS:-300}"
 KILL="${E2E_KILL:-n2}"
+STOP="${E2E_STOP:-kill}"
+LAME_DELAY=1            # seconds: [shutdown] drain_delay of every node
+LAME_SPREAD=4           # seconds: [shutdown] lame_duck_duration of every node
 NODES="${E2E_NODES:-3}"
 USE_REDIS="${E2E_REDIS:-1}"
 LEASE=2                 # seconds: [cluster] lease of every node
@@ -80,6 +88,7 @@ if ! [[ "$CLIENTS" =~ ^[0-9]+$ ]] || [ "$CLIENTS" -lt 2 ]; then
     say "E2E_CLIENTS must be a number of at least 2"; exit 2
 fi
 [[ "$NODES" =~ ^[1-9]$ ]] || { say "E2E_NODES must be 1 to 9"; exit 2; }
+[[ "$STOP" = kill || "$STOP" = lame ]] || { say "E2E_STOP must be kill or lame"; exit 2; }
 [[ "$KILL" = none || "$KILL" =~ ^n[1-9]$ ]] || { say "E2E_KILL must be a node name (n1 .. n$NODES) or none"; exit 2; }
 if [ "$KILL" != none ] && [ "${KILL#n}" -gt "$NODES" ]; then
     say "E2E_KILL=$KILL, but there are only $NODES nodes"; exit 2
@@ -161,6 +170,8 @@ proxy_protocol_from = ["127.0.0.2"]
 
 [shutdown]
 drain_timeout = "5s"
+drain_delay = "${LAME_DELAY}s"
+lame_duck_duration = "${LAME_SPREAD}s"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -262,10 +273,20 @@ ADMINS=()
 for node in "${NAMES[@]}"; do ADMINS+=(--admin "$node=127.0.0.1:${ADMIN_PORT[$node]}"); done
 kill_after="$KILL_AFTER"
 [ "$KILL" = none ] && kill_after=-1
+relogin_limit=$((LEASE + SLACK))
+[ "$STOP" = lame ] && relogin_limit=$((LAME_DELAY + LAME_SPREAD + SLACK))
+# The kernel's count of connections dropped from full accept queues, machine-wide.
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!seen) { for (i = 1; i <= NF; i++) key[i] = $i; seen = 1 }
+                      else { for (i = 1; i <= NF; i++) if (key[i] == "ListenOverflows") print $i } }' /proc/net/netstat
+}
+OVERFLOWS_BEFORE="$(listen_overflows)"
 timeout --kill-after=5 "$DRIVER_TIMEOUT" python3 -u "$ROOT/deploy/cluster-e2e.py" run \
     --addr "127.0.0.1:$LB_PORT" "${ADMINS[@]}" --work "$WORK" --result "$RESULT" \
     --haproxy-socket "$HAPROXY_SOCK" --clients "$CLIENTS" --lease "$LEASE" --slack "$SLACK" \
-    --send-seconds "$SEND_SECONDS" --kill-after "$kill_after" 2>"$WORK/cluster-e2e.py.err" &
+    --send-seconds "$SEND_SECONDS" --kill-after "$kill_after" --stop "$STOP" \
+    --relogin-limit "$relogin_limit" --spread "$LAME_SPREAD" --delay "$LAME_DELAY" \
+    2>"$WORK/cluster-e2e.py.err" &
 DRIVER_PID=$!
 REASONS=()
 KILLED_STATUS=""
@@ -274,12 +295,30 @@ if [ "$KILL" != none ]; then
     if [ -e "$WORK/kill-request" ]; then
         pid="${NODE_PID[$KILL]}"
         when="${EPOCHREALTIME/,/.}"  # the time just before the signal
-        kill -KILL "$pid"
-        printf '%s %s\n' "$KILL" "$when" >"$WORK/killed"
+        if [ "$STOP" = lame ]; then
+            kill -QUIT "$pid"
+            printf '%s %s\n' "$KILL" "$when" >"$WORK/killed"
+            # It leaves by itself: the delay, the spread, then its drain.
+            for ((i = 0; i < (LAME_DELAY + LAME_SPREAD + DRAIN_WAIT) * 10; i++)); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if kill -0 "$pid" 2>/dev/null; then
+                REASONS+=("node $KILL did not leave within $((LAME_DELAY + LAME_SPREAD + DRAIN_WAIT)) s of SIGQUIT")
+            fi
+        else
+            kill -KILL "$pid"
+            printf '%s %s\n' "$KILL" "$when" >"$WORK/killed"
+        fi
         KILLED_STATUS=0
         wait "$pid" 2>/dev/null || KILLED_STATUS=$?
         forget_pid "$pid"
-        say "SIGKILL to node $KILL (pid $pid, exit status $KILLED_STATUS)"
+        if [ "$STOP" = lame ]; then
+            say "SIGQUIT to node $KILL (pid $pid): lame duck mode, then the drain; exit status $KILLED_STATUS"
+            [ "$KILLED_STATUS" = 0 ] || { REASONS+=("node $KILL exited $KILLED_STATUS after lame duck mode"); show "$WORK/$KILL.log"; }
+        else
+            say "SIGKILL to node $KILL (pid $pid, exit status $KILLED_STATUS)"
+        fi
     fi
 fi
 status=0
@@ -294,6 +333,11 @@ else
     done <"$RESULT"
 fi
 [ "$KILL" != none ] && [ -z "$KILLED_STATUS" ] && REASONS+=("node $KILL was never killed")
+if [ "$STOP" = lame ]; then
+    overflows=$(($(listen_overflows) - OVERFLOWS_BEFORE))
+    say "accept queues: $overflows connections dropped from full ones during the run (TcpExtListenOverflows)"
+    [ "$overflows" -eq 0 ] || REASONS+=("$overflows connections were dropped from full accept queues")
+fi
 
 # 6. The surviving nodes drain.
 for node in "${NAMES[@]}"; do

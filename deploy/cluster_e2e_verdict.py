@@ -30,7 +30,7 @@ def verdict(run, reasons):
             f"the nodes list {len(seen) - len(own)} of {len(seen)} clients under another address"
             + (f" ({odd.name}: {odd.peer_seen}, its own {odd.local})" if odd else "")
         )
-    limit = a.lease + a.slack
+    limit = a.relogin_limit if a.relogin_limit is not None else a.lease + a.slack
     stable = {c.name for c in clients if c.first_login is not None and not c.drops}
 
     # Who lost the connection, and who should have.
@@ -71,6 +71,8 @@ def verdict(run, reasons):
             )
         run.worst_relogin = worst
         run.reconnected = len(dropped)
+        if a.stop == "lame":
+            spread(run, dropped, on_killed, reasons)
         where = {}
         for c in dropped:
             where[c.node_after] = where.get(c.node_after, 0) + 1
@@ -152,6 +154,31 @@ def verdict(run, reasons):
         f"({loose_delivered} of {loose_sent} lines arrived, order and uniqueness checked); "
         f"{undeliverable_total} `no such user`/`could not deliver` answers"
     )
+
+
+def spread(run, dropped, on_node, reasons):
+    """Lame duck mode: every client of the node was told before its close, none before the
+    delay, and the closes were spread: no second held more than twice the even rate (plus
+    a little for the rounding of rounds)."""
+    a = run.args
+    untold = [c for c in dropped if not c.told]
+    if untold:
+        reasons.append(f"{len(untold)} clients of the lame duck node were closed without the notice ({untold[0].name})")
+    drops = sorted(c.drops[0] for c in dropped)
+    if not drops:
+        return
+    early = drops[0] - run.kill_time
+    if early < a.delay * 0.8:
+        reasons.append(f"the first lame duck close came {early:.2f}s after the signal, before drain_delay = {a.delay:g}s")
+    rate = len(on_node) / a.spread if a.spread > 0 else len(on_node)
+    busiest = max(sum(1 for t in drops if start <= t < start + 1.0) for start in drops)
+    allowed = 2 * rate + 3
+    say(
+        f"lame duck: {len(drops)} closes from {early:.2f}s to {drops[-1] - run.kill_time:.2f}s after the signal, "
+        f"at most {busiest} in one second (even rate {rate:.1f}/s, allowed {allowed:.0f})"
+    )
+    if busiest > allowed:
+        reasons.append(f"lame duck closed {busiest} clients within one second (even rate {rate:.1f}/s)")
 
 
 def describe(s, r, got):
