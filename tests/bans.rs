@@ -139,3 +139,42 @@ fn an_address_that_reconnects_too_often_waits_and_listed_ones_never_do() {
         c.expect(&format!("from e{i}: ok"));
     }
 }
+
+/// A PROXY v1 header for `client` (`ip:port`), as a balancer sends it.
+fn proxy_v1(client: &str) -> Vec<u8> {
+    let (ip, port) = client.rsplit_once(':').unwrap();
+    format!("PROXY TCP4 {ip} 127.0.0.1 {port} 8080\r\n").into_bytes()
+}
+
+#[test]
+fn behind_a_balancer_the_ban_and_the_throttle_see_the_client_not_the_balancer() {
+    let (mut d, _dir) = daemon(
+        "[server]\nlisten = \"127.0.0.1:0\"\nproxy_protocol_from = [\"127.0.0.1\"]\nconnects_per_address = 2\nconnects_exempt = []\n",
+    );
+    let admin = d.admin_addr();
+    let via = |client: &str, name: &str| {
+        let mut c = d.connect();
+        c.send_raw(&[proxy_v1(client), format!("{name}\n").into_bytes()].concat())
+            .unwrap();
+        c
+    };
+    let mut far = via("198.51.100.7:5000", "far");
+    far.send("far: here");
+    far.expect("from far: here");
+    let set = ask(admin, "POST", "/bans?address=198.51.100.0/24&for=1h");
+    assert_eq!(set.status, 200, "{}", set.text());
+    far.expect("notice: your address is banned");
+    far.expect_closed();
+    let mut again = via("198.51.100.9:5001", "again");
+    again.expect("error: your address is banned");
+    again.expect_closed();
+    // The balancer's own address is not banned, and the throttle counts each client: a
+    // third client address through the same balancer still gets in twice.
+    for i in 0..2 {
+        let mut near = via(&format!("203.0.113.5:{}", 6000 + i), &format!("near{i}"));
+        near.send(&format!("near{i}: in"));
+        near.expect(&format!("from near{i}: in"));
+    }
+    let mut third = via("203.0.113.5:6002", "near2");
+    third.expect("error: too many connections from your address, try again later");
+}

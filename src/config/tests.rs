@@ -234,3 +234,29 @@ fn cluster_settings_that_cannot_work_are_refused_by_key() {
     // Off: nothing is checked.
     assert!(Config::parse("[cluster]\nnode_id = \"a b\"\n").is_ok());
 }
+
+#[test]
+fn operator_settings_that_cannot_work_are_refused() {
+    let key = |text: &str| Config::parse(text).unwrap_err().key.unwrap();
+    assert_eq!(
+        key("[shutdown]\nlame_duck_duration = \"2h\"\n"),
+        "shutdown.lame_duck_duration"
+    );
+    assert_eq!(
+        key("[shutdown]\ndrain_delay = \"90m\"\n"),
+        "shutdown.drain_delay"
+    );
+    assert_eq!(
+        key("[server]\nconnects_window = \"0s\"\n"),
+        "server.connects_window"
+    );
+    assert!(
+        Config::parse("[server]\nconnects_per_address = 0\nconnects_window = \"0s\"\n").is_ok()
+    );
+    assert_eq!(key("[limits]\nmessage_burst = 3\n"), "limits.message_burst");
+    assert!(Config::parse("[limits]\nmessages_per_second = 0\nmessage_burst = 3\n").is_ok());
+    assert_eq!(
+        key("[admin]\nopen_paths = [\"healthz\"]\n"),
+        "admin.open_paths"
+    );
+}

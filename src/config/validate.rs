@@ -59,8 +59,9 @@ impl Config {
         Ok(())
     }
 
-    /// Who may do what: the rate a client may send at, client certificates as logins,
-    /// and the admin paths open without a token.
+    /// Who may do what and for how long: the rate a client may send at, the connect
+    /// throttle, lame duck timing, client certificates as logins, and the admin paths
+    /// open without a token.
     fn validate_access(&self) -> Result<(), (&'static str, String)> {
         let l = &self.limits;
         if l.messages_per_second > 0 && (l.message_burst as usize) < l.max_recipients {
@@ -77,6 +78,26 @@ impl Config {
             return Err((
                 "tls.client_identity",
                 "\"login\" needs tls.client_ca: without client certificates there is no name to check the login against".into(),
+            ));
+        }
+        let hour = Duration::from_secs(3600);
+        let (sh, s) = (&self.shutdown, &self.server);
+        for (key, value, most) in [
+            ("shutdown.drain_delay", sh.drain_delay, hour),
+            ("shutdown.lame_duck_duration", sh.lame_duck_duration, hour),
+            ("server.connects_window", s.connects_window, 24 * hour),
+        ] {
+            if value > most {
+                return Err((
+                    key,
+                    format!("{value:?} is too long: the most allowed is {most:?}"),
+                ));
+            }
+        }
+        if s.connects_per_address > 0 && s.connects_window.is_zero() {
+            return Err((
+                "server.connects_window",
+                "must be longer than 0s while connects_per_address is set (0 turns the throttle off)".into(),
             ));
         }
         for path in &self.admin.open_paths {
