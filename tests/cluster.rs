@@ -446,3 +446,29 @@ fn a_node_needs_only_the_listed_commands_and_backs_off_without_one() {
         .count();
     assert!(warned <= 2, "{warned} warnings in 2 s");
 }
+
+/// What a node's dashboard shows of the cluster: the live nodes, as its lease renewals
+/// see them (a killed node drops out within the lease), and Redis's round trip.
+#[test]
+fn the_live_nodes_and_the_redis_round_trip_are_series() {
+    let _one = serial();
+    let redis = Redis::start();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, "1s"))
+        .collect();
+    let until = |node: &Node, want: f64| {
+        let deadline = Instant::now() + WAIT;
+        while node.metric("achat_cluster_live_nodes") != want {
+            assert!(Instant::now() < deadline, "live nodes never {want}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until(&nodes[0], 3.0);
+    let rtt = nodes[0].metric("achat_cluster_redis_round_trip_seconds");
+    assert!(rtt > 0.0 && rtt < 1.0, "{rtt}");
+    nodes[2].daemon.signal(libc::SIGKILL);
+    let _ = nodes[2].daemon.wait_exit(WAIT);
+    until(&nodes[0], 2.0);
+    nodes.pop();
+}

@@ -423,9 +423,13 @@ impl Link {
     async fn renew(&mut self, session: &mut Session) -> Result<(), LinkError> {
         let expiry = self.expiry_ms.to_string();
         let m = &self.shared.metrics.cluster;
-        match self.call(session, &["renew", &expiry]).await {
-            Ok(Value::Int(1)) => {
+        let asked = Instant::now();
+        let answer = self.call(session, &["renew", &expiry]).await;
+        m.redis_round_trip.set(asked.elapsed().as_secs_f64());
+        match answer {
+            Ok(Value::Int(live)) if live >= 1 => {
                 m.renewals_ok.inc();
+                m.live_nodes.set(live);
                 Ok(())
             }
             Ok(_) => {

@@ -45,12 +45,13 @@ if op == 'join' then
   redis.call('ZADD', NODES, now + tonumber(ARGV[3]), me)
   return 1
 elseif op == 'renew' then
-  -- ARGV[3]: lease in ms. 0 when the lease had already run out: its logins were freed,
-  -- and the node must claim them again.
+  -- ARGV[3]: lease in ms. Returns the number of live nodes (this one included), or 0
+  -- when this node's lease had already run out: its logins were freed, and the node must
+  -- claim them again.
   local alive = redis.call('ZSCORE', NODES, me)
   redis.call('ZADD', NODES, now + tonumber(ARGV[3]), me)
   if alive then
-    return 1
+    return redis.call('ZCOUNT', NODES, now, '+inf')
   end
   return 0
 elseif op == 'claim' then

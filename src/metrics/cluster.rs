@@ -61,6 +61,10 @@ impl CrossDrop {
 pub struct ClusterMetrics {
     /// 1 while the node is connected to Redis and registered.
     pub link_up: Gauge,
+    /// Nodes whose lease is alive, this one included, as the last renewal saw them.
+    pub live_nodes: Gauge,
+    /// Seconds the last lease renewal took to be answered by Redis.
+    pub redis_round_trip: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Connections to Redis made (the first, and each reconnect).
     pub connects: Counter,
     /// Attempts to connect that failed.
@@ -159,6 +163,19 @@ impl ClusterMetrics {
             "Relayed records and directory events from Redis refused by a-chat's rules, by reason",
             refused.clone(),
         );
+        let live_nodes = Gauge::default();
+        registry.register(
+            "live_nodes",
+            "Nodes of the cluster whose lease is alive, this one included, as of this node's last lease renewal",
+            live_nodes.clone(),
+        );
+        let redis_round_trip = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "redis_round_trip",
+            "Time Redis took to answer this node's last lease renewal",
+            prometheus_client::registry::Unit::Seconds,
+            redis_round_trip.clone(),
+        );
         let resyncs = Counter::default();
         registry.register(
             "resyncs",
@@ -170,6 +187,8 @@ impl ClusterMetrics {
         };
         ClusterMetrics {
             link_up,
+            live_nodes,
+            redis_round_trip,
             connects: get(&connects, "result", "ok"),
             connect_failures: get(&connects, "result", "error"),
             publishes,
