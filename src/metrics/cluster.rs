@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
+use super::families::add;
 use crate::cluster::checks::Refusal;
 
 /// The least time between two warnings that input from Redis was refused.
@@ -103,72 +104,50 @@ pub struct ClusterMetrics {
 impl ClusterMetrics {
     pub fn register(registry: &mut Registry) -> ClusterMetrics {
         let registry = registry.sub_registry_with_prefix("cluster");
-        let link_up = Gauge::default();
-        registry.register(
+        let link_up: Gauge = add(
+            registry,
             "link_up",
             "1 while this node is connected to the cluster's Redis and registered",
-            link_up.clone(),
         );
-        let connects = Family::<Labels, Counter>::default();
-        registry.register(
+        let connects: Family<Labels, Counter> = add(
+            registry,
             "connects",
             "Connections to the cluster's Redis, by result",
-            connects.clone(),
         );
-        let publishes = Counter::default();
-        registry.register(
+        let publishes: Counter = add(
+            registry,
             "publishes",
             "Relay frames published to other nodes (one per destination node per batch at most)",
-            publishes.clone(),
         );
-        let batches_received = Counter::default();
-        registry.register(
+        let batches_received: Counter = add(
+            registry,
             "batches_received",
             "Relay frames received from other nodes",
-            batches_received.clone(),
         );
-        let deliveries = Family::<Labels, Counter>::default();
-        registry.register(
+        let deliveries: Family<Labels, Counter> = add(
+            registry,
             "deliveries",
             "Deliveries that crossed nodes, by direction (out: to another node; in: from one)",
-            deliveries.clone(),
         );
-        let dropped = Family::<Labels, Counter>::default();
-        registry.register(
-            "dropped",
-            "Cross-node deliveries lost, by reason",
-            dropped.clone(),
-        );
-        let renewals = Family::<Labels, Counter>::default();
-        registry.register(
-            "lease_renewals",
-            "Renewals of this node's lease, by result (expired: the lease had run out and the logins were claimed again)",
-            renewals.clone(),
-        );
-        let claims = Family::<Labels, Counter>::default();
-        registry.register(
+        let dropped: Family<Labels, Counter> =
+            add(registry, "dropped", "Cross-node deliveries lost, by reason");
+        let renewals: Family::<Labels, Counter> = add(registry, "lease_renewals", "Renewals of this node's lease, by result (expired: the lease had run out and the logins were claimed again)");
+        let claims: Family<Labels, Counter> = add(
+            registry,
             "claims",
             "Logins claimed in the cluster registry, by answer",
-            claims.clone(),
         );
-        let remote_logins = Gauge::default();
-        registry.register(
+        let remote_logins: Gauge = add(
+            registry,
             "remote_logins",
             "Logins held by other nodes, as this node knows them",
-            remote_logins.clone(),
         );
-        let refused = Family::<Labels, Counter>::default();
-        registry.register(
+        let refused: Family<Labels, Counter> = add(
+            registry,
             "refused",
             "Relayed records and directory events from Redis refused by a-chat's rules, by reason",
-            refused.clone(),
         );
-        let live_nodes = Gauge::default();
-        registry.register(
-            "live_nodes",
-            "Nodes of the cluster whose lease is alive, this one included, as of this node's last lease renewal",
-            live_nodes.clone(),
-        );
+        let live_nodes: Gauge = add(registry, "live_nodes", "Nodes of the cluster whose lease is alive, this one included, as of this node's last lease renewal");
         let redis_round_trip = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register_with_unit(
             "redis_round_trip",
@@ -176,11 +155,10 @@ impl ClusterMetrics {
             prometheus_client::registry::Unit::Seconds,
             redis_round_trip.clone(),
         );
-        let resyncs = Counter::default();
-        registry.register(
+        let resyncs: Counter = add(
+            registry,
             "resyncs",
             "Directory copies read from the registry again because directory events were lost",
-            resyncs.clone(),
         );
         let get = |f: &Family<Labels, Counter>, k: &'static str, v: &'static str| {
             f.get_or_create_owned(&vec![(k, v)])
