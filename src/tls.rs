@@ -184,8 +184,17 @@ impl Failure {
 /// The server configuration of `[tls]`: TLS 1.2 and 1.3 at rustls's defaults, the ring
 /// provider, and client certificates required when `client_ca` is set.
 pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, LoadError> {
-    let certs = certificates(&config.cert, "tls.cert")?;
-    let key = private_key(&config.key, "tls.key")?;
+    server_config_of(config, ["tls.cert", "tls.key", "tls.client_ca"])
+}
+
+/// A server configuration from `config`'s files, whose errors name the keys `keys`
+/// (certificate, key, client CA): `[tls]`'s, or the admin endpoint's own.
+pub fn server_config_of(
+    config: &TlsConfig,
+    keys: [&'static str; 3],
+) -> Result<ServerConfig, LoadError> {
+    let certs = certificates(&config.cert, keys[0])?;
+    let key = private_key(&config.key, keys[1])?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -193,7 +202,7 @@ pub fn server_config(config: &TlsConfig) -> Result<ServerConfig, LoadError> {
     let builder = if config.client_ca.is_empty() {
         builder.with_no_client_auth()
     } else {
-        let roots = roots(&config.client_ca, "tls.client_ca")?;
+        let roots = roots(&config.client_ca, keys[2])?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|source| LoadError::ClientCa {

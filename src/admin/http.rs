@@ -1,10 +1,8 @@
 //! The admin endpoint's HTTP/1.1: reading and parsing a request head (with `httparse`),
 //! and writing a response. No bodies are read: the endpoint takes none.
 
-use futures::AsyncReadExt;
+use futures::{AsyncRead, AsyncReadExt};
 use tracing::debug;
-
-use crate::runtime::TcpStream;
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -49,7 +47,7 @@ pub(super) enum Head {
 }
 
 /// Reads until `buf` holds a complete request head (or proves not to).
-pub(super) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Head {
+pub(super) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Head {
     loop {
         if !buf.is_empty() {
             match parse(buf) {

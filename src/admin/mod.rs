@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_listen::{error_hint, ListenExt};
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt};
 use tracing::{debug, error, info_span, warn, Instrument};
 
 mod connections;
@@ -147,6 +147,8 @@ pub struct Admin {
     pub control: Arc<dyn Control>,
     /// Who may use which path (`[admin] tokens_file`, `open_paths`), changed by reloads.
     pub gate: Arc<Gate>,
+    /// `[admin] tls_cert`: HTTPS only (with `tls_client_ca`, clients need a certificate).
+    pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
 }
 
 /// The span every admin event carries.
@@ -166,6 +168,7 @@ impl Admin {
             accept_error_sleep,
             control,
             gate,
+            tls,
         } = self;
         let shared = Arc::new(Shared {
             metrics,
@@ -197,11 +200,12 @@ impl Admin {
                 .peer_addr()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|_| "?".into());
-            let shared = shared.clone();
+            let (shared, tls) = (shared.clone(), tls.clone());
             let span = info_span!("http", peer = %peer);
             runtime::spawn_apart(
                 async move {
-                    let served = AssertUnwindSafe(serve(stream, &shared, &slot)).catch_unwind();
+                    let served =
+                        AssertUnwindSafe(connection(stream, tls, &shared, &slot)).catch_unwind();
                     if served.await.is_err() {
                         error!("admin connection panicked; closing it");
                     }
@@ -231,9 +235,29 @@ struct Shared {
     gate: Arc<Gate>,
 }
 
+/// One admin connection: HTTPS when the endpoint has TLS (its handshake within
+/// REQUEST_TIMEOUT; one that fails is logged at debug and closes the connection), plain
+/// HTTP otherwise.
+async fn connection(
+    stream: TcpStream,
+    tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    shared: &Shared,
+    slot: &Slot,
+) {
+    let Some(config) = tls else {
+        return serve(stream, shared, slot).await;
+    };
+    let accept = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    match runtime::timeout(REQUEST_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => serve(stream, shared, slot).await,
+        Ok(Err(e)) => debug!(error = %e, "admin TLS handshake failed"),
+        Err(runtime::Elapsed) => debug!("admin TLS handshake not done in time"),
+    }
+}
+
 /// Serves requests on one connection until the client closes, asks to close, errs, or
 /// takes longer than REQUEST_TIMEOUT over a request head.
-async fn serve(mut stream: TcpStream, shared: &Shared, slot: &Slot) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: &Shared, slot: &Slot) {
     let mut buf = Vec::with_capacity(1024);
     for served in 1.. {
         slot.waiting(true);
@@ -341,14 +365,15 @@ fn answer(request: &Request, shared: &Shared, close: bool, made: Option<Made>) -
 /// Writes the last response of a connection and closes it without resetting it: what
 /// the client still sends is read and discarded for a moment, so that it gets to read
 /// the answer (a close with unread input would reset the connection).
-async fn finish(mut stream: TcpStream, answer: &[u8]) {
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) {
     if runtime::timeout(REQUEST_TIMEOUT, stream.write_all(answer))
         .await
         .is_err()
     {
         return;
     }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // The write side only (a TLS close_notify first): the answer is read before the end.
+    let _ = runtime::timeout(REQUEST_TIMEOUT, stream.close()).await;
     let mut sink = [0u8; READ_CHUNK];
     let mut discarded = 0;
     let linger = async {

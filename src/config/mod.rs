@@ -236,6 +236,11 @@ pub struct AdminConfig {
     pub tokens_file: String,
     /// With `tokens_file`: the paths served without a token (orchestrators' probes).
     pub open_paths: Vec<String>,
+    /// A certificate chain and key (PEM): the endpoint then speaks HTTPS only.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// With `tls_cert`: clients must present a certificate this CA (PEM) signed.
+    pub tls_client_ca: String,
 }
 
 impl Default for AdminConfig {
@@ -244,6 +249,9 @@ impl Default for AdminConfig {
             listen: None,
             tokens_file: String::new(),
             open_paths: vec!["/healthz".into(), "/readyz".into()],
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
         }
     }
 }

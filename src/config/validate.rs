@@ -100,6 +100,25 @@ impl Config {
                 "must be longer than 0s while connects_per_address is set (0 turns the throttle off)".into(),
             ));
         }
+        let ad = &self.admin;
+        if ad.tls_cert.is_empty() != ad.tls_key.is_empty() {
+            let key = if ad.tls_cert.is_empty() {
+                "admin.tls_cert"
+            } else {
+                "admin.tls_key"
+            };
+            return Err((
+                key,
+                "admin.tls_cert and admin.tls_key go together: set both for HTTPS, or neither"
+                    .into(),
+            ));
+        }
+        if !ad.tls_client_ca.is_empty() && ad.tls_cert.is_empty() {
+            return Err((
+                "admin.tls_client_ca",
+                "client certificates need HTTPS: set admin.tls_cert and admin.tls_key too".into(),
+            ));
+        }
         for path in &self.admin.open_paths {
             if !path.starts_with('/') || path.contains(['?', ' ']) {
                 return Err((

@@ -153,6 +153,8 @@ pub struct Daemon {
     gate: Arc<admin::Gate>,
     /// The drain and lame duck mode, started by signals or the admin endpoint.
     stop: Arc<Stop>,
+    /// The admin endpoint's HTTPS, when `[admin] tls_cert` is set.
+    admin_tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     /// Resolves when the drain begins (the server's shutdown).
     drain_begins: Option<futures::future::BoxFuture<'static, ()>>,
 }
@@ -171,6 +173,7 @@ impl Daemon {
             auth,
             tls,
             tokens,
+            admin_tls,
             warnings,
             mixed_hashes,
             ..
@@ -245,6 +248,7 @@ impl Daemon {
             admin,
             gate,
             stop,
+            admin_tls,
             drain_begins: Some(Box::pin(drain_begins)),
         })
     }
@@ -340,7 +344,8 @@ impl Daemon {
         let span = admin::span(addr);
         span.in_scope(|| {
             info!("admin listening on {addr}");
-            if !addr.ip().to_canonical().is_loopback() && !self.gate.is_on() {
+            let client_certificates = !self.config.admin.tls_client_ca.is_empty();
+            if !addr.ip().to_canonical().is_loopback() && !self.gate.is_on() && !client_certificates {
                 warn!(
                     %addr,
                     "the admin endpoint {addr} ([admin] listen) is not loopback: anyone who reaches it reads /metrics and /connections (logins and client addresses), without authentication; listen on 127.0.0.1, or allow only your scrapers with a firewall"
@@ -361,6 +366,7 @@ impl Daemon {
             accept_error_sleep: self.config.server.accept_error_sleep,
             control: Arc::new(self.control()),
             gate: self.gate.clone(),
+            tls: self.admin_tls.clone(),
         };
         runtime::spawn_apart(endpoint.run().instrument(span)).detach();
     }

@@ -30,6 +30,9 @@ pub enum Refused {
     /// The admin tokens file (`[admin] tokens_file`) cannot be used.
     #[error("{0}")]
     Tokens(#[from] crate::admin::TokensError),
+    /// The admin endpoint's certificate, key or client CA cannot be used.
+    #[error("cannot set up HTTPS on the admin endpoint: {0}")]
+    AdminTls(tls::LoadError),
 }
 
 /// What the checks found in a configuration that can run.
@@ -40,6 +43,8 @@ pub struct Preflight {
     pub tls: Option<Arc<tls::Server>>,
     /// The admin endpoint's tokens, when it listens and `[admin] tokens_file` is set.
     pub tokens: Option<crate::admin::Tokens>,
+    /// The admin endpoint's TLS, when it listens and `[admin] tls_cert` is set.
+    pub admin_tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     /// Readings of this machine that are fine (check-config prints them).
     pub notes: Vec<String>,
     /// Settings that will not work as written here (logged at start, printed to stderr by
@@ -71,6 +76,20 @@ impl Preflight {
             }
             _ => None,
         };
+        let admin_tls = match (&config.admin.listen, config.admin.tls_cert.is_empty()) {
+            (Some(_), false) => {
+                let files = crate::config::TlsConfig {
+                    cert: config.admin.tls_cert.clone(),
+                    key: config.admin.tls_key.clone(),
+                    client_ca: config.admin.tls_client_ca.clone(),
+                    ..Default::default()
+                };
+                let keys = ["admin.tls_cert", "admin.tls_key", "admin.tls_client_ca"];
+                let made = tls::server_config_of(&files, keys).map_err(Refused::AdminTls)?;
+                Some(Arc::new(made))
+            }
+            _ => None,
+        };
         let (notes, mut warnings) = machine_readings(config);
         let mut mixed_hashes = None;
         if let Some(auth) = &auth {
@@ -81,6 +100,7 @@ impl Preflight {
             auth,
             tls,
             tokens,
+            admin_tls,
             notes,
             warnings,
             mixed_hashes,
