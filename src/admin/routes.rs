@@ -9,6 +9,7 @@ use tracing::info;
 use super::gate::Pass;
 use super::http::Request;
 use super::{BanOrder, Banning, Control, Made, Reloaded, Shared, JSON, TEXT};
+use crate::server::conninfo::json_string as quoted;
 use crate::server::Closing;
 
 /// A request's path and method, understood.
@@ -263,22 +264,6 @@ fn json(closings: &[Closing]) -> String {
         now.join(","),
         already.join(",")
     )
-}
-
-/// A JSON string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The answer to `POST /reload`: what the reload applied, or why it did not.

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::conninfo::json_string as quoted;
 use crate::proxy::Source;
 
 /// The most bans held at once: each connect looks at every address ban.
@@ -190,22 +191,6 @@ pub fn net(text: &str) -> Result<Source, BanError> {
         _ => text.to_owned(),
     };
     written.parse().map_err(|_| bad())
-}
-
-/// A JSON string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
