@@ -174,6 +174,10 @@ fn counters_move_by_exactly_the_traffic_sent() {
     bob.expect("from alice: anyone?");
     alice.send("no colon here"); // not a message: 1 error answer
     alice.expect_prefix("error: ");
+    alice.send(" , : nobody to send to"); // no recipients: 1 error answer
+    alice.expect_prefix("error: no recipients");
+    alice.send("bob: \u{1b}[2Jwiped"); // a control character: 1 error answer
+    alice.expect_prefix("error: control characters");
 
     let mut mallory = Counted::connect(&d);
     mallory.send("alice"); // refused: login_taken
@@ -199,7 +203,20 @@ fn counters_move_by_exactly_the_traffic_sent() {
             ("achat_messages_received_total", 5.0),
             ("achat_deliveries_routed_total", 6.0),
             ("achat_deliveries_written_total", 6.0),
-            ("achat_lines_rejected_total", 2.0),
+            ("achat_lines_rejected_total{reason=\"no_colon\"}", 1.0),
+            ("achat_lines_rejected_total{reason=\"no_recipients\"}", 1.0),
+            (
+                "achat_lines_rejected_total{reason=\"control_character\"}",
+                1.0,
+            ),
+            (
+                "achat_lines_rejected_total{reason=\"too_many_recipients\"}",
+                0.0,
+            ),
+            (
+                "achat_lines_rejected_total{reason=\"unknown_recipient\"}",
+                1.0,
+            ),
             (
                 "achat_deliveries_dropped_total{reason=\"recipient_gone\"}",
                 0.0,

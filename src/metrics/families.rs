@@ -80,7 +80,7 @@ pub(super) struct Traffic {
     pub(super) messages_received: Counter,
     pub(super) deliveries_routed: Counter,
     pub(super) messages_delivered: Counter,
-    pub(super) lines_rejected: Counter,
+    pub(super) lines_rejected: Family<Labels, Counter>,
     pub(super) bytes_in: Counter,
     pub(super) bytes_out: Counter,
     pub(super) outbound_queued: Gauge,
@@ -112,7 +112,7 @@ impl Traffic {
             "deliveries_written",
             "Deliveries (one message to one recipient) written to the recipient's socket",
         );
-        let lines_rejected: Counter = add(registry, "lines_rejected", "Refused message lines: one per line without a colon or with too many recipients, one per unknown recipient of a line (answered once per name and read)");
+        let lines_rejected: Family<Labels, Counter> = add(registry, "lines_rejected", "Refused message lines, by reason (no_colon, no_recipients, too_many_recipients, control_character: one per line; unknown_recipient: one per unknown name of a line, answered once per name and read)");
         let bytes_in = Counter::default();
         registry.register_with_unit(
             "received",

@@ -183,6 +183,23 @@ label_set! {
     }
 }
 
+label_set! {
+    /// Why a message line (or one recipient of it) was refused with an `error:` answer:
+    /// the `reason` label of `achat_lines_rejected_total`. The connection stays open.
+    pub enum LineRefusal {
+        /// No `:` in the line.
+        NoColon => "no_colon",
+        /// Nothing but commas and spaces before the `:`.
+        NoRecipients => "no_recipients",
+        /// More names than `max_recipients`.
+        TooManyRecipients => "too_many_recipients",
+        /// A control character in the text.
+        ControlCharacter => "control_character",
+        /// One recipient is not logged in (here, or on any node of a cluster).
+        UnknownRecipient => "unknown_recipient",
+    }
+}
+
 impl From<AuthFailure> for CloseReason {
     fn from(why: AuthFailure) -> CloseReason {
         match why {

@@ -12,7 +12,9 @@ mod timings;
 mod tls_gate;
 
 use families::{Families, Lifecycle, Traffic};
-pub use labels::{AuthFailure, CloseReason, Counters, LabelSet, ProxyRefusal, TlsFailure};
+pub use labels::{
+    AuthFailure, CloseReason, Counters, LabelSet, LineRefusal, ProxyRefusal, TlsFailure,
+};
 pub use prelogin::{looks_like_tls, Garbage, PreLogin};
 use process::Process;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -59,9 +61,9 @@ pub struct Metrics {
     pub messages_delivered: Counter,
     /// Deliveries dropped, by reason.
     dropped: Counters<DropReason>,
-    /// `error:` answers to message lines: one per line without a colon or with too many
-    /// recipients, one per unknown recipient (the line still reaches the others).
-    pub lines_rejected: Counter,
+    /// `error:` answers to message lines, by reason: one per refused line, one per
+    /// unknown recipient (the line still reaches the others).
+    lines_rejected: Counters<LineRefusal>,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     /// Slow consumers cut off, by the bound they passed.
@@ -189,7 +191,7 @@ impl Metrics {
             deliveries_routed,
             messages_delivered,
             dropped: Counters::new(&dropped, "reason"),
-            lines_rejected,
+            lines_rejected: Counters::new(&lines_rejected, "reason"),
             bytes_in,
             bytes_out,
             slow: Counters::new(&slow_consumers, "reason"),
@@ -227,6 +229,16 @@ impl Metrics {
             Refusal::Throttled => &self.refused_throttled,
         }
         .inc();
+    }
+
+    /// Counts one refused message line (or one unknown recipient of a line).
+    pub fn line_refused(&self, why: LineRefusal) {
+        self.lines_rejected.inc(why);
+    }
+
+    /// Refused lines so far for `why`.
+    pub fn lines_refused(&self, why: LineRefusal) -> u64 {
+        self.lines_rejected.get(why)
     }
 
     /// Follows the log writer's own count of dropped lines.

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, LineRefusal, Metrics};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
@@ -53,6 +53,16 @@ fn too_many_bad_lines(metrics: &Metrics) -> Vec<u8> {
         "closing connection: too many bad lines"
     );
     protocol::format_error("too many bad lines")
+}
+
+/// The `reason` label a refused message line is counted under.
+fn refusal_of(e: &protocol::MessageError) -> LineRefusal {
+    match e {
+        protocol::MessageError::NoColon => LineRefusal::NoColon,
+        protocol::MessageError::NoRecipients => LineRefusal::NoRecipients,
+        protocol::MessageError::TooManyRecipients => LineRefusal::TooManyRecipients,
+        protocol::MessageError::ControlCharacter => LineRefusal::ControlCharacter,
+    }
 }
 
 /// Everything the reader needs.
@@ -268,7 +278,7 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    self.metrics.lines_rejected.inc();
+                    self.metrics.line_refused(refusal_of(&e));
                     // Counted before the answer is built: a flood of bad lines costs a
                     // bounded number of answers, then the connection.
                     match self.outbox.bad_line() {

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use crate::auth::{Auth, Granted};
 use crate::cluster::remote::{self, Claiming, Next, Remote, Routed};
 use crate::cluster::{Claim, Inbound};
-use crate::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, LineRefusal, Metrics};
 use crate::names::{self, LoginError};
 use crate::protocol;
 use crate::server::elsewhere::{Alone, Elsewhere};
@@ -386,7 +386,7 @@ impl<'n> Route<'n, '_> {
                             return;
                         }
                     }
-                    metrics.lines_rejected.inc();
+                    metrics.line_refused(LineRefusal::UnknownRecipient);
                     if unknown.insert(self.name) {
                         if let Some(sender) = online.peers.get(&**self.from) {
                             let _ = sender
