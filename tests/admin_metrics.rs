@@ -203,6 +203,8 @@ fn counters_move_by_exactly_the_traffic_sent() {
             ("achat_messages_received_total", 5.0),
             ("achat_deliveries_routed_total", 6.0),
             ("achat_deliveries_written_total", 6.0),
+            // Each written delivery's wait in its queue is observed once.
+            ("achat_delivery_queue_wait_seconds_count", 6.0),
             ("achat_lines_rejected_total{reason=\"no_colon\"}", 1.0),
             ("achat_lines_rejected_total{reason=\"no_recipients\"}", 1.0),
             (

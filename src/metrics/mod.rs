@@ -10,6 +10,7 @@ mod process;
 mod reasons;
 mod timings;
 mod tls_gate;
+mod waits;
 
 use families::{Families, Lifecycle, Traffic};
 pub use labels::{
@@ -105,6 +106,8 @@ pub struct Metrics {
     pub operator: operator::Operator,
     /// Password checks and TLS handshakes as histograms; logins granted.
     pub timings: timings::Timings,
+    /// How long deliveries wait in their recipient's queue until they are written.
+    pub queue_wait: waits::QueueWait,
     /// Probes and garbage that arrive before a login.
     pub prelogin: PreLogin,
     /// TLS handshakes in progress and waiting for a slot.
@@ -159,6 +162,7 @@ impl Metrics {
             cluster::ClusterMetrics::register(cluster_root.sub_registry_with_prefix("achat"));
         let operator = operator::Operator::register(registry);
         let timings = timings::Timings::register(registry);
+        let queue_wait = waits::QueueWait::register(registry);
         let prelogin = PreLogin::register(registry);
         let tls_gate = tls_gate::TlsGate::register(registry);
         let process = Process::register(&mut root);
@@ -172,6 +176,7 @@ impl Metrics {
             cluster,
             operator,
             timings,
+            queue_wait,
             prelogin,
             tls_gate,
             connections_open,

@@ -17,6 +17,7 @@ pub mod drain;
 mod elsewhere;
 pub(crate) mod event;
 mod handshakes;
+mod line;
 mod live;
 pub(crate) mod outbox;
 mod prelogin;

@@ -24,71 +24,7 @@ use crate::server::budget::{self, Held};
 /// The memory bound every queue is measured against (see [`budget::Budget`]).
 pub type Budget = budget::Budget<Queue>;
 use crate::server::conninfo::ConnInfo;
-
-/// One line queued for a client.
-pub enum Out {
-    /// A delivery `from X: text`: a range of a buffer shared by every recipient of the
-    /// messages of one read; counted as delivered once written.
-    Delivery(Shared),
-    /// A line the server originates (`error: ...`), not counted as a delivery.
-    Server(Vec<u8>),
-}
-
-impl Out {
-    /// Bytes this item keeps alive while it is queued (see [`Queue`]'s `pinned`).
-    pub fn pinned(&self) -> usize {
-        match self {
-            Out::Delivery(line) => line.backing_len(),
-            Out::Server(_) => 0,
-        }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            Out::Delivery(line) => line.bytes(),
-            Out::Server(line) => line,
-        }
-    }
-}
-
-/// A range of a shared buffer: one delivery line without a copy per recipient.
-#[derive(Clone)]
-pub struct Shared {
-    buf: Arc<[u8]>,
-    start: u32,
-    end: u32,
-}
-
-impl Shared {
-    /// `buf[range]`, which must be in bounds.
-    pub fn new(buf: Arc<[u8]>, range: std::ops::Range<usize>) -> Shared {
-        assert!(range.start <= range.end && range.end <= buf.len());
-        Shared {
-            buf,
-            start: range.start as u32,
-            end: range.end as u32,
-        }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.start as usize..self.end as usize]
-    }
-
-    /// Bytes of the buffer this line keeps alive (its own and its neighbours').
-    pub fn backing_len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// The same line in a buffer of its own, which keeps nothing else alive.
-    pub fn detached(&self) -> Shared {
-        let bytes = self.bytes();
-        Shared {
-            buf: bytes.into(),
-            start: 0,
-            end: bytes.len() as u32,
-        }
-    }
-}
+pub use crate::server::line::{Out, Shared};
 
 /// State shared by every handle of one connection's queue and its writer.
 pub struct Queue {
@@ -136,6 +72,10 @@ struct Lines {
     bad: BadLines,
     /// Set once the connection went over the bad-line rate: it is being closed.
     too_many_bad: bool,
+    /// Since when the writer has owed the lines queued (a [`Budget::now`] stamp): set
+    /// when a line arrives in an empty queue, and when the writer leaves lines behind.
+    /// `achat_delivery_queue_wait_seconds` measures from here to the write.
+    owed_since: u64,
 }
 
 /// What [`Outbox::bad_line`] decided about one refused line.
@@ -252,6 +192,9 @@ impl Outbox {
                 Err(DropReason::RecipientGone)
             };
         }
+        if lines.items.is_empty() {
+            lines.owed_since = budget.now();
+        }
         lines.items.push_back(out);
         // Only a writer that found the queue empty waits: this wakes it once per burst.
         let waiting = lines.waiting.take();
@@ -310,15 +253,23 @@ impl Inbox {
         })
     }
 
-    /// Hands queued lines to `take` without waiting, until the queue is empty or `take`
-    /// returns false.
-    pub fn take_more(&self, mut take: impl FnMut(Out) -> bool) {
+    /// When `more`, hands queued lines to `take` without waiting, until the queue is
+    /// empty or `take` returns false. Returns since when the writer has owed the lines it
+    /// took (see `owed_since`).
+    pub fn take_more(&self, more: bool, mut take: impl FnMut(Out) -> bool) -> u64 {
         let mut lines = self.queue.lock();
-        while let Some(out) = lines.items.pop_front() {
-            if !take(out) {
-                break;
+        if more {
+            while let Some(out) = lines.items.pop_front() {
+                if !take(out) {
+                    break;
+                }
             }
         }
+        let since = lines.owed_since;
+        if !lines.items.is_empty() {
+            lines.owed_since = self.queue.budget.now();
+        }
+        since
     }
 
     /// Closes the queue (senders get an error from now on) and returns what was left in
@@ -430,6 +381,9 @@ impl Queue {
             return false;
         }
         self.queued.fetch_add(n, Ordering::AcqRel);
+        if lines.items.is_empty() {
+            lines.owed_since = self.budget.now();
+        }
         lines.items.push_back(out);
         let waiting = lines.waiting.take();
         drop(lines);
@@ -449,6 +403,11 @@ impl Queue {
 
     pub fn is_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire) != 0
+    }
+
+    /// Nanoseconds from `since` (a stamp of `owed_since`) to now.
+    pub fn waited_ns(&self, since: u64) -> u64 {
+        self.budget.now().saturating_sub(since)
     }
 
     /// Bytes queued or being written now.

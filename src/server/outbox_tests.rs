@@ -77,7 +77,7 @@ fn take_more_stops_when_asked() {
         outbox.send(server(line)).unwrap();
     }
     let mut taken = Vec::new();
-    inbox.take_more(|out| {
+    inbox.take_more(true, |out| {
         taken.push(out.bytes().to_vec());
         taken.len() < 2
     });
@@ -130,7 +130,7 @@ fn a_queue_may_stay_over_the_soft_bound_for_the_grace_only() {
     }
     assert!(inbox.queue.grace_left().is_some(), "over the soft bound");
     // Worked off below the soft bound within the grace: forgotten.
-    inbox.take_more(|out| {
+    inbox.take_more(true, |out| {
         inbox.queue.release(out.bytes().len());
         true
     });

@@ -127,17 +127,18 @@ impl Writer {
             buf.clear();
             let mut deliveries = 0u64;
             take(&self.inbox.queue, first, &mut buf, &mut deliveries);
-            if buf.len() < WRITE_BATCH_BYTES {
-                self.inbox.take_more(|out| {
-                    take(&self.inbox.queue, out, &mut buf, &mut deliveries);
-                    buf.len() < WRITE_BATCH_BYTES
-                });
-            }
+            let room = buf.len() < WRITE_BATCH_BYTES;
+            let since = self.inbox.take_more(room, |out| {
+                take(&self.inbox.queue, out, &mut buf, &mut deliveries);
+                buf.len() < WRITE_BATCH_BYTES
+            });
             let written =
                 write_within(&self.stream, &self.inbox.queue, &buf, self.write_timeout).await;
             self.inbox.queue.release(buf.len());
             let failure = match written {
                 Ok(Ok(())) => {
+                    let waited = self.inbox.queue.waited_ns(since);
+                    self.metrics.queue_wait.observe(waited, deliveries);
                     self.metrics.messages_delivered.inc_by(deliveries);
                     self.metrics.bytes_out.inc_by(buf.len() as u64);
                     let info = &self.inbox.queue.info;
