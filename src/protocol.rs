@@ -361,6 +361,14 @@ pub fn could_not_deliver(name: &str) -> Vec<u8> {
     format_error(format_args!("could not deliver to \"{name}\""))
 }
 
+/// The text of the notice a client closed by an operator reads last.
+pub fn kick_notice(reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("disconnected by the operator: {reason}"),
+        None => "disconnected by the operator".into(),
+    }
+}
+
 #[cfg(test)]
 #[path = "protocol_tests.rs"]
 mod tests;

@@ -84,6 +84,16 @@ pub trait Control: Send + Sync + 'static {
     fn close(&self, conn: u64, reason: Option<&str>, by: &str) -> Option<Closing>;
     /// Closes every connection logged in as `login`, as [`Control::close`] does.
     fn close_login(&self, login: &str, reason: Option<&str>, by: &str) -> Vec<Closing>;
+    /// In a cluster, sends the kick of a login no connection here holds to the node that
+    /// holds it; that node's name, or `None` when no node does (on a single node, always).
+    fn forward_kick(
+        &self,
+        _login: &str,
+        _reason: Option<&str>,
+        _by: &str,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        Box::pin(async { None })
+    }
     /// Starts lame duck mode (`/readyz` 503 at once, accepting stops after
     /// `[shutdown] drain_delay`, clients closed spread over `lame_duck_duration`, then the
     /// drain); false when it or the drain had begun already.

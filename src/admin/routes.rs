@@ -128,7 +128,7 @@ pub(super) async fn made(request: &Request, shared: &Shared) -> Option<Made> {
             answer
         }
         Route::Close(conn) => close(control, conn, &request.query, &by),
-        Route::CloseLogin(login) => close_login(control, &login, &request.query, &by),
+        Route::CloseLogin(login) => close_login(control, &login, &request.query, &by).await,
         Route::LameDuck => {
             let started = control.lame_duck(&by);
             info!(by = &*by, started, "admin: lame duck");
@@ -231,17 +231,31 @@ fn close(control: &dyn Control, conn: u64, query: &str, by: &str) -> Made {
     }
 }
 
-fn close_login(control: &dyn Control, login: &str, query: &str, by: &str) -> Made {
+/// Closes the login's connections here; in a cluster, when none is here, sends the kick
+/// to the node that holds it (202: that node closes it, as this one would have).
+async fn close_login(control: &dyn Control, login: &str, query: &str, by: &str) -> Made {
     let reason = reason_of(query);
     let closed = control.close_login(login, reason.as_deref(), by);
-    if closed.is_empty() {
-        return (
+    if !closed.is_empty() {
+        return (200, JSON, format!("{}\n", json(&closed)).into_bytes());
+    }
+    match control.forward_kick(login, reason.as_deref(), by).await {
+        Some(node) => (
+            202,
+            JSON,
+            format!(
+                "{{\"forwarded\":{{\"login\":{},\"node\":{}}}}}\n",
+                quoted(login),
+                quoted(&node)
+            )
+            .into_bytes(),
+        ),
+        None => (
             404,
             TEXT,
             format!("no open connection is logged in as {login:?}\n").into_bytes(),
-        );
+        ),
     }
-    (200, JSON, format!("{}\n", json(&closed)).into_bytes())
 }
 
 /// `{"closed":[{"id":N,"login":"…"}],"already_closing":[{"id":N,"reason":"…"}]}`.

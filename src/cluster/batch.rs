@@ -29,6 +29,8 @@ enum Step {
 pub struct Batch {
     steps: Vec<Step>,
     frames: Vec<(Arc<str>, Vec<u8>)>,
+    /// Kicks published after the frames; nothing waits for their answers.
+    kicks: Vec<(Arc<str>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -42,6 +44,7 @@ impl Batch {
     ) -> (redis::Pipeline, Batch) {
         let mut steps: Vec<Step> = Vec::new();
         let mut frames: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
+        let mut kicks: Vec<(Arc<str>, Vec<u8>)> = Vec::new();
         for command in commands {
             match command {
                 Command::Claim { look, login, reply } => match steps.last_mut() {
@@ -64,6 +67,7 @@ impl Batch {
                         None => frames.push((node, frame)),
                     }
                 }
+                Command::Kick { node, frame } => kicks.push((node, frame)),
             }
         }
         let mut pipe = redis::pipe();
@@ -85,10 +89,17 @@ impl Batch {
                 }
             }
         }
-        for (node, frame) in &frames {
+        for (node, frame) in frames.iter().chain(&kicks) {
             pipe.cmd("PUBLISH").arg(relay_channel(node)).arg(&frame[..]);
         }
-        (pipe, Batch { steps, frames })
+        (
+            pipe,
+            Batch {
+                steps,
+                frames,
+                kicks,
+            },
+        )
     }
 
     /// Answers the claims and accounts for the frames. `Ok(true)` when the registry said
@@ -115,6 +126,12 @@ impl Batch {
                 }
                 for (_, frame) in self.frames {
                     shared.give_back(inbound, frame, CrossDrop::LinkDown);
+                }
+                for (node, _) in self.kicks {
+                    tracing::warn!(
+                        node = &*node,
+                        "a kick for another node may be lost: the connection to Redis failed"
+                    );
                 }
                 return Err(LinkError::Redis(e));
             }
@@ -152,10 +169,18 @@ impl Batch {
                 let _ = reply.send(answer);
             }
         }
-        for ((_, frame), answer) in self.frames.into_iter().zip(answers) {
+        for ((_, frame), answer) in self.frames.into_iter().zip(answers.by_ref()) {
             m.publishes.inc();
             if answer == Value::Int(0) {
                 shared.give_back(inbound, frame, CrossDrop::NoReceiver);
+            }
+        }
+        for ((node, _), answer) in self.kicks.into_iter().zip(answers) {
+            if answer == Value::Int(0) {
+                tracing::info!(
+                    node = &*node,
+                    "a kick found no receiver: its node is gone, and its logins with it"
+                );
             }
         }
         Ok(rejoin)

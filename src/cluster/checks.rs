@@ -93,10 +93,12 @@ pub enum Refusal {
     /// Directory events arrived faster than the router took them: the copy is read
     /// from the registry again.
     QueueFull,
+    /// A kick frame that cannot be read or whose fields break the rules (`kick.rs`).
+    Kick,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::Sender,
         Refusal::Line,
         Refusal::Control,
@@ -106,6 +108,7 @@ impl Refusal {
         Refusal::NodeFull,
         Refusal::DirectoryFull,
         Refusal::QueueFull,
+        Refusal::Kick,
     ];
 
     pub fn label(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Refusal {
             Refusal::NodeFull => "node_full",
             Refusal::DirectoryFull => "directory_full",
             Refusal::QueueFull => "queue_full",
+            Refusal::Kick => "kick",
         }
     }
 }

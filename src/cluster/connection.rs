@@ -165,6 +165,29 @@ where
     Ok((conn, driver))
 }
 
+/// A kick published to this node: read, held to the rules, and handed to the router;
+/// refused and counted (logged at debug) when it breaks them.
+fn on_kick(payload: &[u8], shared: &Shared, inbound: &Sender<Inbound>) {
+    let checked = super::kick::decode(payload)
+        .ok_or(Refusal::Kick)
+        .and_then(|kick| super::kick::check(&kick, &shared.rules.get()).map(|()| kick));
+    match checked {
+        Ok(kick) => {
+            if inbound.try_send(Inbound::Kick(kick.into())).is_err() {
+                shared.metrics.cluster.refused(Refusal::QueueFull, 1);
+                tracing::warn!("a kick from another node was lost: the router is behind");
+            }
+        }
+        Err(why) => {
+            shared.metrics.cluster.refused(why, 1);
+            tracing::debug!(
+                bytes = payload.len(),
+                "a kick frame that breaks the rules was refused"
+            );
+        }
+    }
+}
+
 /// A message published to this node (in the connection's driver): a directory change,
 /// or a relay frame, handed to the router as it is.
 fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound>) {
@@ -177,7 +200,9 @@ fn on_push(push: PushInfo, own: &[u8], shared: &Shared, inbound: &Sender<Inbound
     else {
         return;
     };
-    if channel == own {
+    if channel == own && payload.starts_with(super::kick::MAGIC) {
+        on_kick(&payload, shared, inbound);
+    } else if channel == own {
         let m = &shared.metrics.cluster;
         m.batches_received.inc();
         let mut payload = payload;

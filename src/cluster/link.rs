@@ -467,6 +467,12 @@ async fn serve_down(
                 shared.outgoing.fetch_sub(frame.len(), Ordering::AcqRel);
                 shared.give_back(inbound, frame, CrossDrop::LinkDown);
             }
+            Command::Kick { node, .. } => {
+                warn!(
+                    node = &*node,
+                    "a kick for another node was lost: Redis cannot be reached"
+                );
+            }
         }
     }
 }

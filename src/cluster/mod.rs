@@ -17,6 +17,7 @@ mod connection;
 mod directory;
 mod error;
 pub mod frame;
+pub mod kick;
 mod link;
 pub mod remote;
 mod snapshot;
@@ -67,6 +68,9 @@ pub enum Command {
     Release { look: Box<str> },
     /// Deliveries for logins on `node`, as a relay frame (`frame.rs`).
     Publish { node: Arc<str>, frame: Vec<u8> },
+    /// An operator's kick of a login that `node` holds (`kick.rs`): published on its own,
+    /// never merged with relay frames, and not given back if it finds no receiver.
+    Kick { node: Arc<str>, frame: Vec<u8> },
 }
 
 /// The registry's answer to a claim.
@@ -93,6 +97,8 @@ pub enum Inbound {
     Undelivered(Vec<u8>, CrossDrop),
     /// After an outage, another node holds this login of ours: its client must go.
     Evicted { look: Box<str> },
+    /// An operator on another node kicked a login (checked against the rules).
+    Kick(kick::Order),
 }
 
 /// What the link and the router share.

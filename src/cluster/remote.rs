@@ -301,6 +301,26 @@ impl Remote {
         }
     }
 
+    /// Sends an operator's kick of `login` to the node that holds it (or a login that
+    /// looks the same); that node's name, or `None` when no other node holds it or the
+    /// link cannot take the kick.
+    pub fn forward_kick(&self, login: &str, by: &str, reason: Option<&str>) -> Option<Arc<str>> {
+        let entry = self.directory.by_look(&crate::names::canonical(login))?;
+        let frame = cluster::kick::encode(&cluster::kick::Kick {
+            node: &self.link.shared.id,
+            login: entry.login(),
+            by,
+            reason,
+        })?;
+        let node = entry.node.clone();
+        let kick = Command::Kick {
+            node: node.clone(),
+            frame,
+        };
+        self.link.commands.try_send(kick).ok()?;
+        Some(node)
+    }
+
     /// A relay frame arrived: its bytes leave the inbound budget.
     pub fn relay_done(&self, len: usize) {
         self.link.shared.inbound.fetch_sub(len, Ordering::AcqRel);

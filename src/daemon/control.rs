@@ -11,6 +11,7 @@ use tracing::{debug, info};
 use super::stop::Stop;
 use crate::admin::{self, Reloaded};
 use crate::metrics::{CloseReason, Metrics};
+use crate::protocol;
 use crate::reload::{NotTried, Reloads};
 use crate::server::bans::{self, BanError, Target};
 use crate::server::{Closing, Live};
@@ -25,14 +26,6 @@ pub struct Control {
     pub stop: Arc<Stop>,
     /// Counts the kicks.
     pub metrics: Arc<Metrics>,
-}
-
-/// What a client closed by an operator reads last.
-fn kick_notice(reason: Option<&str>) -> String {
-    match reason {
-        Some(reason) => format!("disconnected by the operator: {reason}"),
-        None => "disconnected by the operator".into(),
-    }
 }
 
 /// One audit line per connection an operator closed, and the count of kicks.
@@ -76,7 +69,7 @@ impl admin::Control for Control {
     fn close(&self, conn: u64, reason: Option<&str>, by: &str) -> Option<Closing> {
         let closing = self
             .live
-            .close(conn, CloseReason::Kicked, &kick_notice(reason));
+            .close(conn, CloseReason::Kicked, &protocol::kick_notice(reason));
         match &closing {
             Some(closing) => audit(closing, by, reason, &self.metrics),
             None => debug!(conn, by, "kick asked for an unknown connection"),
@@ -85,9 +78,9 @@ impl admin::Control for Control {
     }
 
     fn close_login(&self, login: &str, reason: Option<&str>, by: &str) -> Vec<Closing> {
-        let closed = self
-            .live
-            .close_login(login, CloseReason::Kicked, &kick_notice(reason));
+        let closed =
+            self.live
+                .close_login(login, CloseReason::Kicked, &protocol::kick_notice(reason));
         if closed.is_empty() {
             debug!(login, by, "kick asked for a login with no open connection");
         }
@@ -95,6 +88,27 @@ impl admin::Control for Control {
             audit(closing, by, reason, &self.metrics);
         }
         closed
+    }
+
+    fn forward_kick(
+        &self,
+        login: &str,
+        reason: Option<&str>,
+        by: &str,
+    ) -> BoxFuture<'static, Option<String>> {
+        let live = self.live.clone();
+        let (login, reason, by) = (login.to_owned(), reason.map(str::to_owned), by.to_owned());
+        Box::pin(async move {
+            let node = live.forward_kick(&login, &by, reason.as_deref()).await?;
+            info!(
+                login,
+                by,
+                node = &*node,
+                reason = reason.as_deref().unwrap_or("-"),
+                "kick sent to the node that holds the login"
+            );
+            Some(node.to_string())
+        })
     }
 
     fn lame_duck(&self, by: &str) -> bool {

@@ -145,7 +145,7 @@ impl ClusterMetrics {
         let refused: Family<Labels, Counter> = add(
             registry,
             "refused",
-            "Relayed records and directory events from Redis refused by a-chat's rules, by reason",
+            "Relayed records, directory events and kicks from Redis refused by a-chat's rules, by reason",
         );
         let live_nodes: Gauge = add(registry, "live_nodes", "Nodes of the cluster whose lease is alive, this one included, as of this node's last lease renewal");
         let redis_round_trip = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

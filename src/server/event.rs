@@ -35,6 +35,20 @@ pub enum Event {
     /// The users file changed (SIGHUP): logins it no longer holds are told
     /// `notice: account removed` and disconnected.
     Revoke { users: Arc<Auth> },
+    /// An operator kicks a login that no connection here holds: in a cluster, the
+    /// router sends the kick to the node that holds it.
+    Kick(ForwardKick),
+}
+
+/// A kick for the node that holds `login`, and where to say which node that was.
+pub struct ForwardKick {
+    pub login: Box<str>,
+    /// The admin token that asked.
+    pub by: Box<str>,
+    pub reason: Option<Box<str>>,
+    /// The node the kick went to; `None` when no node holds the login (or on a single
+    /// node).
+    pub reply: oneshot::Sender<Option<Arc<str>>>,
 }
 
 /// The lines of one read from one client, in the order it sent them. The delivery

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_channel::Sender;
 use tracing::info;
 
+use super::outbox::Closing;
 use super::shutdown::Void;
 use super::{conninfo, outbox, router};
 use crate::auth::Auth;
 use crate::config::Limits;
 use crate::metrics::{CloseReason, Metrics};
-use crate::protocol;
 use crate::runtime;
 
 /// The settings a reload (SIGHUP) changes while connections run: the limits new
@@ -161,23 +161,13 @@ pub enum QueryError {
     Unknown(String),
 }
 
-/// How a request to close one connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Closing {
-    /// Told with the notice and closing now; the login it had, if any.
-    Now { conn: u64, login: Option<Arc<str>> },
-    /// It was ending already (closed by an operator before, or for another reason):
-    /// nothing more was done. Asking twice is harmless.
-    Already { conn: u64, reason: CloseReason },
-}
-
 impl Live {
     /// Closes connection `conn` for `why`: the client is told `notice: <notice>` as its
     /// last line, its reader stops, and its writer sends what is queued and closes.
     /// `None` when no open connection has that id.
     pub fn close(&self, conn: u64, why: CloseReason, notice: &str) -> Option<Closing> {
         let queue = self.budget.find(conn)?;
-        Some(close_queue(&queue, why, notice))
+        Some(queue.close_for(why, notice))
     }
 
     /// Closes every connection logged in as `login` (found by its look, as the chat
@@ -193,7 +183,7 @@ impl Live {
                     .get()
                     .is_some_and(|l| **l == *login || crate::names::canonical(l) == look)
             })
-            .map(|q| close_queue(&q, why, notice))
+            .map(|q| q.close_for(why, notice))
             .collect()
     }
 
@@ -208,7 +198,7 @@ impl Live {
             .queues()
             .into_iter()
             .filter(|q| net.contains(q.info.peer.ip()))
-            .map(|q| close_queue(&q, why, notice))
+            .map(|q| q.close_for(why, notice))
             .collect()
     }
 
@@ -226,6 +216,32 @@ impl Live {
         rows.into_iter().map(|(_, conn)| conn).collect()
     }
 
+    /// Asks the router to send a kick of `login` to the node of the cluster that holds
+    /// it; that node's name, or `None` when no node does (always, on a single node).
+    pub async fn forward_kick(
+        &self,
+        login: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Option<Arc<str>> {
+        let router = self
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()?
+            .upgrade()?;
+        let (reply, answer) = futures::channel::oneshot::channel();
+        let kick = router::ForwardKick {
+            login: login.into(),
+            by: by.into(),
+            reason: reason.map(Into::into),
+            reply,
+        };
+        router.send(router::Event::Kick(kick)).await.ok()?;
+        drop(router);
+        answer.await.ok().flatten()
+    }
+
     /// Stops the accept loop (lame duck mode, then the drain); connections go on.
     pub fn stop_accepting(&self) {
         let stop = self
@@ -236,23 +252,6 @@ impl Live {
         if stop.is_some() {
             info!("accepting stopped");
         }
-    }
-}
-
-/// Records `why` as the connection's close reason unless one is recorded already, and
-/// then (only then) queues the notice as its last line and stops its reader.
-fn close_queue(queue: &outbox::Queue, why: CloseReason, notice: &str) -> Closing {
-    let conn = queue.info.conn;
-    if !queue.info.ending(why) {
-        return Closing::Already {
-            conn,
-            reason: queue.info.reason(),
-        };
-    }
-    queue.finish_with(outbox::Out::Server(protocol::format_notice(notice)));
-    Closing::Now {
-        conn,
-        login: queue.info.login.get().cloned(),
     }
 }
 

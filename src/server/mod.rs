@@ -17,6 +17,7 @@ pub mod drain;
 mod elsewhere;
 pub(crate) mod event;
 mod handshakes;
+mod kick;
 mod line;
 mod live;
 pub(crate) mod outbox;
@@ -30,7 +31,8 @@ mod throttle;
 mod writer;
 
 pub use drain::Summary;
-pub use live::{percent_decoded, Closing, Live, QueryError};
+pub use live::{percent_decoded, Live, QueryError};
+pub use outbox::Closing;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{DropReason, SlowReason};
+use crate::metrics::{CloseReason, DropReason, SlowReason};
+use crate::protocol;
 use crate::runtime::Conn;
 use crate::server::badlines::BadLines;
 use crate::server::budget::{self, Held};
@@ -76,6 +77,16 @@ struct Lines {
     /// when a line arrives in an empty queue, and when the writer leaves lines behind.
     /// `achat_delivery_queue_wait_seconds` measures from here to the write.
     owed_since: u64,
+}
+
+/// How a request to close one connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// Told with the notice and closing now; the login it had, if any.
+    Now { conn: u64, login: Option<Arc<str>> },
+    /// It was ending already (closed by an operator before, or for another reason):
+    /// nothing more was done. Asking twice is harmless.
+    Already { conn: u64, reason: CloseReason },
 }
 
 /// What [`Outbox::bad_line`] decided about one refused line.
@@ -227,6 +238,11 @@ impl Outbox {
     /// The connection's figures.
     pub fn info(&self) -> &ConnInfo {
         &self.queue.info
+    }
+
+    /// Closes the connection for `why` with a last notice ([`Queue::close_for`]).
+    pub fn close_for(&self, why: CloseReason, notice: &str) -> Closing {
+        self.queue.close_for(why, notice)
     }
 
     /// Ends the connection's reading side: its reader sees the end of input and the
@@ -394,6 +410,25 @@ impl Queue {
         self.budget.add(n);
         let _ = self.stream.shutdown(SocketShutdown::Read);
         true
+    }
+
+    /// Closes the connection for `why`: records it as the close reason unless one is
+    /// recorded already, and then (only then) queues `notice: <notice>` as its last line
+    /// and stops its reader; its writer sends what is queued and closes. Closing twice
+    /// does nothing more the second time.
+    pub fn close_for(&self, why: CloseReason, notice: &str) -> Closing {
+        let conn = self.info.conn;
+        if !self.info.ending(why) {
+            return Closing::Already {
+                conn,
+                reason: self.info.reason(),
+            };
+        }
+        self.finish_with(Out::Server(protocol::format_notice(notice)));
+        Closing::Now {
+            conn,
+            login: self.info.login.get().cloned(),
+        }
     }
 
     /// Why the connection was cut off, if it was.

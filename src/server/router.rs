@@ -25,7 +25,7 @@ use crate::protocol;
 use crate::server::elsewhere::{Alone, Elsewhere};
 use crate::server::outbox::{Out, Outbox, Shared};
 
-pub use crate::server::event::{Batch, ConnId, Event, Item};
+pub use crate::server::event::{Batch, ConnId, Event, ForwardKick, Item};
 
 /// A logged-in connection, as the router knows it.
 struct Peer {
@@ -88,6 +88,15 @@ impl Online {
 
     fn outbox(&self, login: &str) -> Option<Outbox> {
         self.peers.get(login).map(|p| p.outbox.clone())
+    }
+
+    /// The queue of `login` or of the login that looks the same.
+    fn outbox_of_look(&self, login: &str) -> Option<&Outbox> {
+        let peer = match self.peers.get(login) {
+            Some(peer) => peer,
+            None => &self.peers[self.looks.get(&*names::canonical(login))?],
+        };
+        Some(&peer.outbox)
     }
 }
 
@@ -254,6 +263,12 @@ fn handle<E: Elsewhere>(event: Event, online: &mut Online, elsewhere: &mut E, me
             }
         }
         Event::Revoke { users } => revoke(&users, online, elsewhere, metrics),
+        Event::Kick(kick) => {
+            let node = elsewhere.remote().and_then(|remote| {
+                remote.forward_kick(&kick.login, &kick.by, kick.reason.as_deref())
+            });
+            let _ = kick.reply.send(node);
+        }
         Event::Logout { conn } => {
             if let Some(login) = online.logins.get(&conn).cloned() {
                 online.remove(&login, elsewhere);
@@ -313,6 +328,9 @@ fn inbound(message: Inbound, online: &mut Online, remote: &mut Remote, metrics: 
         Inbound::Subscribed => remote.directory.subscribed(),
         Inbound::Snapshot(copy) => remote.snapshot(copy, metrics),
         Inbound::Event(event) => remote.apply(event, metrics),
+        Inbound::Kick(order) => {
+            super::kick::from_node(&order, online.outbox_of_look(&order.login), metrics)
+        }
         Inbound::Evicted { look } => {
             if let Some(login) = online.looks.get(&look).cloned() {
                 if let Some(peer) = online.peers.get(&login) {
