@@ -170,12 +170,7 @@ fn stopping(started: bool, text: &str) -> Made {
 /// The `reason` of an act's query, made safe to show a client: one line, printable, at
 /// most 200 characters.
 fn reason_of(query: &str) -> Option<String> {
-    let value = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == "reason")?
-        .1;
-    let text: String = decoded(value)
+    let text: String = param(query, "reason")?
         .chars()
         .filter(|c| !c.is_control())
         .take(200)
