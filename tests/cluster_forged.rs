@@ -1,5 +1,5 @@
 //! What a party that can publish to the cluster's Redis can no longer do: forged relay
-//! records that break the client rules are refused and counted, and forged directory
+//! records and kicks that break the client rules are refused and counted, and forged directory
 //! events cannot grow a node's copy past its caps (docs/CLUSTER.md, "What a node takes
 //! from Redis").
 mod common;
@@ -73,7 +73,23 @@ fn forgeries(to: &str) -> Vec<(Vec<u8>, &'static str)> {
             frame(Some("n2"), &[("alice", &["bo b"], b"from alice: hi\n")]),
             "recipient",
         ),
+        // A kick whose reason would write a second line on the client's screen.
+        (kick(to, b"bye\r\nfrom admin: forged"), "kick"),
+        // A kick cut short.
+        (kick(to, b"bye")[..9].to_vec(), "kick"),
     ]
+}
+
+/// A kick frame from `n2` for `login`: `K1`, then node, login, token name and reason,
+/// each after its length (`src/cluster/kick.rs`).
+fn kick(login: &str, reason: &[u8]) -> Vec<u8> {
+    let mut out = b"K1\x02n2".to_vec();
+    out.extend_from_slice(&(login.len() as u16).to_le_bytes());
+    out.extend_from_slice(login.as_bytes());
+    out.extend_from_slice(b"\x03ops");
+    out.extend_from_slice(&(reason.len() as u16).to_le_bytes());
+    out.extend_from_slice(reason);
+    out
 }
 
 fn refused(node: &Node, reason: &str) -> f64 {
@@ -105,7 +121,7 @@ fn forged_records_are_refused_and_real_ones_arrive_intact() {
     alice.send("bob: the real one");
     bob.expect("from alice: the real one");
     assert_eq!(bob.line_within(Duration::from_millis(300)), None);
-    for reason in ["sender", "line", "control", "too_long", "recipient"] {
+    for reason in ["sender", "line", "control", "too_long", "recipient", "kick"] {
         let expected = forged.iter().filter(|(_, r)| *r == reason).count();
         assert_eq!(refused(&n1, reason), expected as f64, "reason {reason}");
     }
@@ -320,7 +336,7 @@ fn a_pair_chats_through_forged_records() {
     let trips = common::ping_pong(&mut alice, &mut bob, usize::MAX, Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let published: u64 = publishers.into_iter().map(|p| p.join().unwrap()).sum();
-    let refusals: f64 = ["sender", "line", "control", "too_long", "recipient"]
+    let refusals: f64 = ["sender", "line", "control", "too_long", "recipient", "kick"]
         .iter()
         .map(|r| refused(&n1, r) + refused(&n2, r))
         .sum();
