@@ -392,6 +392,36 @@ impl Conn {
         }
     }
 
+    /// Writes what the socket takes at once, without waiting: how many bytes of `buf`
+    /// were taken, and whether they are all on their way (on a TLS connection, also
+    /// flushed out of the session). When not, [`Conn::write_all`] of the rest (empty on
+    /// a TLS connection whose records wait to be flushed) finishes the write.
+    pub fn write_now(&self, buf: &[u8]) -> io::Result<(usize, bool)> {
+        let Some(tls) = &self.tls else {
+            return match io::Write::write(&mut self.sock.get_ref(), buf) {
+                Ok(n) => Ok((n, n == buf.len())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((0, buf.is_empty())),
+                Err(e) => Err(e),
+            };
+        };
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut stream = lock(tls);
+        let mut taken = 0;
+        while taken < buf.len() {
+            match Pin::new(&mut *stream).poll_write(&mut cx, &buf[taken..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => taken += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok((taken, false)),
+            }
+        }
+        match Pin::new(&mut *stream).poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => Ok((taken, true)),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok((taken, false)),
+        }
+    }
+
     pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         let Some(tls) = &self.tls else {
             return (&*self.sock).write_all(buf).await;

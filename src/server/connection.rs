@@ -124,7 +124,8 @@ impl Connection {
         });
         isolate(reader.run(), held.metrics.clone())
             .instrument(reader_span)
-            .then(move |end| held.close(end))
+            // Boxed: the clean-up runs once, and an idle connection keeps no room for it.
+            .then(move |end| Box::pin(held.close(end)))
             .instrument(span)
     }
 

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::metrics::{CloseReason, LabelSet};
@@ -127,6 +127,16 @@ pub fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// How a request to close one connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// Told with the notice and closing now; the login it had, if any.
+    Now { conn: u64, login: Option<Arc<str>> },
+    /// It was ending already (closed by an operator before, or for another reason):
+    /// nothing more was done. Asking twice is harmless.
+    Already { conn: u64, reason: CloseReason },
 }
 
 #[cfg(test)]

@@ -120,6 +120,10 @@ pub async fn run(
     let open = metrics.connections_open.get();
     info!(connections = open, deadline = ?config.shutdown.drain_timeout, "drain started");
     drop(drain_trigger);
+    // Readers waiting for input look at the drain signal when woken.
+    for queue in live.budget.queues() {
+        queue.wake_reader();
+    }
     live.stop_accepting();
     let drained = async {
         accepting.await;

@@ -24,6 +24,7 @@ use crate::server::budget::{self, Held};
 
 /// The memory bound every queue is measured against (see [`budget::Budget`]).
 pub type Budget = budget::Budget<Queue>;
+pub use crate::server::conninfo::Closing;
 use crate::server::conninfo::ConnInfo;
 pub use crate::server::line::{Out, Shared};
 
@@ -51,6 +52,10 @@ pub struct Queue {
     stream: Conn,
     /// Who the connection is and what it did, for its close line and `/connections`.
     pub info: ConnInfo,
+    /// The reader while it waits for input, woken when the drain begins
+    /// ([`Queue::wake_reader`]): one slot here instead of a listener on the drain signal
+    /// registered (and allocated) by every read.
+    reader: futures::task::AtomicWaker,
 }
 
 /// The part of the queue behind its lock.
@@ -77,16 +82,6 @@ struct Lines {
     /// when a line arrives in an empty queue, and when the writer leaves lines behind.
     /// `achat_delivery_queue_wait_seconds` measures from here to the write.
     owed_since: u64,
-}
-
-/// How a request to close one connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Closing {
-    /// Told with the notice and closing now; the login it had, if any.
-    Now { conn: u64, login: Option<Arc<str>> },
-    /// It was ending already (closed by an operator before, or for another reason):
-    /// nothing more was done. Asking twice is harmless.
-    Already { conn: u64, reason: CloseReason },
 }
 
 /// What [`Outbox::bad_line`] decided about one refused line.
@@ -123,6 +118,7 @@ pub fn new(stream: Conn, budget: Arc<Budget>, info: ConnInfo) -> (Outbox, Inbox)
         budget,
         stream,
         info,
+        reader: futures::task::AtomicWaker::new(),
     });
     queue
         .budget
@@ -238,6 +234,11 @@ impl Outbox {
     /// The connection's figures.
     pub fn info(&self) -> &ConnInfo {
         &self.queue.info
+    }
+
+    /// Registers the reader, waiting for input, to be woken by [`Queue::wake_reader`].
+    pub fn register_reader(&self, waker: &Waker) {
+        self.queue.reader.register(waker);
     }
 
     /// Closes the connection for `why` with a last notice ([`Queue::close_for`]).
@@ -429,6 +430,11 @@ impl Queue {
             conn,
             login: self.info.login.get().cloned(),
         }
+    }
+
+    /// Wakes the reader if it waits for input (the drain has begun: it must look).
+    pub fn wake_reader(&self) {
+        self.reader.wake();
     }
 
     /// Why the connection was cut off, if it was.

@@ -2,11 +2,8 @@
 //! message lines, each parsed and handed to the router in batches (one batch per read).
 //! It answers bad input itself through the connection's own queue.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
 
 use async_channel::Sender;
 use futures_lite::future::FutureExt as _;
@@ -24,24 +21,10 @@ use crate::server::router::{Batch, ConnId, Event, Item};
 use crate::server::shutdown::Shutdown;
 
 mod authenticate;
+mod input;
 mod login;
 
-/// Bytes asked of one `read`. Reads go into a buffer shared by every connection that its
-/// thread serves (see [`SCRATCH`]), so a connection waiting for input holds no read
-/// buffer at all, and one that keeps a partial line holds just that line.
-const READ_SIZE: usize = 64 * 1024;
-
-thread_local! {
-    /// The buffer every read on this thread goes into. A read and the copy of what it
-    /// got into the connection's framer happen in one poll, so no two connections ever
-    /// use it at once.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
-}
-/// Reads taken in after the drain begins, at most (what the kernel already holds), and
-/// the size of each: at most 256 KiB per connection, so that the drain's work stays
-/// bounded however much a client had sent ahead.
-const DRAIN_READS: usize = 64;
-const DRAIN_READ: usize = 4096;
+use input::Input;
 
 /// The answer that closes a connection sending bad lines faster than the rate of
 /// `badlines`; counted and logged once per connection.
@@ -109,6 +92,17 @@ enum Turn {
     More,
 }
 
+/// What one turn's parsing left to act on once its batch is with the router.
+struct Taken {
+    turn: Turn,
+    /// Deliveries the batch asked for.
+    deliveries: usize,
+    /// A framing error after the routed lines: the connection closes.
+    failure: Option<FrameError>,
+    /// The client went over the bad-line rate: the connection closes.
+    too_many_bad: bool,
+}
+
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -118,34 +112,39 @@ pub enum End {
     Closed,
 }
 
-/// What one wait for input gave.
-enum Input {
-    Read(std::io::Result<usize>),
-    Drain,
-    Timeout,
-}
-
 impl Reader {
     /// Reads until the client leaves, breaks a rule, or the drain begins; says how it
     /// ended and whether the connection ever logged in.
-    pub async fn run(mut self) -> (End, bool) {
-        let mut framer = LineFramer::new(self.limits.max_line_bytes);
-        // Boxed: the login's futures are needed once, and an idle connection should not
-        // keep room for them for the rest of its life.
-        let login = match Box::pin(self.login(&mut framer)).await {
-            Ok(login) => login,
-            Err(end) => return (end, false),
-        };
-        (self.chat(login, framer).await, true)
+    ///
+    /// An `async` block that uses the reader where it was moved to, not an `async fn`:
+    /// the state machine of an `async fn` keeps its arguments twice (as they came, and as
+    /// its locals), and every idle connection would pay for a second reader.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = (End, bool)> + Send {
+        async move {
+            let mut framer = LineFramer::new(self.limits.max_line_bytes);
+            // Boxed: the login's futures are needed once, and an idle connection should
+            // not keep room for them for the rest of its life.
+            let login = match Box::pin(self.login(&mut framer)).await {
+                Ok(login) => login,
+                Err(end) => return (end, false),
+            };
+            (self.chat(&login, &mut framer).await, true)
+        }
     }
 
-    /// After the login: routes what the client sends.
-    async fn chat(&mut self, login: Arc<str>, mut framer: LineFramer) -> End {
+    /// After the login: routes what the client sends. Takes the login and the framer by
+    /// reference, for the reason [`Reader::run`] gives.
+    async fn chat(&mut self, login: &Arc<str>, framer: &mut LineFramer) -> End {
         let idle = self.limits.idle_timeout;
         loop {
             // Lines that arrived with the login, or in the last read.
-            let allowed = self.allowance().await;
-            let turn = self.route_lines(&login, &mut framer, allowed).await;
+            let allowed = match self.allowed_now() {
+                Some(allowed) => allowed,
+                // Boxed: the wait is rare, and an idle connection keeps no room for it.
+                None => Box::pin(self.allowance()).await,
+            };
+            let turn = self.route_lines(login, framer, allowed).await;
             if let Ok((_, deliveries)) = &turn {
                 self.rate.spend(*deliveries);
             }
@@ -170,7 +169,7 @@ impl Reader {
             let input = if self.shutdown.is_draining() {
                 Input::Drain
             } else {
-                self.read(&mut framer, idle).await
+                self.read(framer, idle).await
             };
             match input {
                 Input::Read(Ok(0)) => {
@@ -190,16 +189,28 @@ impl Reader {
                     self.say(protocol::format_notice("idle timeout"));
                     return End::Closed;
                 }
-                Input::Drain => {
-                    self.take_in_received(&mut framer);
-                    while let Ok((Turn::More, _)) =
-                        self.route_lines(&login, &mut framer, usize::MAX).await
-                    {
-                    }
-                    return End::Drain;
-                }
+                // Boxed: it runs once, and an idle connection keeps no room for it.
+                Input::Drain => return Box::pin(self.drain(login, framer)).await,
             }
         }
+    }
+
+    /// The drain began: routes what the client had sent, then ends.
+    async fn drain(&mut self, login: &Arc<str>, framer: &mut LineFramer) -> End {
+        self.take_in_received(framer);
+        while let Ok((Turn::More, _)) = self.route_lines(login, framer, usize::MAX).await {}
+        End::Drain
+    }
+
+    /// How many deliveries the client may cause now, when it need not wait (see
+    /// [`Reader::allowance`]).
+    fn allowed_now(&mut self) -> Option<usize> {
+        if self.limits.messages_per_second == 0 || self.shutdown.is_draining() {
+            return Some(usize::MAX);
+        }
+        self.rate
+            .allowance(&self.limits, self.accepted.elapsed())
+            .ok()
     }
 
     /// How many deliveries the client may cause now (no bound when the rate is off or
@@ -240,6 +251,59 @@ impl Reader {
         framer: &mut LineFramer,
         allowed: usize,
     ) -> Result<(Turn, usize), End> {
+        // In a block of its own: the batch is with the router (or in the boxed send) before
+        // the wait, so the wait keeps no room for it.
+        let (send, taken) = {
+            let (event, taken) = self.take_lines(login, framer, allowed);
+            let send = match event {
+                Some(event) => self.hand_over(event)?,
+                None => None,
+            };
+            (send, taken)
+        };
+        if let Some(send) = send {
+            send.await.map_err(|_| End::Drain)?;
+        }
+        self.after_turn(taken)
+    }
+
+    /// Gives the router a batch. The router's queue nearly always has room; when it has
+    /// none, the send to wait in (the reader then reads nothing more) comes back boxed, so
+    /// that an idle connection keeps no room for one.
+    #[allow(clippy::type_complexity)]
+    fn hand_over(
+        &self,
+        event: Event,
+    ) -> Result<Option<std::pin::Pin<Box<async_channel::Send<'_, Event>>>>, End> {
+        match self.events.try_send(event) {
+            Ok(()) => Ok(None),
+            Err(async_channel::TrySendError::Closed(_)) => Err(End::Drain),
+            Err(async_channel::TrySendError::Full(event)) => {
+                Ok(Some(Box::pin(self.events.send(event))))
+            }
+        }
+    }
+
+    /// What a turn's lines ask for next: close the connection, or go on.
+    fn after_turn(&self, taken: Taken) -> Result<(Turn, usize), End> {
+        if taken.too_many_bad {
+            self.outbox.info().ending(CloseReason::TooManyBadLines);
+            return Err(End::Closed);
+        }
+        match taken.failure {
+            Some(e) => Err(self.frame_error(e)),
+            None => Ok((taken.turn, taken.deliveries)),
+        }
+    }
+
+    /// Parses every complete line in the framer (at most a turn's worth) into one batch
+    /// for the router, answering refused lines through the connection's own queue.
+    fn take_lines(
+        &self,
+        login: &Arc<str>,
+        framer: &mut LineFramer,
+        allowed: usize,
+    ) -> (Option<Event>, Taken) {
         let mut lines = Vec::new();
         let mut names = String::new();
         let mut items = Vec::new();
@@ -299,28 +363,21 @@ impl Reader {
                 }
             }
         }
-        if !items.is_empty() {
-            let batch = Batch {
+        let event = (!items.is_empty()).then(|| Event::Messages {
+            from: login.clone(),
+            batch: Batch {
                 lines: lines.into(),
                 names,
                 items,
-            };
-            let routed = self.events.send(Event::Messages {
-                from: login.clone(),
-                batch,
-            });
-            if routed.await.is_err() {
-                return Err(End::Drain);
-            }
-        }
-        if too_many_bad {
-            self.outbox.info().ending(CloseReason::TooManyBadLines);
-            return Err(End::Closed);
-        }
-        match failure {
-            Some(e) => Err(self.frame_error(e)),
-            None => Ok((turn, deliveries)),
-        }
+            },
+        });
+        let taken = Taken {
+            turn,
+            deliveries,
+            failure,
+            too_many_bad,
+        };
+        (event, taken)
     }
 
     fn frame_error(&self, e: FrameError) -> End {
@@ -331,81 +388,6 @@ impl Reader {
         warn!(error = %e, "closing connection");
         self.say(protocol::format_error(e));
         End::Closed
-    }
-
-    /// Waits for input, the drain, or `limit` (zero means no limit).
-    ///
-    /// A plain function returning a combinator, not an `async fn`, so that the waiting
-    /// futures are stored once in every idle connection, not twice.
-    fn read<'a>(
-        &'a mut self,
-        framer: &'a mut LineFramer,
-        limit: Duration,
-    ) -> impl Future<Output = Input> + 'a {
-        // Disjoint borrows of the reader's fields, so that waiting for the drain needs no
-        // clone of the shutdown handle on every read.
-        let Reader {
-            stream,
-            metrics,
-            shutdown,
-            emptied,
-            outbox,
-            ..
-        } = self;
-        let drain = async move {
-            shutdown.wait().await;
-            Input::Drain
-        };
-        let timeout = async move {
-            if limit.is_zero() {
-                futures_lite::future::pending::<()>().await;
-            }
-            runtime::sleep(limit).await;
-            Input::Timeout
-        };
-        let read = async move {
-            if *emptied {
-                if let Err(e) = stream.readable().await {
-                    return Input::Read(Err(e));
-                }
-            }
-            let result = futures::future::poll_fn(|cx| {
-                SCRATCH.with(|scratch| {
-                    let scratch = &mut *scratch.borrow_mut();
-                    let result = std::task::ready!(stream.poll_read(cx, scratch));
-                    if let Ok(n) = result {
-                        framer.push(&scratch[..n]);
-                    }
-                    Poll::Ready(result)
-                })
-            })
-            .await;
-            let n = *result.as_ref().unwrap_or(&0);
-            if n > 0 {
-                metrics.bytes_in.inc_by(n as u64);
-                ConnInfo::add(&outbox.info().bytes_in, n as u64);
-            }
-            // A TLS session may hold decrypted bytes the socket no longer shows as
-            // readable: only a plain socket is waited on after a short read.
-            *emptied = n < READ_SIZE && !stream.is_tls();
-            Input::Read(result)
-        };
-        read.or(drain).or(timeout)
-    }
-
-    /// After the drain began: takes in what the kernel has already received, without waiting.
-    fn take_in_received(&mut self, framer: &mut LineFramer) {
-        SCRATCH.with(|scratch| {
-            let scratch = &mut scratch.borrow_mut()[..DRAIN_READ];
-            for _ in 0..DRAIN_READS {
-                let n = self.stream.read_now(scratch).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                framer.push(&scratch[..n]);
-                self.metrics.bytes_in.inc_by(n as u64);
-            }
-        })
     }
 
     /// Queues a line from the server to this client.

@@ -3,6 +3,7 @@
 //! closes the connection cleanly when the queue closes (sending the drain notice when
 //! the daemon is shutting down).
 
+use std::future::Future;
 use std::net::Shutdown as SocketShutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +43,8 @@ pub struct Writer {
     pub shutdown: Shutdown,
 }
 
-/// Writes all of `buf`. A write the socket takes at once (nearly all of them) starts no
-/// timer: one is armed only when the socket's buffer is full and the write has to wait.
+/// Writes all of `buf`, waiting while the socket's buffer is full: a timer is armed only
+/// then.
 /// The wait ends the connection when it passes `write_timeout`, or when the queue has
 /// stayed above `outbound_queue_bytes` for the whole grace meanwhile (nobody else may be
 /// queueing to notice it). A queue that goes over the bound during the wait wakes it
@@ -111,7 +112,14 @@ enum Failure {
 }
 
 impl Writer {
-    pub async fn run(mut self) {
+    /// Writes until the queue closes. An `async` block that uses the writer where it was
+    /// moved to, not an `async fn`, which would keep it twice in every idle connection.
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move { self.write_all_queued().await }
+    }
+
+    async fn write_all_queued(&mut self) {
         let mut buf = Vec::new();
         loop {
             let first = match self.inbox.recv().await {
@@ -132,8 +140,18 @@ impl Writer {
                 take(&self.inbox.queue, out, &mut buf, &mut deliveries);
                 buf.len() < WRITE_BATCH_BYTES
             });
-            let written =
-                write_within(&self.stream, &self.inbox.queue, &buf, self.write_timeout).await;
+            // A write the socket takes at once (nearly all of them) is made without waiting
+            // and starts no timer; only the rest of one that has to wait is written by
+            // `write_within`, boxed, so that an idle writer keeps no room for it.
+            let written = match self.stream.write_now(&buf) {
+                Ok((_, true)) => Ok(Ok(())),
+                Ok((taken, false)) => {
+                    let rest = &buf[taken..];
+                    let queue = &self.inbox.queue;
+                    Box::pin(write_within(&self.stream, queue, rest, self.write_timeout)).await
+                }
+                Err(e) => Ok(Err(e)),
+            };
             self.inbox.queue.release(buf.len());
             let failure = match written {
                 Ok(Ok(())) => {
