@@ -260,7 +260,9 @@ fn trim(s: &str) -> &str {
 /// (as in `a,,b`) are skipped; a name listed twice counts once for delivery but each
 /// listing counts toward `max_recipients`, so a line full of repeats is refused cheaply.
 pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, MessageError> {
-    let (dest, text) = line.split_once(':').ok_or(MessageError::NoColon)?;
+    // A byte search (the `:` is ASCII, so it never falls inside a character).
+    let colon = memchr::memchr(b':', line.as_bytes()).ok_or(MessageError::NoColon)?;
+    let (dest, text) = (&line[..colon], &line[colon + 1..]);
     let listed = names(dest).take(max_recipients + 1).count();
     if listed == 0 {
         return Err(MessageError::NoRecipients);
@@ -268,7 +270,8 @@ pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, M
     if listed > max_recipients {
         return Err(MessageError::TooManyRecipients);
     }
-    let text = text.trim();
+    // The usual `name: text` has one space after the colon; past it, `trim`'s shortcut.
+    let text = trim(text.strip_prefix(' ').unwrap_or(text));
     if has_control(text) {
         return Err(MessageError::ControlCharacter);
     }
