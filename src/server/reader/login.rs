@@ -68,7 +68,8 @@ impl Reader {
         let mut checked = None;
         if let Some(auth) = self.auth.clone() {
             let sent_more = framer.partial_len() > 0;
-            let (name, granted) = self.authenticate(&auth, line, sent_more).await?;
+            // Boxed: only with `[auth]` does a login keep room for the password check.
+            let (name, granted) = Box::pin(self.authenticate(&auth, line, sent_more)).await?;
             (line, checked) = (name, Some(granted));
         }
         let limits = &self.limits;
