@@ -144,6 +144,9 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
         }
     }
     let recovered = recovering.elapsed();
+    // The pair's round trips below are timed from when Redis holds nothing more for any
+    // node: until then a relay waits behind what Redis kept of the flood for n2.
+    redis_caught_up(&redis);
     // Read once n2 has caught up with what Redis held for it (its Redis connections read
     // on a thread of their own, beside the chat's, so they may still be at it when the
     // flood stops).
@@ -189,6 +192,36 @@ fn hostile_publishes_cost_bounded_memory_and_no_login() {
     );
     nodes[1].daemon.signal(libc::SIGTERM);
     assert!(nodes[1].daemon.wait_exit(WAIT).is_some());
+}
+
+/// Waits until no subscriber of Redis (a node's relay and directory connection) has
+/// replies waiting in its output buffer (`CLIENT LIST`: `oll=0 omem=0` for every client
+/// with the `P` flag).
+fn redis_caught_up(redis: &Redis) {
+    let deadline = Instant::now() + WAIT * 3;
+    loop {
+        let list = redis.bulk(&[b"CLIENT", b"LIST"]);
+        let behind: Vec<&str> = list
+            .lines()
+            .filter(|client| {
+                let field = |key: &str| {
+                    client
+                        .split(' ')
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                };
+                field("flags").is_some_and(|f| f.contains('P'))
+                    && (field("oll") != Some("0") || field("omem") != Some("0"))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis still holds replies for a subscriber: {behind:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// What one flooding client on the first node sends, over and over, without reading.
