@@ -298,8 +298,8 @@ fn idle_cost(
     after.saturating_sub(before) * 1024 / n as u64
 }
 
-/// What an idle logged-in connection costs (docs/BENCHMARKS.md measures it on a release
-/// build, 10 000 at once: 3.1–3.4 KiB plain, 10.3 KiB over TLS). The bounds here are for
+/// What an idle logged-in connection costs (BENCHMARKS.md measures it on a release build,
+/// 10 000 at once: about 3.0 KiB plain, 10.3 KiB over TLS). The bounds here are for
 /// this debug build (about 3.9 and 10.1 KiB here, 1 500 held), with room for the
 /// allocator: a change that made every connection keep a read or write buffer while idle
 /// (4 KiB and more) would pass them.
