@@ -30,7 +30,7 @@ fn check_config_on_the_shipped_file_prints_the_effective_settings() {
         "slow_consumer_grace = \"5s\"",
         "outbound_queue_hard_bytes = 33554432",
         "outbound_total_bytes = 268435456",
-        "listen_backlog = 1024",
+        "listen_backlog = 4096",
         "write_timeout = \"10s\"",
         "drain_timeout = \"10s\"",
         "level = \"info\"",
@@ -41,8 +41,8 @@ fn check_config_on_the_shipped_file_prints_the_effective_settings() {
     // It compares listen_backlog with the kernel's cap, where that can be read.
     if let Ok(cap) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
         let cap: u32 = cap.trim().parse().unwrap();
-        let verdict = if cap < 1024 { "capped at" } else { "ok" };
-        let line = format!("# net.core.somaxconn here: {cap}; listen_backlog = 1024: {verdict}");
+        let verdict = if cap < 4096 { "capped at" } else { "ok" };
+        let line = format!("# net.core.somaxconn here: {cap}; listen_backlog = 4096: {verdict}");
         assert!(out.contains(&line), "{line:?} missing from:\n{out}");
     }
     // The effective settings are a valid config themselves.

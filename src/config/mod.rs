@@ -57,7 +57,9 @@ pub struct ServerConfig {
     pub accept_error_sleep: Duration,
     /// The kernel's queue of connections not yet accepted (`listen(2)`'s backlog), capped
     /// by `net.core.somaxconn`. A reconnect storm that overflows it costs each dropped SYN
-    /// a one-second retransmit.
+    /// a one-second retransmit. 4096 (Linux's default `somaxconn` since 5.4): while the
+    /// one chat thread logs in the first of a storm's clients, the accept loop waits its
+    /// turn, and 1024 slots overflowed in most 5000-client storms (BENCHMARKS.md).
     pub listen_backlog: u32,
     /// What a client arriving at `max_connections` meets.
     pub at_capacity: AtCapacity,
@@ -86,7 +88,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             accept_error_sleep: Duration::from_millis(500),
-            listen_backlog: 1024,
+            listen_backlog: 4096,
             at_capacity: AtCapacity::Wait,
             worker_threads: 1,
             proxy_protocol_from: Vec::new(),
