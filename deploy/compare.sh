@@ -28,6 +28,7 @@
 #                    tcp-backlog default (511)
 #   5. once per target: idle 19000 on a fresh server: the largest count held
 #   6. print a markdown table: medians and spreads (min–max) of the runs
+#   7. draw the sitting (deploy/plot_sitting.py: SVGs in RESULTS/plots) when gnuplot is installed
 # All traffic stays on 127.0.0.1. Every run is bounded (a few seconds; a storm at most
 # 10 s, a burst round at most 10 s); the whole script takes about 2½ minutes once the
 # binary is built, about 3 with BASELINE (191 s on 2 cores). Every process it starts is
@@ -432,6 +433,13 @@ if names:
         print("| other | " + " | ".join(
             f"{max(0.0, med(t, 'total') - sum(med(t, n) for n in names)):.4f}" for t in targets) + " |")
 EOF
+
+say "step 7: the pictures (gnuplot; BENCHMARKS.md shows the ones of its top sitting)"
+if command -v gnuplot >/dev/null; then
+    python3 "$ROOT/deploy/plot_sitting.py" "$RESULTS" "$RESULTS/plots" || say "the pictures could not all be drawn"
+else
+    say "gnuplot is not installed (apt-get install gnuplot-nox): no pictures"
+fi
 
 say "done in $((SECONDS - STARTED)) s; raw results in $RESULTS"
 exit "$FAILED"
