@@ -26,11 +26,12 @@ use crate::server::shutdown::{Shutdown, Void};
 use crate::server::{Listener, Live};
 use crate::tls;
 
-/// Connections accepted in a row before the loop lets other tasks run: about what the
-/// default `listen_backlog` holds, so that a storm empties the kernel's queue in one go
-/// (a few milliseconds) instead of letting it overflow while new connections log in.
-/// With 64, a 10 000-client storm overflowed the queue 118-271 times (each a one-second
-/// SYN retransmit); with 1024, 0 in most runs.
+/// Connections accepted in a row before the loop lets other tasks run, so that a storm
+/// empties the kernel's queue in large gulps (a few milliseconds each) instead of letting
+/// it overflow while new connections log in. With 64, a 10 000-client storm overflowed
+/// the queue 118-271 times (each a one-second SYN retransmit); with 1024, 0 in most runs.
+/// While the loop yields, the logins it started run first: `listen_backlog` (4096 by
+/// default) holds what arrives meanwhile (BENCHMARKS.md, "Storms without a tail").
 const ACCEPT_BURST: u64 = 1024;
 
 /// An accept's result, and the TLS settings of the listener it came from.
