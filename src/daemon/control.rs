@@ -14,7 +14,7 @@ use crate::metrics::{CloseReason, Metrics};
 use crate::protocol;
 use crate::reload::{NotTried, Reloads};
 use crate::server::bans::{self, BanError, Target};
-use crate::server::{Closing, Live};
+use crate::server::{kick, Closing, Live};
 
 /// The calls the admin endpoint makes, answered by the running daemon's parts.
 pub struct Control {
@@ -26,28 +26,6 @@ pub struct Control {
     pub stop: Arc<Stop>,
     /// Counts the kicks.
     pub metrics: Arc<Metrics>,
-}
-
-/// One audit line per connection an operator closed, and the count of kicks.
-fn audit(closing: &Closing, by: &str, reason: Option<&str>, metrics: &Metrics) {
-    match closing {
-        Closing::Now { conn, login } => {
-            metrics.operator.kicks.inc();
-            info!(
-                conn,
-                login = login.as_deref().unwrap_or("-"),
-                by,
-                reason = reason.unwrap_or("-"),
-                "connection kicked by the operator"
-            )
-        }
-        Closing::Already { conn, reason: was } => debug!(
-            conn,
-            by,
-            closing_for = was.label(),
-            "kick asked for a connection already closing: nothing more done"
-        ),
-    }
 }
 
 impl admin::Control for Control {
@@ -71,7 +49,7 @@ impl admin::Control for Control {
             .live
             .close(conn, CloseReason::Kicked, &protocol::kick_notice(reason));
         match &closing {
-            Some(closing) => audit(closing, by, reason, &self.metrics),
+            Some(closing) => kick::audit(closing, by, None, reason, &self.metrics),
             None => debug!(conn, by, "kick asked for an unknown connection"),
         }
         closing
@@ -85,7 +63,7 @@ impl admin::Control for Control {
             debug!(login, by, "kick asked for a login with no open connection");
         }
         for closing in &closed {
-            audit(closing, by, reason, &self.metrics);
+            kick::audit(closing, by, None, reason, &self.metrics);
         }
         closed
     }

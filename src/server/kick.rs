@@ -24,23 +24,44 @@ pub fn from_node(order: &Order, holder: Option<&Outbox>, metrics: &Metrics) {
         return;
     };
     let reason = order.reason.as_deref();
-    match outbox.close_for(CloseReason::Kicked, &protocol::kick_notice(reason)) {
+    let closing = outbox.close_for(CloseReason::Kicked, &protocol::kick_notice(reason));
+    audit(&closing, &order.by, Some(&order.node), reason, metrics);
+}
+
+/// The one audit line of a kick, and the count of kicks: `by` names the admin token,
+/// `via` the node the operator asked when it was not this one. A kick of a connection
+/// already closing did nothing more, and is logged at debug only (a loop of them floods
+/// no log).
+pub fn audit(
+    closing: &Closing,
+    by: &str,
+    via: Option<&str>,
+    reason: Option<&str>,
+    metrics: &Metrics,
+) {
+    match closing {
         Closing::Now { conn, login } => {
             metrics.operator.kicks.inc();
-            info!(
-                conn,
-                login = login.as_deref().unwrap_or("-"),
-                by = &*order.by,
-                node = &*order.node,
-                reason = reason.unwrap_or("-"),
-                "connection kicked by the operator, through another node"
-            );
+            let login = login.as_deref().unwrap_or("-");
+            let reason = reason.unwrap_or("-");
+            match via {
+                None => info!(conn, login, by, reason, "connection kicked by the operator"),
+                Some(node) => info!(
+                    conn,
+                    login,
+                    by,
+                    node,
+                    reason,
+                    "connection kicked by the operator, through another node"
+                ),
+            }
         }
         Closing::Already { conn, reason: was } => debug!(
             conn,
-            node = &*order.node,
+            by,
+            via,
             closing_for = was.label(),
-            "a kick from another node found the connection closing already"
+            "kick asked for a connection already closing: nothing more done"
         ),
     }
 }

@@ -17,7 +17,7 @@ pub mod drain;
 mod elsewhere;
 pub(crate) mod event;
 mod handshakes;
-mod kick;
+pub mod kick;
 mod line;
 mod live;
 pub(crate) mod outbox;
