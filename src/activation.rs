@@ -22,6 +22,10 @@ pub enum Role {
     Chat,
     Tls,
     Admin,
+    /// `websocket`: a WebSocket listener (ARCHITECTURE §14).
+    WebSocket,
+    /// `websocket-tls`: a WebSocket listener over TLS.
+    WebSocketTls,
 }
 
 /// One socket passed by the manager.
@@ -92,6 +96,8 @@ pub fn parse(
                 role: match names.get(i as usize).copied() {
                     Some("tls") => Role::Tls,
                     Some("admin") => Role::Admin,
+                    Some("websocket") => Role::WebSocket,
+                    Some("websocket-tls") => Role::WebSocketTls,
                     _ => Role::Chat,
                 },
             })

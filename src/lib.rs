@@ -40,3 +40,4 @@ pub mod screen;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;

@@ -221,7 +221,9 @@ impl Targets {
         };
         let new = (self.load)(path).map_err(|e| failed(e.into()))?;
         // Everything that can fail is tried before anything is applied.
-        let certificates = match (&self.tls, new.tls.listen.is_empty()) {
+        // Whenever a TLS listener runs (configured, for WebSocket too, or passed by the
+        // service manager) and the new file names a certificate.
+        let certificates = match (&self.tls, new.tls.cert.is_empty()) {
             (Some(_), false) => Some(tls::server_config(&new.tls).map_err(|e| failed(e.into()))?),
             _ => None,
         };

@@ -36,6 +36,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     pub cluster: ClusterConfig,
+    pub websocket: WebSocketConfig,
     /// The file keys written `credential:NAME`, now holding the credential's path: for
     /// check-config to say where each came from.
     #[serde(skip)]
@@ -287,6 +288,22 @@ pub enum ClientIdentity {
     Login,
 }
 
+/// `[websocket]` (ARCHITECTURE §14): chat from browsers; no address means no listener.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Addresses to accept WebSocket connections (and serve the chat page) on, without TLS.
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub listen: Vec<SocketAddr>,
+    /// The same over TLS (`wss`), with `[tls]`'s certificate, key and client CA.
+    #[serde(deserialize_with = "one_or_many_addrs")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// Pages from these origins (`https://chat.example.org`) may open a session; `"*"`
+    /// lets any page. Empty: only the page a-chat serves itself (same origin). A request
+    /// without an `Origin` header (not a browser) is always let through.
+    pub allowed_origins: Vec<String>,
+}
+
 /// `[auth]` (ARCHITECTURE §9): authenticated logins; `users_file = ""` means open logins.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -359,6 +376,11 @@ impl ClusterConfig {
 }
 
 impl Config {
+    /// Whether any listener speaks TLS, and so needs `[tls]`'s certificate loaded.
+    pub fn wants_tls(&self) -> bool {
+        !self.tls.listen.is_empty() || !self.websocket.tls_listen.is_empty()
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

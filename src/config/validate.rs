@@ -20,7 +20,15 @@ impl Config {
         let admin = self.admin.listen?;
         let chat = self.server.listen.iter().map(|a| ("server.listen", *a));
         let tls = self.tls.listen.iter().map(|a| ("tls.listen", *a));
+        let ws = self
+            .websocket
+            .listen
+            .iter()
+            .map(|a| ("websocket.listen", *a));
+        let wss = (self.websocket.tls_listen.iter()).map(|a| ("websocket.tls_listen", *a));
         chat.chain(tls)
+            .chain(ws)
+            .chain(wss)
             .find(|(_, a)| clash(*a, admin))
             .map(|(key, _)| (key, admin))
     }
@@ -28,11 +36,21 @@ impl Config {
     /// The listeners: at least one chat address, an admin address of its own, and a TLS
     /// listener's certificate and key.
     fn validate_listeners(&self) -> Result<(), (&'static str, String)> {
-        if self.server.listen.is_empty() && self.tls.listen.is_empty() {
+        let ws = &self.websocket;
+        if self.server.listen.is_empty()
+            && self.tls.listen.is_empty()
+            && ws.listen.is_empty()
+            && ws.tls_listen.is_empty()
+        {
             return Err((
                 "server.listen",
-                "needs at least one address (or set tls.listen for TLS only)".into(),
+                "needs at least one address (or set tls.listen or websocket.listen instead)".into(),
             ));
+        }
+        for origin in &ws.allowed_origins {
+            if let Err(why) = crate::transport::http::check_origin_setting(origin) {
+                return Err(("websocket.allowed_origins", format!("{origin:?}: {why}")));
+            }
         }
         if let Some((key, addr)) = self.admin_clash() {
             return Err((
@@ -42,11 +60,11 @@ impl Config {
                 ),
             ));
         }
-        if !self.tls.listen.is_empty() {
+        if self.wants_tls() {
             if self.tls.cert.is_empty() {
                 return Err((
                     "tls.cert",
-                    "a TLS listener needs a certificate (PEM file)".into(),
+                    "a TLS listener (tls.listen or websocket.tls_listen) needs a certificate (PEM file)".into(),
                 ));
             }
             if self.tls.key.is_empty() {

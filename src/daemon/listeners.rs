@@ -26,6 +26,8 @@ pub struct PassedSockets {
     pub chat: Vec<TcpListener>,
     pub tls: Vec<TcpListener>,
     pub admin: Vec<TcpListener>,
+    pub websocket: Vec<TcpListener>,
+    pub websocket_tls: Vec<TcpListener>,
 }
 
 impl PassedSockets {
@@ -53,6 +55,8 @@ impl PassedSockets {
             chat: take(Role::Chat)?,
             tls: take(Role::Tls)?,
             admin: take(Role::Admin)?,
+            websocket: take(Role::WebSocket)?,
+            websocket_tls: take(Role::WebSocketTls)?,
         })
     }
 }
@@ -74,50 +78,85 @@ pub async fn admin(
     }
 }
 
-/// The chat and TLS listeners: the passed ones, then every configured address that no
-/// passed socket of its kind serves (bound here, with a warning when activated: connects
-/// to it are refused while the daemon restarts).
+/// The chat listeners (plain, TLS, WebSocket and WebSocket over TLS): the passed ones,
+/// then every configured address that no passed socket of its kind serves (bound here,
+/// with a warning when activated: connects to it are refused while the daemon restarts).
 pub async fn chat(
     passed: PassedSockets,
     config: &Config,
     tls: Option<&Arc<tls::Server>>,
 ) -> Result<Vec<Listener>, StartError> {
-    let addrs_of = |sockets: &[TcpListener]| -> Vec<SocketAddr> {
-        sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
-    };
-    let (passed_plain, passed_secure) = (addrs_of(&passed.chat), addrs_of(&passed.tls));
-    let mut listeners = Vec::new();
+    let auth = !config.auth.users_file.is_empty();
+    let front = Arc::new(crate::transport::http::Front::new(
+        &config.websocket.allowed_origins,
+        auth,
+    ));
+    let ws = config.websocket.clone();
+    // Each kind: its passed sockets, its configured addresses and key, what it speaks.
+    let kinds = [
+        (
+            passed.chat,
+            config.server.listen.clone(),
+            "[server] listen",
+            false,
+            false,
+        ),
+        (
+            passed.tls,
+            config.tls.listen.clone(),
+            "[tls] listen",
+            true,
+            false,
+        ),
+        (
+            passed.websocket,
+            ws.listen,
+            "[websocket] listen",
+            false,
+            true,
+        ),
+        (
+            passed.websocket_tls,
+            ws.tls_listen,
+            "[websocket] tls_listen",
+            true,
+            true,
+        ),
+    ];
     if passed.activated {
         // The manager keeps a copy of each of its sockets, so closing ours at the drain
         // leaves new connects waiting in its queue.
+        let count = |i: usize| kinds[i].0.len();
         info!(
-            chat = passed.chat.len(),
-            tls = passed.tls.len(),
+            chat = count(0),
+            tls = count(1),
+            websocket = count(2),
+            websocket_tls = count(3),
             "serving the sockets passed by the service manager (LISTEN_FDS)"
         );
-        for socket in passed.chat {
-            listeners.push(Listener { socket, tls: None });
-        }
-        for socket in passed.tls {
-            let tls = tls.cloned();
-            listeners.push(Listener { socket, tls });
-        }
     }
-    let plain = (config.server.listen.iter())
-        .filter(|addr| !activation::covered(**addr, &passed_plain))
-        .map(|addr| (*addr, "[server] listen", None));
-    let secure = (config.tls.listen.iter())
-        .filter(|addr| !activation::covered(**addr, &passed_secure))
-        .map(|addr| (*addr, "[tls] listen", tls.cloned()));
-    for (addr, key, tls) in plain.chain(secure) {
-        if passed.activated {
-            warn!(
-                %addr,
-                "{addr} ({key}) was not passed by the service manager: a-chat binds it itself, so connects to it are refused while the daemon restarts; add it to a-chat.socket"
-            );
+    let mut listeners = Vec::new();
+    for (sockets, addrs, key, secure, websocket) in kinds {
+        let listener = |socket| Listener {
+            socket,
+            tls: if secure { tls.cloned() } else { None },
+            websocket: websocket.then(|| front.clone()),
+        };
+        let served: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        listeners.extend(sockets.into_iter().map(listener));
+        for addr in addrs
+            .into_iter()
+            .filter(|a| !activation::covered(*a, &served))
+        {
+            if passed.activated {
+                warn!(
+                    %addr,
+                    "{addr} ({key}) was not passed by the service manager: a-chat binds it itself, so connects to it are refused while the daemon restarts; add it to a-chat.socket"
+                );
+            }
+            let socket = bind(addr, key, config.server.listen_backlog).await?;
+            listeners.push(listener(socket));
         }
-        let socket = bind(addr, key, config.server.listen_backlog).await?;
-        listeners.push(Listener { socket, tls });
     }
     Ok(listeners)
 }

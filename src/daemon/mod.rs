@@ -104,7 +104,10 @@ pub fn serve(options: Options) -> ExitCode {
         Err(e) => return failed(e),
     };
     // Before anything is bound or logged: a bad users file or certificate is one line.
-    let found = match Preflight::run(&config, !passed.tls.is_empty()) {
+    let found = match Preflight::run(
+        &config,
+        !passed.tls.is_empty() || !passed.websocket_tls.is_empty(),
+    ) {
         Ok(found) => found,
         Err(e) => return failed(e.into()),
     };
@@ -291,7 +294,12 @@ impl Daemon {
             .filter_map(|l| l.socket.local_addr().ok())
             .collect();
         for (listener, addr) in self.listeners.iter().zip(&addrs) {
-            let kind = if listener.tls.is_some() { " (tls)" } else { "" };
+            let kind = match (listener.tls.is_some(), listener.websocket.is_some()) {
+                (false, false) => "",
+                (true, false) => " (tls)",
+                (false, true) => " (websocket)",
+                (true, true) => " (websocket tls)",
+            };
             info!(version = crate::VERSION, "listening on {addr}{kind}");
         }
         // Logged after the chat addresses, so that whoever reads the first

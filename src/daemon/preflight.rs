@@ -63,7 +63,7 @@ impl Preflight {
         } else {
             Some(Arc::new(Auth::load(&config.auth).map_err(Refused::Users)?))
         };
-        let tls = if config.tls.listen.is_empty() && !want_tls {
+        let tls = if !config.wants_tls() && !want_tls {
             None
         } else {
             Some(Arc::new(

@@ -56,6 +56,8 @@ macro_rules! label_set {
     };
 }
 
+pub(super) use label_set;
+
 /// One counter per value of a label set, all in one family under one label key.
 #[derive(Debug)]
 pub struct Counters<L> {
@@ -180,6 +182,9 @@ label_set! {
         Banned => "banned",
         /// Its address connected more often than `connects_per_address` allows.
         Throttled => "throttled",
+        /// A WebSocket client sent what a line cannot be: a binary frame, a newline inside
+        /// a frame, a frame that breaks RFC 6455 (`achat_websocket_refused_total` says which).
+        BadFrame => "bad_frame",
     }
 }
 

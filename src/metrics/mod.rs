@@ -10,6 +10,7 @@ mod process;
 mod reasons;
 mod timings;
 mod tls_gate;
+pub mod transports;
 mod waits;
 
 use families::{Families, Lifecycle, Traffic};
@@ -24,6 +25,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 pub use reasons::{DropReason, Refusal, SlowReason};
+use timings::Timings;
+use tls_gate::TlsGate;
+use transports::Transports;
+pub use transports::{Transport, WsAnswer, WsRefusal};
+use waits::QueueWait;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -112,6 +118,8 @@ pub struct Metrics {
     pub prelogin: PreLogin,
     /// TLS handshakes in progress and waiting for a slot.
     pub tls_gate: tls_gate::TlsGate,
+    /// Connections by transport; the WebSocket listener's answers and refusals.
+    pub transports: transports::Transports,
 }
 
 impl Default for Metrics {
@@ -161,10 +169,9 @@ impl Metrics {
         let cluster =
             cluster::ClusterMetrics::register(cluster_root.sub_registry_with_prefix("achat"));
         let operator = operator::Operator::register(registry);
-        let timings = timings::Timings::register(registry);
-        let queue_wait = waits::QueueWait::register(registry);
+        let (timings, queue_wait) = (Timings::register(registry), QueueWait::register(registry));
         let prelogin = PreLogin::register(registry);
-        let tls_gate = tls_gate::TlsGate::register(registry);
+        let (tls_gate, transports) = (TlsGate::register(registry), Transports::register(registry));
         let process = Process::register(&mut root);
         let label = |family: &Family<Labels, Counter>, key, value| {
             family.get_or_create_owned(&vec![(key, value)])
@@ -179,6 +186,7 @@ impl Metrics {
             queue_wait,
             prelogin,
             tls_gate,
+            transports,
             connections_open,
             connections_accepted,
             refused_per_ip: label(&refused, "reason", "per_ip"),

@@ -57,6 +57,18 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         old.tls.listen != new.tls.listen,
         Change::Restart("tls.listen"),
     );
+    let websocket = |c: &Config| {
+        let w = &c.websocket;
+        (
+            w.listen.clone(),
+            w.tls_listen.clone(),
+            w.allowed_origins.clone(),
+        )
+    };
+    check(
+        websocket(old) != websocket(new),
+        Change::Restart("websocket"),
+    );
     check(
         old.tls.client_identity != new.tls.client_identity,
         Change::Restart("tls.client_identity"),

@@ -23,8 +23,8 @@ use crate::server::admission::{Door, PerIp, Ticket};
 use crate::server::connection::Connection;
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
+use crate::server::websocket::Speaks;
 use crate::server::{Listener, Live};
-use crate::tls;
 
 /// Connections accepted in a row before the loop lets other tasks run, so that a storm
 /// empties the kernel's queue in large gulps (a few milliseconds each) instead of letting
@@ -34,11 +34,8 @@ use crate::tls;
 /// default) holds what arrives meanwhile (BENCHMARKS.md, "Storms without a tail").
 const ACCEPT_BURST: u64 = 1024;
 
-/// An accept's result, and the TLS settings of the listener it came from.
-type Accepted = (
-    std::io::Result<(TcpStream, SocketAddr)>,
-    Option<Arc<tls::Server>>,
-);
+/// An accept's result, and what the listener it came from speaks.
+type Accepted = (std::io::Result<(TcpStream, SocketAddr)>, Speaks);
 
 /// Everything the accept loop needs.
 pub struct Acceptor {
@@ -101,7 +98,7 @@ impl Acceptor {
                 }
             }
             let next = async { incoming.next().await };
-            let (accepted, tls) = match next
+            let (accepted, speaks) = match next
                 .or(async {
                     self.stop.wait().await;
                     None
@@ -139,7 +136,7 @@ impl Acceptor {
                 _token: tokens.token(),
                 freed: freed.clone(),
             };
-            self.admit(next_conn, stream, peer, tls, token, (&per_ip, &door));
+            self.admit(next_conn, stream, peer, speaks, token, (&per_ip, &door));
             // The loop takes what the backlog holds without waiting (each accept returns at
             // once while connections are queued), and gives the connections already open a
             // turn every ACCEPT_BURST, so a reconnect storm does not stall their chats.
@@ -194,7 +191,7 @@ impl Acceptor {
         conn: u64,
         stream: TcpStream,
         peer: SocketAddr,
-        tls: Option<Arc<tls::Server>>,
+        speaks: Speaks,
         token: Ticket,
         (per_ip, door): (&PerIp, &Door),
     ) {
@@ -254,15 +251,15 @@ impl Acceptor {
             shutdown: self.shutdown.clone(),
             alive: self.alive.clone(),
             identity: false,
+            transport: speaks.transport(),
         };
-        match (tls, proxied) {
-            (tls, true) => drop(runtime::spawn(connection.serve_proxied(
-                tls,
+        match proxied {
+            true => drop(runtime::spawn(connection.serve_proxied(
+                speaks,
                 per_ip.clone(),
                 door.clone(),
             ))),
-            (None, false) => drop(runtime::spawn(connection.serve())),
-            (Some(tls), false) => drop(runtime::spawn(connection.serve_tls(tls))),
+            false => connection.start(speaks),
         }
     }
 
@@ -276,7 +273,11 @@ impl Acceptor {
 fn accepted(listener: Listener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> {
     Box::pin(stream::unfold(listener, |listener| async move {
         let result = listener.socket.accept().await;
-        Some(((result, listener.tls.clone()), listener))
+        let speaks = Speaks {
+            tls: listener.tls.clone(),
+            websocket: listener.websocket.clone(),
+        };
+        Some(((result, speaks), listener))
     }))
 }
 

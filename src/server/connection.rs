@@ -13,7 +13,7 @@ use tracing::{debug, debug_span, error, info, info_span, Instrument};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, Metrics, Transport};
 use crate::runtime::{self, Conn};
 use crate::server::handshakes;
 use crate::server::outbox;
@@ -49,6 +49,8 @@ pub struct Connection {
     /// `[tls] client_identity = "login"` on this connection's TLS listener: its login
     /// must be a name of its client certificate.
     pub identity: bool,
+    /// What it arrived over, for the metrics and `/connections`.
+    pub transport: Transport,
 }
 
 /// What a connection keeps while its reader runs, to finish once the reader is done.
@@ -61,7 +63,7 @@ struct Held {
     token: crate::server::admission::Ticket,
     ip_slot: Option<crate::server::admission::IpSlot>,
     alive: Sender<Void>,
-    /// The connection's queue, for the figures of its close line.
+    /// The connection's queue, for the figures of its close line (and its transport).
     queue: Arc<crate::server::outbox::Queue>,
 }
 
@@ -134,7 +136,8 @@ impl Connection {
         debug!("connection opened");
         let metrics = self.metrics;
         metrics.connections_open.inc();
-        let info = crate::server::conninfo::ConnInfo::new(self.conn, self.peer);
+        metrics.transports.opened(self.transport);
+        let info = crate::server::conninfo::ConnInfo::new(self.conn, self.peer, self.transport);
         let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget, info);
         let queue = inbox.queue.clone();
         let writer = Writer {
@@ -205,6 +208,7 @@ impl Held {
         drop(self.events);
         self.writer.await;
         self.metrics.connections_open.dec();
+        self.metrics.transports.closed(self.queue.info.transport);
         // At info for the connections that logged in; probes, scanners and refused
         // logins only at debug (their refusal, if any, was logged already).
         let info = &self.queue.info;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crate::metrics::{CloseReason, LabelSet};
+use crate::metrics::{CloseReason, LabelSet, Transport};
 
 /// One connection's figures; counters are updated once per read or write, not per line.
 #[derive(Debug)]
@@ -15,6 +15,8 @@ pub struct ConnInfo {
     /// The connection's id, as in its log lines.
     pub conn: u64,
     pub peer: SocketAddr,
+    /// What it arrived over (tcp, tls, ws, wss), for `/connections`.
+    pub transport: Transport,
     /// When it was accepted, in milliseconds since the Unix epoch (every idle connection
     /// keeps these figures: they are kept small).
     pub since_ms: u64,
@@ -32,10 +34,11 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(conn: u64, peer: SocketAddr) -> ConnInfo {
+    pub fn new(conn: u64, peer: SocketAddr, transport: Transport) -> ConnInfo {
         ConnInfo {
             conn,
             peer,
+            transport,
             since_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -97,10 +100,11 @@ impl ConnInfo {
             None => "null".into(),
         };
         format!(
-            "{{\"id\":{},\"login\":{},\"peer\":\"{}\",\"since\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"messages_in\":{},\"messages_out\":{},\"queued_bytes\":{}}}",
+            "{{\"id\":{},\"login\":{},\"peer\":\"{}\",\"transport\":\"{}\",\"since\":{:.3},\"bytes_in\":{},\"bytes_out\":{},\"messages_in\":{},\"messages_out\":{},\"queued_bytes\":{}}}",
             self.conn,
             login,
             self.peer,
+            self.transport.label(),
             since,
             Self::get(&self.bytes_in),
             Self::get(&self.bytes_out),
@@ -146,7 +150,7 @@ mod tests {
     #[test]
     fn the_json_escapes_what_it_must() {
         assert_eq!(json_string("a\"b\\c\u{1b}"), "\"a\\\"b\\\\c\\u001b\"");
-        let info = ConnInfo::new(7, "127.0.0.1:9".parse().unwrap());
+        let info = ConnInfo::new(7, "127.0.0.1:9".parse().unwrap(), Transport::Tcp);
         let _ = info.login.set("бob".into());
         ConnInfo::add(&info.bytes_in, 10);
         let json = info.json(3);
@@ -155,6 +159,7 @@ mod tests {
             "{json}"
         );
         assert!(json.ends_with("\"bytes_in\":10,\"bytes_out\":0,\"messages_in\":0,\"messages_out\":0,\"queued_bytes\":3}"), "{json}");
+        assert!(json.contains("\"transport\":\"tcp\""), "{json}");
         assert_eq!(info.reason(), CloseReason::Closed);
         info.ending(CloseReason::IdleTimeout);
         info.ending(CloseReason::Drain);

@@ -28,6 +28,7 @@ mod reader;
 mod router;
 pub mod shutdown;
 mod throttle;
+mod websocket;
 mod writer;
 
 pub use drain::Summary;
@@ -55,6 +56,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// The TLS settings every connection it accepts must complete a handshake with first.
     pub tls: Option<Arc<tls::Server>>,
+    /// On a WebSocket listener (`[websocket]`): which pages may open a session, and the page.
+    pub websocket: Option<Arc<crate::transport::http::Front>>,
 }
 
 /// Serves chat on already-bound `listeners` until `shutdown` resolves, then drains and

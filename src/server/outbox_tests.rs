@@ -29,7 +29,11 @@ fn queue_in(budget: &Arc<Budget>) -> (Outbox, Inbox, std::net::TcpStream) {
     // Each queue its own connection id, as the accept loop gives them.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (outbox, inbox) = new(conn, budget.clone(), ConnInfo::new(id, peer));
+    let (outbox, inbox) = new(
+        conn,
+        budget.clone(),
+        ConnInfo::new(id, peer, crate::metrics::Transport::Tcp),
+    );
     (outbox, inbox, client)
 }
 

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future::FutureExt as _;
@@ -17,8 +16,8 @@ use crate::proxy::{self, Header, Parse};
 use crate::runtime::{self, Conn};
 use crate::server::admission::{Door, PerIp};
 use crate::server::connection::Connection;
+use crate::server::websocket::Speaks;
 use crate::server::writer;
-use crate::tls;
 
 /// At most one warning about refused headers per this long; the rest are at debug, so a
 /// balancer set up without `send-proxy` does not flood the log.
@@ -33,7 +32,7 @@ impl Connection {
     /// `login_timeout` (which the TLS handshake and the login then share), the client's
     /// place under `max_connections_per_ip`, then [`Connection::serve_tls`] or
     /// [`Connection::serve`] as a task of their own.
-    pub async fn serve_proxied(mut self, tls: Option<Arc<tls::Server>>, per_ip: PerIp, door: Door) {
+    pub async fn serve_proxied(mut self, speaks: Speaks, per_ip: PerIp, door: Door) {
         let balancer = self.peer;
         let left = self
             .limits
@@ -106,10 +105,7 @@ impl Connection {
         // A task of its own, the same as a connection that came directly: awaited here,
         // it would keep this task's room for the header beside it for the connection's
         // whole life (2.3 KiB more per idle connection, measured).
-        match tls {
-            None => drop(runtime::spawn(self.serve())),
-            Some(tls) => drop(runtime::spawn(self.serve_tls(tls))),
-        }
+        self.start(speaks);
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Limits;
-use crate::metrics::{CloseReason, LineRefusal, Metrics};
+use crate::metrics::{CloseReason, LineRefusal, Metrics, WsRefusal};
 use crate::protocol::{self, FrameError, LineFramer};
 use crate::runtime::{self, Conn};
 use crate::server::badlines;
@@ -180,7 +180,7 @@ impl Reader {
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed");
-                    self.outbox.info().ending(read_error_reason(&e));
+                    self.read_failed(&e);
                     return End::Closed;
                 }
                 Input::Timeout => {
@@ -393,6 +393,25 @@ impl Reader {
     /// Queues a line from the server to this client.
     fn say(&self, line: Vec<u8>) {
         let _ = self.outbox.send(Out::Server(line));
+    }
+}
+
+impl Reader {
+    /// Records why a failed read ends the connection. A WebSocket session's refusal of
+    /// what its client sent (its close frame already says why) is bad input: counted,
+    /// and logged as a line too long or invalid UTF-8 is.
+    fn read_failed(&self, e: &std::io::Error) {
+        let Some(refused) = crate::transport::Refused::of(e) else {
+            self.outbox.info().ending(read_error_reason(e));
+            return;
+        };
+        self.metrics.transports.refused(refused.0);
+        self.outbox.info().ending(match refused.0 {
+            WsRefusal::TooBig => CloseReason::LineTooLong,
+            WsRefusal::InvalidUtf8 => CloseReason::InvalidUtf8,
+            _ => CloseReason::BadFrame,
+        });
+        warn!(error = %refused, "closing connection");
     }
 }
 

@@ -11,6 +11,7 @@ pub mod http;
 pub mod pki;
 pub mod tlsclient;
 pub mod users;
+pub mod ws;
 
 #[allow(unused_imports)]
 pub use cli::{run_cli, run_cli_env, run_cli_input, run_cli_within};

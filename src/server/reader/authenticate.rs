@@ -45,7 +45,7 @@ impl Reader {
         // since, as `a-chat client` does at the end of its input) is still served; so is
         // a TLS client, whose session may hold lines the socket no longer shows.
         let gone = async {
-            match sent_more || self.stream.is_tls() {
+            match sent_more || self.stream.is_buffered() {
                 true => futures_lite::future::pending().await,
                 false => self.stream.closed().await,
             }

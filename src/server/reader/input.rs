@@ -101,7 +101,7 @@ impl Reader {
             }
             // A TLS session may hold decrypted bytes the socket no longer shows as
             // readable: only a plain socket is waited on after a short read.
-            *emptied = n < READ_SIZE && !stream.is_tls();
+            *emptied = n < READ_SIZE && !stream.is_buffered();
             Input::Read(result)
         };
         read.or(drain).or(timeout)

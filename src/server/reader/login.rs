@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use tracing::{debug, info};
 
-use super::{read_error_reason, End, Input, Reader};
+use super::{End, Input, Reader};
 use crate::metrics::{looks_like_tls, CloseReason, Garbage, Refusal};
 use crate::names::{self, LoginError};
 use crate::protocol::{self, LineFramer};
@@ -37,7 +37,7 @@ impl Reader {
                 Input::Read(Ok(_)) => {}
                 Input::Read(Err(e)) => {
                     debug!(error = %e, "read failed before login");
-                    self.outbox.info().ending(read_error_reason(&e));
+                    self.read_failed(&e);
                     return Err(End::Closed);
                 }
                 Input::Timeout => {
