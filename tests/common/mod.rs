@@ -11,6 +11,7 @@ pub mod http;
 pub mod pki;
 pub mod tlsclient;
 pub mod users;
+pub mod webdriver;
 pub mod ws;
 
 #[allow(unused_imports)]
