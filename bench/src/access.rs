@@ -29,6 +29,8 @@ pub struct Access {
     pub tls: Option<Arc<TlsSetup>>,
     /// `--password`: logins are `NAME PASSWORD`.
     pub password: Option<String>,
+    /// `--transport ws`: every connection is a WebSocket session (a-chat's `[websocket]`).
+    pub websocket: bool,
 }
 
 impl Access {
@@ -48,6 +50,7 @@ impl Access {
             tls: args.tls_setup(&addrs)?,
             addrs,
             password: args.password.clone(),
+            websocket: args.transport == super::args::Transport::Ws,
         })
     }
 

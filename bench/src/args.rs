@@ -132,6 +132,11 @@ pub struct BenchArgs {
     #[arg(long, global = true, value_name = "PASSWORD")]
     pub password: Option<String>,
 
+    /// What a-chat's clients connect over: tcp, or ws (a WebSocket session each, on the
+    /// daemon's [websocket] listen address given as --addr; one text frame per line)
+    #[arg(long, value_enum, default_value = "tcp", global = true)]
+    pub transport: Transport,
+
     /// Every connection makes a TLS handshake first (then logs in as usual); needs --ca
     #[arg(long, requires = "ca", global = true)]
     pub tls: bool,
@@ -296,6 +301,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
             "{s:?} is not a positive byte count (examples: 1048576, 512k, 1MiB)"
         )),
     }
+}
+
+/// `--transport`: what a-chat's clients connect over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Tcp,
+    Ws,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -36,6 +36,7 @@ mod storm;
 mod sys;
 mod wire;
 mod worker;
+mod wslink;
 
 #[cfg(test)]
 use std::net::SocketAddr;

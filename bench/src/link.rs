@@ -21,6 +21,8 @@ use futures_rustls::rustls::client::Resumption;
 use futures_rustls::rustls::{ClientConfig, ClientConnection};
 use rustls_pki_types::ServerName;
 
+use super::wslink::WsLink;
+
 /// How bench connections speak TLS: one client configuration for all of them.
 pub struct TlsSetup {
     config: Arc<ClientConfig>,
@@ -75,6 +77,8 @@ impl TlsSetup {
 pub enum Link {
     Plain(TcpStream),
     Tls(Box<TlsLink>),
+    /// `--transport ws`: a WebSocket session, one text frame per line.
+    Ws(Box<WsLink>),
 }
 
 pub struct TlsLink {
@@ -86,6 +90,21 @@ impl Link {
     /// Wraps a connected socket; with `tls`, starts the handshake (the ClientHello is
     /// queued, and sent by the first [`Link::write`] or [`Link::send_pending`]).
     pub fn new(sock: TcpStream, tls: Option<&TlsSetup>) -> io::Result<Link> {
+        Link::over(sock, tls, false)
+    }
+
+    /// As [`Link::new`]; with `websocket`, a WebSocket session (its upgrade request is
+    /// queued the same way) over a plain socket.
+    pub fn over(sock: TcpStream, tls: Option<&TlsSetup>, websocket: bool) -> io::Result<Link> {
+        if websocket {
+            if tls.is_some() {
+                return Err(io::Error::other(
+                    "--transport ws runs over plain TCP: leave out --tls",
+                ));
+            }
+            let host = sock.peer_addr()?.to_string();
+            return Ok(Link::Ws(Box::new(WsLink::new(sock, &host))));
+        }
         match tls {
             None => Ok(Link::Plain(sock)),
             Some(t) => {
@@ -100,6 +119,7 @@ impl Link {
         match self {
             Link::Plain(s) => s,
             Link::Tls(t) => &t.sock,
+            Link::Ws(w) => &w.sock,
         }
     }
 
@@ -114,6 +134,7 @@ impl Link {
         match self {
             Link::Plain(s) => (&*s).read(buf),
             Link::Tls(t) => t.read(buf),
+            Link::Ws(w) => w.read(buf),
         }
     }
 
@@ -123,6 +144,7 @@ impl Link {
         match self {
             Link::Plain(s) => (&*s).write(buf),
             Link::Tls(t) => t.write(buf),
+            Link::Ws(w) => w.write(buf),
         }
     }
 
@@ -132,6 +154,7 @@ impl Link {
         match self {
             Link::Plain(_) => false,
             Link::Tls(t) => t.tls.wants_write(),
+            Link::Ws(w) => w.wants_write(),
         }
     }
 
@@ -140,6 +163,7 @@ impl Link {
         match self {
             Link::Plain(_) => Ok(()),
             Link::Tls(t) => t.send_pending(),
+            Link::Ws(w) => w.send_pending(),
         }
     }
 
@@ -172,6 +196,7 @@ impl Link {
     pub fn describe(&self) -> Option<String> {
         match self {
             Link::Plain(_) => None,
+            Link::Ws(_) => Some("WebSocket (RFC 6455)".into()),
             Link::Tls(t) => {
                 let v = t.tls.protocol_version()?;
                 let s = t.tls.negotiated_cipher_suite()?;

@@ -251,8 +251,8 @@ impl Burst<'_> {
             let addr = p.access.addr_of(client);
             let stream = sys::connect(addr, source, p.access.connect_timeout)
                 .map_err(|e| format!("connect {addr}: {e}"))?;
-            let link =
-                Link::new(stream, p.access.tls.as_deref()).map_err(|e| format!("TLS: {e}"))?;
+            let link = Link::over(stream, p.access.tls.as_deref(), p.access.websocket)
+                .map_err(|e| format!("TLS: {e}"))?;
             self.epoll
                 .add(link.raw_fd(), client as u64)
                 .map_err(|e| format!("epoll: {e}"))?;

@@ -194,7 +194,8 @@ impl Worker {
             self.plan.access.source(conn_no),
             self.plan.access.connect_timeout,
         )?;
-        let link = Link::new(stream, self.plan.access.tls.as_deref())?;
+        let access = &self.plan.access;
+        let link = Link::over(stream, access.tls.as_deref(), access.websocket)?;
         let ci = self.conns.len();
         self.epoll.add(link.raw_fd(), ci as u64)?;
         self.shared.open_conns.fetch_add(1, SeqCst);
