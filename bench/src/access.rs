@@ -76,6 +76,10 @@ impl Access {
         match self.target {
             Target::Achat => wire::achat_hello(name, self.password.as_deref()),
             Target::Redis => format!("SUBSCRIBE {name}\r\n"),
+            // The PONG to the PING after SUB says the subscription is in place.
+            Target::Nats => format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {name} 1\r\nPING\r\n"
+            ),
         }
     }
 }
@@ -83,9 +87,10 @@ impl Access {
 /// The server addresses: every `--addr`, or the target's default; loopback only,
 /// and one for Redis.
 pub fn target_addrs(args: &BenchArgs) -> Result<Vec<SocketAddr>, String> {
-    if args.target == Target::Redis && args.addr.len() > 1 {
+    if args.target != Target::Achat && args.addr.len() > 1 {
         return Err(format!(
-            "--target redis takes one --addr, not {}: the comparison runs against one Redis",
+            "--target {} takes one --addr, not {}: the comparison runs against one server",
+            args.target.label(),
             args.addr.len()
         ));
     }
@@ -93,6 +98,7 @@ pub fn target_addrs(args: &BenchArgs) -> Result<Vec<SocketAddr>, String> {
         vec![match args.target {
             Target::Achat => "127.0.0.1:8080".parse().unwrap(),
             Target::Redis => "127.0.0.1:6379".parse().unwrap(),
+            Target::Nats => "127.0.0.1:4222".parse().unwrap(),
         }]
     } else {
         args.addr.clone()

@@ -316,4 +316,18 @@ pub enum Target {
     Achat,
     /// A Redis server (SUBSCRIBE / PUBLISH), to compare on one machine.
     Redis,
+    /// A NATS server (SUB / PUB on one connection), to compare; with --transport ws, its
+    /// WebSocket listener (direct, fanout and idle only).
+    Nats,
+}
+
+impl Target {
+    /// The name reports give the target.
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Achat => "achat",
+            Target::Redis => "redis",
+            Target::Nats => "nats",
+        }
+    }
 }

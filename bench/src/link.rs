@@ -90,12 +90,18 @@ impl Link {
     /// Wraps a connected socket; with `tls`, starts the handshake (the ClientHello is
     /// queued, and sent by the first [`Link::write`] or [`Link::send_pending`]).
     pub fn new(sock: TcpStream, tls: Option<&TlsSetup>) -> io::Result<Link> {
-        Link::over(sock, tls, false)
+        Link::over(sock, tls, false, false)
     }
 
     /// As [`Link::new`]; with `websocket`, a WebSocket session (its upgrade request is
-    /// queued the same way) over a plain socket.
-    pub fn over(sock: TcpStream, tls: Option<&TlsSetup>, websocket: bool) -> io::Result<Link> {
+    /// queued the same way) over a plain socket, carrying lines (a-chat) or, `binary`, a
+    /// byte stream (NATS).
+    pub fn over(
+        sock: TcpStream,
+        tls: Option<&TlsSetup>,
+        websocket: bool,
+        binary: bool,
+    ) -> io::Result<Link> {
         if websocket {
             if tls.is_some() {
                 return Err(io::Error::other(
@@ -103,7 +109,7 @@ impl Link {
                 ));
             }
             let host = sock.peer_addr()?.to_string();
-            return Ok(Link::Ws(Box::new(WsLink::new(sock, &host))));
+            return Ok(Link::Ws(Box::new(WsLink::new(sock, &host, binary))));
         }
         match tls {
             None => Ok(Link::Plain(sock)),

@@ -240,7 +240,7 @@ pub fn plan_warnings(plan: &Plan, pids: &[u32]) -> Vec<String> {
 
 fn conns_per_client(plan: &Plan) -> u64 {
     match (plan.access.target, plan.load) {
-        (Target::Redis, Load::Idle) | (Target::Achat, _) => 1,
+        (Target::Redis, Load::Idle) | (Target::Achat | Target::Nats, _) => 1,
         (Target::Redis, _) => 2,
     }
 }

@@ -204,6 +204,21 @@ pub fn chat_template(recipients: &[&str], sender: u32, size: usize) -> Template 
     }
 }
 
+/// One `PUB <subject> <size>` and its payload per subject (NATS).
+pub fn nats_template(subjects: &[&str], sender: u32, size: usize) -> Template {
+    let mut t = Template::default();
+    for subject in subjects {
+        t.bytes
+            .extend_from_slice(format!("PUB {subject} {size}\r\n").as_bytes());
+        let at = t.bytes.len();
+        t.bytes.resize(at + size, 0);
+        payload::fill(&mut t.bytes[at..], sender, 0, 0);
+        t.bytes.extend_from_slice(b"\r\n");
+        t.payload_at.push(at);
+    }
+    t
+}
+
 /// One `PUBLISH <channel> <payload>` per channel, as RESP arrays.
 pub fn redis_template(channels: &[&str], sender: u32, size: usize) -> Template {
     let mut t = Template::default();

@@ -6,7 +6,11 @@
 //! [`WsLink::read`] returns a short count only once the socket said `EAGAIN` (or at the
 //! end) and every decoded byte has been handed out, and bytes the socket could not take
 //! wait ([`WsLink::wants_write`]) for the next EPOLLOUT. The upgrade request goes out
-//! first; the 101 answer is read and checked before the first frame.
+//! first; frames written before the 101 answer wait for it (RFC 6455 §4.1: a client
+//! sends no frame before the server's answer), which is read and checked.
+//!
+//! In `binary` mode (NATS, whose protocol is a byte stream over WebSocket), each write is
+//! one binary frame as it is, and frames read are handed out as they are.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -23,6 +27,8 @@ pub struct WsLink {
     pub(super) sock: TcpStream,
     /// Frames (and first the upgrade request) not yet taken by the socket.
     out: Vec<u8>,
+    /// Frames written before the 101 answer arrived: they go out once it has.
+    held: Vec<u8>,
     out_pos: usize,
     /// The start of a line written without its `\n` yet.
     partial: Vec<u8>,
@@ -37,17 +43,20 @@ pub struct WsLink {
     closed: bool,
     /// The mask of the next frame (any value will do; it changes per frame).
     mask: u32,
+    /// Bytes, not lines: one binary frame per write, frames read as they are.
+    binary: bool,
 }
 
 impl WsLink {
     /// Queues the upgrade request to `host` (sent by the first write or flush).
-    pub fn new(sock: TcpStream, host: &str) -> WsLink {
+    pub fn new(sock: TcpStream, host: &str, binary: bool) -> WsLink {
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         WsLink {
             sock,
             out: request.into_bytes(),
+            held: Vec::new(),
             out_pos: 0,
             partial: Vec::new(),
             raw: Vec::new(),
@@ -56,6 +65,7 @@ impl WsLink {
             upgraded: false,
             closed: false,
             mask: 0x9e37_79b9,
+            binary,
         }
     }
 
@@ -80,14 +90,21 @@ impl WsLink {
 
     /// Takes all of `buf` (each whole line a frame), then writes what the socket takes.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.binary {
+            self.frame(0x2, buf);
+            return match self.send_pending() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+                _ => Ok(buf.len()),
+            };
+        }
         let mut rest = buf;
         while let Some(end) = memchr_nl(rest) {
             if self.partial.is_empty() {
-                self.frame(&rest[..end]);
+                self.frame(0x1, &rest[..end]);
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(&rest[..end]);
-                self.frame(&line);
+                self.frame(0x1, &line);
             }
             rest = &rest[end + 1..];
         }
@@ -98,25 +115,29 @@ impl WsLink {
         }
     }
 
-    /// Appends one masked text frame carrying `line`.
-    fn frame(&mut self, line: &[u8]) {
+    /// Appends one masked frame of `opcode` (1 text, 2 binary) carrying `line`.
+    fn frame(&mut self, opcode: u8, line: &[u8]) {
         self.mask = self.mask.rotate_left(5) ^ 0x5bd1_e995;
         let mask = self.mask.to_be_bytes();
-        self.out.push(0x81);
+        let out = if self.upgraded {
+            &mut self.out
+        } else {
+            &mut self.held
+        };
+        out.push(0x80 | opcode);
         match line.len() {
-            n @ 0..=125 => self.out.push(0x80 | n as u8),
+            n @ 0..=125 => out.push(0x80 | n as u8),
             n @ 126..=0xffff => {
-                self.out.push(0x80 | 126);
-                self.out.extend_from_slice(&(n as u16).to_be_bytes());
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
             }
             n => {
-                self.out.push(0x80 | 127);
-                self.out.extend_from_slice(&(n as u64).to_be_bytes());
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        self.out.extend_from_slice(&mask);
-        self.out
-            .extend(line.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out.extend_from_slice(&mask);
+        out.extend(line.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
     }
 
     /// Reads lines (see the module's comment).
@@ -163,10 +184,17 @@ impl WsLink {
             }
             self.upgraded = true;
             at = end + 4;
+            let held = std::mem::take(&mut self.held);
+            self.out.extend_from_slice(&held);
+            match self.send_pending() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
         }
         while let Some((opcode, start, len)) = header(&self.raw[at..]) {
             let payload = &self.raw[at + start..at + start + len];
             match opcode {
+                0x1 | 0x2 if self.binary => self.lines.extend_from_slice(payload),
                 0x1 => {
                     self.lines.extend_from_slice(payload);
                     self.lines.push(b'\n');

@@ -176,6 +176,11 @@ pub fn run(
     burst_bytes: u64,
     rounds: u32,
 ) -> Result<bool, String> {
+    if args.target == Target::Nats {
+        return Err(
+            "burst compares a-chat with Redis: --target nats is for direct, fanout and idle".into(),
+        );
+    }
     let plan = BurstPlan::new(args, senders, burst_bytes, rounds)?;
     ensure_fds((plan.readers + plan.senders) as u64, 1)?;
     let warnings = plan.warnings();
@@ -251,7 +256,7 @@ impl Burst<'_> {
             let addr = p.access.addr_of(client);
             let stream = sys::connect(addr, source, p.access.connect_timeout)
                 .map_err(|e| format!("connect {addr}: {e}"))?;
-            let link = Link::over(stream, p.access.tls.as_deref(), p.access.websocket)
+            let link = Link::over(stream, p.access.tls.as_deref(), p.access.websocket, false)
                 .map_err(|e| format!("TLS: {e}"))?;
             self.epoll
                 .add(link.raw_fd(), client as u64)
@@ -313,7 +318,7 @@ impl Burst<'_> {
             let client = p.readers + j;
             let t: Template = match p.access.target {
                 Target::Achat => wire::chat_template(&names, client as u32, p.size),
-                Target::Redis => wire::redis_template(&names, client as u32, p.size),
+                Target::Redis | Target::Nats => wire::redis_template(&names, client as u32, p.size),
             };
             let c = &mut self.conns[client];
             c.out.reserve(t.bytes.len() * p.lines as usize);

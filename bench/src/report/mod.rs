@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::args::{BenchArgs, Workload};
 use super::histogram::Histogram;
-use super::plan::{Load, Plan, Target};
+use super::plan::{Load, Plan};
 use super::shared::{Shared, WorkerStats};
 
 /// Everything the run measured, for the text and the JSON summary.
@@ -197,10 +197,7 @@ impl<'a> Summary<'a> {
     }
 
     fn target(&self) -> &'static str {
-        match self.plan.access.target {
-            Target::Achat => "achat",
-            Target::Redis => "redis",
-        }
+        self.plan.access.target.label()
     }
 }
 

@@ -152,6 +152,14 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the storm; `Ok(true)` if every client logged in in time.
 pub fn run(args: &BenchArgs, clients: usize, concurrency: usize) -> Result<bool, String> {
+    if args.transport == crate::args::Transport::Ws {
+        return Err("storm connects over TCP (or --tls): --transport ws is for direct, fanout, idle and burst".into());
+    }
+    if args.target == Target::Nats {
+        return Err(
+            "storm compares a-chat with Redis: --target nats is for direct, fanout and idle".into(),
+        );
+    }
     let plan = StormPlan::new(args, clients, concurrency)?;
     ensure_fds(plan.clients as u64, 1)?;
     let epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
@@ -388,7 +396,7 @@ impl Storm<'_> {
                     }
                 }
             }
-            Target::Redis => loop {
+            Target::Redis | Target::Nats => loop {
                 match wire::parse_resp(&buf[pos..]) {
                     Ok(Some((v, n))) => {
                         pos += n;

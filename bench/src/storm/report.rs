@@ -32,10 +32,7 @@ fn notes(plan: &StormPlan, res: &StormResult) -> Vec<String> {
 
 pub fn text(plan: &StormPlan, res: &StormResult) -> String {
     let mut o = String::new();
-    let target = match plan.access.target {
-        Target::Achat => "achat",
-        Target::Redis => "redis",
-    };
+    let target = plan.access.target.label();
     let _ = writeln!(
         o,
         "a-chat bench: storm {} against {target} at {}{}: concurrency {}, {} source address{}",
@@ -115,10 +112,7 @@ pub fn json(plan: &StormPlan, res: &StormResult) -> String {
         "\"workload\":\"storm\",\"target\":{},\"addr\":{},\"addrs\":{},\"clients\":{},\"concurrency\":{},\
          \"source_ips\":{},\"logged_in\":{},\"failed\":{},\"timed_out\":{},\"all_logged_in_s\":{},\
          \"tls\":{},\"logins_per_s\":{},\"elapsed_s\":{:.6},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"max\":{},\"min\":{},\"mean\":{}}}",
-        json_str(match plan.access.target {
-            Target::Achat => "achat",
-            Target::Redis => "redis",
-        }),
+        json_str(plan.access.target.label()),
         json_str(&plan.access.addrs[0].to_string()),
         addrs_json(&plan.access.addrs),
         plan.clients,

@@ -42,6 +42,8 @@ struct Conn {
     writable: bool,
     partial: Vec<u8>,
     closed: bool,
+    /// NATS: the last line was a `MSG` header, so the next is its payload.
+    payload_next: bool,
 }
 
 struct Client {
@@ -137,6 +139,7 @@ impl Worker {
                 match plan.access.target {
                     Target::Achat => wire::chat_template(&names, id as u32, plan.size),
                     Target::Redis => wire::redis_template(&names, id as u32, plan.size),
+                    Target::Nats => wire::nats_template(&names, id as u32, plan.size),
                 }
             };
             let offset_ns = match plan.load {
@@ -162,7 +165,7 @@ impl Worker {
             });
             let hello = plan.access.hello(&plan.access.name(id));
             let opened = match plan.access.target {
-                Target::Achat => self.open(cl, Role::Chat, hello),
+                Target::Achat | Target::Nats => self.open(cl, Role::Chat, hello),
                 Target::Redis => self.open(cl, Role::Sub, hello).and_then(|sub| {
                     if idle {
                         Ok(sub)
@@ -195,7 +198,8 @@ impl Worker {
             self.plan.access.connect_timeout,
         )?;
         let access = &self.plan.access;
-        let link = Link::over(stream, access.tls.as_deref(), access.websocket)?;
+        let binary = access.target == Target::Nats;
+        let link = Link::over(stream, access.tls.as_deref(), access.websocket, binary)?;
         let ci = self.conns.len();
         self.epoll.add(link.raw_fd(), ci as u64)?;
         self.shared.open_conns.fetch_add(1, SeqCst);
@@ -208,6 +212,7 @@ impl Worker {
             writable: true,
             partial: Vec::new(),
             closed: false,
+            payload_next: false,
         });
         self.flush(ci);
         Ok(ci)

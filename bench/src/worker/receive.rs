@@ -10,7 +10,7 @@ use super::super::link::Link;
 use super::super::payload;
 use super::super::shared::WorkerStats;
 use super::super::wire::{self, ChatLine, Resp};
-use super::{Role, Worker};
+use super::{Role, Target, Worker};
 
 impl Reader for Worker {
     const EOF: &'static str = "closed by the server";
@@ -30,6 +30,9 @@ impl Reader for Worker {
         let (cl, role) = (self.conns[ci].client, self.conns[ci].role);
         let before = self.stats.delivered;
         let split = input::split(data, role != Role::Chat, |item| match item {
+            Item::Line(line) if self.plan.access.target == Target::Nats => {
+                self.on_nats_line(ci, cl, line)
+            }
             Item::Line(line) => self.on_chat_line(cl, line),
             Item::Resp(v, _) => self.on_resp(cl, role, v),
         });
@@ -91,6 +94,29 @@ impl Worker {
                 self.trouble(cl, "server notice", line);
             }
             ChatLine::Other(_) => {
+                self.stats.malformed += 1;
+                self.trouble(cl, "unexpected line", line);
+            }
+        }
+    }
+
+    /// A NATS line: `MSG <subject> <sid> <size>` (its payload is the next line), the
+    /// `PONG` that confirms the subscription, `INFO`, `+OK`, `PING` or `-ERR`.
+    fn on_nats_line(&mut self, ci: usize, cl: usize, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if std::mem::take(&mut self.conns[ci].payload_next) {
+            return self.on_payload(cl, line, None, line);
+        }
+        match line.split(|&b| b == b' ').next().unwrap_or_default() {
+            b"MSG" => self.conns[ci].payload_next = true,
+            b"PONG" => self.confirm(cl),
+            b"INFO" | b"+OK" | b"PING" => {}
+            b"-ERR" => {
+                self.stats.server_errors += 1;
+                self.fail_login(cl);
+                self.trouble(cl, "server error", line);
+            }
+            _ => {
                 self.stats.malformed += 1;
                 self.trouble(cl, "unexpected line", line);
             }
