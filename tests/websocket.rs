@@ -177,6 +177,28 @@ fn frames_a_line_cannot_be_are_closed_with_a_reason_and_counted() {
 }
 
 #[test]
+fn a_client_that_leaves_without_a_close_frame_is_an_ordinary_close() {
+    let (mut d, ws) = daemon("");
+    let alice = WsClient::login(ws, "alice");
+    alice
+        .ws
+        .get_ref()
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    drop(alice);
+    let line = d
+        .wait_log(|l| l.contains("connection closed") && l.contains("alice"))
+        .unwrap_or_else(|| panic!("no close line:\n{}", d.log_text()));
+    assert!(line.contains("reason=\"client_closed\""), "{line}");
+    let samples = scrape(d.admin_addr());
+    let refused = sample(
+        &samples,
+        "achat_websocket_refused_total{reason=\"protocol\"}",
+    );
+    assert_eq!(refused, 0.0, "leaving is not bad input");
+}
+
+#[test]
 fn pings_are_answered_and_cost_nothing_else() {
     let (_d, ws) = daemon("");
     let mut alice = WsClient::login(ws, "alice");

@@ -220,10 +220,13 @@ impl Conn {
 
     /// Shuts the socket down. Shutting down the writing side first queues the session's
     /// goodbye (a WebSocket close frame, TLS's close_notify), sent if the socket takes it
-    /// at once.
+    /// at once. A WebSocket session's reading side is ended in the session, not in the
+    /// socket (see `Layer::stop_reading`): whoever stops it wakes the reader.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if let (Some(layer), Shutdown::Write) = (&self.layer, how) {
-            lock(layer).close_write();
+        match (&self.layer, how) {
+            (Some(layer), Shutdown::Write) => lock(layer).close_write(),
+            (Some(layer), Shutdown::Read) if lock(layer).stop_reading() => return Ok(()),
+            _ => {}
         }
         self.sock.get_ref().shutdown(how)
     }

@@ -65,6 +65,19 @@ impl Layer {
         }
     }
 
+    /// Stops the reads of a WebSocket session, which must not see its socket's reading
+    /// side shut (tungstenite would take it for the end of the session and send nothing
+    /// more); false for TLS, whose socket is shut as a plain one.
+    pub fn stop_reading(&mut self) -> bool {
+        match self {
+            Layer::WebSocket(ws) => {
+                ws.stop_reading();
+                true
+            }
+            Layer::Tls(_) => false,
+        }
+    }
+
     /// The TLS session, directly under the chat or under a WebSocket session.
     pub fn tls(&mut self) -> Option<&mut TlsServerStream> {
         match self {

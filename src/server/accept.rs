@@ -17,7 +17,6 @@ use tracing::{debug, info, info_span, warn};
 use crate::auth::Auth;
 use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol;
 use crate::runtime::{self, Conn, TcpStream};
 use crate::server::admission::{Door, PerIp, Ticket};
 use crate::server::connection::Connection;
@@ -127,7 +126,7 @@ impl Acceptor {
                 // a token, a task or a descriptor kept past this line.
                 self.metrics.refused(Refusal::ServerFull);
                 debug!(%peer, "refused: server full (max_connections)");
-                refuse_now(stream, &self.metrics);
+                refuse_now(stream, &self.metrics, speaks.refusal(FULL, 503));
                 continue;
             }
             self.metrics.connections_accepted.inc();
@@ -207,8 +206,8 @@ impl Acceptor {
                 // fill the log; the refusals are counted.
                 self.metrics.refused(shut.refusal());
                 debug!(%peer, why = shut.line(), "refused at the door");
-                let line = shut.line().to_owned();
-                runtime::spawn(refuse(stream, token, self.metrics.clone(), line));
+                let answer = speaks.refusal(shut.line(), shut.status());
+                runtime::spawn(refuse(stream, token, self.metrics.clone(), answer));
                 return;
             }
         }
@@ -221,8 +220,8 @@ impl Acceptor {
             None => {
                 self.metrics.refused(Refusal::PerIp);
                 info!(%peer, "refused: too many connections from this address");
-                let line = "too many connections from your address".to_owned();
-                runtime::spawn(refuse(stream, token, self.metrics.clone(), line));
+                let answer = speaks.refusal("too many connections from your address", 429);
+                runtime::spawn(refuse(stream, token, self.metrics.clone(), answer));
                 return;
             }
         };
@@ -281,10 +280,12 @@ fn accepted(listener: Listener) -> Pin<Box<dyn Stream<Item = Accepted> + Send>> 
     }))
 }
 
-/// Answers a connection that arrived at the cap (one write the socket takes at once, or
-/// nothing) and closes it.
-fn refuse_now(stream: TcpStream, metrics: &Metrics) {
-    let line = protocol::format_error("server full, try again later");
+/// What a connection refused at the cap is told.
+const FULL: &str = "server full, try again later";
+
+/// Answers a connection that arrived at the cap with `line` (one write the socket takes
+/// at once, or nothing) and closes it.
+fn refuse_now(stream: TcpStream, metrics: &Metrics, line: Vec<u8>) {
     if let Ok(mut std_stream) = std::net::TcpStream::try_from(stream) {
         use std::io::Write as _;
         if let Ok(n) = std_stream.write(&line) {
@@ -295,9 +296,8 @@ fn refuse_now(stream: TcpStream, metrics: &Metrics) {
 }
 
 /// Answers a connection refused at the door (a ban, the throttle, the per-address cap)
-/// with `error: <why>` and closes it, without blocking the loop.
-async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>, why: String) {
-    let line = protocol::format_error(why);
+/// with `line` (see `Speaks::refusal`) and closes it, without blocking the loop.
+async fn refuse(mut stream: TcpStream, token: Ticket, metrics: Arc<Metrics>, line: Vec<u8>) {
     let sent = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
     if let Ok(Ok(())) = sent {
         metrics.bytes_out.inc_by(line.len() as u64);

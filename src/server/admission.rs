@@ -51,6 +51,14 @@ impl Shut {
         }
     }
 
+    /// The HTTP status a WebSocket listener answers it with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Shut::Banned(_) => 403,
+            Shut::Throttled => 429,
+        }
+    }
+
     pub fn refusal(&self) -> crate::metrics::Refusal {
         match self {
             Shut::Banned(_) => crate::metrics::Refusal::Banned,

@@ -250,6 +250,7 @@ impl Outbox {
     /// connection closes once the writer has sent what is queued.
     pub fn stop_reading(&self) {
         let _ = self.queue.stream.shutdown(SocketShutdown::Read);
+        self.queue.wake_reader();
     }
 }
 
@@ -410,6 +411,8 @@ impl Queue {
         // One short line: the total may pass its bound by that much until the next check.
         self.budget.add(n);
         let _ = self.stream.shutdown(SocketShutdown::Read);
+        // A WebSocket session's reader is not woken by the socket (see Conn::shutdown).
+        self.wake_reader();
         true
     }
 

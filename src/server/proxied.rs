@@ -11,7 +11,6 @@ use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, info_span, warn};
 
 use crate::metrics::{Metrics, Refusal};
-use crate::protocol;
 use crate::proxy::{self, Header, Parse};
 use crate::runtime::{self, Conn};
 use crate::server::admission::{Door, PerIp};
@@ -76,13 +75,15 @@ impl Connection {
                     debug!(reason = why.label(), %detail, "closed a connection without a valid PROXY header");
                 }
             });
-            close_with(&self.stream, "bad PROXY protocol header", &self.metrics).await;
+            let answer = speaks.refusal("bad PROXY protocol header", 400);
+            close_with(&self.stream, &answer, &self.metrics).await;
             return;
         }
         if let Err(shut) = door.check(self.peer.ip()) {
             self.metrics.refused(shut.refusal());
             debug!(peer = %self.peer, via = %balancer, why = shut.line(), "refused at the door");
-            close_with(&self.stream, shut.line(), &self.metrics).await;
+            let answer = speaks.refusal(shut.line(), shut.status());
+            close_with(&self.stream, &answer, &self.metrics).await;
             return;
         }
         match per_ip.take(self.peer.ip()) {
@@ -93,12 +94,8 @@ impl Connection {
                 span.in_scope(
                     || info!(via = %balancer, "refused: too many connections from this address"),
                 );
-                close_with(
-                    &self.stream,
-                    "too many connections from your address",
-                    &self.metrics,
-                )
-                .await;
+                let answer = speaks.refusal("too many connections from your address", 429);
+                close_with(&self.stream, &answer, &self.metrics).await;
                 return;
             }
         }
@@ -165,9 +162,8 @@ fn warn_now() -> bool {
 
 /// Answers with `error: <why>` (if the socket takes it within a second) and closes as
 /// the writer does after a broken rule: half-close, then at most 64 KiB discarded.
-async fn close_with(stream: &Conn, why: &str, metrics: &Metrics) {
-    let line = protocol::format_error(why);
-    if let Ok(Ok(())) = runtime::timeout(Duration::from_secs(1), stream.write_all(&line)).await {
+async fn close_with(stream: &Conn, line: &[u8], metrics: &Metrics) {
+    if let Ok(Ok(())) = runtime::timeout(Duration::from_secs(1), stream.write_all(line)).await {
         metrics.bytes_out.inc_by(line.len() as u64);
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);

@@ -29,6 +29,19 @@ pub struct Speaks {
 }
 
 impl Speaks {
+    /// How a connection refused before it is served (a ban, the throttle, a cap, a bad
+    /// PROXY header) is told why: an `error:` line, or, on a WebSocket listener without
+    /// TLS, an HTTP answer with `status` that a browser can show.
+    pub fn refusal(&self, why: &str, status: u16) -> Vec<u8> {
+        match (&self.websocket, &self.tls) {
+            (Some(_), None) => match crate::transport::http::refusal(status, why) {
+                crate::transport::http::Answer::Respond(bytes, _)
+                | crate::transport::http::Answer::Upgrade(bytes) => bytes,
+            },
+            _ => crate::protocol::format_error(why),
+        }
+    }
+
     /// The transport label of a chat connection on such a listener.
     pub fn transport(&self) -> Transport {
         match (self.tls.is_some(), self.websocket.is_some()) {

@@ -11,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
@@ -87,6 +87,10 @@ pub struct Session<S> {
     /// of it has been read since. Empty nearly always.
     incoming: Vec<u8>,
     taken: usize,
+    /// a-chat stopped reading (a kick, lame duck): reads end until the session closes.
+    /// The socket's reading side stays open, so that tungstenite can still send the last
+    /// lines and its close frame, and read the client's answer to it.
+    stopped: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -95,6 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ws,
             incoming: Vec::new(),
             taken: 0,
+            stopped: false,
         }
     }
 
@@ -110,6 +115,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads the lines that have arrived into `buf` (each text frame's text and a `\n`),
     /// as many whole ones as fit; waits only when none has. `Ok(0)`: the client closed.
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.stopped {
+            return Poll::Ready(Ok(0));
+        }
         if self.taken < self.incoming.len() {
             let n = (self.incoming.len() - self.taken).min(buf.len());
             buf[..n].copy_from_slice(&self.incoming[self.taken..self.taken + n]);
@@ -132,6 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Binary(_))) => return self.refuse(cx, WsRefusal::Binary),
                 Some(Ok(_)) => continue, // pings (answered by tungstenite), pongs
+                // The client (or an operator's kick, which shuts the reading side) ended
+                // the stream without a close frame: the end of input, not bad input.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return Poll::Ready(Ok(filled))
+                }
                 Some(Err(e)) => {
                     return match refusal_of(&e) {
                         Some(why) => self.refuse(cx, why),
@@ -178,8 +191,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, refused)))
     }
 
-    /// Queues a close frame; sent by the next flush.
+    /// Ends the reads until the session closes (see `stopped`).
+    pub fn stop_reading(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Queues a close frame; sent by the next flush. Reads go on after it, until the
+    /// client's answer (a-chat's linger).
     pub fn start_close(&mut self, code: CloseCode, reason: &'static str) {
+        self.stopped = false;
         let frame = CloseFrame {
             code,
             reason: reason.into(),

@@ -55,12 +55,19 @@ impl WsClient {
 }
 
 /// Opens a session at `wss://addr/`, trusting the test CA.
-pub fn connect_tls(
-    addr: SocketAddr,
-    pki: &Pki,
-) -> WsClient<StreamOwned<ClientConnection, TcpStream>> {
+pub fn connect_tls(addr: SocketAddr, pki: &Pki) -> WssClient {
+    connect_tls_as(addr, pki, None)
+}
+
+/// A WebSocket session over TLS.
+pub type WssClient = WsClient<StreamOwned<ClientConnection, TcpStream>>;
+
+/// Opens a session at `wss://addr/`, presenting the test PKI's certificate `cert` if given.
+pub fn connect_tls_as(addr: SocketAddr, pki: &Pki, cert: Option<&str>) -> WssClient {
     let ca = pki.path("ca.pem");
-    let config = tls::client_config(Some(std::path::Path::new(&ca)), None).expect("client config");
+    let paths = cert.map(|c| (pki.path(&format!("{c}.pem")), pki.path(&format!("{c}.key"))));
+    let pair = (paths.as_ref()).map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
+    let config = tls::client_config(Some(std::path::Path::new(&ca)), pair).expect("client config");
     let name = "127.0.0.1".try_into().unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
     let sock = TcpStream::connect(addr).expect("connect");
@@ -69,6 +76,19 @@ pub fn connect_tls(
     let request = format!("wss://{addr}/").into_client_request().unwrap();
     let (ws, _) = tungstenite::client(request, stream).expect("wss session");
     WsClient { ws }
+}
+
+impl WssClient {
+    /// The certificate the server presented.
+    pub fn server_certificate(&self) -> Vec<u8> {
+        let certs = self
+            .ws
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .expect("certificates");
+        certs[0].as_ref().to_vec()
+    }
 }
 
 impl<S: Read + Write> WsClient<S> {
