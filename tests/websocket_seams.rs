@@ -65,9 +65,7 @@ fn a_banned_address_is_told_in_http_on_a_websocket_listener() {
         "[websocket]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     let (ws, admin) = (d.ws_addr(false), d.admin_addr());
-    let ban = format!(
-        "POST /bans?address=127.0.0.1&reason=testing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let ban = "POST /bans?address=127.0.0.1&reason=testing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let banned = common::http_raw(admin, ban.as_bytes()).expect("an answer");
     assert!(banned.status < 300, "{}", banned.text());
     let answer = raw_exchange(ws, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
