@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::ws::{connect_tls, raw_exchange, try_connect, WsClient};
 use common::{http_get, sample, scrape, Client, Daemon, Pki};
 use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
 
 /// A daemon with a WebSocket listener (`extra` continues its `[websocket]` section) and
@@ -149,6 +151,27 @@ fn frames_a_line_cannot_be_are_closed_with_a_reason_and_counted() {
             "bad_frame",
         ),
     ];
+    // A message cut into frames that together pass max_line_bytes is refused as one.
+    let fragmented = |i: usize| {
+        let (kind, last) = match i {
+            0 => (Data::Text, false),
+            1 => (Data::Continue, false),
+            _ => (Data::Continue, true),
+        };
+        Message::Frame(Frame::message(vec![b'y'; 40], OpCode::Data(kind), last))
+    };
+    let mut cut = WsClient::login(ws, "cutter");
+    for i in 0..3 {
+        if cut.send_message(fragmented(i)).is_err() {
+            break;
+        }
+    }
+    let (frame, _) = cut.close_frame();
+    assert_eq!(
+        frame.map(|(code, _)| code),
+        Some(CloseCode::Size),
+        "fragments"
+    );
     for (i, (message, code, metric, close_reason)) in cases.into_iter().enumerate() {
         let name = format!("mallory{i}");
         let mut mallory = WsClient::login(ws, &name);
@@ -169,7 +192,9 @@ fn frames_a_line_cannot_be_are_closed_with_a_reason_and_counted() {
             &samples,
             &format!("achat_websocket_refused_total{{reason=\"{metric}\"}}"),
         );
-        assert_eq!(refused, 1.0, "{metric}");
+        // The fragments above were one more message too big.
+        let before = if metric == "too_big" { 1.0 } else { 0.0 };
+        assert_eq!(refused, before + 1.0, "{metric}");
         // Nothing of it reached anyone; the others chat on.
         bob.send("bob: after");
         bob.expect("from bob: after");
@@ -196,6 +221,34 @@ fn a_client_that_leaves_without_a_close_frame_is_an_ordinary_close() {
         "achat_websocket_refused_total{reason=\"protocol\"}",
     );
     assert_eq!(refused, 0.0, "leaving is not bad input");
+}
+
+#[test]
+fn a_websocket_client_that_does_not_read_is_cut_off_and_nobody_waits() {
+    let (mut d, ws) = daemon(
+        "[limits]\noutbound_queue_bytes = 65536\noutbound_queue_hard_bytes = 262144\n\
+         slow_consumer_grace = \"200ms\"\n",
+    );
+    let _sloth = WsClient::login(ws, "sloth");
+    let mut bob = d.login("bob");
+    let line = format!("sloth: {}", "z".repeat(1000));
+    // Far more than the socket buffers and the queue bounds hold together.
+    for _ in 0..30_000 {
+        bob.send(&line);
+    }
+    bob.send("bob: still served");
+    // Once sloth is cut off, the rest of bob's lines find nobody, and he is told so.
+    loop {
+        match bob.line().as_deref() {
+            Some("from bob: still served") => break,
+            Some("error: no such user \"sloth\"") => continue,
+            other => panic!("bob got {other:?}"),
+        }
+    }
+    let closed = d
+        .wait_log(|l| l.contains("connection closed") && l.contains("sloth"))
+        .unwrap_or_else(|| panic!("sloth was never cut off:\n{}", d.log_text()));
+    assert!(closed.contains("reason=\"slow_consumer"), "{closed}");
 }
 
 #[test]
