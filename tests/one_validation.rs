@@ -97,3 +97,22 @@ fn a_warning_of_one_is_a_warning_of_both() {
         "{err}"
     );
 }
+
+#[test]
+fn passwords_over_a_plaintext_websocket_listener_off_loopback_are_warned_of() {
+    let users = UsersFile::new(&[("alice", "wonderland")]);
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[websocket]\nlisten = \"[::]:0\"\n\
+         [auth]\nusers_file = \"{}\"\n",
+        users.path.display()
+    );
+    let d = Daemon::with_toml(&toml);
+    let path = d.config_path.to_str().unwrap().to_owned();
+    let (status, out, err) = run_cli_within(&["check-config", "--quiet", &path]);
+    assert!(status.success(), "{out} {err}");
+    assert!(
+        err.contains("([websocket] listen) is plaintext and not loopback")
+            && err.contains("[websocket] tls_listen instead"),
+        "{err}"
+    );
+}

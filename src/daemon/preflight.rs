@@ -94,7 +94,17 @@ impl Preflight {
         let mut mixed_hashes = None;
         if let Some(auth) = &auth {
             mixed_hashes = auth.users().mixed_settings();
-            warnings.extend(passwords_in_clear(&config.server.listen));
+            warnings.extend(passwords_in_clear(
+                &config.server.listen,
+                "[server] listen",
+                "[tls] listen",
+            ));
+            let ws = &config.websocket.listen;
+            warnings.extend(passwords_in_clear(
+                ws,
+                "[websocket] listen",
+                "[websocket] tls_listen",
+            ));
         }
         Ok(Preflight {
             auth,
@@ -110,14 +120,18 @@ impl Preflight {
 
 /// With authenticated logins, a plaintext listener that is not on loopback carries
 /// passwords in clear: one warning per such address.
-fn passwords_in_clear(plain: &[SocketAddr]) -> impl Iterator<Item = String> + '_ {
+fn passwords_in_clear<'a>(
+    plain: &'a [SocketAddr],
+    key: &'a str,
+    instead: &'a str,
+) -> impl Iterator<Item = String> + 'a {
     // `[::ffff:127.0.0.1]` is loopback too.
     plain
         .iter()
         .filter(|addr| !addr.ip().to_canonical().is_loopback())
-        .map(|addr| {
+        .map(move |addr| {
             format!(
-                "logins are authenticated, but {addr} ([server] listen) is plaintext and not loopback: passwords cross the network in clear; serve them on [tls] listen instead"
+                "logins are authenticated, but {addr} ({key}) is plaintext and not loopback: passwords cross the network in clear; serve them on {instead} instead"
             )
         })
 }
