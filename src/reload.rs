@@ -388,6 +388,17 @@ mod tests {
     }
 
     #[test]
+    fn websocket_listeners_and_origins_need_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.websocket.listen = vec!["127.0.0.1:8081".parse().unwrap()];
+        assert_eq!(diff(&old, &new), vec![Change::Restart("websocket")]);
+        let mut origins = new.clone();
+        origins.websocket.allowed_origins = vec!["https://chat.example.org".into()];
+        assert_eq!(diff(&new, &origins), vec![Change::Restart("websocket")]);
+    }
+
+    #[test]
     fn the_cluster_needs_a_restart() {
         let old = Config::default();
         let mut new = old.clone();
