@@ -252,6 +252,27 @@ fn a_websocket_client_that_does_not_read_is_cut_off_and_nobody_waits() {
 }
 
 #[test]
+fn bad_lines_too_fast_close_a_websocket_session_as_they_close_a_tcp_one() {
+    let (mut d, ws) = daemon("");
+    let mut mallory = WsClient::login(ws, "mallory");
+    for _ in 0..100 {
+        if mallory.send_message(Message::text("no colon")).is_err() {
+            break;
+        }
+    }
+    let (frame, lines) = mallory.close_frame();
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("error: too many bad lines")
+    );
+    assert!(frame.is_some(), "the session ends with a close frame");
+    let line = d
+        .wait_log(|l| l.contains("connection closed") && l.contains("mallory"))
+        .unwrap_or_else(|| panic!("no close line:\n{}", d.log_text()));
+    assert!(line.contains("reason=\"too_many_bad_lines\""), "{line}");
+}
+
+#[test]
 fn pings_are_answered_and_cost_nothing_else() {
     let (_d, ws) = daemon("");
     let mut alice = WsClient::login(ws, "alice");
