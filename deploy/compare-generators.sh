@@ -25,18 +25,16 @@
 # comparison could not start.
 
 set -uo pipefail
-cd "$(dirname "$0")/.."
+say() { printf '[compare-generators %4ss] %s\n' "$SECONDS" "$*" >&2; }
+die() { say "$*"; exit 2; }
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
+cd "$ROOT"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-3}"
 RESULTS="${RESULTS:-target/compare-generators/$(date +%Y%m%d-%H%M%S)}"
-BIN="${A_CHAT_BIN:-target/release/a-chat}"
-say() { printf '[compare-generators %4ss] %s\n' "$SECONDS" "$*" >&2; }
-die() { say "$*"; exit 2; }
-
-if [ ! -x "$BIN" ]; then
-    say "building the release binary"
-    cargo build --release -q -p a-chat -p a-chat-bench || die "the build failed"
-fi
+release_binary
 mkdir -p "$RESULTS"
 GEN="$RESULTS/pipeline-gen"
 cc -O2 -o "$GEN" deploy/pipeline-gen.c || die "cannot compile deploy/pipeline-gen.c (is cc installed?)"
@@ -54,22 +52,24 @@ declare -A BUILD=([new]="$BIN")
 ORDER=(new)
 if [ -n "${BASELINE:-}" ]; then BUILD[base]="$BASELINE"; ORDER=(base new); fi
 SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; }
-trap cleanup EXIT
+PIDS=()
+trap stop_tracked EXIT
+trap 'exit 130' INT TERM
 
 start() {
     local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     printf '[server]\nlisten = "127.0.0.1:%s"\n[limits]\nmessages_per_second = 0\n[log]\nlevel = "warn"\n' "$port" >"$RESULTS/a-chat.toml"
     "$1" server --config "$RESULTS/a-chat.toml" 2>>"$RESULTS/server.log" &
     SERVER=$!
+    PIDS+=("$SERVER")
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { PORT=$port; return 0; }
         sleep 0.05
     done
     die "the server did not listen"
 }
-stop() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null; SERVER=""; }
+stop() { stop_pid TERM "$SERVER"; forget_pid "$SERVER"; SERVER=""; }
 
 FAILED=0
 # measure RUN BUILD GENERATOR COUNT: one run; with COUNT=1, under perf, for the system calls.

@@ -25,29 +25,24 @@
 # comparison could not start.
 
 set -uo pipefail
-cd "$(dirname "$0")/.."
+say() { printf '[compare-websocket %4ss] %s\n' "$SECONDS" "$*" >&2; }
+die() { say "$*"; exit 2; }
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=deploy/lib.sh
+. "$ROOT/deploy/lib.sh"
+cd "$ROOT"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-3s}"
 RESULTS="${RESULTS:-target/compare-websocket/$(date +%Y%m%d-%H%M%S)}"
-BIN="${A_CHAT_BIN:-target/release/a-chat}"
-say() { printf '[compare-websocket %4ss] %s\n' "$SECONDS" "$*" >&2; }
-die() { say "$*"; exit 2; }
-
-if [ ! -x "$BIN" ]; then
-    say "building the release binary"
-    cargo build --release -q -p a-chat -p a-chat-bench || die "the build failed"
-fi
-if ! command -v nats-server >/dev/null && [ -z "${SKIP_INSTALL:-}" ]; then
-    say "installing nats-server"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null 2>&1
-fi
+release_binary
+command -v nats-server >/dev/null || install_missing nats-server
 command -v nats-server >/dev/null || die "nats-server is missing"
 mkdir -p "$RESULTS"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; }
-trap cleanup EXIT
+trap stop_tracked EXIT
+trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_port PORT: waits (5 s at most) until something accepts connections on PORT.
 wait_port() {
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -86,7 +81,10 @@ EOF
     NATS_PID=$!; PIDS+=("$NATS_PID")
     for p in "$ACHAT_TCP" "$ACHAT_WS" "$NATS_TCP" "$NATS_WS"; do wait_port "$p"; done
 }
-stop_servers() { kill "$ACHAT_PID" "$NATS_PID" 2>/dev/null; wait "$ACHAT_PID" "$NATS_PID" 2>/dev/null; }
+stop_servers() {
+    stop_pid TERM "$ACHAT_PID"; stop_pid TERM "$NATS_PID"
+    forget_pid "$ACHAT_PID"; forget_pid "$NATS_PID"
+}
 
 FAILED=0
 # run NAME LOAD...: one bench run of each of the four columns, in turns (with FRESH=1,

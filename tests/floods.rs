@@ -10,6 +10,12 @@ use std::time::Duration;
 use common::ws::WsClient;
 use common::Daemon;
 
+/// Queue bounds small enough for a flood to reach them in seconds, and the admin endpoint
+/// for the counts.
+const FLOOD_LIMITS: &str = "[limits]\noutbound_queue_bytes = 262144\n\
+    outbound_queue_hard_bytes = 1048576\noutbound_total_bytes = 8388608\n\
+    slow_consumer_grace = \"1s\"\nlogin_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+
 /// The floods run one at a time: two at once would each measure the other.
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -95,11 +101,7 @@ fn a_hundred_hostile_connections_of_every_kind_do_not_disturb_a_pair() {
     const FLOODERS: usize = 100;
     const ROUND_TRIPS: usize = 300;
     const FLOOD_FOR: Duration = Duration::from_secs(8);
-    let mut d = Daemon::with_toml(
-        "[limits]\noutbound_queue_bytes = 262144\noutbound_queue_hard_bytes = 1048576\n\
-         outbound_total_bytes = 8388608\nslow_consumer_grace = \"1s\"\nlogin_timeout = \"2s\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n",
-    );
+    let mut d = Daemon::with_toml(FLOOD_LIMITS);
     let admin = d.admin_addr();
     let mut alice = d.login("alice");
     let mut bob = d.login("bob");
@@ -270,11 +272,9 @@ fn websocket_floods_do_not_disturb_a_tcp_pair_or_a_websocket_pair() {
     const FLOODERS: usize = 48;
     const ROUND_TRIPS: usize = 300;
     const FLOOD_FOR: Duration = Duration::from_secs(8);
-    let mut d = Daemon::with_toml(
-        "[limits]\noutbound_queue_bytes = 262144\noutbound_queue_hard_bytes = 1048576\n\
-         outbound_total_bytes = 8388608\nslow_consumer_grace = \"1s\"\nlogin_timeout = \"2s\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n[websocket]\nlisten = \"127.0.0.1:0\"\n",
-    );
+    let mut d = Daemon::with_toml(&format!(
+        "{FLOOD_LIMITS}[websocket]\nlisten = \"127.0.0.1:0\"\n"
+    ));
     let admin = d.admin_addr();
     let ws = d.ws_addr(false);
     let mut alice = d.login("alice");
