@@ -229,3 +229,35 @@ fn plaintext_garbage_and_stalled_handshakes_are_closed_and_counted_while_a_pair_
     let log = d.log_text();
     assert!(!log.contains("TLS handshake failed"), "{log}");
 }
+
+#[test]
+fn the_drain_does_not_wait_for_a_handshake_that_never_ends() {
+    let pki = Pki::new();
+    let mut d = Daemon::with_toml(&format!(
+        "[limits]\nlogin_timeout = \"30s\"\n[shutdown]\ndrain_timeout = \"25s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        pki.toml(false)
+    ));
+    let tls = d.tls_addr();
+    // Half a ClientHello: the handshake waits for the rest.
+    let mut stalled = TcpStream::connect(tls).unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let admin = d.admin_addr();
+    common::scrape_until(admin, |s| {
+        common::sample(s, "achat_connections_accepted_total") >= 1.0
+    });
+    let started = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = d
+        .wait_exit(Duration::from_secs(20))
+        .expect("the daemon exits");
+    assert!(status.success());
+    // A drain held by the handshake would take login_timeout (30 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

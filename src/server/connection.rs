@@ -90,18 +90,23 @@ impl Connection {
             shaken.await.unwrap_or(Err(tls::Failure::Timeout))
         });
         let failed = span.clone();
+        let handshake = until_drain(handshake, self.shutdown.clone());
         handshake.instrument(span).then(move |shaken| match shaken {
-            Ok(session) => {
+            Some(Ok(session)) => {
                 self.metrics.tls_handshakes.inc();
                 self.identity = identity;
                 self.stream = self.stream.into_tls(session);
                 futures::future::Either::Left(self.serve())
             }
-            Err(why) => {
+            Some(Err(why)) => {
                 // Scanners and port probes do this all day: counted, not logged above
                 // debug.
                 self.metrics.tls_handshake_failed(why);
                 failed.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                futures::future::Either::Right(futures::future::ready(()))
+            }
+            None => {
                 let _ = self.stream.shutdown(std::net::Shutdown::Both);
                 futures::future::Either::Right(futures::future::ready(()))
             }
@@ -242,6 +247,20 @@ impl Held {
         drop(self.ip_slot);
         drop(self.alive);
     }
+}
+
+/// `opening` (a TLS handshake, a WebSocket request), or `None` once the drain begins: a
+/// connection still opening holds no login and has sent no line, so the drain does not
+/// wait for it (it would wait out `login_timeout` for a client that never finishes).
+pub fn until_drain<F: Future>(
+    opening: F,
+    shutdown: Shutdown,
+) -> impl Future<Output = Option<F::Output>> {
+    use futures_lite::future::FutureExt as _;
+    opening.map(Some).or(async move {
+        shutdown.wait().await;
+        None
+    })
 }
 
 /// Runs one task of a connection so that a panic inside it ends that task only: the

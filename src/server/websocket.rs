@@ -12,7 +12,7 @@ use tracing::{debug, info_span, Instrument};
 
 use crate::metrics::{Metrics, Transport, WsAnswer};
 use crate::runtime::{self, Carrier, Sock};
-use crate::server::connection::Connection;
+use crate::server::connection::{until_drain, Connection};
 use crate::server::handshakes;
 use crate::tls;
 use crate::transport::http::Front;
@@ -85,6 +85,7 @@ impl Connection {
         let (sock, metrics) = (self.stream.sock(), self.metrics.clone());
         let max_line = self.limits.max_line_bytes;
         let opening = Box::pin(open(sock, tls, front, max_line, deadline, metrics));
+        let opening = until_drain(opening, self.shutdown.clone()).map(Option::flatten);
         opening.instrument(span).then(move |opened| match opened {
             Some(session) => {
                 self.identity = identity;
