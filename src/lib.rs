@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod logwriter;
 pub mod metrics;
 pub mod names;
 pub mod notify;

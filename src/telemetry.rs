@@ -1,24 +1,25 @@
 //! Log output (ARCHITECTURE §6): a tracing subscriber writing text or JSON lines to stderr
-//! through a non-blocking writer, so a slow log reader never stalls the daemon.
+//! through a non-blocking writer (`logwriter`), so a slow log reader never stalls the
+//! daemon.
 
 use std::sync::{Arc, Mutex};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::logwriter::{self, Dropped, Guard};
 
 /// The log writer's guard: dropping it flushes what is buffered. It lives here rather than
 /// in [`Logging`] so that [`exit`] can flush from any task before the process ends.
-static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
 
 /// Keeps the log writer alive; dropping it flushes what is buffered.
 pub struct Logging {
-    /// Lines the writer dropped because its buffer was full.
-    pub dropped_lines: ErrorCounter,
+    /// Lines the writer dropped because its backlog was full.
+    pub dropped_lines: Dropped,
     /// Sets the level filter while the daemon runs (SIGHUP), unless `RUST_LOG` set it.
     pub level: LevelHandle,
 }
@@ -62,9 +63,6 @@ impl LevelHandle {
     }
 }
 
-/// Lines the non-blocking writer buffers before it starts dropping (and counting) them.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
-
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
 pub fn init(config: &LogConfig) -> Logging {
     // A malformed RUST_LOG is not allowed to silence the daemon: [log] level applies,
@@ -80,11 +78,7 @@ pub fn init(config: &LogConfig) -> Logging {
         },
         _ => (EnvFilter::builder().parse_lossy(&config.level), false),
     };
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .finish(std::io::stderr());
-    let dropped_lines = writer.error_counter();
+    let (writer, dropped_lines, guard) = logwriter::start(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

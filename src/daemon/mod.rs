@@ -339,7 +339,7 @@ impl Daemon {
             summary.delivered_total,
             summary.dropped(),
         ));
-        metrics.log_lines_dropped(logging.dropped_lines.dropped_lines() as u64);
+        metrics.log_lines_dropped(logging.dropped_lines.dropped_lines());
         ExitCode::SUCCESS
     }
 
@@ -367,7 +367,7 @@ impl Daemon {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
             on_scrape: Box::new(move |m: &Metrics| {
-                m.log_lines_dropped(dropped_lines.dropped_lines() as u64);
+                m.log_lines_dropped(dropped_lines.dropped_lines());
                 m.observe_process();
                 m.operator.ready.set(health.is_ready() as i64);
             }),

@@ -126,21 +126,26 @@ impl Conn {
     /// Copies what has arrived into `buf` without taking it from the socket, waiting until
     /// something has (0: the client closed). For a PROXY header, which comes before any TLS.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.peek(buf).await
+        super::layer::peek(&self.sock, buf).await
     }
 
     /// Resolves once the peer has closed (or reset) its side; stays pending for good once
     /// it has sent anything, which is left in the socket for a later read.
     pub async fn closed(&self) {
         let mut byte = [0u8; 1];
-        if let Ok(1..) = self.sock.peek(&mut byte).await {
+        if let Ok(1..) = super::layer::peek(&self.sock, &mut byte).await {
             futures::future::pending::<()>().await;
         }
     }
 
     /// Resolves once the socket has new data (or an end, or an error) to read.
+    ///
+    /// Waits in the socket's one reading slot (`poll_readable`, the slot its reads use),
+    /// not through async-io's `readable()`, whose wait list allocates and keeps a slab of
+    /// wakers in every connection that ever waited (96 B of each idle connection). Only
+    /// the connection's reader waits to read, so one slot is enough.
     pub async fn readable(&self) -> io::Result<()> {
-        self.sock.readable().await
+        futures::future::poll_fn(|cx| self.sock.poll_readable(cx)).await
     }
 
     /// Reads what is there into `buf`, or registers the task to be woken when there is.

@@ -140,7 +140,25 @@ impl Sock {
     /// Copies what has arrived into `buf` without taking it from the socket, waiting until
     /// something has (0: the client closed).
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.peek(buf).await
+        peek(&self.0, buf).await
+    }
+}
+
+/// Copies what has arrived on `sock` into `buf` without taking it, waiting until something
+/// has. Waits in the socket's one reading slot (`poll_readable`) rather than through
+/// async-io's own `peek`, whose wait list allocates a slab of wakers that the connection
+/// keeps for its whole life (see [`super::Conn::readable`]).
+pub(super) async fn peek(
+    sock: &async_io::Async<std::net::TcpStream>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match sock.get_ref().peek(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return done,
+        }
+        futures::future::poll_fn(|cx| sock.poll_readable(cx)).await?;
     }
 }
 

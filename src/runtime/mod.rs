@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+mod halves;
+
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
+pub use halves::{join_halves, Home, JoinHalves, Wakes};
 
 /// Sets how many threads run spawned tasks (0: one per CPU core). Takes effect only
 /// before the first task is spawned; the `ASYNC_STD_THREAD_COUNT` environment variable,
@@ -48,6 +51,16 @@ where
     F::Output: Send + 'static,
 {
     async_std::task::spawn(future)
+}
+
+/// Starts a task that nobody waits for or names, such as a connection's. Unlike
+/// [`spawn`], it carries none of async-std's task-locals (a task id and a locals map, 40
+/// bytes of every connection), and runs on the same executor and threads.
+pub fn spawn_detached<F>(future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    async_global_executor::spawn(future).detach();
 }
 
 /// Runs `work` (CPU-bound or blocking) on the runtime's pool of blocking threads, away

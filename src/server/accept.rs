@@ -19,7 +19,7 @@ use crate::config::{AtCapacity, Config};
 use crate::metrics::{Metrics, Refusal};
 use crate::runtime::{self, Conn, TcpStream};
 use crate::server::admission::{Door, PerIp, Ticket};
-use crate::server::connection::Connection;
+use crate::server::connection::{Connection, Context};
 use crate::server::router::Event;
 use crate::server::shutdown::{Shutdown, Void};
 use crate::server::websocket::Speaks;
@@ -53,6 +53,9 @@ pub struct Acceptor {
     pub stop: Shutdown,
     /// Handed to every connection; the drain waits until all are dropped.
     pub alive: Sender<Void>,
+    /// What the connections accepted under the limits in force share (see [`Context`]);
+    /// made again when a reload changes the limits.
+    pub context: std::sync::Mutex<Option<Arc<Context>>>,
 }
 
 impl Acceptor {
@@ -225,8 +228,8 @@ impl Acceptor {
                 return;
             }
         };
-        let limits = self.live.limits();
-        let stream = match Conn::from_accepted(stream, limits.dead_peer_timeout) {
+        let ctx = self.context();
+        let stream = match Conn::from_accepted(stream, ctx.limits.dead_peer_timeout) {
             Ok(stream) => stream,
             Err(e) => {
                 // The client is already gone (a reset right after the handshake).
@@ -243,22 +246,38 @@ impl Acceptor {
             token,
             ip_slot,
             events: self.events.clone(),
-            limits,
-            budget: self.live.budget.clone(),
-            auth: self.auth.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
+            ctx,
             alive: self.alive.clone(),
             identity: false,
             transport: speaks.transport(),
         };
         match proxied {
-            true => drop(runtime::spawn(connection.serve_proxied(
+            true => runtime::spawn_detached(connection.serve_proxied(
                 speaks,
                 per_ip.clone(),
                 door.clone(),
-            ))),
+            )),
             false => connection.start(speaks),
+        }
+    }
+
+    /// The context of a connection accepted now: the one made under the limits in force.
+    fn context(&self) -> Arc<Context> {
+        let limits = self.live.limits();
+        let mut cached = self.context.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some(ctx) if Arc::ptr_eq(&ctx.limits, &limits) => ctx.clone(),
+            _ => {
+                let ctx = Arc::new(Context {
+                    limits,
+                    budget: self.live.budget.clone(),
+                    auth: self.auth.clone(),
+                    metrics: self.metrics.clone(),
+                    shutdown: self.shutdown.clone(),
+                });
+                *cached = Some(ctx.clone());
+                ctx
+            }
         }
     }
 

@@ -117,8 +117,9 @@ impl PerIp {
 
     /// `Some(None)`: no cap configured; `Some(Some(slot))`: admitted; `None`: over the cap.
     /// Addresses are counted by their [`client_key`] (a v4-mapped address as IPv4, IPv6
-    /// by its /64).
-    pub fn take(&self, ip: IpAddr) -> Option<Option<IpSlot>> {
+    /// by its /64). The slot is boxed: with the cap off (the default), a connection pays
+    /// one pointer for it, not the slot's 32 bytes.
+    pub fn take(&self, ip: IpAddr) -> Option<Option<Box<IpSlot>>> {
         if self.max == 0 {
             return Some(None);
         }
@@ -129,10 +130,10 @@ impl PerIp {
             return None;
         }
         *count += 1;
-        Some(Some(IpSlot {
+        Some(Some(Box::new(IpSlot {
             ip,
             open: self.open.clone(),
-        }))
+        })))
     }
 }
 

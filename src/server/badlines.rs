@@ -9,6 +9,17 @@
 
 use std::time::Instant;
 
+/// What `Outbox::bad_line` decided about one refused line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    /// Within the rate: answer it.
+    Answer,
+    /// This line went over the rate: answer `error: too many bad lines` and close.
+    TooMany,
+    /// The connection is already being closed for it: answer nothing.
+    Closing,
+}
+
 /// Bad lines a connection may send at once before the rate applies.
 pub const BURST: f32 = 20.0;
 /// Bad lines a second a connection may keep sending.

@@ -1,5 +1,6 @@
-//! One connection's life: its span, its queue, its writer task and its reader, and
-//! the clean-up that follows whatever way the reader ends, a panic included.
+//! One connection's life: its span, its queue, its reader and its writer (the two halves
+//! of its one task), and the clean-up that follows whatever way they end, a panic
+//! included.
 
 use std::any::Any;
 use std::future::Future;
@@ -11,18 +12,23 @@ use async_channel::Sender;
 use futures::FutureExt;
 use tracing::{debug, debug_span, error, info, info_span, Instrument};
 
-use crate::auth::Auth;
-use crate::config::Limits;
 use crate::metrics::{CloseReason, Metrics, Transport};
 use crate::runtime::{self, Conn};
+pub use crate::server::context::Context;
 use crate::server::handshakes;
 use crate::server::outbox;
-use crate::server::outbox::Budget;
 use crate::server::reader::{self, Reader};
 use crate::server::router::{ConnId, Event};
 use crate::server::shutdown::{Shutdown, Void};
+use crate::server::traced::Traced as _;
 use crate::server::writer::Writer;
 use crate::tls;
+
+impl runtime::Home for crate::server::outbox::Queue {
+    fn wakes(&self) -> &runtime::Wakes {
+        &self.halves
+    }
+}
 
 /// What a connection holds for as long as it lives.
 pub struct Connection {
@@ -35,15 +41,11 @@ pub struct Connection {
     /// Never cloned (a clone would corrupt the count).
     pub token: crate::server::admission::Ticket,
     /// The per-address slot, when `max_connections_per_ip` is set.
-    pub ip_slot: Option<crate::server::admission::IpSlot>,
+    pub ip_slot: Option<Box<crate::server::admission::IpSlot>>,
+    /// The router's queue, for its reader only (see [`Context`]).
     pub events: Sender<Event>,
-    pub limits: Arc<Limits>,
-    /// The bounds on what is queued for clients, shared by every connection.
-    pub budget: Arc<Budget>,
-    /// With `[auth] users_file`: the users the login's password is checked against.
-    pub auth: Option<Arc<Auth>>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
+    /// What it shares with the other connections accepted under the same limits.
+    pub ctx: Arc<Context>,
     /// Dropped when the connection ends, so the drain knows when all are gone.
     pub alive: Sender<Void>,
     /// `[tls] client_identity = "login"` on this connection's TLS listener: its login
@@ -53,19 +55,20 @@ pub struct Connection {
     pub transport: Transport,
 }
 
-/// What a connection keeps while its reader runs, to finish once the reader is done.
+/// What a connection keeps for the end of its life, to finish once its reader and its
+/// writer are both done.
 struct Held {
-    conn: ConnId,
-    events: Sender<Event>,
-    /// The writer task: the connection ends when it has flushed and closed.
-    writer: runtime::JoinHandle<()>,
     metrics: Arc<Metrics>,
     token: crate::server::admission::Ticket,
-    ip_slot: Option<crate::server::admission::IpSlot>,
+    ip_slot: Option<Box<crate::server::admission::IpSlot>>,
     alive: Sender<Void>,
     /// The connection's queue, for the figures of its close line (and its transport).
     queue: Arc<crate::server::outbox::Queue>,
 }
+
+/// What the reader's half hands on when it ends: how it ended (`None`: it panicked) and
+/// whether the connection ever logged in.
+type Ended = Option<(reader::End, bool)>;
 
 impl Connection {
     /// The life of a connection on a TLS listener: the handshake first (within
@@ -80,20 +83,21 @@ impl Connection {
         let span = info_span!("conn", conn = self.conn, peer = %self.peer);
         // What is left of login_timeout: a PROXY header may have taken some of it.
         let deadline = self
+            .ctx
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
         let identity = tls.client_identity;
-        let (sock, metrics) = (self.stream.sock(), self.metrics.clone());
+        let (sock, metrics) = (self.stream.sock(), self.ctx.metrics.clone());
         let handshake = Box::pin(async move {
             let shaken = runtime::timeout(deadline, handshakes::shake(tls, sock, &metrics));
             shaken.await.unwrap_or(Err(tls::Failure::Timeout))
         });
         let failed = span.clone();
-        let handshake = until_drain(handshake, self.shutdown.clone());
+        let handshake = until_drain(handshake, self.ctx.shutdown.clone());
         handshake.instrument(span).then(move |shaken| match shaken {
             Some(Ok(session)) => {
-                self.metrics.tls_handshakes.inc();
+                self.ctx.metrics.tls_handshakes.inc();
                 self.identity = identity;
                 self.stream = self.stream.into_tls(session);
                 futures::future::Either::Left(self.serve())
@@ -101,7 +105,7 @@ impl Connection {
             Some(Err(why)) => {
                 // Scanners and port probes do this all day: counted, not logged above
                 // debug.
-                self.metrics.tls_handshake_failed(why);
+                self.ctx.metrics.tls_handshake_failed(why);
                 failed.in_scope(|| debug!(reason = why.label(), "TLS handshake failed"));
                 let _ = self.stream.shutdown(std::net::Shutdown::Both);
                 futures::future::Either::Right(futures::future::ready(()))
@@ -113,7 +117,14 @@ impl Connection {
         })
     }
 
-    /// The connection's whole life, as one task.
+    /// The connection's whole life, as one task: its reader and its writer are the two
+    /// halves of it, joined.
+    ///
+    /// One task, not a task each: a task costs its header, its task-locals and a slot in
+    /// the executor (about 250 B of every idle connection's memory), and the two halves
+    /// still wake apart (see [`runtime::join_halves`]): a wake of the writer does not poll
+    /// the reader, nor the other way round. Data still flows one way, reader → router →
+    /// queue → writer; only the task that carries the halves is shared.
     ///
     /// Built from combinators rather than written as one `async` block, so that the task
     /// stores the reader's state once, not beside copies of everything moved into it:
@@ -121,61 +132,49 @@ impl Connection {
     pub fn serve(self) -> impl Future<Output = ()> + Send + 'static {
         let span =
             info_span!("conn", conn = self.conn, peer = %self.peer, login = tracing::field::Empty);
-        let (reader, held, reader_span) = span.in_scope(|| {
-            // The reader's and the writer's own spans are at debug: at info, a span per
-            // task kept in the subscriber's registry cost 0.6 KiB of every idle
-            // connection's memory, and their events carry the connection's span anyway.
-            let reader_span = debug_span!("reader");
-            let (reader, held) = self.open();
-            (reader, held, reader_span)
-        });
-        isolate(reader.run(), held.metrics.clone())
-            .instrument(reader_span)
-            // Boxed: the clean-up runs once, and an idle connection keeps no room for it.
-            .then(move |end| Box::pin(held.close(end)))
+        let (reading, writing, held) = span.in_scope(|| self.open());
+        runtime::join_halves(reading, writing, held.queue.clone())
+            .map(move |(ended, ())| held.close(ended))
             .instrument(span)
     }
 
-    /// Starts the writer task and hands back the reader (run inline) and what is held.
-    fn open(self) -> (Reader, Held) {
+    /// The connection's two halves (each in its own span, inside the connection's) and
+    /// what is held until both are done.
+    fn open(
+        self,
+    ) -> (
+        impl Future<Output = Ended> + Send + 'static,
+        impl Future<Output = ()> + Send + 'static,
+        Held,
+    ) {
         debug!("connection opened");
-        let metrics = self.metrics;
+        let (ctx, metrics) = (self.ctx.clone(), self.ctx.metrics.clone());
         metrics.connections_open.inc();
         metrics.transports.opened(self.transport);
         let info = crate::server::conninfo::ConnInfo::new(self.conn, self.peer, self.transport);
-        let (outbox, inbox) = outbox::new(self.stream.clone(), self.budget, info);
+        let (outbox, inbox) = outbox::new(self.stream, ctx.budget.clone(), info);
         let queue = inbox.queue.clone();
         let writer = Writer {
-            stream: self.stream.clone(),
             inbox,
-            metrics: metrics.clone(),
-            write_timeout: self.limits.write_timeout,
-            shutdown: self.shutdown.clone(),
+            ctx: ctx.clone(),
         };
-        let stream = self.stream.clone();
-        let writer = runtime::spawn(
-            isolate(writer.run(), metrics.clone())
-                .map(move |ran| {
-                    if ran.is_none() {
-                        // Without its writer the connection is useless: end the reader too.
-                        let _ = stream.shutdown(std::net::Shutdown::Both);
-                    }
-                })
-                .instrument(debug_span!("writer"))
-                // A task of its own: it carries the connection's span itself (this runs
-                // inside it), so its events name the connection at every level.
-                .in_current_span(),
-        );
-        let rate = super::rate::Bucket::new(&self.limits);
+        let stream = queue.clone();
+        // The reader's and the writer's own spans are at debug: at info, a span per half
+        // kept in the subscriber's registry cost 0.6 KiB of every idle connection's
+        // memory, and their events carry the connection's span anyway.
+        let writing = isolate(writer.run(), metrics.clone())
+            .map(move |ran| {
+                if ran.is_none() {
+                    // Without its writer the connection is useless: end the reader too.
+                    let _ = stream.stream().shutdown(std::net::Shutdown::Both);
+                }
+            })
+            .traced(debug_span!("writer"));
+        let rate = super::rate::Bucket::new(&ctx.limits);
         let reader = Reader {
-            conn: self.conn,
-            stream: self.stream,
             outbox,
             events: self.events.clone(),
-            limits: self.limits,
-            auth: self.auth,
-            metrics: metrics.clone(),
-            shutdown: self.shutdown,
+            ctx: ctx.clone(),
             accepted: self.accepted,
             span: tracing::Span::current(),
             emptied: false,
@@ -183,35 +182,48 @@ impl Connection {
             slowed: false,
             identity: self.identity,
         };
+        let (events, left) = (self.events, queue.clone());
+        let reading = isolate(reader.run(), metrics.clone())
+            .traced(debug_span!("reader"))
+            // Boxed: leaving runs once, and an idle connection keeps no room for it.
+            .then(move |ended| Box::pin(leave(events, left, ended)));
         let held = Held {
-            conn: self.conn,
-            events: self.events,
-            writer,
             metrics,
             token: self.token,
             ip_slot: self.ip_slot,
             alive: self.alive,
             queue,
         };
-        (reader, held)
+        (reading, writing, held)
     }
 }
 
+/// After the reader: frees the login it held (unless draining) and lets go of the
+/// router's queue. The reader's queue handle went with the reader; once the router lets
+/// go too, the writer flushes and closes.
+async fn leave(
+    events: Sender<Event>,
+    queue: Arc<crate::server::outbox::Queue>,
+    ended: Ended,
+) -> Ended {
+    // After a drain the router keeps the login until every reader is done, so that
+    // lines still being routed reach this client; otherwise the login is freed now. The
+    // login is read from the queue, where the reader recorded it once granted, so that a
+    // reader that panicked frees it too.
+    let login = queue.info.login.get().cloned();
+    if let (false, Some(login)) = (matches!(ended, Some((reader::End::Drain, _))), login) {
+        let conn = queue.info.conn;
+        let _ = events.send(Event::Logout { conn, login }).await;
+    }
+    ended
+}
+
 impl Held {
-    /// After the reader: frees the login (unless draining), waits for the writer, and lets
-    /// go of the connection's token and slots.
-    async fn close(self, ended: Option<(reader::End, bool)>) {
+    /// After both halves: counts the close, logs it, and lets go of the connection's token
+    /// and slots.
+    fn close(self, ended: Ended) {
         let logged_in = ended.is_some_and(|(_, logged_in)| logged_in);
         let end = ended.map(|(end, _)| end);
-        // After a drain the router keeps the login until every reader is done, so that
-        // lines still being routed reach this client; otherwise the login is freed now.
-        if end != Some(reader::End::Drain) {
-            let _ = self.events.send(Event::Logout { conn: self.conn }).await;
-        }
-        // The reader's queue handle is gone; once the router lets go too, the writer
-        // flushes and closes.
-        drop(self.events);
-        self.writer.await;
         self.metrics.connections_open.dec();
         self.metrics.transports.closed(self.queue.info.transport);
         // At info for the connections that logged in; probes, scanners and refused

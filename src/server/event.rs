@@ -30,8 +30,9 @@ pub enum Event {
     },
     /// Messages from one logged-in connection, in the order they were read.
     Messages { from: Arc<str>, batch: Batch },
-    /// The connection's reader ended; its login is free again.
-    Logout { conn: ConnId },
+    /// The connection that held `login` ended; the login is free again unless another
+    /// connection took it over meanwhile (then `conn` no longer holds it).
+    Logout { conn: ConnId, login: Arc<str> },
     /// The users file changed (SIGHUP): logins it no longer holds are told
     /// `notice: account removed` and disconnected.
     Revoke { users: Arc<Auth> },

@@ -13,6 +13,7 @@ pub mod bans;
 mod budget;
 mod connection;
 pub mod conninfo;
+mod context;
 pub mod drain;
 mod elsewhere;
 pub(crate) mod event;
@@ -28,6 +29,7 @@ mod reader;
 mod router;
 pub mod shutdown;
 mod throttle;
+mod traced;
 mod websocket;
 mod writer;
 
@@ -111,6 +113,7 @@ pub async fn run(
         shutdown: drain,
         stop: stop_accepting,
         alive,
+        context: std::sync::Mutex::new(None),
     };
     let accept_span = accept::span(&addrs);
     let accepting = runtime::spawn(acceptor.run().instrument(accept_span));

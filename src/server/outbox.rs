@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::metrics::{CloseReason, DropReason, SlowReason};
 use crate::protocol;
 use crate::runtime::Conn;
+pub use crate::server::badlines::BadLine;
 use crate::server::badlines::BadLines;
 use crate::server::budget::{self, Held};
 
@@ -52,10 +53,11 @@ pub struct Queue {
     stream: Conn,
     /// Who the connection is and what it did, for its close line and `/connections`.
     pub info: ConnInfo,
-    /// The reader while it waits for input, woken when the drain begins
-    /// ([`Queue::wake_reader`]): one slot here instead of a listener on the drain signal
-    /// registered (and allocated) by every read.
-    reader: futures::task::AtomicWaker,
+    /// What the wakers of the connection's reader and writer share: the two halves of the
+    /// connection's one task (`runtime::join_halves`) wake apart through it. The drain
+    /// and a kick wake the reader here ([`Queue::wake_reader`]): no waker is registered
+    /// (nor a listener on the drain signal allocated) by every read.
+    pub(super) halves: crate::runtime::Wakes,
 }
 
 /// The part of the queue behind its lock.
@@ -84,17 +86,6 @@ struct Lines {
     owed_since: u64,
 }
 
-/// What [`Outbox::bad_line`] decided about one refused line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadLine {
-    /// Within the rate: answer it.
-    Answer,
-    /// This line went over the rate: answer `error: too many bad lines` and close.
-    TooMany,
-    /// The connection is already being closed for it: answer nothing.
-    Closing,
-}
-
 /// A handle to put lines into a connection's queue. The queue closes when the last
 /// handle is dropped; the writer then flushes what is queued and closes the socket.
 pub struct Outbox {
@@ -118,7 +109,7 @@ pub fn new(stream: Conn, budget: Arc<Budget>, info: ConnInfo) -> (Outbox, Inbox)
         budget,
         stream,
         info,
-        reader: futures::task::AtomicWaker::new(),
+        halves: crate::runtime::Wakes::default(),
     });
     queue
         .budget
@@ -236,9 +227,9 @@ impl Outbox {
         &self.queue.info
     }
 
-    /// Registers the reader, waiting for input, to be woken by [`Queue::wake_reader`].
-    pub fn register_reader(&self, waker: &Waker) {
-        self.queue.reader.register(waker);
+    /// The connection's socket (its reader reads it through here).
+    pub fn stream(&self) -> &Conn {
+        self.queue.stream()
     }
 
     /// Closes the connection for `why` with a last notice ([`Queue::close_for`]).
@@ -435,9 +426,15 @@ impl Queue {
         }
     }
 
-    /// Wakes the reader if it waits for input (the drain has begun: it must look).
+    /// The connection's socket (its writer writes it through here).
+    pub fn stream(&self) -> &Conn {
+        &self.stream
+    }
+
+    /// Wakes the reader if it waits for input (the drain has begun, or its reads were
+    /// stopped: it must look): the reading half of the connection's task is polled again.
     pub fn wake_reader(&self) {
-        self.reader.wake();
+        self.halves.wake_first();
     }
 
     /// Why the connection was cut off, if it was.

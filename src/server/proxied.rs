@@ -34,12 +34,13 @@ impl Connection {
     pub async fn serve_proxied(mut self, speaks: Speaks, per_ip: PerIp, door: Door) {
         let balancer = self.peer;
         let left = self
+            .ctx
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
         let header = async { Some(runtime::timeout(left, read_header(&self.stream)).await) };
         let drain = async {
-            self.shutdown.wait().await;
+            self.ctx.shutdown.wait().await;
             None
         };
         // A drain does not wait out a balancer's silent connection: it holds no login.
@@ -66,7 +67,7 @@ impl Connection {
             )),
         };
         if let Some((why, detail)) = refusal {
-            self.metrics.proxy_header_refused(why);
+            self.ctx.metrics.proxy_header_refused(why);
             let span = info_span!("conn", conn = self.conn, peer = %balancer);
             span.in_scope(|| {
                 if warn_now() {
@@ -76,26 +77,26 @@ impl Connection {
                 }
             });
             let answer = speaks.refusal("bad PROXY protocol header", 400);
-            close_with(&self.stream, &answer, &self.metrics).await;
+            close_with(&self.stream, &answer, &self.ctx.metrics).await;
             return;
         }
         if let Err(shut) = door.check(self.peer.ip()) {
-            self.metrics.refused(shut.refusal());
+            self.ctx.metrics.refused(shut.refusal());
             debug!(peer = %self.peer, via = %balancer, why = shut.line(), "refused at the door");
             let answer = speaks.refusal(shut.line(), shut.status());
-            close_with(&self.stream, &answer, &self.metrics).await;
+            close_with(&self.stream, &answer, &self.ctx.metrics).await;
             return;
         }
         match per_ip.take(self.peer.ip()) {
             Some(slot) => self.ip_slot = slot,
             None => {
-                self.metrics.refused(Refusal::PerIp);
+                self.ctx.metrics.refused(Refusal::PerIp);
                 let span = info_span!("conn", conn = self.conn, peer = %self.peer);
                 span.in_scope(
                     || info!(via = %balancer, "refused: too many connections from this address"),
                 );
                 let answer = speaks.refusal("too many connections from your address", 429);
-                close_with(&self.stream, &answer, &self.metrics).await;
+                close_with(&self.stream, &answer, &self.ctx.metrics).await;
                 return;
             }
         }

@@ -1,24 +1,20 @@
-//! One task per connection that reads what the client sends: the login first, then
-//! message lines, each parsed and handed to the router in batches (one batch per read).
-//! It answers bad input itself through the connection's own queue.
+//! The reading half of each connection's task: it reads what the client sends, the login
+//! first, then message lines, each parsed and handed to the router in batches (one batch
+//! per read). It answers bad input itself through the connection's own queue.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use async_channel::Sender;
 use futures_lite::future::FutureExt as _;
 use tracing::{debug, info, warn};
 
-use crate::auth::Auth;
-use crate::config::Limits;
 use crate::metrics::{CloseReason, LineRefusal, Metrics, WsRefusal};
 use crate::protocol::{self, FrameError, LineFramer};
-use crate::runtime::{self, Conn};
+use crate::runtime;
 use crate::server::badlines;
 use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{BadLine, Out, Outbox};
-use crate::server::router::{Batch, ConnId, Event, Item};
-use crate::server::shutdown::Shutdown;
+use crate::server::router::{Batch, Event, Item};
 
 mod authenticate;
 mod input;
@@ -49,17 +45,16 @@ fn refusal_of(e: &protocol::MessageError) -> LineRefusal {
 }
 
 /// Everything the reader needs.
+///
+/// The connection's id and socket are its queue's (`outbox.info().conn`,
+/// `outbox.stream()`), not kept twice.
 pub struct Reader {
-    pub conn: ConnId,
-    pub stream: Conn,
     pub outbox: Outbox,
-    pub events: Sender<Event>,
-    pub limits: Arc<Limits>,
-    /// With `[auth] users_file` set: the users the login line's password is checked
-    /// against. `None` means open logins, as in the book.
-    pub auth: Option<Arc<Auth>>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Shutdown,
+    /// The router's queue: logins, batches of messages.
+    pub events: async_channel::Sender<Event>,
+    /// The limits, the users (`None`: open logins, as in the book), the metrics and the
+    /// drain signal.
+    pub ctx: Arc<crate::server::context::Context>,
     /// When the connection was accepted: the login is due `login_timeout` later.
     pub accepted: std::time::Instant,
     /// The connection's span, which gets the `login` field once it is granted.
@@ -122,7 +117,7 @@ impl Reader {
     #[allow(clippy::manual_async_fn)]
     pub fn run(mut self) -> impl Future<Output = (End, bool)> + Send {
         async move {
-            let mut framer = LineFramer::new(self.limits.max_line_bytes);
+            let mut framer = LineFramer::new(self.ctx.limits.max_line_bytes);
             // Boxed: the login's futures are needed once, and an idle connection should
             // not keep room for them for the rest of its life.
             let login = match Box::pin(self.login(&mut framer)).await {
@@ -134,63 +129,71 @@ impl Reader {
     }
 
     /// After the login: routes what the client sends. Takes the login and the framer by
-    /// reference, for the reason [`Reader::run`] gives.
-    async fn chat(&mut self, login: &Arc<str>, framer: &mut LineFramer) -> End {
-        let idle = self.limits.idle_timeout;
-        loop {
-            // Lines that arrived with the login, or in the last read.
-            let allowed = match self.allowed_now() {
-                Some(allowed) => allowed,
-                // Boxed: the wait is rare, and an idle connection keeps no room for it.
-                None => Box::pin(self.allowance()).await,
-            };
-            let turn = self.route_lines(login, framer, allowed).await;
-            if let Ok((_, deliveries)) = &turn {
-                self.rate.spend(*deliveries);
-            }
-            match turn.map(|(turn, _)| turn) {
-                Err(end) => return end,
-                Ok(Turn::More) if !self.shutdown.is_draining() => {
+    /// reference, for the reason [`Reader::run`] gives, and is a plain function returning
+    /// an `async` block for the same reason: the block uses the three references it
+    /// captured, where an `async fn` would keep them twice for the connection's life.
+    #[allow(clippy::manual_async_fn)]
+    fn chat<'a>(
+        &'a mut self,
+        login: &'a Arc<str>,
+        framer: &'a mut LineFramer,
+    ) -> impl Future<Output = End> + Send + 'a {
+        async move {
+            loop {
+                // Lines that arrived with the login, or in the last read.
+                let allowed = match self.allowed_now() {
+                    Some(allowed) => allowed,
+                    // Boxed: the wait is rare, and an idle connection keeps no room for it.
+                    None => Box::pin(self.allowance()).await,
+                };
+                // Only a flag is kept across the waits below, not the turn's result.
+                let more = match self.route_lines(login, framer, allowed).await {
+                    Err(end) => return end,
+                    Ok((turn, deliveries)) => {
+                        self.rate.spend(deliveries);
+                        turn == Turn::More
+                    }
+                };
+                if more && !self.ctx.shutdown.is_draining() {
                     // A read of tiny lines can hold tens of thousands: the rest waits for
                     // this connection's next turn, without reading more meanwhile.
                     futures_lite::future::yield_now().await;
                     continue;
                 }
-                Ok(_) => {}
-            }
-            framer.shrink_if_idle();
-            if !self.emptied {
-                // The last read filled the buffer, so more is likely waiting: let the other
-                // connections on this thread have a turn first. A client that always has
-                // data ready gets one read per turn, however fast it sends.
-                futures_lite::future::yield_now().await;
-            }
-            // A client that always has data ready must not keep the reader from the drain.
-            let input = if self.shutdown.is_draining() {
-                Input::Drain
-            } else {
-                self.read(framer, idle).await
-            };
-            match input {
-                Input::Read(Ok(0)) => {
-                    debug!("client closed the connection");
-                    self.outbox.info().ending(CloseReason::ClientClosed);
-                    return End::Closed;
+                framer.shrink_if_idle();
+                if !self.emptied {
+                    // The last read filled the buffer, so more is likely waiting: let the other
+                    // connections on this thread have a turn first. A client that always has
+                    // data ready gets one read per turn, however fast it sends.
+                    futures_lite::future::yield_now().await;
                 }
-                Input::Read(Ok(_)) => {}
-                Input::Read(Err(e)) => {
-                    debug!(error = %e, "read failed");
-                    self.read_failed(&e);
-                    return End::Closed;
+                // A client that always has data ready must not keep the reader from the drain.
+                let input = if self.ctx.shutdown.is_draining() {
+                    Input::Drain
+                } else {
+                    self.read(framer, self.ctx.limits.idle_timeout).await
+                };
+                match input {
+                    Input::Read(Ok(0)) => {
+                        debug!("client closed the connection");
+                        self.outbox.info().ending(CloseReason::ClientClosed);
+                        return End::Closed;
+                    }
+                    Input::Read(Ok(_)) => {}
+                    Input::Read(Err(e)) => {
+                        debug!(error = %e, "read failed");
+                        self.read_failed(&e);
+                        return End::Closed;
+                    }
+                    Input::Timeout => {
+                        self.outbox.info().ending(CloseReason::IdleTimeout);
+                        info!(timeout = ?self.ctx.limits.idle_timeout, "idle timeout");
+                        self.say(protocol::format_notice("idle timeout"));
+                        return End::Closed;
+                    }
+                    // Boxed: it runs once, and an idle connection keeps no room for it.
+                    Input::Drain => return Box::pin(self.drain(login, framer)).await,
                 }
-                Input::Timeout => {
-                    self.outbox.info().ending(CloseReason::IdleTimeout);
-                    info!(timeout = ?idle, "idle timeout");
-                    self.say(protocol::format_notice("idle timeout"));
-                    return End::Closed;
-                }
-                // Boxed: it runs once, and an idle connection keeps no room for it.
-                Input::Drain => return Box::pin(self.drain(login, framer)).await,
             }
         }
     }
@@ -205,11 +208,11 @@ impl Reader {
     /// How many deliveries the client may cause now, when it need not wait (see
     /// [`Reader::allowance`]).
     fn allowed_now(&mut self) -> Option<usize> {
-        if self.limits.messages_per_second == 0 || self.shutdown.is_draining() {
+        if self.ctx.limits.messages_per_second == 0 || self.ctx.shutdown.is_draining() {
             return Some(usize::MAX);
         }
         self.rate
-            .allowance(&self.limits, self.accepted.elapsed())
+            .allowance(&self.ctx.limits, self.accepted.elapsed())
             .ok()
     }
 
@@ -220,20 +223,23 @@ impl Reader {
     async fn allowance(&mut self) -> usize {
         loop {
             // Off: no clock read, nothing counted.
-            if self.limits.messages_per_second == 0 || self.shutdown.is_draining() {
+            if self.ctx.limits.messages_per_second == 0 || self.ctx.shutdown.is_draining() {
                 return usize::MAX;
             }
-            let wait = match self.rate.allowance(&self.limits, self.accepted.elapsed()) {
+            let wait = match self
+                .rate
+                .allowance(&self.ctx.limits, self.accepted.elapsed())
+            {
                 Ok(allowed) => return allowed,
                 Err(wait) => wait,
             };
-            self.metrics.operator.rate_limited.inc();
+            self.ctx.metrics.operator.rate_limited.inc();
             if !self.slowed {
                 self.slowed = true;
                 debug!(wait = ?wait, "over messages_per_second: not reading for a while");
                 self.say(protocol::format_notice("slow down"));
             }
-            let drain = self.shutdown.clone();
+            let drain = self.ctx.shutdown.clone();
             runtime::sleep(wait)
                 .or(async move { drain.wait().await })
                 .await;
@@ -319,9 +325,9 @@ impl Reader {
                     break;
                 }
             };
-            match protocol::parse_message(line, self.limits.max_recipients) {
+            match protocol::parse_message(line, self.ctx.limits.max_recipients) {
                 Ok(msg) => {
-                    self.metrics.messages_received.inc();
+                    self.ctx.metrics.messages_received.inc();
                     ConnInfo::count(&self.outbox.info().messages_in, 1);
                     let (line_start, names_start) = (lines.len(), names.len());
                     protocol::write_delivery(&mut lines, login, msg.text);
@@ -342,7 +348,7 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    self.metrics.line_refused(refusal_of(&e));
+                    self.ctx.metrics.line_refused(refusal_of(&e));
                     // Counted before the answer is built: a flood of bad lines costs a
                     // bounded number of answers, then the connection.
                     match self.outbox.bad_line() {
@@ -351,7 +357,7 @@ impl Reader {
                             items.push(Item::Reply(protocol::format_error(e)));
                         }
                         BadLine::TooMany => {
-                            items.push(Item::Reply(too_many_bad_lines(&self.metrics)));
+                            items.push(Item::Reply(too_many_bad_lines(&self.ctx.metrics)));
                             too_many_bad = true;
                             break;
                         }
@@ -405,7 +411,7 @@ impl Reader {
             self.outbox.info().ending(read_error_reason(e));
             return;
         };
-        self.metrics.transports.refused(refused.0);
+        self.ctx.metrics.transports.refused(refused.0);
         self.outbox.info().ending(match refused.0 {
             WsRefusal::TooBig => CloseReason::LineTooLong,
             WsRefusal::InvalidUtf8 => CloseReason::InvalidUtf8,

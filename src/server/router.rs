@@ -28,11 +28,12 @@ use crate::server::outbox::{Out, Outbox, Shared};
 pub use crate::server::event::{Batch, ConnId, Event, ForwardKick, Item};
 
 /// A logged-in connection, as the router knows it.
+///
+/// Its look is not kept here: it is the login's canonical form, computed again on the
+/// rare way out rather than stored twice in every connection's entry.
 struct Peer {
     conn: ConnId,
     outbox: Outbox,
-    /// The key of this login in the map of looks, removed with it.
-    look: Box<str>,
 }
 
 /// Recipient names longer than this are never looked up by their canonical form: no
@@ -47,8 +48,6 @@ struct Online {
     peers: HashMap<Arc<str>, Peer>,
     /// Live logins by canonical form, to the name as sent.
     looks: HashMap<Box<str>, Arc<str>>,
-    /// Live logins by connection, for the logout.
-    logins: HashMap<ConnId, Arc<str>>,
     /// The operators' bans: a banned login is refused here, where logins are granted.
     bans: Arc<super::bans::Bans>,
 }
@@ -57,17 +56,32 @@ impl Online {
     /// Forgets a login (logout, or its client is cut off); in a cluster, the registry
     /// is told too (`elsewhere`; [`Alone`] to tell nobody).
     fn remove(&mut self, login: &str, elsewhere: &impl Elsewhere) {
-        if let Some(peer) = self.peers.remove(login) {
-            self.logins.remove(&peer.conn);
-            self.looks.remove(&peer.look);
-            elsewhere.release(peer.look);
+        if self.peers.remove(login).is_some() {
+            self.forget_look(login, elsewhere);
+        }
+    }
+
+    /// Forgets `login` if `conn` still holds it (another connection may have taken it
+    /// over meanwhile); says whether it did.
+    fn logout(&mut self, conn: ConnId, login: &str, elsewhere: &impl Elsewhere) -> bool {
+        let held = self.peers.get(login).is_some_and(|peer| peer.conn == conn);
+        if held {
+            self.remove(login, elsewhere);
+        }
+        held
+    }
+
+    /// Removes the look of `login` (its canonical form, as `register` was given it),
+    /// and frees it in the cluster.
+    fn forget_look(&mut self, login: &str, elsewhere: &impl Elsewhere) {
+        if let Some((look, _)) = self.looks.remove_entry(&*names::canonical(login)) {
+            elsewhere.release(look);
         }
     }
 
     fn register(&mut self, conn: ConnId, login: Arc<str>, look: Box<str>, outbox: Outbox) {
-        self.logins.insert(conn, login.clone());
-        self.looks.insert(look.clone(), login.clone());
-        self.peers.insert(login, Peer { conn, outbox, look });
+        self.looks.insert(look, login.clone());
+        self.peers.insert(login, Peer { conn, outbox });
     }
 
     /// Hands `login` from its live connection to `conn`, whose user proved the password:
@@ -75,8 +89,8 @@ impl Online {
     /// claim in the registry, which stays this node's) goes on under the new one.
     fn take_over(&mut self, conn: ConnId, login: Arc<str>, look: Box<str>, outbox: Outbox) {
         if let Some(old) = self.peers.remove(&login) {
-            self.logins.remove(&old.conn);
-            self.looks.remove(&old.look);
+            // The same login has the same look, which `register` puts back.
+            self.looks.remove(&look);
             let notice = protocol::format_notice("logged in from another connection");
             let _ = old.outbox.send(Out::Server(notice));
             old.outbox.info().ending(CloseReason::Replaced);
@@ -113,7 +127,6 @@ pub async fn run(
     let mut online = Online {
         peers: HashMap::new(),
         looks: HashMap::new(),
-        logins: HashMap::new(),
         bans,
     };
     match link {
@@ -269,9 +282,8 @@ fn handle<E: Elsewhere>(event: Event, online: &mut Online, elsewhere: &mut E, me
             });
             let _ = kick.reply.send(node);
         }
-        Event::Logout { conn } => {
-            if let Some(login) = online.logins.get(&conn).cloned() {
-                online.remove(&login, elsewhere);
+        Event::Logout { conn, login } => {
+            if online.logout(conn, &login, elsewhere) {
                 metrics.logged_in.set(online.peers.len() as i64);
             }
         }

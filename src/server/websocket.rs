@@ -60,15 +60,15 @@ impl Connection {
             Speaks {
                 tls: None,
                 websocket: None,
-            } => drop(runtime::spawn(self.serve())),
+            } => runtime::spawn_detached(self.serve()),
             Speaks {
                 tls: Some(tls),
                 websocket: None,
-            } => drop(runtime::spawn(self.serve_tls(tls))),
+            } => runtime::spawn_detached(self.serve_tls(tls)),
             Speaks {
                 tls,
                 websocket: Some(front),
-            } => drop(runtime::spawn(self.serve_websocket(tls, front))),
+            } => runtime::spawn_detached(self.serve_websocket(tls, front)),
         }
     }
 
@@ -80,12 +80,12 @@ impl Connection {
         front: Arc<Front>,
     ) -> impl Future<Output = ()> + Send {
         let span = info_span!("conn", conn = self.conn, peer = %self.peer);
-        let deadline = self.accepted + self.limits.login_timeout;
+        let deadline = self.accepted + self.ctx.limits.login_timeout;
         let identity = tls.as_ref().is_some_and(|t| t.client_identity);
-        let (sock, metrics) = (self.stream.sock(), self.metrics.clone());
-        let max_line = self.limits.max_line_bytes;
+        let (sock, metrics) = (self.stream.sock(), self.ctx.metrics.clone());
+        let max_line = self.ctx.limits.max_line_bytes;
         let opening = Box::pin(open(sock, tls, front, max_line, deadline, metrics));
-        let opening = until_drain(opening, self.shutdown.clone()).map(Option::flatten);
+        let opening = until_drain(opening, self.ctx.shutdown.clone()).map(Option::flatten);
         opening.instrument(span).then(move |opened| match opened {
             Some(session) => {
                 self.identity = identity;

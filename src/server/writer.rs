@@ -1,4 +1,4 @@
-//! One task per connection, the only code that writes to its socket: it takes every
+//! The writing half of each connection's task, the only code that writes to its socket: it takes every
 //! line queued for the client, writes them in as few `write` calls as possible, and
 //! closes the connection cleanly when the queue closes (sending the drain notice when
 //! the daemon is shutting down).
@@ -16,7 +16,6 @@ use crate::protocol;
 use crate::runtime::{self, Conn};
 use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{Inbox, Out, Queue};
-use crate::server::shutdown::Shutdown;
 
 /// Most bytes gathered into one `write`.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -35,12 +34,13 @@ const LINGER: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// Everything the writer needs.
+///
+/// The socket is its queue's (`inbox.queue.stream()`), and `write_timeout` is in the
+/// limits of its context.
 pub struct Writer {
-    pub stream: Conn,
     pub inbox: Inbox,
-    pub metrics: Arc<Metrics>,
-    pub write_timeout: Duration,
-    pub shutdown: Shutdown,
+    /// The metrics, the limits and the drain signal.
+    pub ctx: Arc<crate::server::context::Context>,
 }
 
 /// Writes all of `buf`, waiting while the socket's buffer is full: a timer is armed only
@@ -143,12 +143,18 @@ impl Writer {
             // A write the socket takes at once (nearly all of them) is made without waiting
             // and starts no timer; only the rest of one that has to wait is written by
             // `write_within`, boxed, so that an idle writer keeps no room for it.
-            let written = match self.stream.write_now(&buf) {
+            let written = match self.inbox.queue.stream().write_now(&buf) {
                 Ok((_, true)) => Ok(Ok(())),
                 Ok((taken, false)) => {
                     let rest = &buf[taken..];
                     let queue = &self.inbox.queue;
-                    Box::pin(write_within(&self.stream, queue, rest, self.write_timeout)).await
+                    Box::pin(write_within(
+                        self.inbox.queue.stream(),
+                        queue,
+                        rest,
+                        self.ctx.limits.write_timeout,
+                    ))
+                    .await
                 }
                 Err(e) => Ok(Err(e)),
             };
@@ -156,9 +162,9 @@ impl Writer {
             let failure = match written {
                 Ok(Ok(())) => {
                     let waited = self.inbox.queue.waited_ns(since);
-                    self.metrics.queue_wait.observe(waited, deliveries);
-                    self.metrics.messages_delivered.inc_by(deliveries);
-                    self.metrics.bytes_out.inc_by(buf.len() as u64);
+                    self.ctx.metrics.queue_wait.observe(waited, deliveries);
+                    self.ctx.metrics.messages_delivered.inc_by(deliveries);
+                    self.ctx.metrics.bytes_out.inc_by(buf.len() as u64);
                     let info = &self.inbox.queue.info;
                     ConnInfo::count(&info.messages_out, deliveries);
                     ConnInfo::add(&info.bytes_out, buf.len() as u64);
@@ -194,20 +200,20 @@ impl Writer {
                 dropped += 1;
             }
         }
-        let _ = self.stream.shutdown(SocketShutdown::Both);
+        let _ = self.inbox.queue.stream().shutdown(SocketShutdown::Both);
         match queue.cut_reason() {
             Some(why) => {
-                self.metrics.slow_consumer(why);
-                self.metrics.dropped(DropReason::SlowConsumer, dropped);
+                self.ctx.metrics.slow_consumer(why);
+                self.ctx.metrics.dropped(DropReason::SlowConsumer, dropped);
                 match why {
                     SlowReason::WriteTimeout => {
-                        warn!(reason = why.label(), dropped, timeout = ?self.write_timeout, "{}", why.explain())
+                        warn!(reason = why.label(), dropped, timeout = ?self.ctx.limits.write_timeout, "{}", why.explain())
                     }
                     _ => warn!(reason = why.label(), dropped, "{}", why.explain()),
                 }
             }
             None => {
-                self.metrics.dropped(DropReason::RecipientGone, dropped);
+                self.ctx.metrics.dropped(DropReason::RecipientGone, dropped);
                 if let Failure::Io(e) = failure {
                     debug!(error = %e, dropped, "write failed");
                 }
@@ -218,20 +224,24 @@ impl Writer {
     /// Everything queued was written: say goodbye if draining, then close without
     /// resetting the connection.
     async fn close(&mut self) {
-        if self.shutdown.is_draining() {
+        if self.ctx.shutdown.is_draining() {
             let notice = protocol::format_notice("server shutting down");
-            let sent = runtime::timeout(self.write_timeout, self.stream.write_all(&notice)).await;
+            let sent = runtime::timeout(
+                self.ctx.limits.write_timeout,
+                self.inbox.queue.stream().write_all(&notice),
+            )
+            .await;
             if let Ok(Ok(())) = sent {
-                self.metrics.bytes_out.inc_by(notice.len() as u64);
+                self.ctx.metrics.bytes_out.inc_by(notice.len() as u64);
             }
         }
-        let _ = self.stream.shutdown(SocketShutdown::Write);
-        let cap = if self.shutdown.is_draining() {
+        let _ = self.inbox.queue.stream().shutdown(SocketShutdown::Write);
+        let cap = if self.ctx.shutdown.is_draining() {
             usize::MAX
         } else {
             LINGER_BYTES
         };
-        linger(&self.stream, cap, &self.metrics).await;
+        linger(self.inbox.queue.stream(), cap, &self.ctx.metrics).await;
     }
 }
 

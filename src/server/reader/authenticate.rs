@@ -28,26 +28,27 @@ impl Reader {
         // The client's address as accepted, or as its balancer's PROXY header gave it.
         let peer = self.outbox.info().peer.ip();
         let left = self
+            .ctx
             .limits
             .login_timeout
             .saturating_sub(self.accepted.elapsed());
-        let checked = async { Ok(auth.check(peer, &line, &self.metrics).await) };
+        let checked = async { Ok(auth.check(peer, &line, &self.ctx.metrics).await) };
         // What ended the wait instead: the deadline (`None`), the drain, or the client.
         let timeout = async {
             runtime::sleep(left).await;
             Err(None)
         };
         let drain = async {
-            self.shutdown.wait().await;
+            self.ctx.shutdown.wait().await;
             Err(Some(End::Drain))
         };
         // A client that sent more than its login line (and may have closed its side
         // since, as `a-chat client` does at the end of its input) is still served; so is
         // a TLS client, whose session may hold lines the socket no longer shows.
         let gone = async {
-            match sent_more || self.stream.is_buffered() {
+            match sent_more || self.outbox.stream().is_buffered() {
                 true => futures_lite::future::pending().await,
-                false => self.stream.closed().await,
+                false => self.outbox.stream().closed().await,
             }
             Err(Some(End::Closed))
         };
@@ -66,7 +67,7 @@ impl Reader {
             Err(None) => {
                 self.outbox.info().ending(CloseReason::LoginTimeout);
                 info!("refused: login not checked within login_timeout");
-                self.metrics.refused(Refusal::LoginTimeout);
+                self.ctx.metrics.refused(Refusal::LoginTimeout);
                 self.say(protocol::format_error("login timeout"));
                 Err(End::Closed)
             }
@@ -79,7 +80,7 @@ impl Reader {
     /// any failed check.
     pub(super) fn users_changed(&self) -> End {
         let failure = Failure::BadCredentials;
-        self.metrics.auth_failed(failure);
+        self.ctx.metrics.auth_failed(failure);
         self.outbox.info().ending(failure.into());
         info!("login refused: the users file was reloaded while the password was checked");
         self.say(protocol::format_error(failure.answer()));

@@ -52,22 +52,19 @@ impl Reader {
         // Disjoint borrows of the reader's fields, so that waiting for the drain needs no
         // clone of the shutdown handle on every read.
         let Reader {
-            stream,
-            metrics,
-            shutdown,
+            ctx,
             emptied,
             outbox,
             ..
         } = self;
-        // The drain wakes every waiting reader through its queue (`Queue::wake_reader`),
-        // after the signal is set: registered first, then looked at, no wake is missed.
+        let (metrics, shutdown) = (&ctx.metrics, &ctx.shutdown);
+        // The drain wakes every reader through its queue (`Queue::wake_reader`) after the
+        // signal is set, so a reader that saw no drain here is woken to look again.
         let outbox: &Outbox = outbox;
-        let drain = futures::future::poll_fn(move |cx| {
-            outbox.register_reader(cx.waker());
-            match shutdown.is_draining() {
-                true => Poll::Ready(Input::Drain),
-                false => Poll::Pending,
-            }
+        let stream = outbox.stream();
+        let drain = futures::future::poll_fn(move |_| match shutdown.is_draining() {
+            true => Poll::Ready(Input::Drain),
+            false => Poll::Pending,
         });
         let timeout = async move {
             if limit.is_zero() {
@@ -112,12 +109,12 @@ impl Reader {
         SCRATCH.with(|scratch| {
             let scratch = &mut scratch.borrow_mut()[..DRAIN_READ];
             for _ in 0..DRAIN_READS {
-                let n = self.stream.read_now(scratch).unwrap_or(0);
+                let n = self.outbox.stream().read_now(scratch).unwrap_or(0);
                 if n == 0 {
                     break;
                 }
                 framer.push(&scratch[..n]);
-                self.metrics.bytes_in.inc_by(n as u64);
+                self.ctx.metrics.bytes_in.inc_by(n as u64);
             }
         })
     }

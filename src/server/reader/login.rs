@@ -18,11 +18,11 @@ use crate::server::router::Event;
 impl Reader {
     /// Reads the login line, asks the router for it, and returns it once granted.
     pub(super) async fn login(&mut self, framer: &mut LineFramer) -> Result<Arc<str>, End> {
-        let deadline = self.limits.login_timeout;
+        let deadline = self.ctx.limits.login_timeout;
         let started = self.accepted;
         let line = loop {
             if looks_like_tls(framer.front()) {
-                prelogin::garbage(&self.outbox, &self.metrics, Garbage::TlsOnPlaintext);
+                prelogin::garbage(&self.outbox, &self.ctx.metrics, Garbage::TlsOnPlaintext);
                 return Err(End::Closed);
             }
             if let Some(line) = framer.next_line() {
@@ -45,7 +45,7 @@ impl Reader {
                     // Slowloris crowds and port probes do this by the hundred: counted, and
                     // logged at debug only.
                     debug!("refused: no login within login_timeout");
-                    self.metrics.refused(Refusal::LoginTimeout);
+                    self.ctx.metrics.refused(Refusal::LoginTimeout);
                     self.say(protocol::format_error("login timeout"));
                     return Err(End::Closed);
                 }
@@ -55,24 +55,24 @@ impl Reader {
         let mut line = match line {
             Ok(line) => line,
             Err(e) => {
-                prelogin::garbage(&self.outbox, &self.metrics, prelogin::kind_of(e));
+                prelogin::garbage(&self.outbox, &self.ctx.metrics, prelogin::kind_of(e));
                 return Err(End::Closed);
             }
         };
         if line.is_empty() {
             // What `a-chat probe` sends: answered before any password check, so a health
             // check never counts as a failed login of its address.
-            prelogin::probe(&self.outbox, &self.metrics);
+            prelogin::probe(&self.outbox, &self.ctx.metrics);
             return Err(End::Closed);
         }
         let mut checked = None;
-        if let Some(auth) = self.auth.clone() {
+        if let Some(auth) = self.ctx.auth.clone() {
             let sent_more = framer.partial_len() > 0;
             // Boxed: only with `[auth]` does a login keep room for the password check.
             let (name, granted) = Box::pin(self.authenticate(&auth, line, sent_more)).await?;
             (line, checked) = (name, Some(granted));
         }
-        let limits = &self.limits;
+        let limits = &self.ctx.limits;
         if let Err(e) = names::validate_login(&line, limits.max_login_bytes, limits.login_charset) {
             return Err(self.refuse_login(e));
         }
@@ -85,7 +85,7 @@ impl Reader {
         let login: Arc<str> = line.into();
         let (reply, granted) = oneshot::channel();
         let asked = self.events.send(Event::Login {
-            conn: self.conn,
+            conn: self.outbox.info().conn,
             login: login.clone(),
             look,
             outbox: self.outbox.clone(),
@@ -100,7 +100,7 @@ impl Reader {
                 // Recorded first, so that this event already carries the login.
                 self.span.record("login", &*login);
                 let _ = self.outbox.info().login.set(login.clone());
-                self.metrics.timings.logins.inc();
+                self.ctx.metrics.timings.logins.inc();
                 match certificate {
                     Some(subject) => info!(certificate = %subject, "logged in"),
                     None => info!("logged in"),
@@ -115,7 +115,7 @@ impl Reader {
     /// With `[tls] client_identity = "login"`: the login (of look `look`) must be one of
     /// the names of the client's certificate; the certificate's subject, for the log.
     fn certified(&self, login: &str, look: &str) -> Result<String, End> {
-        let der = self.stream.peer_certificate();
+        let der = self.outbox.stream().peer_certificate();
         let names = der
             .as_deref()
             .map(crate::certificate::identity)
@@ -150,7 +150,7 @@ impl Reader {
         } else {
             info!(reason = %e, "login refused");
         }
-        self.metrics.refused(why);
+        self.ctx.metrics.refused(why);
         self.say(protocol::format_error(&e));
         End::Closed
     }
