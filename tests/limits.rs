@@ -345,3 +345,46 @@ fn an_idle_logged_in_connection_costs_a_few_kib() {
         "{over_tls} bytes per idle TLS connection"
     );
 }
+
+/// Descriptors the daemon has open.
+fn open_fds(d: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// A connection the daemon ends lets go of its socket once its linger is over, even when
+/// the client keeps its end open and never reads or sends again: the daemon's own wakers,
+/// left in the socket's readiness slots, must not keep the connection alive. (They did,
+/// for a while, through a cycle: the socket's slot held a waker, the waker the queue,
+/// the queue the socket; each such client then held a descriptor past its token.)
+#[test]
+fn an_ended_connection_lets_go_of_its_socket_while_its_client_stays() {
+    let _one = serial();
+    const N: usize = 20;
+    let d = Daemon::with_toml("[limits]\nmax_line_bytes = 1024\n");
+    let before = open_fds(&d);
+    // Each breaks the line limit: the daemon answers, half-closes, lingers up to 2 s for
+    // the client to close, and then closes the socket itself.
+    let mut held = Vec::new();
+    for i in 0..N {
+        let mut c = Client::connect(d.addr);
+        c.send(&format!("stay{i}"));
+        c.send_raw(&vec![b'x'; 4096]).expect("a write");
+        // The answer says the daemon has the connection, and has ended it.
+        let answer = c.line().unwrap_or_default();
+        assert!(answer.starts_with("error: "), "{answer:?}");
+        held.push(c);
+    }
+    let mut now = open_fds(&d);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while now > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        now = open_fds(&d);
+    }
+    assert!(
+        now <= before,
+        "{now} descriptors open 10 s later, {before} before {N} clients that stayed"
+    );
+    drop(held);
+}

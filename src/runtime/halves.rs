@@ -4,9 +4,9 @@
 //! two, and a wake of one half never polls the other (a spurious poll of a TLS reader
 //! would cost a `read` that can only say "would block").
 //!
-//! What the halves' wakers share lives in a [`Home`] the caller already keeps in an `Arc`
-//! for as long as either half may be woken (a connection's queue), so that joining
-//! allocates nothing.
+//! What the halves' wakers share ([`Wakes`]) owns nothing but the task's waker: a waker
+//! a half leaves behind (in a socket's readiness slot, say) must not keep the half's
+//! state alive, or a socket would keep itself open through its own waker.
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -20,31 +20,26 @@ use futures::task::AtomicWaker;
 
 /// Runs `first` and `second` to completion in the task that polls the result, and gives
 /// both outputs. Each half is polled once at the start and then only after its own
-/// waker was woken. `home` holds the [`Wakes`] the halves share; it must be used by no
-/// other join.
-pub fn join_halves<A: Future, B: Future, H: Home>(
+/// waker was woken. `wakes` is what their wakers share (the caller may keep a handle, to
+/// wake the first half from outside: [`Wakes::wake_first`]); it must serve no other join.
+pub fn join_halves<A: Future, B: Future>(
     first: A,
     second: B,
-    home: Arc<H>,
-) -> JoinHalves<A, B, H> {
-    home.wakes().due.store(FIRST | SECOND, Ordering::Release);
+    wakes: Arc<Wakes>,
+) -> JoinHalves<A, B> {
+    wakes.due.store(FIRST | SECOND, Ordering::Release);
     JoinHalves {
         first: maybe_done(first),
         second: maybe_done(second),
-        home,
+        wakes,
     }
-}
-
-/// Where the wakers of a [`join_halves`] find what they share.
-pub trait Home: Send + Sync + 'static {
-    fn wakes(&self) -> &Wakes;
 }
 
 /// Which halves were woken since they were last polled: bits of [`Wakes::due`].
 const FIRST: u8 = 1;
 const SECOND: u8 = 2;
 
-/// What the halves' wakers share with the task (32 bytes in the caller's [`Home`]).
+/// What the halves' wakers share with the task: 32 bytes, in an `Arc` of its own.
 #[derive(Default)]
 pub struct Wakes {
     /// Halves woken and not yet polled again ([`FIRST`], [`SECOND`]).
@@ -68,31 +63,31 @@ impl Wakes {
 
 pin_project_lite::pin_project! {
     /// The future of [`join_halves`].
-    pub struct JoinHalves<A: Future, B: Future, H> {
+    pub struct JoinHalves<A: Future, B: Future> {
         #[pin]
         first: MaybeDone<A>,
         #[pin]
         second: MaybeDone<B>,
-        // Holds the wakes, shared with every waker handed to a half.
-        home: Arc<H>,
+        // Shared with every waker handed to a half.
+        wakes: Arc<Wakes>,
     }
 }
 
-impl<A: Future, B: Future, H: Home> Future for JoinHalves<A, B, H> {
+impl<A: Future, B: Future> Future for JoinHalves<A, B> {
     type Output = (A::Output, B::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let wakes = this.home.wakes();
+        let wakes = &**this.wakes;
         // Registered before the bits are taken: a wake after the swap wakes the task again.
         wakes.task.register(cx.waker());
         let due = wakes.due.swap(0, Ordering::AcqRel);
         if due & FIRST != 0 {
-            let waker = half_waker::<H, FIRST>(this.home);
+            let waker = half_waker::<FIRST>(this.wakes);
             let _ = this.first.as_mut().poll(&mut Context::from_waker(&waker));
         }
         if due & SECOND != 0 {
-            let waker = half_waker::<H, SECOND>(this.home);
+            let waker = half_waker::<SECOND>(this.wakes);
             let _ = this.second.as_mut().poll(&mut Context::from_waker(&waker));
         }
         if is_done(&this.first) && is_done(&this.second) {
@@ -111,38 +106,38 @@ fn is_done<F: Future>(half: &MaybeDone<F>) -> bool {
 
 /// A waker for one half, borrowed for one poll: it holds no count of its own (the
 /// join's `Arc` outlives the poll); a clone a half keeps takes one.
-fn half_waker<H: Home, const HALF: u8>(home: &Arc<H>) -> ManuallyDrop<Waker> {
-    let data = Arc::as_ptr(home).cast::<()>();
-    // SAFETY: `data` points to a live `H` for the whole poll, and the vtable's functions
-    // keep the `Arc` count right for every clone (see `Half`).
-    ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Half::<H, HALF>::VTABLE)) })
+fn half_waker<const HALF: u8>(wakes: &Arc<Wakes>) -> ManuallyDrop<Waker> {
+    let data = Arc::as_ptr(wakes).cast::<()>();
+    // SAFETY: `data` points to a live `Wakes` for the whole poll, and the vtable's
+    // functions keep the `Arc` count right for every clone (see `Half`).
+    ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Half::<HALF>::VTABLE)) })
 }
 
 /// The waker functions of one half; `HALF` is its bit in [`Wakes::due`].
-struct Half<H, const HALF: u8>(std::marker::PhantomData<H>);
+struct Half<const HALF: u8>;
 
-impl<H: Home, const HALF: u8> Half<H, HALF> {
+impl<const HALF: u8> Half<HALF> {
     const VTABLE: RawWakerVTable =
         RawWakerVTable::new(Self::clone, Self::wake, Self::wake_by_ref, Self::drop);
 
-    /// SAFETY (all four): `data` came from `Arc::as_ptr` of an `Arc<H>` that is alive,
-    /// either borrowed for a poll (`half_waker`) or counted by a clone.
+    /// SAFETY (all four): `data` came from `Arc::as_ptr` of an `Arc<Wakes>` that is
+    /// alive, either borrowed for a poll (`half_waker`) or counted by a clone.
     unsafe fn clone(data: *const ()) -> RawWaker {
-        Arc::increment_strong_count(data.cast::<H>());
+        Arc::increment_strong_count(data.cast::<Wakes>());
         RawWaker::new(data, &Self::VTABLE)
     }
 
     unsafe fn wake(data: *const ()) {
-        let home = Arc::from_raw(data.cast::<H>());
-        home.wakes().wake(HALF);
+        let wakes = Arc::from_raw(data.cast::<Wakes>());
+        wakes.wake(HALF);
     }
 
     unsafe fn wake_by_ref(data: *const ()) {
-        (*data.cast::<H>()).wakes().wake(HALF);
+        (*data.cast::<Wakes>()).wake(HALF);
     }
 
     unsafe fn drop(data: *const ()) {
-        drop(Arc::from_raw(data.cast::<H>()));
+        drop(Arc::from_raw(data.cast::<Wakes>()));
     }
 }
 
@@ -187,16 +182,8 @@ mod tests {
         g.lock().unwrap().take().expect("a waker was kept").wake();
     }
 
-    #[derive(Default)]
-    struct Test(Wakes);
-    impl Home for Test {
-        fn wakes(&self) -> &Wakes {
-            &self.0
-        }
-    }
-
-    fn home() -> Arc<Test> {
-        Arc::new(Test::default())
+    fn home() -> Arc<Wakes> {
+        Arc::new(Wakes::default())
     }
 
     #[test]

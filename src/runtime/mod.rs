@@ -13,7 +13,7 @@ mod halves;
 
 pub use async_std::net::{TcpListener, TcpStream};
 pub use async_std::task::JoinHandle;
-pub use halves::{join_halves, Home, JoinHalves, Wakes};
+pub use halves::{join_halves, JoinHalves, Wakes};
 
 /// Sets how many threads run spawned tasks (0: one per CPU core). Takes effect only
 /// before the first task is spawned; the `ASYNC_STD_THREAD_COUNT` environment variable,

@@ -24,12 +24,6 @@ use crate::server::traced::Traced as _;
 use crate::server::writer::Writer;
 use crate::tls;
 
-impl runtime::Home for crate::server::outbox::Queue {
-    fn wakes(&self) -> &runtime::Wakes {
-        &self.halves
-    }
-}
-
 /// What a connection holds for as long as it lives.
 pub struct Connection {
     pub conn: ConnId,
@@ -133,7 +127,7 @@ impl Connection {
         let span =
             info_span!("conn", conn = self.conn, peer = %self.peer, login = tracing::field::Empty);
         let (reading, writing, held) = span.in_scope(|| self.open());
-        runtime::join_halves(reading, writing, held.queue.clone())
+        runtime::join_halves(reading, writing, held.queue.halves.clone())
             .map(move |(ended, ())| held.close(ended))
             .instrument(span)
     }
@@ -321,6 +315,26 @@ mod tests {
         assert_eq!(metrics.panics.get(), 1);
         let out = runtime::block_on(isolate(async { 7 }, metrics.clone()));
         assert_eq!(out, Some(7));
+        assert_eq!(metrics.panics.get(), 1);
+    }
+
+    /// A connection's reader and writer are halves of one task: a panic in one ends that
+    /// half only, and the other runs to its end (the writer flushes, the clean-up runs).
+    #[test]
+    fn a_panic_in_one_half_ends_that_half_only() {
+        let metrics = Arc::new(Metrics::new());
+        let out = runtime::block_on(runtime::join_halves(
+            isolate(async { panic!("reader") }, metrics.clone()),
+            isolate(
+                async {
+                    runtime::sleep(std::time::Duration::from_millis(5)).await;
+                    7
+                },
+                metrics.clone(),
+            ),
+            Arc::default(),
+        ));
+        assert_eq!(out, (None::<()>, Some(7)));
         assert_eq!(metrics.panics.get(), 1);
     }
 }

@@ -56,8 +56,10 @@ pub struct Queue {
     /// What the wakers of the connection's reader and writer share: the two halves of the
     /// connection's one task (`runtime::join_halves`) wake apart through it. The drain
     /// and a kick wake the reader here ([`Queue::wake_reader`]): no waker is registered
-    /// (nor a listener on the drain signal allocated) by every read.
-    pub(super) halves: crate::runtime::Wakes,
+    /// (nor a listener on the drain signal allocated) by every read. In an `Arc` of its
+    /// own, not in the queue: a waker left in the socket's readiness slot must not keep
+    /// the queue, and through it the socket, alive once the connection has ended.
+    pub(super) halves: Arc<crate::runtime::Wakes>,
 }
 
 /// The part of the queue behind its lock.
@@ -109,7 +111,7 @@ pub fn new(stream: Conn, budget: Arc<Budget>, info: ConnInfo) -> (Outbox, Inbox)
         budget,
         stream,
         info,
-        halves: crate::runtime::Wakes::default(),
+        halves: Arc::default(),
     });
     queue
         .budget
