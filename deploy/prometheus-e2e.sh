@@ -86,11 +86,16 @@ wait_for() {
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on (Prometheus cannot report an ephemeral
-# port, so one is picked here; a lost race shows as a bind error in its log).
+# port, so one is picked here). It is taken below the kernel's ephemeral range, where the
+# other tests' client sockets get theirs; a race still lost shows as a bind error in
+# Prometheus's log, and step 4 starts it again on another port.
 free_port() {
-    local port
+    local port low
+    low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)"
+    low="${low:-32768}"
+    ((low > 11000)) || low=32768
     for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -178,7 +183,6 @@ else
 fi
 
 # 4. Prometheus, scraping a-chat every second.
-PROM_PORT="$(free_port)" || fatal "no free port for Prometheus"
 cat >"$WORK/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -193,15 +197,29 @@ scrape_configs:
     static_configs:
       - targets: ["$ADMIN_ADDR"]
 EOF
-prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" 2>"$WORK/prometheus.log" &
-PROM_PID=$!
-say "prometheus on 127.0.0.1:$PROM_PORT"
-prom_ready() { curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1; }
-if ! wait_for "prometheus to start" prom_ready; then
+# Ready, or gone (a port taken between the pick and the bind): either ends the wait.
+prom_ready() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 ||
+        ! kill -0 "$PROM_PID" 2>/dev/null
+}
+for attempt in 1 2 3 4 5; do
+    PROM_PORT="$(free_port)" || fatal "no free port for Prometheus"
+    prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
+        --web.listen-address="127.0.0.1:$PROM_PORT" 2>"$WORK/prometheus.log" &
+    PROM_PID=$!
+    say "prometheus on 127.0.0.1:$PROM_PORT"
+    if ! wait_for "prometheus to start" prom_ready; then
+        show "$WORK/prometheus.log"
+        fatal "prometheus did not become ready"
+    fi
+    kill -0 "$PROM_PID" 2>/dev/null && break
+    if grep -q "address already in use" "$WORK/prometheus.log" && ((attempt < 5)); then
+        say "  port $PROM_PORT was taken meanwhile: another (attempt $((attempt + 1)))"
+        continue
+    fi
     show "$WORK/prometheus.log"
-    fatal "prometheus did not become ready"
-fi
+    fatal "prometheus exited at start"
+done
 
 # 5. The first scrape.
 scraped() { [ -n "$(query 'up{job="a-chat"}')" ]; }
