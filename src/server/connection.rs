@@ -152,7 +152,8 @@ impl Connection {
             inbox,
             ctx: ctx.clone(),
         };
-        let stream = queue.clone();
+        // Holds the socket for the writer's panic path below.
+        let socket = queue.clone();
         // The reader's and the writer's own spans are at debug: at info, a span per half
         // kept in the subscriber's registry cost 0.6 KiB of every idle connection's
         // memory, and their events carry the connection's span anyway.
@@ -160,7 +161,7 @@ impl Connection {
             .map(move |ran| {
                 if ran.is_none() {
                     // Without its writer the connection is useless: end the reader too.
-                    let _ = stream.stream().shutdown(std::net::Shutdown::Both);
+                    let _ = socket.stream().shutdown(std::net::Shutdown::Both);
                 }
             })
             .traced(debug_span!("writer"));
