@@ -409,4 +409,25 @@ impl Daemon {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
+
+    /// Once the daemon has counted an accepted connection (one a test left half-opened),
+    /// SIGTERM: asserts that it exits 0 within 10 s. A drain that waited for a connection
+    /// still opening would take its whole `login_timeout` (the tests set 30 s).
+    pub fn drains_past_an_opening(&mut self) {
+        let admin = self.admin_addr();
+        scrape_until(admin, |s| {
+            sample(s, "achat_connections_accepted_total") >= 1.0
+        });
+        let started = std::time::Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(20))
+            .expect("the daemon exits");
+        assert!(status.success(), "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
