@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use futures_rustls::{TlsAcceptor, TlsConnector};
+use futures_rustls::TlsConnector;
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName};
@@ -153,8 +153,7 @@ impl Server {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        TlsAcceptor::from(config)
-            .accept(sock)
+        crate::runtime::tls_accept(sock, config)
             .await
             .map_err(|e| Failure::of(&e))
     }

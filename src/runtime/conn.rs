@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncWriteExt};
 
-use super::layer::{Carrier, Layer, Sock, TlsServerStream};
+use super::layer::{Carrier, Layer, TlsServerStream};
+use super::sock::Sock;
 use super::TcpStream;
 
 /// Has the kernel end a connection whose peer vanished without a FIN or a reset (a dropped
@@ -94,7 +95,7 @@ impl Conn {
     /// presented one.
     pub fn peer_certificate(&self) -> Option<rustls_pki_types::CertificateDer<'static>> {
         let mut layer = lock(self.layer.as_ref()?);
-        let first = layer.tls()?.get_ref().1.peer_certificates()?.first()?;
+        let first = layer.tls()?.peer_certificates()?.first()?;
         Some(first.clone().into_owned())
     }
 
@@ -126,14 +127,14 @@ impl Conn {
     /// Copies what has arrived into `buf` without taking it from the socket, waiting until
     /// something has (0: the client closed). For a PROXY header, which comes before any TLS.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        super::layer::peek(&self.sock, buf).await
+        super::sock::peek(&self.sock, buf).await
     }
 
     /// Resolves once the peer has closed (or reset) its side; stays pending for good once
     /// it has sent anything, which is left in the socket for a later read.
     pub async fn closed(&self) {
         let mut byte = [0u8; 1];
-        if let Ok(1..) = super::layer::peek(&self.sock, &mut byte).await {
+        if let Ok(1..) = super::sock::peek(&self.sock, &mut byte).await {
             futures::future::pending::<()>().await;
         }
     }

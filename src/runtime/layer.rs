@@ -4,11 +4,11 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{AsyncRead, AsyncWrite};
 
+use super::sock::Sock;
 use crate::transport::Session;
 
 /// The layer over a connection's socket; a plain connection has none.
@@ -60,8 +60,7 @@ impl Layer {
             let _ = ws.poll_flush(&mut cx);
         }
         if let Some(tls) = self.tls() {
-            tls.get_mut().1.send_close_notify();
-            let _ = Pin::new(tls).poll_flush(&mut cx);
+            tls.close_notify();
         }
     }
 
@@ -130,62 +129,4 @@ impl AsyncWrite for Carrier {
     }
 }
 
-/// The server side of an accepted TLS connection: a rustls session over a [`Sock`].
-pub type TlsServerStream = futures_rustls::server::TlsStream<Sock>;
-
-/// The TCP socket under a TLS session (rustls reads and writes the records through it).
-pub struct Sock(pub(super) Arc<async_io::Async<std::net::TcpStream>>);
-
-impl Sock {
-    /// Copies what has arrived into `buf` without taking it from the socket, waiting until
-    /// something has (0: the client closed).
-    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        peek(&self.0, buf).await
-    }
-}
-
-/// Copies what has arrived on `sock` into `buf` without taking it, waiting until something
-/// has. Waits in the socket's one reading slot (`poll_readable`) rather than through
-/// async-io's own `peek`, whose wait list allocates a slab of wakers that the connection
-/// keeps for its whole life (see [`super::Conn::readable`]).
-pub(super) async fn peek(
-    sock: &async_io::Async<std::net::TcpStream>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    loop {
-        match sock.get_ref().peek(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            done => return done,
-        }
-        futures::future::poll_fn(|cx| sock.poll_readable(cx)).await?;
-    }
-}
-
-impl AsyncRead for Sock {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Sock {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_close(cx)
-    }
-}
+pub use super::tls_stream::TlsServerStream;

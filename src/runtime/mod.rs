@@ -213,5 +213,10 @@ pub async fn connect_unix(
 
 mod conn;
 mod layer;
+mod sock;
+mod tls_records;
+mod tls_stream;
 pub use conn::Conn;
-pub use layer::{Carrier, Sock, TlsServerStream};
+pub use layer::{Carrier, TlsServerStream};
+pub use sock::Sock;
+pub use tls_stream::accept as tls_accept;
