@@ -236,3 +236,46 @@ fn a_client_that_leaves_mid_handshake_is_an_end_of_stream_not_a_tls_error() {
         .and_then(|e| e.downcast_ref::<rustls::Error>());
     assert!(tls.is_none(), "{error:?}");
 }
+
+#[test]
+fn a_record_that_does_not_open_ends_the_session_with_an_alert_and_rustls_saying_why() {
+    let (server_config, client_config) = configs();
+    let (client_sock, sock) = pair();
+    let client = thread::spawn(move || {
+        let (mut conn, mut sock) = client_handshake(client_config, client_sock);
+        // An application-data record header and 100 bytes of noise for its ciphertext.
+        let mut forged = vec![23, 3, 3, 0, 100];
+        forged.extend((0..100u8).map(|b| b.wrapping_mul(31)));
+        sock.write_all(&forged).unwrap();
+        // The server's alert (bad_record_mac) reaches the client, then the end.
+        loop {
+            match conn.read_tls(&mut sock) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(format!("read: {e}")),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                return Some(e.to_string());
+            }
+        }
+    });
+    let error = crate::runtime::block_on(async move {
+        let mut stream = accept(sock, server_config).await.expect("handshake");
+        let mut buf = [0u8; 100];
+        let error = stream.read(&mut buf).await.expect_err("a forged record");
+        // Nothing more is read or sealed once a record failed.
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 0);
+        assert!(stream.write(b"more\n").await.is_err());
+        drop(stream);
+        error
+    });
+    let tls = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(tls, Some(rustls::Error::DecryptError)),
+        "{error:?}"
+    );
+    let seen = client.join().unwrap().expect("an alert");
+    assert!(seen.contains("BadRecordMac"), "{seen}");
+}
