@@ -21,7 +21,7 @@ use futures_rustls::rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 
 use super::sock::Sock;
-use super::tls_records::{self, advance, sealed_len, Advanced, Pending, Stage};
+use super::tls_records::{self, advance, sealed_len, Advanced, OnTraffic, Pending, Stage};
 
 /// Ciphertext asked of the socket per read, as rustls's own buffered connection asks. It
 /// bounds the work of one turn of the reader: a client that sends a record per byte of
@@ -164,11 +164,7 @@ impl TlsServerStream {
             return Poll::Ready(self.ended());
         }
         self.filled += n;
-        let mut incoming = std::mem::take(&mut self.incoming);
-        let advanced = self.advance_over(&mut incoming[..self.filled]);
-        self.incoming = incoming;
-        self.used_up(advanced.used);
-        Poll::Ready(self.after(advanced))
+        Poll::Ready(self.advance_kept(None))
     }
 
     fn advance_over(&mut self, ciphertext: &mut [u8]) -> Advanced {
@@ -179,6 +175,22 @@ impl TlsServerStream {
             &mut self.outgoing,
             None,
         )
+    }
+
+    /// Runs rustls over the incomplete ciphertext kept in `incoming` (with what a read
+    /// just added to it), calling `on_traffic` once application data may go.
+    fn advance_kept(&mut self, on_traffic: Option<OnTraffic<'_>>) -> io::Result<()> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let advanced = advance(
+            &mut self.conn,
+            &mut incoming[..self.filled],
+            &mut self.plain,
+            &mut self.outgoing,
+            on_traffic,
+        );
+        self.incoming = incoming;
+        self.used_up(advanced.used);
+        self.after(advanced)
     }
 
     /// Drops the first `used` bytes of the incomplete ciphertext, and its memory once
@@ -254,17 +266,7 @@ impl TlsServerStream {
             let mut on_traffic = |traffic: &mut WriteTraffic<'_, ServerConnectionData>| {
                 sealed = Some(tls_records::encrypt(traffic, plaintext, &mut buf[..room]));
             };
-            let mut incoming = std::mem::take(&mut self.incoming);
-            let advanced = advance(
-                &mut self.conn,
-                &mut incoming[..self.filled],
-                &mut self.plain,
-                &mut self.outgoing,
-                Some(&mut on_traffic),
-            );
-            self.incoming = incoming;
-            self.used_up(advanced.used);
-            self.after(advanced)?;
+            self.advance_kept(Some(&mut on_traffic))?;
             let len = match sealed {
                 Some(sealed) => sealed.map_err(invalid)?,
                 None => {
@@ -299,17 +301,7 @@ impl TlsServerStream {
             let mut on_traffic = |traffic: &mut WriteTraffic<'_, ServerConnectionData>| {
                 len = tls_records::close_notify(traffic, &mut alert)
             };
-            let mut incoming = std::mem::take(&mut self.incoming);
-            let advanced = advance(
-                &mut self.conn,
-                &mut incoming[..self.filled],
-                &mut self.plain,
-                &mut self.outgoing,
-                Some(&mut on_traffic),
-            );
-            self.incoming = incoming;
-            self.used_up(advanced.used);
-            let _ = self.after(advanced);
+            let _ = self.advance_kept(Some(&mut on_traffic));
             self.outgoing.push(&alert[..len]);
         }
         let _ = self.send_now();

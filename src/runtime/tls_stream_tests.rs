@@ -243,7 +243,9 @@ fn a_record_that_does_not_open_ends_the_session_with_an_alert_and_rustls_saying_
     let (client_sock, sock) = pair();
     let client = thread::spawn(move || {
         let (mut conn, mut sock) = client_handshake(client_config, client_sock);
-        // An application-data record header and 100 bytes of noise for its ciphertext.
+        // Once the server has finished its handshake (it says so), an application-data
+        // record header and 100 bytes of noise for its ciphertext.
+        assert_eq!(client_read(&mut conn, &mut sock, 3), b"go\n");
         let mut forged = vec![23, 3, 3, 0, 100];
         forged.extend((0..100u8).map(|b| b.wrapping_mul(31)));
         sock.write_all(&forged).unwrap();
@@ -261,6 +263,8 @@ fn a_record_that_does_not_open_ends_the_session_with_an_alert_and_rustls_saying_
     });
     let error = crate::runtime::block_on(async move {
         let mut stream = accept(sock, server_config).await.expect("handshake");
+        stream.write_all(b"go\n").await.unwrap();
+        stream.flush().await.unwrap();
         let mut buf = [0u8; 100];
         let error = stream.read(&mut buf).await.expect_err("a forged record");
         // Nothing more is read or sealed once a record failed.
