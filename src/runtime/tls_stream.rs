@@ -158,7 +158,9 @@ impl TlsServerStream {
         if self.incoming.len() - self.filled < READ_SIZE / 4 {
             self.incoming.resize(self.filled + READ_SIZE, 0);
         }
-        let room = &mut self.incoming[self.filled..];
+        // At most a read's worth, however much room is left from a longer message.
+        let end = self.incoming.len().min(self.filled + READ_SIZE);
+        let room = &mut self.incoming[self.filled..end];
         let n = ready!(Pin::new(&mut &*self.sock.0).poll_read(cx, room))?;
         if n == 0 {
             return Poll::Ready(self.ended());
@@ -328,8 +330,8 @@ impl AsyncRead for TlsServerStream {
             }
             ready!(this.poll_fill(cx))?;
             // What rustls made of it (an alert, a key update) goes out now if it can;
-            // else with the writer's next flush.
-            this.send_now()?;
+            // else with the writer's next flush. A failed send is the writer's to see.
+            let _ = this.send_now();
         }
         cx.waker().wake_by_ref();
         Poll::Pending
