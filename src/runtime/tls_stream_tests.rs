@@ -283,3 +283,31 @@ fn a_record_that_does_not_open_ends_the_session_with_an_alert_and_rustls_saying_
     let seen = client.join().unwrap().expect("an alert");
     assert!(seen.contains("BadRecordMac"), "{seen}");
 }
+
+#[test]
+fn a_write_larger_than_the_socket_takes_waits_for_room_and_arrives_whole() {
+    // 16 MiB: more than loopback's socket buffers hold, so the writer waits for room
+    // (in the socket's writing slot) many times over while the client reads.
+    const TOTAL: usize = 16 << 20;
+    let (server_config, client_config) = configs();
+    let (client_sock, sock) = pair();
+    let client = thread::spawn(move || {
+        let (mut conn, mut sock) = client_handshake(client_config, client_sock);
+        let got = client_read(&mut conn, &mut sock, TOTAL);
+        let pattern_holds = got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8);
+        (got.len(), pattern_holds)
+    });
+    crate::runtime::block_on(async move {
+        let mut stream = accept(sock, server_config).await.expect("handshake");
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        for piece in data.chunks(100_000) {
+            stream.write_all(piece).await.unwrap();
+        }
+        stream.flush().await.unwrap();
+        assert!(
+            stream.outgoing.is_empty(),
+            "records left behind after a flush"
+        );
+    });
+    assert_eq!(client.join().unwrap(), (TOTAL, true));
+}
