@@ -1,6 +1,6 @@
 //! The record work of a server TLS session, without I/O: ciphertext in, plaintext and
-//! records to send out, on rustls's unbuffered API ([`advance`], [`seal`]). The socket
-//! side is in `tls_stream.rs`.
+//! records to send out, on rustls's unbuffered API ([`advance`], [`encrypt`],
+//! [`close_notify`]). The socket side is in `tls_stream.rs`.
 //!
 //! rustls's unbuffered connection keeps no buffers of its own: the caller hands it the
 //! ciphertext received, and it says how much of it it used up. What it decrypts and what
