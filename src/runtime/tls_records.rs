@@ -204,19 +204,17 @@ pub(super) fn sealed_len(len: usize) -> usize {
     len + (len / (16 * 1024) + 1) * 64
 }
 
-/// Encrypts `plaintext` into records at the front of `out`: how many bytes they took.
+/// Encrypts `plaintext` into records at the front of `out`: how many bytes they took, or
+/// how many they need when `out` is too small (rustls may put a key update the client
+/// asked for in front of them).
 pub(super) fn encrypt(
     traffic: &mut WriteTraffic<'_, ServerConnectionData>,
     plaintext: &[u8],
     out: &mut [u8],
-) -> Result<usize, Error> {
+) -> Result<usize, Result<usize, Error>> {
     traffic.encrypt(plaintext, out).map_err(|e| match e {
-        EncryptError::InsufficientSize(s) => Error::General(format!(
-            "{} bytes of records did not fit in {}",
-            s.required_size,
-            out.len()
-        )),
-        _ => Error::EncryptError,
+        EncryptError::InsufficientSize(s) => Ok(s.required_size),
+        _ => Err(Error::EncryptError),
     })
 }
 

@@ -260,34 +260,52 @@ impl TlsServerStream {
     fn seal(&mut self, plaintext: &[u8]) -> io::Result<()> {
         SEAL_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let room = sealed_len(plaintext.len());
-            if buf.len() < room {
-                buf.resize(room, 0);
-            }
-            let mut sealed = None;
-            let mut on_traffic = |traffic: &mut WriteTraffic<'_, ServerConnectionData>| {
-                sealed = Some(tls_records::encrypt(traffic, plaintext, &mut buf[..room]));
-            };
-            self.advance_kept(Some(&mut on_traffic))?;
-            let len = match sealed {
-                Some(sealed) => sealed.map_err(invalid)?,
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "TLS session closed",
-                    ))
+            let mut room = sealed_len(plaintext.len());
+            // A second try only when the records needed more room than the estimate:
+            // rustls then says how much, and keeps what it queued for the next call.
+            for _ in 0..2 {
+                if buf.len() < room {
+                    buf.resize(room, 0);
                 }
-            };
-            let records = &buf[..len];
-            if self.outgoing.is_empty() {
-                let sent = self.sock.write_now(records)?;
-                self.outgoing.push(&records[sent..]);
-                Ok(())
-            } else {
-                self.outgoing.push(records);
-                self.send_now()
+                let mut sealed = None;
+                let mut on_traffic = |traffic: &mut WriteTraffic<'_, ServerConnectionData>| {
+                    sealed = Some(tls_records::encrypt(traffic, plaintext, &mut buf[..room]));
+                };
+                self.advance_kept(Some(&mut on_traffic))?;
+                let len = match sealed {
+                    Some(Ok(len)) => len,
+                    Some(Err(Ok(needed))) => {
+                        room = needed;
+                        continue;
+                    }
+                    Some(Err(Err(e))) => return Err(invalid(e)),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "TLS session closed",
+                        ))
+                    }
+                };
+                return self.send_records(&buf[..len]);
             }
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS records larger than rustls said they would be",
+            ))
         })
+    }
+
+    /// Sends records just sealed, after any that wait, as far as the socket takes them
+    /// now; the rest waits in `outgoing`.
+    fn send_records(&mut self, records: &[u8]) -> io::Result<()> {
+        if self.outgoing.is_empty() {
+            let sent = self.sock.write_now(records)?;
+            self.outgoing.push(&records[sent..]);
+            Ok(())
+        } else {
+            self.outgoing.push(records);
+            self.send_now()
+        }
     }
 
     /// Queues close_notify (once, after the handshake) and sends what the socket takes

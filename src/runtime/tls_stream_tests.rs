@@ -311,3 +311,48 @@ fn a_write_larger_than_the_socket_takes_waits_for_room_and_arrives_whole() {
     });
     assert_eq!(client.join().unwrap(), (TOTAL, true));
 }
+
+#[test]
+fn a_key_update_from_the_client_is_followed_both_ways() {
+    let (server_config, client_config) = configs();
+    let (client_sock, sock) = pair();
+    let client = thread::spawn(move || {
+        let (mut conn, mut sock) = client_handshake(client_config, client_sock);
+        let mut ciphertext = Vec::new();
+        // Each line under new keys: the client asks for an update (and for the server's
+        // own) before it, so the server must open it with the keys the update made.
+        for i in 0..3 {
+            conn.refresh_traffic_keys().unwrap();
+            seal_line(&mut conn, &format!("line {i}\n"), &mut ciphertext);
+        }
+        sock.write_all(&ciphertext).unwrap();
+        // The server answers under its own new keys, its key update in front.
+        client_read(&mut conn, &mut sock, 21)
+    });
+    crate::runtime::block_on(async move {
+        let mut stream = accept(sock, server_config).await.expect("handshake");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 100];
+        while received.len() < 21 {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "ended after {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(received, b"line 0\nline 1\nline 2\n");
+        stream.write_all(&received).await.unwrap();
+        stream.flush().await.unwrap();
+    });
+    assert_eq!(client.join().unwrap(), b"line 0\nline 1\nline 2\n");
+}
+
+/// Seals `line` on the client's side and appends its records to `out`.
+fn seal_line(conn: &mut ClientConnection, line: &str, out: &mut Vec<u8>) {
+    conn.writer().write_all(line.as_bytes()).unwrap();
+    while conn.wants_write() {
+        conn.write_tls(out).unwrap();
+    }
+}
