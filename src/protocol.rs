@@ -160,6 +160,12 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The recipients as written, before the `:`: two messages with the same `dest` have
+    /// the same recipients.
+    pub fn dest(&self) -> &'a str {
+        self.dest
+    }
+
     /// The distinct recipients, trimmed, in the order first named. The first few distinct
     /// names are remembered in a small array and compared directly; past those, through a
     /// set, so a message naming the largest allowed number of recipients stays cheap.

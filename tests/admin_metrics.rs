@@ -243,6 +243,44 @@ fn counters_move_by_exactly_the_traffic_sent() {
     assert_samples(admin, &[("achat_connections_open", 1.0)]);
 }
 
+/// A read holding runs of lines to the same recipients (which a-chat routes and queues
+/// as one item per run) is still counted line by line, delivered in order, and answered
+/// once per unknown name.
+#[test]
+fn runs_of_lines_in_one_read_count_line_by_line() {
+    let (d, admin) = with_admin("");
+    let mut alice = Counted::login(&d, "alice"); // 1 message, 1 delivery
+    let mut bob = Counted::login(&d, "bob"); // 1 message, 1 delivery
+    let mut lines: Vec<String> = (0..50).map(|i| format!("bob: run {i}")).collect();
+    lines.extend(["nobody: a", "nobody: b", "nobody: c"].map(String::from));
+    lines.push("bob: tail".into());
+    lines.extend(["bob, alice: both 1", "bob, alice: both 2"].map(String::from));
+    // One write: 56 messages, 50 + 1 + 2 * 2 = 55 deliveries.
+    alice.send(&lines.join("\n"));
+    for i in 0..50 {
+        bob.expect(&format!("from alice: run {i}"));
+    }
+    bob.expect("from alice: tail");
+    bob.expect("from alice: both 1");
+    bob.expect("from alice: both 2");
+    alice.expect("error: no such user \"nobody\"");
+    alice.expect("from alice: both 1");
+    alice.expect("from alice: both 2");
+    assert_samples(
+        admin,
+        &[
+            ("achat_messages_received_total", 58.0),
+            ("achat_deliveries_routed_total", 57.0),
+            ("achat_deliveries_written_total", 57.0),
+            ("achat_delivery_queue_wait_seconds_count", 57.0),
+            (
+                "achat_lines_rejected_total{reason=\"unknown_recipient\"}",
+                3.0,
+            ),
+        ],
+    );
+}
+
 /// /metrics follows the Prometheus naming guide: counters end in `_total` and gauges do
 /// not; a unit comes last before `_total`; the process metrics and build info are there.
 #[test]

@@ -249,6 +249,11 @@ impl Metrics {
         self.lines_rejected.inc(why);
     }
 
+    /// `n` lines refused for the same reason at once (a run of lines to one unknown name).
+    pub fn line_refused_times(&self, why: LineRefusal, n: u64) {
+        self.lines_rejected.inc_by(why, n);
+    }
+
     /// Refused lines so far for `why`.
     pub fn lines_refused(&self, why: LineRefusal) -> u64 {
         self.lines_rejected.get(why)

@@ -65,11 +65,15 @@ pub struct Batch {
 
 /// One line of a batch.
 pub enum Item {
-    /// A message: its delivery line in `Batch::lines` and its distinct recipients in
-    /// `Batch::names`.
+    /// Messages to the same recipients: their delivery lines, back to back in
+    /// `Batch::lines`, and their distinct recipients in `Batch::names`. Consecutive
+    /// messages of a read that name their recipients alike (a conversation, a pasted
+    /// paragraph) are one item, routed and queued once.
     Message {
         line: Range<usize>,
         names: Range<usize>,
+        /// How many messages (lines) the range holds, at least 1.
+        messages: u32,
     },
     /// An `error:` answer for the sender, queued in order with the sender's own messages.
     Reply(Vec<u8>),

@@ -1,12 +1,14 @@
-//! The lines a connection's queue holds: a delivery (a range of a read's buffer that
-//! every recipient of the read's messages shares) or a line the server writes itself.
+//! The lines a connection's queue holds: deliveries (a range of a read's buffer that
+//! every recipient of the read's messages shares, one line or several back to back) or a
+//! line the server writes itself.
 
 use std::sync::Arc;
 
 /// One line queued for a client.
 pub enum Out {
-    /// A delivery `from X: text`: a range of a buffer shared by every recipient of the
-    /// messages of one read; counted as delivered once written.
+    /// Deliveries `from X: text`: a range of a buffer shared by every recipient of the
+    /// messages of one read, holding one line or several consecutive lines of one sender
+    /// to the same recipients; each line is counted as delivered once written.
     Delivery(Shared),
     /// A line the server originates (`error: ...`), not counted as a delivery.
     Server(Vec<u8>),
@@ -27,29 +29,51 @@ impl Out {
             Out::Server(line) => line,
         }
     }
+
+    /// Deliveries this item holds: 0 for a line of the server's own.
+    pub fn deliveries(&self) -> u64 {
+        match self {
+            Out::Delivery(line) => line.deliveries(),
+            Out::Server(_) => 0,
+        }
+    }
 }
 
-/// A range of a shared buffer: one delivery line without a copy per recipient.
+/// A range of a shared buffer: delivery lines without a copy per recipient.
 #[derive(Clone)]
 pub struct Shared {
     buf: Arc<[u8]>,
     start: u32,
     end: u32,
+    /// Delivery lines in the range: a sender's run of messages to the same recipients
+    /// travels as one range, queued and written once, but counted line by line.
+    lines: u32,
 }
 
 impl Shared {
-    /// `buf[range]`, which must be in bounds.
+    /// `buf[range]`, one delivery line; the range must be in bounds.
     pub fn new(buf: Arc<[u8]>, range: std::ops::Range<usize>) -> Shared {
+        Shared::lines(buf, range, 1)
+    }
+
+    /// `buf[range]`, holding `lines` delivery lines back to back.
+    pub fn lines(buf: Arc<[u8]>, range: std::ops::Range<usize>, lines: u32) -> Shared {
         assert!(range.start <= range.end && range.end <= buf.len());
         Shared {
             buf,
             start: range.start as u32,
             end: range.end as u32,
+            lines,
         }
     }
 
     pub fn bytes(&self) -> &[u8] {
         &self.buf[self.start as usize..self.end as usize]
+    }
+
+    /// Delivery lines in the range.
+    pub fn deliveries(&self) -> u64 {
+        u64::from(self.lines)
     }
 
     /// Bytes of the buffer this line keeps alive (its own and its neighbours').
@@ -64,6 +88,7 @@ impl Shared {
             buf: bytes.into(),
             start: 0,
             end: bytes.len() as u32,
+            lines: self.lines,
         }
     }
 }

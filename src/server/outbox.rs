@@ -365,10 +365,7 @@ impl Queue {
             let mut lines = self.lock();
             lines.closed = true;
             let items = std::mem::take(&mut lines.items);
-            lines.cut_dropped += items
-                .iter()
-                .filter(|out| matches!(out, Out::Delivery(_)))
-                .count() as u64;
+            lines.cut_dropped += items.iter().map(Out::deliveries).sum::<u64>();
             (items, lines.waiting.take())
         };
         for out in items {

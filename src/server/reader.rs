@@ -14,12 +14,14 @@ use crate::runtime;
 use crate::server::badlines;
 use crate::server::conninfo::ConnInfo;
 use crate::server::outbox::{BadLine, Out, Outbox};
-use crate::server::router::{Batch, Event, Item};
+use crate::server::router::Event;
 
 mod authenticate;
+mod batch;
 mod input;
 mod login;
 
+use batch::Building;
 use input::Input;
 
 /// The answer that closes a connection sending bad lines faster than the rate of
@@ -310,10 +312,7 @@ impl Reader {
         framer: &mut LineFramer,
         allowed: usize,
     ) -> (Option<Event>, Taken) {
-        let mut lines = Vec::new();
-        let mut names = String::new();
-        let mut items = Vec::new();
-        let mut deliveries = 0usize;
+        let mut batch = Building::default();
         let mut failure = None;
         let mut too_many_bad = false;
         let mut turn = Turn::Done;
@@ -327,21 +326,9 @@ impl Reader {
             };
             match protocol::parse_message(line, self.ctx.limits.max_recipients) {
                 Ok(msg) => {
-                    self.ctx.metrics.messages_received.inc();
-                    ConnInfo::count(&self.outbox.info().messages_in, 1);
-                    let (line_start, names_start) = (lines.len(), names.len());
-                    protocol::write_delivery(&mut lines, login, msg.text);
-                    for name in msg.recipients() {
-                        names.push_str(name);
-                        names.push('\n');
-                        deliveries += 1;
-                    }
-                    items.push(Item::Message {
-                        line: line_start..lines.len(),
-                        names: names_start..names.len(),
-                    });
-                    if items.len() == LINES_PER_TURN
-                        || deliveries >= DELIVERIES_PER_TURN.min(allowed)
+                    batch.message(login, &msg);
+                    if batch.messages == LINES_PER_TURN
+                        || batch.deliveries >= DELIVERIES_PER_TURN.min(allowed)
                     {
                         turn = Turn::More;
                         break;
@@ -354,10 +341,10 @@ impl Reader {
                     match self.outbox.bad_line() {
                         BadLine::Answer => {
                             debug!(error = %e, "line refused");
-                            items.push(Item::Reply(protocol::format_error(e)));
+                            batch.reply(protocol::format_error(e));
                         }
                         BadLine::TooMany => {
-                            items.push(Item::Reply(too_many_bad_lines(&self.ctx.metrics)));
+                            batch.reply(too_many_bad_lines(&self.ctx.metrics));
                             too_many_bad = true;
                             break;
                         }
@@ -369,21 +356,18 @@ impl Reader {
                 }
             }
         }
-        let event = (!items.is_empty()).then(|| Event::Messages {
-            from: login.clone(),
-            batch: Batch {
-                lines: lines.into(),
-                names,
-                items,
-            },
-        });
+        let messages = batch.messages as u64;
+        if messages > 0 {
+            self.ctx.metrics.messages_received.inc_by(messages);
+            ConnInfo::count(&self.outbox.info().messages_in, messages);
+        }
         let taken = Taken {
             turn,
-            deliveries,
+            deliveries: batch.deliveries,
             failure,
             too_many_bad,
         };
-        (event, taken)
+        (batch.into_event(login), taken)
     }
 
     fn frame_error(&self, e: FrameError) -> End {

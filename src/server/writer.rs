@@ -99,9 +99,7 @@ async fn write_within(
 fn take(queue: &Queue, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
     buf.extend_from_slice(out.bytes());
     queue.unpin(out.pinned());
-    if let Out::Delivery(_) = out {
-        *deliveries += 1;
-    }
+    *deliveries += out.deliveries();
 }
 
 /// How a batch write ended.
@@ -196,9 +194,7 @@ impl Writer {
         for out in left {
             queue.release(out.bytes().len());
             queue.unpin(out.pinned());
-            if let Out::Delivery(_) = out {
-                dropped += 1;
-            }
+            dropped += out.deliveries();
         }
         let _ = self.inbox.queue.stream().shutdown(SocketShutdown::Both);
         match queue.cut_reason() {

@@ -1,0 +1,163 @@
+//! The batch a reader builds from one turn's lines, before it hands it to the router:
+//! every delivery line back to back in one buffer, every recipient list once, and
+//! consecutive messages to the same recipients joined into one item. No I/O here.
+
+use std::sync::Arc;
+
+use crate::protocol::{self, Message};
+use crate::server::event::{Batch, Event, Item};
+
+/// A batch being built.
+#[derive(Default)]
+pub struct Building {
+    /// Every delivery line so far, `from <sender>: <text>\n`, back to back.
+    lines: Vec<u8>,
+    /// Every recipient of every message item, each followed by `\n`.
+    names: String,
+    items: Vec<Item>,
+    /// The recipients, as written, of the last item when it is a message: a message that
+    /// names them the same way joins that item, so that a run of lines to one person is
+    /// routed, queued and written once instead of line by line.
+    run: String,
+    /// Distinct recipients of the last message item.
+    run_recipients: usize,
+    /// Messages taken (lines, not items).
+    pub messages: usize,
+    /// Deliveries asked for: each message times its distinct recipients.
+    pub deliveries: usize,
+}
+
+impl Building {
+    /// Adds a message from `sender`.
+    pub fn message(&mut self, sender: &str, msg: &Message<'_>) {
+        self.messages += 1;
+        let start = self.lines.len();
+        protocol::write_delivery(&mut self.lines, sender, msg.text);
+        let end = self.lines.len();
+        if let Some(Item::Message { line, messages, .. }) = self.items.last_mut() {
+            if self.run == msg.dest() {
+                line.end = end;
+                *messages += 1;
+                self.deliveries += self.run_recipients;
+                return;
+            }
+        }
+        let names_start = self.names.len();
+        let mut recipients = 0;
+        for name in msg.recipients() {
+            self.names.push_str(name);
+            self.names.push('\n');
+            recipients += 1;
+        }
+        self.deliveries += recipients;
+        self.items.push(Item::Message {
+            line: start..end,
+            names: names_start..self.names.len(),
+            messages: 1,
+        });
+        self.run.clear();
+        self.run.push_str(msg.dest());
+        self.run_recipients = recipients;
+    }
+
+    /// Adds an answer for the sender, in order with its messages.
+    pub fn reply(&mut self, line: Vec<u8>) {
+        self.items.push(Item::Reply(line));
+    }
+
+    /// The batch for the router, if anything was added.
+    pub fn into_event(self, from: &Arc<str>) -> Option<Event> {
+        (!self.items.is_empty()).then(|| Event::Messages {
+            from: from.clone(),
+            batch: Batch {
+                lines: self.lines.into(),
+                names: self.names,
+                items: self.items,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(lines: &[&str]) -> Batch {
+        let mut b = Building::default();
+        for line in lines {
+            match protocol::parse_message(line, 16) {
+                Ok(msg) => b.message("ann", &msg),
+                Err(e) => b.reply(protocol::format_error(e)),
+            }
+        }
+        match b.into_event(&Arc::from("ann")) {
+            Some(Event::Messages { batch, .. }) => batch,
+            _ => panic!("no batch"),
+        }
+    }
+
+    /// Each item as (its lines, its names, its count), or the reply.
+    fn items(batch: &Batch) -> Vec<(String, String, u32)> {
+        batch
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Message {
+                    line,
+                    names,
+                    messages,
+                } => (
+                    String::from_utf8(batch.lines[line.clone()].to_vec()).unwrap(),
+                    batch.names[names.clone()].to_string(),
+                    *messages,
+                ),
+                Item::Reply(line) => (String::from_utf8(line.clone()).unwrap(), "-".into(), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_to_the_same_recipients_is_one_item() {
+        let batch = build(&["bob: one", "bob: two", "bob:three"]);
+        assert_eq!(
+            items(&batch),
+            [(
+                "from ann: one\nfrom ann: two\nfrom ann: three\n".into(),
+                "bob\n".into(),
+                3
+            )]
+        );
+    }
+
+    #[test]
+    fn other_recipients_or_a_reply_start_a_new_item() {
+        let batch = build(&[
+            "bob, carl: a",
+            "bob, carl: b",
+            "bob,carl: c",
+            "bob: d",
+            "oops",
+            "bob: e",
+        ]);
+        let got = items(&batch);
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            got[0],
+            ("from ann: a\nfrom ann: b\n".into(), "bob\ncarl\n".into(), 2)
+        );
+        // The same people written another way: a new item, the same names.
+        assert_eq!(got[1], ("from ann: c\n".into(), "bob\ncarl\n".into(), 1));
+        assert_eq!(got[2], ("from ann: d\n".into(), "bob\n".into(), 1));
+        assert_eq!(got[3].1, "-");
+        assert_eq!(got[4], ("from ann: e\n".into(), "bob\n".into(), 1));
+    }
+
+    #[test]
+    fn deliveries_count_every_line_times_its_recipients() {
+        let mut b = Building::default();
+        for line in ["bob, carl, bob: a", "bob, carl, bob: b", "dan: c"] {
+            b.message("ann", &protocol::parse_message(line, 16).unwrap());
+        }
+        assert_eq!((b.messages, b.deliveries), (3, 5));
+    }
+}
