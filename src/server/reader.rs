@@ -312,7 +312,7 @@ impl Reader {
         framer: &mut LineFramer,
         allowed: usize,
     ) -> (Option<Event>, Taken) {
-        let mut batch = Building::default();
+        let mut batch = Building::new();
         let mut failure = None;
         let mut too_many_bad = false;
         let mut turn = Turn::Done;

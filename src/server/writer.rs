@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::Shutdown as SocketShutdown;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,11 +96,63 @@ async fn write_within(
     }
 }
 
-/// Moves one queued line into the write buffer.
-fn take(queue: &Queue, out: Out, buf: &mut Vec<u8>, deliveries: &mut u64) {
+/// What one write takes from the queue.
+struct Gathered {
+    /// The first item, when it is written alone (nearly always: a run of one sender's
+    /// lines), from where it lies; `None` when the items were gathered into the buffer.
+    alone: Option<Out>,
+    deliveries: u64,
+    /// Since when the writer has owed these lines (see `Inbox::take_more`).
+    since: u64,
+}
+
+impl Gathered {
+    /// Takes `first` and, while there is room, what else is queued; more than one item
+    /// is copied into `buf`.
+    fn take(inbox: &Inbox, first: Out, buf: &mut Vec<u8>) -> Gathered {
+        buf.clear();
+        let queue = &*inbox.queue;
+        let mut deliveries = first.deliveries();
+        let room = first.bytes().len() < WRITE_BATCH_BYTES;
+        let mut alone = Some(first);
+        let since = inbox.take_more(room, |out| {
+            if let Some(first) = alone.take() {
+                gather(queue, first, buf);
+            }
+            deliveries += out.deliveries();
+            gather(queue, out, buf);
+            buf.len() < WRITE_BATCH_BYTES
+        });
+        Gathered {
+            alone,
+            deliveries,
+            since,
+        }
+    }
+
+    /// The bytes to write.
+    fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match &self.alone {
+            Some(out) => out.bytes(),
+            None => buf,
+        }
+    }
+}
+
+/// Moves one queued item into the write buffer.
+fn gather(queue: &Queue, out: Out, buf: &mut Vec<u8>) {
     buf.extend_from_slice(out.bytes());
     queue.unpin(out.pinned());
-    *deliveries += out.deliveries();
+}
+
+/// How a write ended: written, failed, or given up as a slow consumer's.
+type Written = Result<std::io::Result<()>, SlowReason>;
+
+/// What the writer does after a write.
+enum Step {
+    Next,
+    /// The connection failed: the writer is done.
+    Stop,
 }
 
 /// How a batch write ended.
@@ -130,57 +183,71 @@ impl Writer {
                 }
                 None => break,
             };
-            buf.clear();
-            let mut deliveries = 0u64;
-            take(&self.inbox.queue, first, &mut buf, &mut deliveries);
-            let room = buf.len() < WRITE_BATCH_BYTES;
-            let since = self.inbox.take_more(room, |out| {
-                take(&self.inbox.queue, out, &mut buf, &mut deliveries);
-                buf.len() < WRITE_BATCH_BYTES
-            });
-            // A write the socket takes at once (nearly all of them) is made without waiting
-            // and starts no timer; only the rest of one that has to wait is written by
-            // `write_within`, boxed, so that an idle writer keeps no room for it.
-            let written = match self.inbox.queue.stream().write_now(&buf) {
-                Ok((_, true)) => Ok(Ok(())),
-                Ok((taken, false)) => {
-                    let rest = &buf[taken..];
-                    let queue = &self.inbox.queue;
-                    Box::pin(write_within(
-                        self.inbox.queue.stream(),
-                        queue,
-                        rest,
-                        self.ctx.limits.write_timeout,
-                    ))
-                    .await
-                }
-                Err(e) => Ok(Err(e)),
+            let gathered = Gathered::take(&self.inbox, first, &mut buf);
+            let step = match self.write(gathered, &mut buf) {
+                Ok(step) => step,
+                Err(blocked) => blocked.await,
             };
-            self.inbox.queue.release(buf.len());
-            let failure = match written {
-                Ok(Ok(())) => {
-                    let waited = self.inbox.queue.waited_ns(since);
-                    self.ctx.metrics.queue_wait.observe(waited, deliveries);
-                    self.ctx.metrics.messages_delivered.inc_by(deliveries);
-                    self.ctx.metrics.bytes_out.inc_by(buf.len() as u64);
-                    let info = &self.inbox.queue.info;
-                    ConnInfo::count(&info.messages_out, deliveries);
-                    ConnInfo::add(&info.bytes_out, buf.len() as u64);
-                    if buf.capacity() > WRITE_KEEP_BYTES {
-                        // A burst is over: an idle connection keeps no large buffer.
-                        buf = Vec::new();
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => Failure::Io(e),
-                Err(why) => Failure::Slow(why),
-            };
-            self.fail(failure, deliveries);
-            return;
+            if let Step::Stop = step {
+                return;
+            }
         }
         // Boxed: closing needs its futures once, and an idle connection's writer should not
         // keep room for them for the rest of its life.
         Box::pin(self.close()).await;
+    }
+
+    /// Writes what was gathered. A write the socket takes at once (nearly all of them) is
+    /// made without waiting and starts no timer; the rest of one that has to wait comes
+    /// back as a box that writes it with `write_within`, so that an idle writer keeps no
+    /// room for that wait nor for what it writes.
+    fn write<'a>(
+        &'a self,
+        gathered: Gathered,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<Step, Pin<Box<impl Future<Output = Step> + Send + 'a>>> {
+        let queue = &*self.inbox.queue;
+        let taken = match queue.stream().write_now(gathered.bytes(buf)) {
+            Ok((_, true)) => return Ok(self.written(gathered, Ok(Ok(())), buf)),
+            Ok((taken, false)) => taken,
+            Err(e) => return Ok(self.written(gathered, Ok(Err(e)), buf)),
+        };
+        let limit = self.ctx.limits.write_timeout;
+        Err(Box::pin(async move {
+            let rest = &gathered.bytes(buf)[taken..];
+            let result = write_within(queue.stream(), queue, rest, limit).await;
+            self.written(gathered, result, buf)
+        }))
+    }
+
+    /// Counts a write that ended, or ends the connection if it failed.
+    fn written(&self, gathered: Gathered, result: Written, buf: &mut Vec<u8>) -> Step {
+        let queue = &*self.inbox.queue;
+        let len = gathered.bytes(buf).len();
+        let (deliveries, since) = (gathered.deliveries, gathered.since);
+        if let Some(out) = gathered.alone {
+            queue.unpin(out.pinned());
+        }
+        queue.release(len);
+        let failure = match result {
+            Ok(Ok(())) => {
+                let waited = queue.waited_ns(since);
+                self.ctx.metrics.queue_wait.observe(waited, deliveries);
+                self.ctx.metrics.messages_delivered.inc_by(deliveries);
+                self.ctx.metrics.bytes_out.inc_by(len as u64);
+                ConnInfo::count(&queue.info.messages_out, deliveries);
+                ConnInfo::add(&queue.info.bytes_out, len as u64);
+                if buf.capacity() > WRITE_KEEP_BYTES {
+                    // A burst is over: an idle connection keeps no large buffer.
+                    *buf = Vec::new();
+                }
+                return Step::Next;
+            }
+            Ok(Err(e)) => Failure::Io(e),
+            Err(why) => Failure::Slow(why),
+        };
+        self.fail(failure, deliveries);
+        Step::Stop
     }
 
     /// The socket failed or the client stopped reading: drop what is left and close.

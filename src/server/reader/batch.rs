@@ -2,15 +2,27 @@
 //! every delivery line back to back in one buffer, every recipient list once, and
 //! consecutive messages to the same recipients joined into one item. No I/O here.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::protocol::{self, Message};
 use crate::server::event::{Batch, Event, Item};
 
+/// Largest line buffer a thread keeps for its next batch.
+const KEEP_LINES_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// Where a batch's delivery lines are written before they are copied, at their exact
+    /// size, into the buffer its recipients share: one buffer per thread that has grown
+    /// once, not one grown again (and copied at each doubling) for every batch.
+    static LINES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A batch being built.
 #[derive(Default)]
 pub struct Building {
-    /// Every delivery line so far, `from <sender>: <text>\n`, back to back.
+    /// Every delivery line so far, `from <sender>: <text>\n`, back to back (the
+    /// thread's buffer, given back by [`Building::into_event`]).
     lines: Vec<u8>,
     /// Every recipient of every message item, each followed by `\n`.
     names: String,
@@ -28,6 +40,14 @@ pub struct Building {
 }
 
 impl Building {
+    /// A batch with nothing in it yet.
+    pub fn new() -> Building {
+        Building {
+            lines: LINES.with_borrow_mut(std::mem::take),
+            ..Building::default()
+        }
+    }
+
     /// Adds a message from `sender`.
     pub fn message(&mut self, sender: &str, msg: &Message<'_>) {
         self.messages += 1;
@@ -66,15 +86,20 @@ impl Building {
     }
 
     /// The batch for the router, if anything was added.
-    pub fn into_event(self, from: &Arc<str>) -> Option<Event> {
-        (!self.items.is_empty()).then(|| Event::Messages {
+    pub fn into_event(mut self, from: &Arc<str>) -> Option<Event> {
+        let event = (!self.items.is_empty()).then(|| Event::Messages {
             from: from.clone(),
             batch: Batch {
-                lines: self.lines.into(),
-                names: self.names,
-                items: self.items,
+                lines: Arc::from(&self.lines[..]),
+                names: std::mem::take(&mut self.names),
+                items: std::mem::take(&mut self.items),
             },
-        })
+        });
+        if self.lines.capacity() <= KEEP_LINES_BYTES {
+            self.lines.clear();
+            LINES.with_borrow_mut(|kept| *kept = std::mem::take(&mut self.lines));
+        }
+        event
     }
 }
 
@@ -83,7 +108,7 @@ mod tests {
     use super::*;
 
     fn build(lines: &[&str]) -> Batch {
-        let mut b = Building::default();
+        let mut b = Building::new();
         for line in lines {
             match protocol::parse_message(line, 16) {
                 Ok(msg) => b.message("ann", &msg),
@@ -154,7 +179,7 @@ mod tests {
 
     #[test]
     fn deliveries_count_every_line_times_its_recipients() {
-        let mut b = Building::default();
+        let mut b = Building::new();
         for line in ["bob, carl, bob: a", "bob, carl, bob: b", "dan: c"] {
             b.message("ann", &protocol::parse_message(line, 16).unwrap());
         }
