@@ -286,23 +286,30 @@ pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, M
 
 /// Whether `text` holds a C0 control other than TAB, DEL, or a C1 control (U+0080 to
 /// U+009F, which UTF-8 writes as 0xC2 0x80..=0x9F). It runs on every message: a pass of
-/// 16-byte blocks without branches flags any byte that may start one (0xC2 is also the
-/// lead byte of ordinary characters such as `«` and `°`), and only a flagged block is
-/// looked at closely.
+/// 16-byte blocks without branches (the last one overlapping the one before, so that no
+/// byte is looked at one by one) flags any byte that may start one (0xC2 is also the lead
+/// byte of ordinary characters such as `«` and `°`), and only a flagged block is looked
+/// at closely. A block may start inside a character: 0xC2 is never a continuation byte.
 pub fn has_control(text: &str) -> bool {
-    fn suspect(b: u8) -> bool {
-        (b < 0x20) & (b != b'\t') | (b == 0x7f) | (b == 0xc2)
+    fn suspect(b: u8) -> u8 {
+        (((b < 0x20) & (b != b'\t')) | (b == 0x7f) | (b == 0xc2)) as u8
+    }
+    fn any_suspect(bytes: &[u8]) -> bool {
+        bytes.iter().fold(0, |any, &b| any | suspect(b)) != 0
     }
     let bytes = text.as_bytes();
-    let mut blocks = bytes.chunks_exact(16);
+    let n = bytes.len();
+    if n < 16 {
+        return any_suspect(bytes) && control_from(bytes);
+    }
     let mut at = 0;
-    for block in blocks.by_ref() {
-        if block.iter().fold(false, |any, &b| any | suspect(b)) {
+    while at + 16 <= n {
+        if any_suspect(&bytes[at..at + 16]) {
             return control_from(&bytes[at..]);
         }
         at += 16;
     }
-    blocks.remainder().iter().any(|&b| suspect(b)) && control_from(&bytes[at..])
+    at < n && any_suspect(&bytes[n - 16..]) && control_from(&bytes[n - 16..])
 }
 
 /// The close look of [`has_control`], from a flagged block to the end.

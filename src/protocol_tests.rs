@@ -96,6 +96,17 @@ fn terminal_control_in_text_is_refused() {
     }
     let long = format!("{}\x1b{}", "a".repeat(40), "b".repeat(40));
     assert!(has_control(&long), "found past the first blocks");
+    // Every length around the block size, a control at every place (the last block
+    // overlaps the one before it): each is found, and its absence too.
+    for n in 0..70 {
+        assert!(!has_control(&"«".repeat(n)), "{n} × «");
+        for at in 0..n {
+            for control in ["\x1b", "\x7f", "\u{85}"] {
+                let text = format!("{}{control}{}", "a".repeat(at), "b".repeat(n - at));
+                assert!(has_control(&text), "{text:?}");
+            }
+        }
+    }
     for fine in [
         "a\tb",
         "«ü» 30° ±1 ©",
