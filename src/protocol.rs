@@ -284,6 +284,24 @@ pub fn parse_message(line: &str, max_recipients: usize) -> Result<Message<'_>, M
     Ok(Message { dest, text })
 }
 
+/// Parses a line that follows a message whose recipients were written as `dest` (the
+/// `dest` of a message [`parse_message`] accepted): if this line names them the same way,
+/// it is that message's sibling, and its recipients need not be split and counted again.
+/// `None` when the line names anyone otherwise; else what `parse_message` would say.
+pub fn parse_after<'a>(line: &'a str, dest: &str) -> Option<Result<Message<'a>, MessageError>> {
+    // `dest` holds no `:` (it was all before a first one), so the `:` after it is the
+    // line's first too.
+    let text = line.strip_prefix(dest)?.strip_prefix(':')?;
+    let text = trim(text.strip_prefix(' ').unwrap_or(text));
+    if has_control(text) {
+        return Some(Err(MessageError::ControlCharacter));
+    }
+    Some(Ok(Message {
+        dest: &line[..dest.len()],
+        text,
+    }))
+}
+
 /// Whether `text` holds a C0 control other than TAB, DEL, or a C1 control (U+0080 to
 /// U+009F, which UTF-8 writes as 0xC2 0x80..=0x9F). It runs on every message: a pass of
 /// 16-byte blocks without branches (the last one overlapping the one before, so that no

@@ -262,6 +262,34 @@ proptest! {
         prop_assert_eq!(has_control(&text), has_control_reference(&text), "{:?}", text);
     }
 
+    /// A line parsed as the sibling of an accepted message (`parse_after`) gets exactly
+    /// what parse_message says of it, whenever parse_after takes it at all; and a line
+    /// whose recipients are written the same way is always taken.
+    #[test]
+    fn parse_after_agrees_with_parse_message(
+        first in "[a-c ,]{0,12}:[a-z \t\x1b]{0,20}",
+        line in prop_oneof![any::<String>(), "[a-c ,:\t\x1b\u{85}]{0,40}"],
+        max in 1usize..8,
+    ) {
+        if let Ok(msg) = parse_message(&first, max) {
+            let dest = msg.dest();
+            for line in [line.clone(), format!("{dest}:{line}"), format!("{dest}: {line}")] {
+                let after = parse_after(&line, dest);
+                if line.starts_with(&format!("{dest}:")) {
+                    prop_assert!(after.is_some(), "{:?} after {:?}", line, dest);
+                }
+                if let Some(after) = after {
+                    let plain = parse_message(&line, max);
+                    prop_assert_eq!(
+                        after.map(|m| (m.dest(), m.text)),
+                        plain.map(|m| (m.dest(), m.text)),
+                        "{:?} after {:?}", line, dest
+                    );
+                }
+            }
+        }
+    }
+
     /// parse_message never panics, and what it accepts is well formed.
     #[test]
     fn parse_message_never_panics(

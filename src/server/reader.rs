@@ -324,7 +324,12 @@ impl Reader {
                     break;
                 }
             };
-            match protocol::parse_message(line, self.ctx.limits.max_recipients) {
+            // A line to the same recipients as the one before skips splitting them again.
+            let parsed = batch
+                .run()
+                .and_then(|dest| protocol::parse_after(line, dest))
+                .unwrap_or_else(|| protocol::parse_message(line, self.ctx.limits.max_recipients));
+            match parsed {
                 Ok(msg) => {
                     batch.message(login, &msg);
                     if batch.messages == LINES_PER_TURN

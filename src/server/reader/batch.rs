@@ -80,6 +80,15 @@ impl Building {
         self.run_recipients = recipients;
     }
 
+    /// The recipients, as written, of the last item when it is a message: a line that
+    /// names them the same way joins it ([`protocol::parse_after`]).
+    pub fn run(&self) -> Option<&str> {
+        match self.items.last() {
+            Some(Item::Message { .. }) => Some(&self.run),
+            _ => None,
+        }
+    }
+
     /// Adds an answer for the sender, in order with its messages.
     pub fn reply(&mut self, line: Vec<u8>) {
         self.items.push(Item::Reply(line));
