@@ -367,6 +367,7 @@ rows = [
     ("direct, 100 clients, 64 B, 64 in flight: deliveries/s", "direct", lambda d: d["delivered_per_s"], k),
     ("fan-out to 10 recipients: deliveries/s", "fanout", lambda d: d["delivered_per_s"], k),
     ("server CPU per delivered message (direct), µs", "direct", lambda d: d.get("server_cpu_ns_per_delivery"), us),
+    ("server CPU per delivered message (fan-out 10), µs", "fanout", lambda d: d.get("server_cpu_ns_per_delivery"), us),
     (f"syscalls per delivered message (direct, counted by {counter})", None, None, f2),
     ("latency at 20k msgs/s, p50, ms", "rate", lambda d: d["latency_ns"]["p50"], ms),
     ("latency at 20k msgs/s, p99, ms", "rate", lambda d: d["latency_ns"]["p99"], ms),
