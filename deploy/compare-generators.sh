@@ -8,12 +8,14 @@
 #             redis-benchmark -P does, all a client owes in one write
 #   each      the same generator, each message in a write of its own (a client that
 #             does not batch its writes)
+#   apart     the same generator, batching, but no two consecutive lines name their
+#             recipient alike (`g1:`, `g1 :`), so that a-chat joins no run of lines
 # Each run starts a fresh server, runs DURATION, checks that every message arrived in
 # order, and reads the server's CPU from /proc/PID/stat. With perf, one more run of each
 # generator and build counts the server's system calls (reads, writes, epoll) and divides
 # them by the deliveries, which says how many lines each server read and write carries for
 # each generator; it is a run of its own because counting slows every system call.
-# All traffic stays on 127.0.0.1; about 4 s per run, a minute and a half for the defaults.
+# All traffic stays on 127.0.0.1; about 4 s per run, two minutes for the defaults.
 #
 # Environment:
 #   A_CHAT_BIN=PATH   the a-chat to measure (default target/release/a-chat, built if missing)
@@ -91,6 +93,7 @@ measure() {
             else
                 mode=()
                 [ $g = each ] && mode=(each)
+                [ $g = apart ] && mode=(apart)
                 line=$("$GEN" 127.0.0.1 "$PORT" 100 64 "$DURATION" "$SERVER" "${mode[@]}" 2>>"$RESULTS/pipeline.log")
                 ok=$?
             fi
@@ -102,13 +105,13 @@ measure() {
 }
 for run in $(seq "$RUNS"); do
     for b in "${ORDER[@]}"; do
-        for g in bench pipeline each; do measure "$run" "$b" "$g" 0; done
+        for g in bench pipeline apart each; do measure "$run" "$b" "$g" 0; done
     done
 done
 if [ ${#PERF[@]} -gt 0 ]; then
     say "system calls (perf counting slows them: these runs are not timed)"
     for b in "${ORDER[@]}"; do
-        for g in bench pipeline each; do measure count "$b" "$g" 1; done
+        for g in bench pipeline apart each; do measure count "$b" "$g" 1; done
     done
 fi
 
@@ -132,7 +135,7 @@ def perf(path):
         pass
     return counts
 rows = []
-for g in ["bench", "pipeline", "each"]:
+for g in ["bench", "pipeline", "apart", "each"]:
     for b in order:
         cpu, rate, per = [], [], {}
         for f in sorted(glob.glob(f"{res}/{g}-{b}-*.txt")):

@@ -5,10 +5,13 @@
  * messages delivered, writing whatever it owes in one write as soon as it learns of it.
  *
  *   cc -O2 -o pipeline-gen deploy/pipeline-gen.c
- *   pipeline-gen HOST PORT CLIENTS PIPELINE SECONDS SERVER_PID [each]
+ *   pipeline-gen HOST PORT CLIENTS PIPELINE SECONDS SERVER_PID [each|apart]
  *
  * With `each`, every message goes out in a write of its own (as a client that does not
- * batch), instead of everything a client owes in one write.
+ * batch), instead of everything a client owes in one write. With `apart`, consecutive
+ * lines name their recipient two ways in turn (`g1:` and `g1 :`, the same person), so
+ * that a-chat, which joins a run of lines naming their recipients alike into one item,
+ * joins none: the cost of a client whose lines go to different people.
  *
  * Client i logs in as g<i> and sends `g<i+1>: <seq> <padding>` (64-byte lines) to the next
  * client. Every delivery is checked: from the client that sends to it, with the next
@@ -46,6 +49,7 @@ static struct client clients[MAX_CLIENTS];
 static int n;
 static long pipeline, reads, writes, read_bytes, write_bytes, bad;
 static int each; /* one write per message */
+static int apart; /* no two consecutive lines name the recipient alike */
 
 static double now(void) {
     struct timespec t;
@@ -87,7 +91,8 @@ static void send_some(int i, long count) {
     struct client *c = &clients[i];
     size_t len = 0;
     while (count-- > 0) {
-        int k = snprintf(buf + len, LINE, "g%d: %ld ", (i + 1) % n, c->sent++);
+        const char *colon = apart && c->sent % 2 ? " :" : ":";
+        int k = snprintf(buf + len, LINE, "g%d%s %ld ", (i + 1) % n, colon, c->sent++);
         memset(buf + len + k, 'x', LINE - 1 - k);
         buf[len + LINE - 1] = '\n';
         len += LINE;
@@ -123,11 +128,12 @@ static long take_lines(int i) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7 && !(argc == 8 && !strcmp(argv[7], "each"))) {
-        fprintf(stderr, "usage: %s HOST PORT CLIENTS PIPELINE SECONDS SERVER_PID [each]\n", argv[0]);
+    if (argc != 7 && !(argc == 8 && (!strcmp(argv[7], "each") || !strcmp(argv[7], "apart")))) {
+        fprintf(stderr, "usage: %s HOST PORT CLIENTS PIPELINE SECONDS SERVER_PID [each|apart]\n", argv[0]);
         return 2;
     }
-    each = argc == 8;
+    each = argc == 8 && !strcmp(argv[7], "each");
+    apart = argc == 8 && !strcmp(argv[7], "apart");
     n = atoi(argv[3]);
     pipeline = atol(argv[4]);
     double seconds = atof(argv[5]);

@@ -341,6 +341,7 @@ fn control_from(bytes: &[u8]) -> bool {
 
 /// Appends the line each recipient gets, `from <sender>: <text>\n`, to `out`.
 pub fn write_delivery(out: &mut Vec<u8>, sender: &str, text: &str) {
+    out.reserve(sender.len() + text.len() + 8);
     out.extend_from_slice(b"from ");
     out.extend_from_slice(sender.as_bytes());
     out.extend_from_slice(b": ");

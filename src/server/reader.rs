@@ -324,14 +324,8 @@ impl Reader {
                     break;
                 }
             };
-            // A line to the same recipients as the one before skips splitting them again.
-            let parsed = batch
-                .run()
-                .and_then(|dest| protocol::parse_after(line, dest))
-                .unwrap_or_else(|| protocol::parse_message(line, self.ctx.limits.max_recipients));
-            match parsed {
-                Ok(msg) => {
-                    batch.message(login, &msg);
+            match batch.add(login, line, self.ctx.limits.max_recipients) {
+                Ok(()) => {
                     if batch.messages == LINES_PER_TURN
                         || batch.deliveries >= DELIVERIES_PER_TURN.min(allowed)
                     {

@@ -48,20 +48,39 @@ impl Building {
         }
     }
 
-    /// Adds a message from `sender`.
-    pub fn message(&mut self, sender: &str, msg: &Message<'_>) {
+    /// Parses `line` from `sender` and adds it, or says why it is no message. A line
+    /// that names its recipients exactly as the message before it joins that message's
+    /// item ([`protocol::parse_after`]) without its recipients being split again.
+    pub fn add(
+        &mut self,
+        sender: &str,
+        line: &str,
+        max_recipients: usize,
+    ) -> Result<(), protocol::MessageError> {
+        if let Some(sibling) = self
+            .run()
+            .and_then(|dest| protocol::parse_after(line, dest))
+        {
+            let text = sibling?.text;
+            self.messages += 1;
+            protocol::write_delivery(&mut self.lines, sender, text);
+            if let Some(Item::Message { line, messages, .. }) = self.items.last_mut() {
+                line.end = self.lines.len();
+                *messages += 1;
+            }
+            self.deliveries += self.run_recipients;
+            return Ok(());
+        }
+        let msg = protocol::parse_message(line, max_recipients)?;
+        self.message(sender, &msg);
+        Ok(())
+    }
+
+    /// Adds a message from `sender` as an item of its own.
+    fn message(&mut self, sender: &str, msg: &Message<'_>) {
         self.messages += 1;
         let start = self.lines.len();
         protocol::write_delivery(&mut self.lines, sender, msg.text);
-        let end = self.lines.len();
-        if let Some(Item::Message { line, messages, .. }) = self.items.last_mut() {
-            if self.run == msg.dest() {
-                line.end = end;
-                *messages += 1;
-                self.deliveries += self.run_recipients;
-                return;
-            }
-        }
         let names_start = self.names.len();
         let mut recipients = 0;
         for name in msg.recipients() {
@@ -71,7 +90,7 @@ impl Building {
         }
         self.deliveries += recipients;
         self.items.push(Item::Message {
-            line: start..end,
+            line: start..self.lines.len(),
             names: names_start..self.names.len(),
             messages: 1,
         });
@@ -82,7 +101,7 @@ impl Building {
 
     /// The recipients, as written, of the last item when it is a message: a line that
     /// names them the same way joins it ([`protocol::parse_after`]).
-    pub fn run(&self) -> Option<&str> {
+    fn run(&self) -> Option<&str> {
         match self.items.last() {
             Some(Item::Message { .. }) => Some(&self.run),
             _ => None,
@@ -119,9 +138,8 @@ mod tests {
     fn build(lines: &[&str]) -> Batch {
         let mut b = Building::new();
         for line in lines {
-            match protocol::parse_message(line, 16) {
-                Ok(msg) => b.message("ann", &msg),
-                Err(e) => b.reply(protocol::format_error(e)),
+            if let Err(e) = b.add("ann", line, 16) {
+                b.reply(protocol::format_error(e));
             }
         }
         match b.into_event(&Arc::from("ann")) {
@@ -187,10 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_line_in_a_run_is_answered_and_ends_the_run() {
+        let batch = build(&["bob: a", "bob: \u{1b}[2J", "bob: b"]);
+        let got = items(&batch);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], ("from ann: a\n".into(), "bob\n".into(), 1));
+        assert!(got[1].0.starts_with("error: control characters"), "{:?}", got[1]);
+        assert_eq!(got[2], ("from ann: b\n".into(), "bob\n".into(), 1));
+    }
+
+    #[test]
     fn deliveries_count_every_line_times_its_recipients() {
         let mut b = Building::new();
         for line in ["bob, carl, bob: a", "bob, carl, bob: b", "dan: c"] {
-            b.message("ann", &protocol::parse_message(line, 16).unwrap());
+            b.add("ann", line, 16).unwrap();
         }
         assert_eq!((b.messages, b.deliveries), (3, 5));
     }
