@@ -210,7 +210,11 @@ mod tests {
         let got = items(&batch);
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], ("from ann: a\n".into(), "bob\n".into(), 1));
-        assert!(got[1].0.starts_with("error: control characters"), "{:?}", got[1]);
+        assert!(
+            got[1].0.starts_with("error: control characters"),
+            "{:?}",
+            got[1]
+        );
         assert_eq!(got[2], ("from ann: b\n".into(), "bob\n".into(), 1));
     }
 
