@@ -18,7 +18,10 @@ use crate::server::outbox::{Out, Outbox};
 /// Its look is not kept here: it is the login's canonical form, computed again on the
 /// rare way out rather than stored twice in every connection's entry.
 pub(super) struct Peer {
+    /// The connection holding the login: a logout from an older connection of the same
+    /// login (taken over since) must not remove it.
     pub(super) conn: ConnId,
+    /// Its queue, where deliveries go.
     pub(super) outbox: Outbox,
 }
 

@@ -77,11 +77,15 @@ pub(super) fn batch<E: Elsewhere>(
 
 /// Where the messages of one batch item go: each of its distinct recipients.
 struct Recipients<'n, 'a, E> {
+    /// The sender: told of names no one holds, and named in a cluster's relays.
     from: &'a Arc<str>,
     /// Every distinct name of the item, each followed by `\n`.
     listed: &'n str,
+    /// Who is online here: the queues the item goes into.
     online: &'a mut Online,
+    /// The other nodes (`Alone` on a node by itself).
     elsewhere: &'a mut E,
+    /// Where deliveries, drops and unknown names are counted, line by line.
     metrics: &'a Metrics,
     /// Unknown names already answered in this batch.
     unknown: &'a mut HashSet<&'n str>,
