@@ -30,8 +30,12 @@ enum Kind {
     UnknownRecipient,
     /// More recipients than `max_recipients`.
     TooManyRecipients,
-    /// Valid messages to itself, never read: a slow consumer.
+    /// Valid messages to itself, never read: a slow consumer. Each read is one run of
+    /// lines to the same recipient, which a-chat routes as one item.
     GoodToSelf,
+    /// The same, but consecutive lines name the recipient two ways (`me:`, `me :`), so
+    /// that no two join: every line is routed and queued on its own.
+    GoodToSelfApart,
     /// Half a line, never finished, topped up slowly.
     Partial,
     /// A line longer than `max_line_bytes`.
@@ -44,12 +48,13 @@ enum Kind {
     AdminGarbage,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::EmptyLines,
     Kind::NoColon,
     Kind::UnknownRecipient,
     Kind::TooManyRecipients,
     Kind::GoodToSelf,
+    Kind::GoodToSelfApart,
     Kind::Partial,
     Kind::TooLong,
     Kind::InvalidUtf8,
@@ -74,6 +79,13 @@ fn payload(kind: Kind, name: &str) -> (Vec<u8>, Vec<u8>) {
             login,
             fill(format!("{name}: {}\n", "x".repeat(100)).as_bytes()),
         ),
+        Kind::GoodToSelfApart => {
+            let x = "x".repeat(100);
+            (
+                login,
+                fill(format!("{name}: {x}\n{name} : {x}\n").as_bytes()),
+            )
+        }
         Kind::Partial => (login, vec![b'p'; 4000]),
         Kind::TooLong => (login, vec![b'l'; SIZE]),
         Kind::InvalidUtf8 => (login, fill(b"me: \xff\xfe\xfd\n")),
