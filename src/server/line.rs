@@ -15,10 +15,11 @@ pub enum Out {
 }
 
 impl Out {
-    /// Bytes this item keeps alive while it is queued (see [`Queue`]'s `pinned`).
+    /// Bytes this item keeps alive while it is queued beyond its own (see [`Queue`]'s
+    /// `pinned`): the rest of the shared buffer its range is in.
     pub fn pinned(&self) -> usize {
         match self {
-            Out::Delivery(line) => line.backing_len(),
+            Out::Delivery(line) => line.neighbours_len(),
             Out::Server(_) => 0,
         }
     }
@@ -76,9 +77,9 @@ impl Shared {
         u64::from(self.lines)
     }
 
-    /// Bytes of the buffer this line keeps alive (its own and its neighbours').
-    pub fn backing_len(&self) -> usize {
-        self.buf.len()
+    /// Bytes of the buffer this range keeps alive beyond its own: its neighbours'.
+    pub fn neighbours_len(&self) -> usize {
+        self.buf.len() - (self.end - self.start) as usize
     }
 
     /// The same line in a buffer of its own, which keeps nothing else alive.
