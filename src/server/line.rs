@@ -4,6 +4,11 @@
 
 use std::sync::Arc;
 
+/// A queue keeps at most this share of its soft bound (`outbound_queue_bytes`) alive in
+/// other lines of the reads its deliveries came from: one in four, so that what a client
+/// that does not read costs stays within its bounds plus a quarter of the soft one.
+const PINNED_SHARE: usize = 4;
+
 /// One line queued for a client.
 pub enum Out {
     /// Deliveries `from X: text`: a range of a buffer shared by every recipient of the
@@ -28,6 +33,21 @@ impl Out {
         match self {
             Out::Delivery(line) => line.bytes(),
             Out::Server(line) => line,
+        }
+    }
+
+    /// The item to queue in a queue that already keeps `pinned` bytes of other lines
+    /// alive (see [`Out::pinned`]) under the soft bound `soft`: a delivery whose read's
+    /// buffer would take that past [`PINNED_SHARE`] of `soft` is queued as a copy.
+    pub fn within_pinned_share(self, pinned: usize, soft: usize) -> Out {
+        match self {
+            Out::Delivery(line)
+                if line.neighbours_len() > 0
+                    && pinned + line.neighbours_len() > soft / PINNED_SHARE =>
+            {
+                Out::Delivery(line.detached())
+            }
+            out => out,
         }
     }
 
@@ -90,6 +110,33 @@ impl Shared {
             start: 0,
             end: bytes.len() as u32,
             lines: self.lines,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A short line of a large read: queued as it is while the queue's share allows,
+    /// as a copy that keeps nothing else alive past it.
+    #[test]
+    fn a_short_line_of_a_large_read_is_copied_past_the_pinned_share() {
+        let read: Arc<[u8]> = vec![b'x'; 64 * 1024].into();
+        let line = || Out::Delivery(Shared::new(read.clone(), 0..8));
+        let soft = 1 << 20;
+        let kept = line().within_pinned_share(0, soft);
+        assert_eq!(kept.pinned(), 64 * 1024 - 8);
+        let copied = line().within_pinned_share(soft / PINNED_SHARE - 1000, soft);
+        assert_eq!((copied.pinned(), copied.bytes().len()), (0, 8));
+        // A run that is the whole read pins nothing beyond itself: never copied.
+        let run = Out::Delivery(Shared::lines(read.clone(), 0..read.len(), 9));
+        match run.within_pinned_share(soft, soft) {
+            Out::Delivery(run) => {
+                assert!(Arc::ptr_eq(&run.buf, &read), "copied");
+                assert_eq!(run.deliveries(), 9);
+            }
+            Out::Server(_) => panic!("not a delivery"),
         }
     }
 }

@@ -29,11 +29,6 @@ pub use crate::server::conninfo::Closing;
 use crate::server::conninfo::ConnInfo;
 pub use crate::server::line::{Out, Shared};
 
-/// A queue keeps at most this share of its soft bound (`outbound_queue_bytes`) alive in
-/// other lines of the reads its deliveries came from: one in four, so that what a client
-/// that does not read costs stays within its bounds plus a quarter of the soft one.
-const PINNED_SHARE: usize = 4;
-
 /// State shared by every handle of one connection's queue and its writer.
 pub struct Queue {
     /// The lines themselves, and what the writer needs to know to wait for them.
@@ -46,9 +41,9 @@ pub struct Queue {
     /// not above it. The grace runs from here.
     over_since: AtomicU64,
     /// Bytes of shared read buffers that queued deliveries keep alive beyond their own
-    /// (the other lines of the reads they came from), counted once per item. Kept within
-    /// [`PINNED_SHARE`] of the soft bound by queueing copies instead, so that a client
-    /// that does not read cannot keep whole reads alive through one short line in each.
+    /// (the other lines of the reads they came from), counted once per item and bounded
+    /// by [`Out::within_pinned_share`], so that a client that does not read cannot keep
+    /// whole reads alive through one short line in each.
     pinned: AtomicUsize,
     /// Why the connection was cut off as a slow consumer (a [`SlowReason`]); 0 while it
     /// was not.
@@ -160,16 +155,8 @@ impl Outbox {
     pub fn send(&self, out: Out) -> Result<(), DropReason> {
         let queue = &*self.queue;
         let budget = &*queue.budget;
-        let out = match out {
-            // Only the router queues deliveries, so this check and the add below do not race.
-            Out::Delivery(line)
-                if queue.pinned.load(Ordering::Acquire) + line.neighbours_len()
-                    > budget.soft() / PINNED_SHARE =>
-            {
-                Out::Delivery(line.detached())
-            }
-            out => out,
-        };
+        // Only the router queues deliveries, so this check and the add below do not race.
+        let out = out.within_pinned_share(queue.pinned.load(Ordering::Acquire), budget.soft());
         let n = out.bytes().len();
         let now_queued = queue.queued.fetch_add(n, Ordering::AcqRel) + n;
         if now_queued > budget.soft() {
