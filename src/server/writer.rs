@@ -101,6 +101,8 @@ struct Gathered {
     /// The first item, when it is written alone (nearly always: a run of one sender's
     /// lines), from where it lies; `None` when the items were gathered into the buffer.
     alone: Option<Out>,
+    /// Deliveries in what was taken: counted as written when the write ends, as dropped
+    /// when it fails.
     deliveries: u64,
     /// Since when the writer has owed these lines (see `Inbox::take_more`).
     since: u64,
